@@ -1,0 +1,56 @@
+// Package inventory holds the fleet's clusters as Flotilla knows them: what
+// each one is, how to reach it and which labels select it.
+package inventory
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+)
+
+// Cluster is one member of the fleet: a Kafka cluster or one of its
+// companions (ksqlDB, Connect, Schema Registry, any other service).
+// It is the value of the fleet.inventory topic, keyed by ID.
+type Cluster struct {
+	// ID is the stable, unique name of the cluster (e.g. "prod-eu-1").
+	ID string
+	// Labels select the cluster in rollouts: cloud, region, env, tier,
+	// kind and any other key the operator likes.
+	Labels map[string]string
+	// Driver names the driver that applies operations to this cluster
+	// ("sim", later "kafka" or "exec") and the probe that watches it.
+	Driver string
+	// Address is how the driver reaches the cluster (bootstrap servers,
+	// an API URL, or a simulated cluster's name).
+	Address string
+	// Version is the software version the cluster runs, as registered.
+	Version string
+}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// Validate reports what is wrong with a cluster registration, if anything.
+func (c Cluster) Validate() error {
+	if !idPattern.MatchString(c.ID) {
+		return fmt.Errorf("cluster id %q: must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", c.ID)
+	}
+	if c.Driver == "" {
+		return fmt.Errorf("cluster %s: driver is required", c.ID)
+	}
+	for k := range c.Labels {
+		if k == "" {
+			return fmt.Errorf("cluster %s: empty label key", c.ID)
+		}
+	}
+	return nil
+}
+
+// SortedIDs returns the IDs of the given clusters in ascending order.
+func SortedIDs(clusters map[string]Cluster) []string {
+	ids := make([]string, 0, len(clusters))
+	for id := range clusters {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}

@@ -1,0 +1,298 @@
+// Package logtable materialises tables from compacted Kafka topics: the
+// pattern of Kafka Streams state stores and goka tables. A service keeps its
+// state in memory, rebuilt from the log start on every start, and acts only
+// once every table it needs has caught up with the end of the log as it was
+// when the service started.
+//
+// "Caught up" is measured against end offsets captured once, at the start:
+// the last stable offsets (read-committed), so a transaction still open at
+// that moment is neither waited for nor read. Transaction markers occupy
+// offsets too, so reading counts them: a partition whose log ends in a
+// marker is caught up once the marker is read.
+package logtable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// stallCheck is how long catching up may go without progress on a pending
+// partition before the partition leader is asked directly where a reader
+// stands (see catchUp.probe).
+const stallCheck = 250 * time.Millisecond
+
+// readerOpts are the consumer options every reader of a table uses, after
+// the caller's own options.
+func readerOpts(clientOpts []kgo.Opt, extra ...kgo.Opt) []kgo.Opt {
+	opts := slices.Clone(clientOpts)
+	opts = append(opts,
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // markers occupy offsets: count them
+	)
+	return append(opts, extra...)
+}
+
+// catchUp tracks how far each partition of one topic is from the end offsets
+// captured when reading began.
+type catchUp struct {
+	topic    string
+	ends     map[int32]int64 // every captured partition → its end offset
+	next     map[int32]int64 // pending partitions → next offset expected
+	progress time.Time       // when a pending partition last moved
+}
+
+// capture lists the end offsets (last stable offsets) and then the start
+// offsets of partitions of topic (nil: all). A partition whose end is not past
+// its start has nothing to read and is not pending.
+func capture(ctx context.Context, cl *kgo.Client, topic string, partitions []int32) (*catchUp, error) {
+	adm := kadm.NewClient(cl)
+	// Ends first: if retention moves the start in between, start >= end
+	// and the partition is rightly seen as empty.
+	ends, err := listOffsets(ctx, topic, adm.ListCommittedOffsets)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets of %s: %w", topic, err)
+	}
+	starts, err := listOffsets(ctx, topic, adm.ListStartOffsets)
+	if err != nil {
+		return nil, fmt.Errorf("list start offsets of %s: %w", topic, err)
+	}
+	if partitions == nil {
+		partitions = slices.Collect(maps.Keys(ends))
+	}
+	c := &catchUp{topic: topic, ends: make(map[int32]int64), next: make(map[int32]int64), progress: time.Now()}
+	for _, p := range partitions {
+		end, ok := ends[p]
+		if !ok {
+			return nil, fmt.Errorf("topic %s has no partition %d (it has %d)", topic, p, len(ends))
+		}
+		c.ends[p] = end
+		if start := starts[p]; start < end {
+			c.next[p] = start
+		}
+	}
+	return c, nil
+}
+
+// listOffsets lists offsets of topic with list, retrying while the broker
+// answers with a retriable error (such as a leader election in progress).
+func listOffsets(ctx context.Context, topic string, list func(context.Context, ...string) (kadm.ListedOffsets, error)) (map[int32]int64, error) {
+	for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		listed, err := list(ctx, topic)
+		if err == nil {
+			offsets := make(map[int32]int64)
+			for p, o := range listed[topic] {
+				if o.Err != nil {
+					err = o.Err
+					break
+				}
+				offsets[p] = o.Offset
+			}
+			if err == nil {
+				return offsets, nil
+			}
+		}
+		if errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return nil, fmt.Errorf("topic %s does not exist: %w", topic, err)
+		}
+		if !kerr.IsRetriable(err) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func (c *catchUp) done() bool { return len(c.next) == 0 }
+
+func (c *catchUp) pending() []int32 { return slices.Sorted(maps.Keys(c.next)) }
+
+// advance records that partition p has been read up to (not including) next.
+func (c *catchUp) advance(p int32, next int64) {
+	cur, ok := c.next[p]
+	if !ok || next <= cur {
+		return
+	}
+	c.progress = time.Now()
+	if next >= c.ends[p] {
+		delete(c.next, p)
+		return
+	}
+	c.next[p] = next
+}
+
+// poll waits for the next fetch from cl and hands each data record to apply,
+// in offset order per partition, with caughtUp telling whether every
+// partition had reached its captured end before that record. Control records
+// count towards progress but are not applied; aborted records never arrive
+// (read-committed). While catching up, poll returns at least every
+// stallCheck so that a stalled partition gets probed. It fails when ctx ends
+// or a partition cannot be fetched anymore.
+func (c *catchUp) poll(ctx context.Context, cl *kgo.Client, log *slog.Logger, apply func(r *kgo.Record, caughtUp bool)) error {
+	pollCtx := ctx
+	if !c.done() {
+		var cancel context.CancelFunc
+		pollCtx, cancel = context.WithDeadline(ctx, c.progress.Add(stallCheck))
+		defer cancel()
+	}
+	fetches := cl.PollFetches(pollCtx)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if fetches.IsClientClosed() {
+		return kgo.ErrClientClosed
+	}
+	var errs []error
+	fetches.EachError(func(topic string, p int32, err error) {
+		var loss *kgo.ErrDataLoss
+		switch {
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+			// our stall check: handled below
+		case errors.As(err, &loss):
+			// kgo has already reset and carries on; the table
+			// cannot know what it missed, so say so loudly.
+			log.Warn("data loss while reading table: records were skipped", "topic", topic, "partition", p, "err", err)
+		default:
+			errs = append(errs, fmt.Errorf("fetch %s partition %d: %w", topic, p, err))
+		}
+	})
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		for _, r := range fp.Records {
+			if !r.Attrs.IsControl() {
+				apply(r, c.done())
+			}
+			c.advance(r.Partition, r.Offset+1)
+		}
+	})
+	if !c.done() && time.Since(c.progress) >= stallCheck {
+		c.progress = time.Now()
+		if err := c.probe(ctx, cl); err != nil && ctx.Err() == nil {
+			log.Debug("probing stalled table partitions", "topic", c.topic, "partitions", c.pending(), "err", err)
+		}
+	}
+	return nil
+}
+
+// probe asks the leader of each pending partition what a read-committed
+// reader at the partition's next offset would read up to the captured end.
+//
+// The consumer's own position is not exposed by kgo, and record offsets alone
+// do not always show it: records that are filtered out — an aborted
+// transaction whose abort marker lies past the captured end (because another
+// transaction was open at capture time), or records removed by compaction
+// right below it — advance the consumer's position without being delivered.
+// Without the probe such a partition would wait for the open transaction or
+// for new data. When the probe finds no data record before the end, the
+// partition is caught up; when it finds only markers, progress moves past them.
+func (c *catchUp) probe(ctx context.Context, cl *kgo.Client) error {
+	md, err := kadm.NewClient(cl).Metadata(ctx, c.topic)
+	if err != nil {
+		return err
+	}
+	td, ok := md.Topics[c.topic]
+	if !ok || td.Err != nil {
+		return fmt.Errorf("no metadata for %s: %v", c.topic, td.Err)
+	}
+	for _, p := range c.pending() {
+		pd, ok := td.Partitions[p]
+		if !ok {
+			continue
+		}
+		from, end := c.next[p], c.ends[p]
+		req := kmsg.NewPtrFetchRequest()
+		req.MaxWaitMillis = 0
+		req.IsolationLevel = 1 // read committed
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = c.topic, td.ID
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = p, from, 1<<20
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		kresp, err := cl.Broker(int(pd.Leader)).Request(ctx, req)
+		if err != nil {
+			return err
+		}
+		resp := kresp.(*kmsg.FetchResponse)
+		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 || resp.Topics[0].Partitions[0].ErrorCode != 0 {
+			continue // leader moved or similar: the next probe will do
+		}
+		rpr := &resp.Topics[0].Partitions[0]
+		fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+			KeepControlRecords: true,
+			Offset:             from,
+			IsolationLevel:     kgo.ReadCommitted(),
+			Topic:              c.topic,
+			Partition:          p,
+		}, rpr, kgo.DefaultDecompressor(), nil)
+		if slices.ContainsFunc(fp.Records, func(r *kgo.Record) bool { return !r.Attrs.IsControl() && r.Offset < end }) {
+			continue // data still to come: the consumer will deliver it
+		}
+		if len(rpr.RecordBatches) == 0 && rpr.LastStableOffset >= end {
+			next = end // nothing readable at all in [from, end)
+		}
+		c.advance(p, next)
+	}
+	return nil
+}
+
+// ReadToEnd reads partitions (nil: every partition) of topic from the log
+// start up to the end offsets captured when it is called — the last stable
+// offsets, so a transaction open at that moment is not waited for — with
+// read-committed isolation, and calls apply for every data record before
+// those ends, in offset order per partition. Tombstones are applied too
+// (Value == nil); transaction markers are counted but not applied, and
+// records of aborted transactions never are.
+//
+// clientOpts carry the connection settings (kgo.SeedBrokers, TLS, SASL...);
+// they must not configure consuming. ReadToEnd creates its own client and
+// closes it before returning. It returns nil once every partition has reached
+// its captured end (at once for empty partitions or an empty topic), and an
+// error if topic or a requested partition does not exist, if a partition
+// cannot be fetched, or if ctx ends first.
+func ReadToEnd(ctx context.Context, clientOpts []kgo.Opt, topic string, partitions []int32, apply func(*kgo.Record)) error {
+	cl, err := kgo.NewClient(readerOpts(clientOpts)...)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", topic, err)
+	}
+	defer cl.Close()
+	c, err := capture(ctx, cl, topic, partitions)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", topic, err)
+	}
+	if c.done() {
+		return nil
+	}
+	start := make(map[int32]kgo.Offset)
+	for p, from := range c.next {
+		start[p] = kgo.NewOffset().At(from)
+	}
+	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: start})
+	log := slog.Default()
+	for !c.done() {
+		err := c.poll(ctx, cl, log, func(r *kgo.Record, _ bool) {
+			if r.Offset < c.ends[r.Partition] {
+				apply(r)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("read %s to its end offsets: %w", topic, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,293 @@
+package logtable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// ErrStopped is returned (wrapped, with the reason Run returned) by
+// WaitReady and WaitFor once the table's Run has returned: the table will
+// not change anymore.
+var ErrStopped = errors.New("table stopped")
+
+// state is a table's recovery state, as in goka's partition tables.
+type state int
+
+const (
+	stateIdle       state = iota // Run not called yet
+	stateRecovering              // reading up to the end offsets captured at start
+	stateReady                   // caught up, following the log
+	stateStopped                 // Run returned
+)
+
+// Option configures a Table. Options that do not mention V in their
+// arguments need it spelled out: logtable.WithLogger[records.ClusterRecord](l).
+type Option[V any] func(*Table[V])
+
+// OnChange sets fn to be called for every record applied after the table has
+// caught up — not for the records of the rebuild, which are the past. It is
+// called from the table's goroutine, one record at a time, in offset order
+// per partition, after the change is visible to Get; it must not block for
+// long, as the table does not advance meanwhile. For a tombstone, deleted is
+// true and v is the zero value.
+func OnChange[V any](fn func(key string, v V, deleted bool)) Option[V] {
+	return func(t *Table[V]) { t.onChange = fn }
+}
+
+// OnDecodeError sets fn to be told of a record that cannot be decoded. The
+// record is skipped (the key keeps its previous value) and the table carries
+// on: a bad record is never fatal. Without this option such a record is
+// logged as a warning naming topic, partition, offset and key.
+func OnDecodeError[V any](fn func(r *kgo.Record, err error)) Option[V] {
+	return func(t *Table[V]) { t.onDecodeError = fn }
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger[V any](l *slog.Logger) Option[V] {
+	return func(t *Table[V]) { t.log = l }
+}
+
+// Table is a key → V map kept from a compacted topic: rebuilt from the log
+// start when Run starts, then following the log. Keys are the record keys as
+// strings; a tombstone (nil value) deletes its key; a record with a null key
+// is skipped with a warning. Every partition of the topic is read directly
+// (no consumer group), including partitions added later.
+//
+// It is safe for concurrent use. Readers should wait for WaitReady before
+// acting on its content: until then it holds an older state of the log.
+type Table[V any] struct {
+	topic         string
+	clientOpts    []kgo.Opt
+	decode        func(*kgo.Record) (V, error)
+	onChange      func(key string, v V, deleted bool)
+	onDecodeError func(r *kgo.Record, err error)
+	log           *slog.Logger
+
+	mu      sync.RWMutex
+	m       map[string]V
+	state   state
+	changed chan struct{} // closed and replaced whenever the table changes
+	ready   chan struct{} // closed when caught up
+	stopped chan struct{} // closed when Run returns
+	err     error         // why Run returned
+}
+
+// New returns a table of topic, read with a client made from clientOpts (the
+// connection settings: kgo.SeedBrokers, TLS, SASL... — not consumer options)
+// and decoding record values with decode. It does nothing until Run.
+func New[V any](topic string, clientOpts []kgo.Opt, decode func(*kgo.Record) (V, error), opts ...Option[V]) *Table[V] {
+	t := &Table[V]{
+		topic:      topic,
+		clientOpts: clientOpts,
+		decode:     decode,
+		log:        slog.Default(),
+		m:          make(map[string]V),
+		changed:    make(chan struct{}),
+		ready:      make(chan struct{}),
+		stopped:    make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(t)
+	}
+	t.log = t.log.With("topic", topic)
+	if t.onDecodeError == nil {
+		t.onDecodeError = func(r *kgo.Record, err error) {
+			t.log.Warn("skipping record that cannot be decoded",
+				"partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
+		}
+	}
+	return t
+}
+
+// Run rebuilds the table from the log start up to the end offsets (last
+// stable offsets) captured as it starts, marks it ready, and then follows the
+// log until ctx ends. It blocks meanwhile; run it in its own goroutine.
+//
+// It returns ctx's error when ctx ends, or earlier with an error naming the
+// topic if the topic does not exist or a partition can no longer be fetched
+// (the table then stops changing: restart the service rather than act on a
+// stale table). A table runs once: a second Run returns an error at once.
+func (t *Table[V]) Run(ctx context.Context) (err error) {
+	t.mu.Lock()
+	if t.state != stateIdle {
+		t.mu.Unlock()
+		return fmt.Errorf("table %s: Run called twice", t.topic)
+	}
+	t.state = stateRecovering
+	t.mu.Unlock()
+	defer func() { t.stop(err) }()
+
+	cl, err := kgo.NewClient(readerOpts(t.clientOpts, kgo.ConsumeTopics(t.topic))...)
+	if err != nil {
+		return fmt.Errorf("table %s: %w", t.topic, err)
+	}
+	defer cl.Close()
+	c, err := capture(ctx, cl, t.topic, nil)
+	if err != nil {
+		return fmt.Errorf("table %s: %w", t.topic, err)
+	}
+	for {
+		if c.done() {
+			t.markReady()
+		}
+		applied := false
+		err := c.poll(ctx, cl, t.log, func(r *kgo.Record, caughtUp bool) {
+			if caughtUp {
+				t.markReady()
+			}
+			applied = t.apply(r) || applied
+		})
+		if err != nil {
+			return fmt.Errorf("table %s: %w", t.topic, err)
+		}
+		if applied {
+			t.broadcast()
+		}
+	}
+}
+
+// apply applies one data record and reports whether the table changed.
+func (t *Table[V]) apply(r *kgo.Record) bool {
+	if r.Key == nil {
+		t.log.Warn("skipping record with a null key", "partition", r.Partition, "offset", r.Offset)
+		return false
+	}
+	key := string(r.Key)
+	var v V
+	deleted := r.Value == nil
+	if !deleted {
+		var err error
+		if v, err = t.decode(r); err != nil {
+			t.onDecodeError(r, err)
+			return false
+		}
+	}
+	t.mu.Lock()
+	if deleted {
+		delete(t.m, key)
+	} else {
+		t.m[key] = v
+	}
+	ready := t.state == stateReady
+	t.mu.Unlock()
+	if ready && t.onChange != nil {
+		t.onChange(key, v, deleted)
+	}
+	return true
+}
+
+func (t *Table[V]) markReady() {
+	t.mu.Lock()
+	if t.state != stateRecovering {
+		t.mu.Unlock()
+		return
+	}
+	t.state = stateReady
+	t.mu.Unlock()
+	close(t.ready)
+	t.log.Debug("table caught up", "keys", t.Len())
+	t.broadcast()
+}
+
+func (t *Table[V]) stop(err error) {
+	t.mu.Lock()
+	t.state, t.err = stateStopped, err
+	t.mu.Unlock()
+	close(t.stopped)
+}
+
+func (t *Table[V]) broadcast() {
+	t.mu.Lock()
+	close(t.changed)
+	t.changed = make(chan struct{})
+	t.mu.Unlock()
+}
+
+// stopErr is the error WaitReady and WaitFor return once Run has returned.
+func (t *Table[V]) stopErr() error {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return fmt.Errorf("table %s: %w: %w", t.topic, ErrStopped, t.err)
+}
+
+// Ready reports whether the table has caught up and is following the log.
+// It is false before, and again once Run has returned.
+func (t *Table[V]) Ready() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.state == stateReady
+}
+
+// WaitReady blocks until the table has caught up. It fails with ctx's error
+// if ctx ends first, or with an error wrapping ErrStopped (and the reason) if
+// Run returns before the table caught up.
+func (t *Table[V]) WaitReady(ctx context.Context) error {
+	select {
+	case <-t.ready:
+		return nil
+	case <-t.stopped:
+		select {
+		case <-t.ready: // it did catch up before stopping
+			return nil
+		default:
+			return t.stopErr()
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("wait for table %s to catch up: %w", t.topic, ctx.Err())
+	}
+}
+
+// Get returns the value of key, and whether the table holds it.
+func (t *Table[V]) Get(key string) (V, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	v, ok := t.m[key]
+	return v, ok
+}
+
+// Snapshot returns a copy of the table. Values are copied shallowly: do not
+// modify what they point to.
+func (t *Table[V]) Snapshot() map[string]V {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return maps.Clone(t.m)
+}
+
+// Len returns the number of keys in the table.
+func (t *Table[V]) Len() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.m)
+}
+
+// WaitFor blocks until cond holds: it checks cond now and after every change
+// to the table (cond may call Get, Len, Ready...). It fails with ctx's error
+// if ctx ends first, or with an error wrapping ErrStopped once Run has
+// returned and cond still does not hold. Meant for tests and CLIs; services
+// react to changes with OnChange.
+func (t *Table[V]) WaitFor(ctx context.Context, cond func(*Table[V]) bool) error {
+	for {
+		t.mu.RLock()
+		changed := t.changed
+		t.mu.RUnlock()
+		if cond(t) {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-t.stopped:
+			if cond(t) {
+				return nil
+			}
+			return t.stopErr()
+		case <-ctx.Done():
+			return fmt.Errorf("wait for table %s: %w", t.topic, ctx.Err())
+		}
+	}
+}

@@ -1,0 +1,391 @@
+package records
+
+import (
+	"errors"
+
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+// This file maps each record type to and from goavro natives, by hand: the
+// Avro field names are those of schemas/*.avsc. A field added in a new
+// schema version is added here in both directions.
+
+// Union member names.
+const (
+	memberSubmitRollout = "flotilla.SubmitRollout"
+	memberWorkflow      = "flotilla.Workflow"
+	memberTarget        = "flotilla.Target"
+)
+
+func envelopeNative(e Envelope) map[string]any {
+	return map[string]any{
+		"id":           e.ID,
+		"time":         millis(e.Time),
+		"principal":    e.Principal,
+		"causation_id": e.CausationID,
+	}
+}
+
+func envelopeFrom(x rec) Envelope {
+	return Envelope{
+		ID:          x.str("id"),
+		Time:        x.time("time"),
+		Principal:   x.str("principal"),
+		CausationID: x.str("causation_id"),
+	}
+}
+
+func clusterNative(c inventory.Cluster) map[string]any {
+	return map[string]any{
+		"id":      c.ID,
+		"labels":  stringMapNative(c.Labels),
+		"driver":  c.Driver,
+		"address": c.Address,
+		"version": c.Version,
+	}
+}
+
+func clusterFrom(x rec) inventory.Cluster {
+	return inventory.Cluster{
+		ID:      x.str("id"),
+		Labels:  x.strMap("labels"),
+		Driver:  x.str("driver"),
+		Address: x.str("address"),
+		Version: x.str("version"),
+	}
+}
+
+func operationNative(o rollout.Operation) map[string]any {
+	return map[string]any{
+		"kind":    string(o.Kind),
+		"version": o.Version,
+		"config":  stringMapNative(o.Config),
+	}
+}
+
+func operationFrom(x rec) rollout.Operation {
+	return rollout.Operation{
+		Kind:    rollout.OperationKind(x.str("kind")),
+		Version: x.str("version"),
+		Config:  x.strMap("config"),
+	}
+}
+
+func specNative(s rollout.Spec) map[string]any {
+	phases := make([]any, len(s.Phases))
+	for i, p := range s.Phases {
+		phases[i] = map[string]any{
+			"name":     p.Name,
+			"selector": p.Selector,
+			"waves": map[string]any{
+				"mode":  string(p.Waves.Mode),
+				"value": p.Waves.Value,
+			},
+			"max_in_flight": p.MaxInFlight,
+			"bake_ms":       p.Bake.Milliseconds(),
+		}
+	}
+	return map[string]any{
+		"name":      s.Name,
+		"operation": operationNative(s.Operation),
+		"selector":  s.Selector,
+		"clusters":  stringsNative(s.Clusters),
+		"phases":    phases,
+		"failure_threshold": map[string]any{
+			"count":   s.FailureThreshold.Count,
+			"percent": s.FailureThreshold.Percent,
+		},
+	}
+}
+
+func specFrom(x rec) rollout.Spec {
+	s := rollout.Spec{
+		Name:      x.str("name"),
+		Operation: operationFrom(x.record("operation")),
+		Selector:  x.str("selector"),
+		Clusters:  x.strs("clusters"),
+	}
+	for _, p := range x.recs("phases") {
+		w := p.record("waves")
+		s.Phases = append(s.Phases, rollout.Phase{
+			Name:        p.str("name"),
+			Selector:    p.str("selector"),
+			Waves:       rollout.Waves{Mode: rollout.WaveMode(w.str("mode")), Value: w.int("value")},
+			MaxInFlight: p.int("max_in_flight"),
+			Bake:        p.duration("bake_ms"),
+		})
+	}
+	t := x.record("failure_threshold")
+	s.FailureThreshold = rollout.Threshold{Count: t.int("count"), Percent: t.int("percent")}
+	return s
+}
+
+func clusterRecordNative(c ClusterRecord) map[string]any {
+	return map[string]any{
+		"envelope": envelopeNative(c.Envelope),
+		"cluster":  clusterNative(c.Cluster),
+	}
+}
+
+func clusterRecordFrom(v any) (ClusterRecord, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	c := ClusterRecord{
+		Envelope: envelopeFrom(x.record("envelope")),
+		Cluster:  clusterFrom(x.record("cluster")),
+	}
+	return c, r.err
+}
+
+func requestNative(q Request) (map[string]any, error) {
+	if q.Submit == nil {
+		return nil, errors.New("request has no body: set Submit")
+	}
+	return map[string]any{
+		"envelope": envelopeNative(q.Envelope),
+		"body": map[string]any{memberSubmitRollout: map[string]any{
+			"spec": specNative(q.Submit.Spec),
+		}},
+	}, nil
+}
+
+func requestFrom(v any) (Request, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	q := Request{Envelope: envelopeFrom(x.record("envelope"))}
+	switch member, body := x.union("body"); member {
+	case memberSubmitRollout:
+		q.Submit = &SubmitRollout{Spec: specFrom(body.record("spec"))}
+	default:
+		r.fail("body", "unknown request kind %q", member)
+	}
+	return q, r.err
+}
+
+func workflowRecordNative(w WorkflowRecord) (map[string]any, error) {
+	var row map[string]any
+	switch {
+	case w.Workflow != nil && w.Target != nil:
+		return nil, errors.New("workflow record has both Workflow and Target set")
+	case w.Workflow != nil:
+		row = map[string]any{memberWorkflow: workflowNative(*w.Workflow)}
+	case w.Target != nil:
+		row = map[string]any{memberTarget: targetNative(*w.Target)}
+	default:
+		return nil, errors.New("workflow record has neither Workflow nor Target set")
+	}
+	return map[string]any{"envelope": envelopeNative(w.Envelope), "row": row}, nil
+}
+
+func workflowNative(w Workflow) map[string]any {
+	phases := make([]any, len(w.Phases))
+	for i, p := range w.Phases {
+		phases[i] = map[string]any{
+			"name":          p.Name,
+			"wave_sizes":    intsNative(p.WaveSizes),
+			"max_in_flight": p.MaxInFlight,
+			"bake_ms":       p.Bake.Milliseconds(),
+		}
+	}
+	return map[string]any{
+		"id":         w.ID,
+		"spec":       specNative(w.Spec),
+		"state":      string(w.State),
+		"reason":     w.Reason,
+		"event":      w.Event,
+		"phases":     phases,
+		"phase":      w.Phase,
+		"wave":       w.Wave,
+		"bake_until": millis(w.BakeUntil),
+		"targets":    w.Targets,
+		"created_at": millis(w.CreatedAt),
+		"updated_at": millis(w.UpdatedAt),
+		"seq":        w.Seq,
+	}
+}
+
+func targetNative(t Target) map[string]any {
+	return map[string]any{
+		"workflow_id":      t.WorkflowID,
+		"cluster_id":       t.ClusterID,
+		"phase":            t.Phase,
+		"wave":             t.Wave,
+		"state":            string(t.State),
+		"command_id":       t.CommandID,
+		"attempt":          t.Attempt,
+		"reason":           t.Reason,
+		"unhealthy":        t.Unhealthy,
+		"previous_version": t.PreviousVersion,
+		"version":          t.Version,
+		"started_at":       millis(t.StartedAt),
+		"finished_at":      millis(t.FinishedAt),
+	}
+}
+
+func workflowRecordFrom(v any) (WorkflowRecord, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	w := WorkflowRecord{Envelope: envelopeFrom(x.record("envelope"))}
+	switch member, row := x.union("row"); member {
+	case memberWorkflow:
+		wf := &Workflow{
+			ID:        row.str("id"),
+			Spec:      specFrom(row.record("spec")),
+			State:     WorkflowState(row.str("state")),
+			Reason:    row.str("reason"),
+			Event:     row.str("event"),
+			Phase:     row.int("phase"),
+			Wave:      row.int("wave"),
+			BakeUntil: row.time("bake_until"),
+			Targets:   row.int("targets"),
+			CreatedAt: row.time("created_at"),
+			UpdatedAt: row.time("updated_at"),
+			Seq:       row.long("seq"),
+		}
+		for _, p := range row.recs("phases") {
+			wf.Phases = append(wf.Phases, PhasePlan{
+				Name:        p.str("name"),
+				WaveSizes:   p.ints("wave_sizes"),
+				MaxInFlight: p.int("max_in_flight"),
+				Bake:        p.duration("bake_ms"),
+			})
+		}
+		w.Workflow = wf
+	case memberTarget:
+		w.Target = &Target{
+			WorkflowID:      row.str("workflow_id"),
+			ClusterID:       row.str("cluster_id"),
+			Phase:           row.int("phase"),
+			Wave:            row.int("wave"),
+			State:           TargetState(row.str("state")),
+			CommandID:       row.str("command_id"),
+			Attempt:         row.int("attempt"),
+			Reason:          row.str("reason"),
+			Unhealthy:       row.boolean("unhealthy"),
+			PreviousVersion: row.str("previous_version"),
+			Version:         row.str("version"),
+			StartedAt:       row.time("started_at"),
+			FinishedAt:      row.time("finished_at"),
+		}
+	default:
+		r.fail("row", "unknown row kind %q", member)
+	}
+	return w, r.err
+}
+
+func commandNative(c Command) map[string]any {
+	return map[string]any{
+		"envelope":    envelopeNative(c.Envelope),
+		"id":          c.ID,
+		"workflow_id": c.WorkflowID,
+		"cluster_id":  c.ClusterID,
+		"attempt":     c.Attempt,
+		"operation":   operationNative(c.Operation),
+		"cluster":     clusterNative(c.Cluster),
+	}
+}
+
+func commandFrom(v any) (Command, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	c := Command{
+		Envelope:   envelopeFrom(x.record("envelope")),
+		ID:         x.str("id"),
+		WorkflowID: x.str("workflow_id"),
+		ClusterID:  x.str("cluster_id"),
+		Attempt:    x.int("attempt"),
+		Operation:  operationFrom(x.record("operation")),
+		Cluster:    clusterFrom(x.record("cluster")),
+	}
+	return c, r.err
+}
+
+func operationEventNative(o OperationEvent) map[string]any {
+	return map[string]any{
+		"envelope":         envelopeNative(o.Envelope),
+		"command_id":       o.CommandID,
+		"workflow_id":      o.WorkflowID,
+		"cluster_id":       o.ClusterID,
+		"attempt":          o.Attempt,
+		"status":           string(o.Status),
+		"reason":           o.Reason,
+		"previous_version": o.PreviousVersion,
+		"version":          o.Version,
+		"output":           o.Output,
+	}
+}
+
+func operationEventFrom(v any) (OperationEvent, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	o := OperationEvent{
+		Envelope:        envelopeFrom(x.record("envelope")),
+		CommandID:       x.str("command_id"),
+		WorkflowID:      x.str("workflow_id"),
+		ClusterID:       x.str("cluster_id"),
+		Attempt:         x.int("attempt"),
+		Status:          OperationStatus(x.str("status")),
+		Reason:          x.str("reason"),
+		PreviousVersion: x.str("previous_version"),
+		Version:         x.str("version"),
+		Output:          x.str("output"),
+	}
+	return o, r.err
+}
+
+func healthNative(h Health) map[string]any {
+	return map[string]any{
+		"envelope":         envelopeNative(h.Envelope),
+		"cluster_id":       h.ClusterID,
+		"status":           string(h.Status),
+		"previous_status":  string(h.PreviousStatus),
+		"reasons":          stringsNative(h.Reasons),
+		"observed_version": h.ObservedVersion,
+		"observed_at":      millis(h.ObservedAt),
+		"heartbeat":        h.Heartbeat,
+	}
+}
+
+func healthFrom(v any) (Health, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	h := Health{
+		Envelope:        envelopeFrom(x.record("envelope")),
+		ClusterID:       x.str("cluster_id"),
+		Status:          HealthStatus(x.str("status")),
+		PreviousStatus:  HealthStatus(x.str("previous_status")),
+		Reasons:         x.strs("reasons"),
+		ObservedVersion: x.str("observed_version"),
+		ObservedAt:      x.time("observed_at"),
+		Heartbeat:       x.boolean("heartbeat"),
+	}
+	return h, r.err
+}
+
+func notificationNative(n Notification) map[string]any {
+	return map[string]any{
+		"envelope":    envelopeNative(n.Envelope),
+		"kind":        n.Kind,
+		"severity":    string(n.Severity),
+		"workflow_id": n.WorkflowID,
+		"cluster_id":  n.ClusterID,
+		"message":     n.Message,
+		"fields":      stringMapNative(n.Fields),
+	}
+}
+
+func notificationFrom(v any) (Notification, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	n := Notification{
+		Envelope:   envelopeFrom(x.record("envelope")),
+		Kind:       x.str("kind"),
+		Severity:   Severity(x.str("severity")),
+		WorkflowID: x.str("workflow_id"),
+		ClusterID:  x.str("cluster_id"),
+		Message:    x.str("message"),
+		Fields:     x.strMap("fields"),
+	}
+	return n, r.err
+}

@@ -1,0 +1,325 @@
+package records
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+// The fixtures below set every field. They take the time to use, so that a
+// test can build the value it encodes (with nanoseconds, in a non-UTC zone)
+// and the value it expects back (milliseconds, UTC) from the same code.
+
+var (
+	// inTime has sub-millisecond digits and a zone: what callers may pass.
+	inTime = time.Date(2026, 3, 4, 5, 6, 7, 891_234_567, time.FixedZone("CET", 3600))
+	// outTime is what every decoder returns for it.
+	outTime = inTime.Truncate(time.Millisecond).UTC()
+)
+
+func fullEnvelope(t time.Time) Envelope {
+	return Envelope{ID: "6b1c7c3e-0b8e-4d8c-9a52-1f0f0c3c9e11", Time: t, Principal: "alice", CausationID: "0d9e8f7a-cause"}
+}
+
+func fullCluster() inventory.Cluster {
+	return inventory.Cluster{
+		ID:      "prod-eu-1",
+		Labels:  map[string]string{"cloud": "azure", "kind": "kafka", "tier": "internal"},
+		Driver:  "sim",
+		Address: "broker-1:9092,broker-2:9092",
+		Version: "3.8.0",
+	}
+}
+
+func fullOperation() rollout.Operation {
+	return rollout.Operation{Kind: rollout.Config, Version: "3.9.1", Config: map[string]string{"log.retention.ms": "604800000", "quoted \"key\"": "<&>"}}
+}
+
+func fullSpec() rollout.Spec {
+	return rollout.Spec{
+		Name:      "kafka-3.9.1",
+		Operation: fullOperation(),
+		Selector:  "kind=kafka,env in (prod, staging)",
+		Clusters:  []string{"legacy-1", "legacy-2"},
+		Phases: []rollout.Phase{
+			{Name: "internal", Selector: "tier=internal", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}, MaxInFlight: 1, Bake: 10 * time.Minute},
+			{Name: "azure", Selector: "cloud=azure", Waves: rollout.Waves{Mode: rollout.WavePercent, Value: 25}, MaxInFlight: 3, Bake: 90 * time.Second},
+			{Name: "rest", Waves: rollout.Waves{Mode: rollout.WaveExponential, Value: 1}, Bake: 1500 * time.Millisecond},
+		},
+		FailureThreshold: rollout.Threshold{Count: 2, Percent: 10},
+	}
+}
+
+func fullClusterRecord(t time.Time) ClusterRecord {
+	return ClusterRecord{Envelope: fullEnvelope(t), Cluster: fullCluster()}
+}
+
+func fullRequest(t time.Time) Request {
+	return Request{Envelope: fullEnvelope(t), Submit: &SubmitRollout{Spec: fullSpec()}}
+}
+
+func fullWorkflowRow(t time.Time) WorkflowRecord {
+	return WorkflowRecord{Envelope: fullEnvelope(t), Workflow: &Workflow{
+		ID:     "wf-1",
+		Spec:   fullSpec(),
+		State:  WorkflowPaused,
+		Reason: "2 clusters failed",
+		Event:  "paused",
+		Phases: []PhasePlan{
+			{Name: "internal", WaveSizes: []int{2, 2, 1}, MaxInFlight: 1, Bake: 10 * time.Minute},
+			{Name: "azure", WaveSizes: []int{4}, MaxInFlight: 3, Bake: 90 * time.Second},
+		},
+		Phase:     1,
+		Wave:      2,
+		BakeUntil: t.Add(time.Hour),
+		Targets:   9,
+		CreatedAt: t.Add(-time.Hour),
+		UpdatedAt: t,
+		Seq:       1 << 40,
+	}}
+}
+
+func fullTargetRow(t time.Time) WorkflowRecord {
+	return WorkflowRecord{Envelope: fullEnvelope(t), Target: &Target{
+		WorkflowID:      "wf-1",
+		ClusterID:       "prod-eu-1",
+		Phase:           1,
+		Wave:            2,
+		State:           TargetFailed,
+		CommandID:       "wf-1/prod-eu-1/2",
+		Attempt:         2,
+		Reason:          "broker 3 did not come back",
+		Unhealthy:       true,
+		PreviousVersion: "3.8.0",
+		Version:         "3.9.1",
+		StartedAt:       t.Add(-time.Minute),
+		FinishedAt:      t,
+	}}
+}
+
+func fullCommand(t time.Time) Command {
+	return Command{
+		Envelope:   fullEnvelope(t),
+		ID:         "wf-1/prod-eu-1/2",
+		WorkflowID: "wf-1",
+		ClusterID:  "prod-eu-1",
+		Attempt:    2,
+		Operation:  fullOperation(),
+		Cluster:    fullCluster(),
+	}
+}
+
+func fullOperationEvent(t time.Time) OperationEvent {
+	return OperationEvent{
+		Envelope:        fullEnvelope(t),
+		CommandID:       "wf-1/prod-eu-1/2",
+		WorkflowID:      "wf-1",
+		ClusterID:       "prod-eu-1",
+		Attempt:         2,
+		Status:          OperationFailed,
+		Reason:          "timeout",
+		PreviousVersion: "3.8.0",
+		Version:         "3.8.0",
+		Output:          "line 1\nline 2 ✓\n",
+	}
+}
+
+func fullHealth(t time.Time) Health {
+	return Health{
+		Envelope:        fullEnvelope(t),
+		ClusterID:       "prod-eu-1",
+		Status:          HealthDegraded,
+		PreviousStatus:  HealthHealthy,
+		Reasons:         []string{"under-replicated partitions: 3", "controller moved"},
+		ObservedVersion: "3.9.1",
+		ObservedAt:      t,
+		Heartbeat:       true,
+	}
+}
+
+func fullNotification(t time.Time) Notification {
+	return Notification{
+		Envelope:   fullEnvelope(t),
+		Kind:       "workflow.paused",
+		Severity:   SeverityWarning,
+		WorkflowID: "wf-1",
+		ClusterID:  "prod-eu-1",
+		Message:    "kafka-3.9.1 paused: 2 clusters failed",
+		Fields:     map[string]string{"failed": "2", "phase": "azure"},
+	}
+}
+
+// decoders decode into any, so that tables can hold every type.
+var decoders = map[string]func([]byte) (any, error){
+	nameClusterRecord:  func(b []byte) (any, error) { return DecodeClusterRecord(b) },
+	nameRequest:        func(b []byte) (any, error) { return DecodeRequest(b) },
+	nameWorkflowRecord: func(b []byte) (any, error) { return DecodeWorkflowRecord(b) },
+	nameCommand:        func(b []byte) (any, error) { return DecodeCommand(b) },
+	nameOperationEvent: func(b []byte) (any, error) { return DecodeOperationEvent(b) },
+	nameHealth:         func(b []byte) (any, error) { return DecodeHealth(b) },
+	nameNotification:   func(b []byte) (any, error) { return DecodeNotification(b) },
+}
+
+// roundTrips is every record type with every field set: the value to
+// encode, the value decoding must return, and its family.
+var roundTrips = []struct {
+	name, family string
+	in, want     any
+}{
+	{"cluster", nameClusterRecord, fullClusterRecord(inTime), fullClusterRecord(outTime)},
+	{"request", nameRequest, fullRequest(inTime), fullRequest(outTime)},
+	{"workflow row", nameWorkflowRecord, fullWorkflowRow(inTime), fullWorkflowRow(outTime)},
+	{"target row", nameWorkflowRecord, fullTargetRow(inTime), fullTargetRow(outTime)},
+	{"command", nameCommand, fullCommand(inTime), fullCommand(outTime)},
+	{"operation", nameOperationEvent, fullOperationEvent(inTime), fullOperationEvent(outTime)},
+	{"health", nameHealth, fullHealth(inTime), fullHealth(outTime)},
+	{"notification", nameNotification, fullNotification(inTime), fullNotification(outTime)},
+}
+
+func TestRoundTripEveryFieldSet(t *testing.T) {
+	for _, tc := range roundTrips {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := Encode(tc.in)
+			if err != nil {
+				t.Fatalf("Encode: %v", err)
+			}
+			got, err := decoders[tc.family](b)
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("round trip:\n got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestEncodeAcceptsPointers(t *testing.T) {
+	for _, tc := range roundTrips {
+		t.Run(tc.name, func(t *testing.T) {
+			byValue, err := Encode(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := reflect.New(reflect.TypeOf(tc.in))
+			p.Elem().Set(reflect.ValueOf(tc.in))
+			byPointer, err := Encode(p.Interface())
+			if err != nil {
+				t.Fatalf("Encode(%T): %v", p.Interface(), err)
+			}
+			got, err := decoders[tc.family](byPointer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Map order may differ between encodings, so compare decoded values.
+			if want, _ := decoders[tc.family](byValue); !reflect.DeepEqual(got, want) {
+				t.Errorf("pointer and value encode differently:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// Zero values round-trip exactly: zero times stay zero (written as 0), nil
+// slices and maps stay nil.
+func TestRoundTripZeroValues(t *testing.T) {
+	for _, in := range []any{
+		ClusterRecord{},
+		Request{Submit: &SubmitRollout{}},
+		WorkflowRecord{Workflow: &Workflow{}},
+		WorkflowRecord{Target: &Target{}},
+		Command{},
+		OperationEvent{},
+		Health{},
+		Notification{},
+	} {
+		b, err := Encode(in)
+		if err != nil {
+			t.Fatalf("Encode(%T): %v", in, err)
+		}
+		got, err := decoderFor(t, in)(b)
+		if err != nil {
+			t.Fatalf("decode %T: %v", in, err)
+		}
+		if !reflect.DeepEqual(got, in) {
+			t.Errorf("zero %T:\n got %+v\nwant %+v", in, got, in)
+		}
+	}
+}
+
+// Empty (non-nil) slices and maps decode as nil: the wire cannot tell them
+// apart, and nil is the Go zero value.
+func TestEmptyCollectionsDecodeAsNil(t *testing.T) {
+	spec := rollout.Spec{Operation: rollout.Operation{Config: map[string]string{}}, Clusters: []string{}, Phases: []rollout.Phase{}}
+	in := []any{
+		ClusterRecord{Cluster: inventory.Cluster{Labels: map[string]string{}}},
+		Request{Submit: &SubmitRollout{Spec: spec}},
+		WorkflowRecord{Workflow: &Workflow{Spec: spec, Phases: []PhasePlan{{WaveSizes: []int{}}}}},
+		Health{Reasons: []string{}},
+		Notification{Fields: map[string]string{}},
+	}
+	want := []any{
+		ClusterRecord{},
+		Request{Submit: &SubmitRollout{}},
+		WorkflowRecord{Workflow: &Workflow{Phases: []PhasePlan{{}}}},
+		Health{},
+		Notification{},
+	}
+	for i := range in {
+		b, err := Encode(in[i])
+		if err != nil {
+			t.Fatalf("Encode(%T): %v", in[i], err)
+		}
+		got, err := decoderFor(t, in[i])(b)
+		if err != nil {
+			t.Fatalf("decode %T: %v", in[i], err)
+		}
+		if !reflect.DeepEqual(got, want[i]) {
+			t.Errorf("%T:\n got %+v\nwant %+v", in[i], got, want[i])
+		}
+	}
+}
+
+// Durations keep whole milliseconds; times keep milliseconds, in UTC.
+func TestPrecision(t *testing.T) {
+	epochish := time.Date(1969, 12, 31, 23, 59, 59, 999_999_999, time.UTC) // negative millis
+	in := Request{Envelope: Envelope{Time: epochish}, Submit: &SubmitRollout{Spec: rollout.Spec{Phases: []rollout.Phase{{Bake: 1500*time.Microsecond + 7}}}}}
+	b, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeRequest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := epochish.Truncate(time.Millisecond); !got.Envelope.Time.Equal(want) || got.Envelope.Time.Location() != time.UTC {
+		t.Errorf("time = %v, want %v in UTC", got.Envelope.Time, want)
+	}
+	if d := got.Submit.Spec.Phases[0].Bake; d != time.Millisecond {
+		t.Errorf("bake = %v, want 1ms", d)
+	}
+}
+
+func decoderFor(t *testing.T, v any) func([]byte) (any, error) {
+	t.Helper()
+	switch v.(type) {
+	case ClusterRecord:
+		return decoders[nameClusterRecord]
+	case Request:
+		return decoders[nameRequest]
+	case WorkflowRecord:
+		return decoders[nameWorkflowRecord]
+	case Command:
+		return decoders[nameCommand]
+	case OperationEvent:
+		return decoders[nameOperationEvent]
+	case Health:
+		return decoders[nameHealth]
+	case Notification:
+		return decoders[nameNotification]
+	}
+	t.Fatalf("no decoder for %T", v)
+	return nil
+}

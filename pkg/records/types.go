@@ -1,0 +1,224 @@
+// Package records holds the values Flotilla's services write to and read
+// from their topics, and their Avro codec (see codec.go).
+package records
+
+import (
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+// Envelope is carried by every record: the audit trail is built from it.
+type Envelope struct {
+	ID          string    // unique ID of this record (a UUID)
+	Time        time.Time // when it was written
+	Principal   string    // who caused it: a user ("alice"), or a service ("planner")
+	CausationID string    // Envelope.ID of the record that caused this one; "" for a user's own request
+}
+
+// ClusterRecord is the value of fleet.inventory, keyed by cluster ID.
+// A tombstone (nil value) decommissions the cluster.
+type ClusterRecord struct {
+	Envelope Envelope
+	Cluster  inventory.Cluster
+}
+
+// Request is the value of fleet.requests, keyed by its Envelope.ID, which the
+// client chooses (a UUID): retries of the same request collapse into one.
+// Exactly one body field is set.
+type Request struct {
+	Envelope Envelope
+	Submit   *SubmitRollout
+}
+
+// SubmitRollout asks for a new rollout. Its workflow ID is the request ID.
+type SubmitRollout struct {
+	Spec rollout.Spec
+}
+
+// WorkflowState is the life-cycle state of a workflow.
+type WorkflowState string
+
+const (
+	WorkflowPending   WorkflowState = "pending"
+	WorkflowRunning   WorkflowState = "running"
+	WorkflowPaused    WorkflowState = "paused"
+	WorkflowSucceeded WorkflowState = "succeeded"
+	WorkflowFailed    WorkflowState = "failed"
+	WorkflowCancelled WorkflowState = "cancelled"
+	// WorkflowRejected marks a request that was never accepted: it could not
+	// be decoded or failed validation. Reason says why.
+	WorkflowRejected WorkflowState = "rejected"
+)
+
+// Terminal reports whether nothing more will happen to a workflow in this state.
+func (s WorkflowState) Terminal() bool {
+	switch s {
+	case WorkflowSucceeded, WorkflowFailed, WorkflowCancelled, WorkflowRejected:
+		return true
+	}
+	return false
+}
+
+// WorkflowRecord is the value of fleet.workflows. A workflow's own row is
+// keyed by the workflow ID and has Workflow set; each of its targets has a
+// row keyed "workflowID/clusterID" with Target set. Together the rows are the
+// planner's whole state: it rebuilds from them and nothing else.
+type WorkflowRecord struct {
+	Envelope Envelope
+	Workflow *Workflow
+	Target   *Target
+}
+
+// PhasePlan is the shape of one planned phase: its name, the size of each of
+// its waves, and the pacing it asked for. Which cluster is in which wave is
+// held by the Target rows.
+type PhasePlan struct {
+	Name        string
+	WaveSizes   []int
+	MaxInFlight int
+	Bake        time.Duration
+}
+
+// Workflow is the planner's state of one rollout.
+type Workflow struct {
+	ID   string // = the ID of the request that submitted it
+	Spec rollout.Spec
+	// State is where the workflow is in its life cycle; Reason says why it
+	// is paused, failed or rejected.
+	State  WorkflowState
+	Reason string
+	// Event names the decision that wrote this row: "submitted", "rejected",
+	// "phase-started", "wave-started", "wave-completed", "paused", "succeeded",
+	// "failed", or "progress" (targets changed, no transition). The notifier
+	// turns it into a notification.
+	Event  string
+	Phases []PhasePlan
+	// Phase and Wave index the current wave (0-based).
+	Phase int
+	Wave  int
+	// BakeUntil is when the current wave, all of whose operations finished,
+	// has baked long enough; zero while the wave is still running.
+	BakeUntil time.Time
+	Targets   int // number of target clusters
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// Seq grows by one with every row the planner writes for this workflow,
+	// so readers can tell a newer row from a stale one.
+	Seq int64
+}
+
+// TargetState is where one target cluster is in its workflow.
+type TargetState string
+
+const (
+	TargetPending   TargetState = "pending"
+	TargetRunning   TargetState = "running" // a command was sent
+	TargetSucceeded TargetState = "succeeded"
+	TargetFailed    TargetState = "failed" // its operation failed, or it turned unhealthy after it
+)
+
+// Target is the planner's state of one cluster within a workflow.
+type Target struct {
+	WorkflowID string
+	ClusterID  string
+	Phase      int
+	Wave       int
+	State      TargetState
+	CommandID  string // the command sent for it, if any
+	Attempt    int
+	Reason     string // why it failed
+	// Unhealthy is set when the cluster turned unhealthy after its operation.
+	Unhealthy       bool
+	PreviousVersion string
+	Version         string
+	StartedAt       time.Time
+	FinishedAt      time.Time
+}
+
+// Command is the value of fleet.commands, keyed "workflowID/clusterID": the
+// planner's instruction to the executor to apply an operation to one cluster.
+type Command struct {
+	Envelope   Envelope
+	ID         string // unique and stable: the same decision always yields the same ID
+	WorkflowID string
+	ClusterID  string
+	Attempt    int
+	Operation  rollout.Operation
+	// Cluster is the inventory entry at the time of the decision, so that the
+	// executor needs no inventory of its own to reach the cluster.
+	Cluster inventory.Cluster
+}
+
+// OperationStatus is the outcome so far of one command.
+type OperationStatus string
+
+const (
+	OperationStarted   OperationStatus = "started"
+	OperationSucceeded OperationStatus = "succeeded"
+	OperationFailed    OperationStatus = "failed"
+)
+
+// Terminal reports whether the operation has finished.
+func (s OperationStatus) Terminal() bool { return s == OperationSucceeded || s == OperationFailed }
+
+// OperationEvent is the value of fleet.operations, keyed "workflowID/clusterID":
+// the executor's record of what it did for a command.
+type OperationEvent struct {
+	Envelope        Envelope
+	CommandID       string
+	WorkflowID      string
+	ClusterID       string
+	Attempt         int
+	Status          OperationStatus
+	Reason          string // why it failed
+	PreviousVersion string // the cluster's version before the operation
+	Version         string // the cluster's version after it
+	Output          string // the tail of what the driver printed
+}
+
+// HealthStatus is a cluster's health as the monitor sees it.
+type HealthStatus string
+
+const (
+	HealthUnknown   HealthStatus = "unknown"
+	HealthHealthy   HealthStatus = "healthy"
+	HealthDegraded  HealthStatus = "degraded"
+	HealthUnhealthy HealthStatus = "unhealthy"
+)
+
+// Health is the value of fleet.health, keyed by cluster ID.
+type Health struct {
+	Envelope        Envelope
+	ClusterID       string
+	Status          HealthStatus
+	PreviousStatus  HealthStatus // the status of the previous signal; "unknown" for the first
+	Reasons         []string
+	ObservedVersion string
+	ObservedAt      time.Time
+	// Heartbeat is set on a periodic signal that reports no change.
+	Heartbeat bool
+}
+
+// Severity of a notification.
+type Severity string
+
+const (
+	SeverityInfo    Severity = "info"
+	SeverityWarning Severity = "warning"
+	SeverityError   Severity = "error"
+)
+
+// Notification is the value of fleet.notifications, keyed by workflow ID (or
+// cluster ID for health changes). Its Envelope.ID is derived from the record
+// that caused it, so a notification is never told twice under two IDs.
+type Notification struct {
+	Envelope   Envelope
+	Kind       string // e.g. "workflow.paused", "operation.failed", "health.changed", "request.rejected"
+	Severity   Severity
+	WorkflowID string
+	ClusterID  string
+	Message    string            // one line for people
+	Fields     map[string]string // the same, structured
+}

@@ -1,0 +1,78 @@
+// Package rollout holds the rollout spec people write (as YAML) and the
+// planner carries (as Avro): what to do, to which clusters, in which order
+// and at which pace; its validation; and the plan of phases and waves it
+// yields over a given inventory.
+package rollout
+
+import "time"
+
+// OperationKind names what a rollout does to each cluster.
+type OperationKind string
+
+const (
+	// Upgrade sets the cluster's software version to Operation.Version.
+	Upgrade OperationKind = "upgrade"
+	// Restart restarts the cluster's processes one by one, changing nothing.
+	Restart OperationKind = "restart"
+	// Config sets the key/values of Operation.Config on the cluster.
+	Config OperationKind = "config"
+)
+
+// Operation is the desired state a driver converges a cluster to. It is
+// stated as a target ("version = 3.9.1"), never as a step ("upgrade one
+// version"), so that applying it twice changes nothing the second time.
+type Operation struct {
+	Kind    OperationKind
+	Version string            // for Upgrade: the version to run
+	Config  map[string]string // for Config: the key/values to set
+}
+
+// WaveMode says how a phase's targets are cut into waves.
+type WaveMode string
+
+const (
+	// WaveCount cuts waves of Value clusters each.
+	WaveCount WaveMode = "count"
+	// WavePercent cuts waves of Value percent of the phase (rounded up, at least one cluster).
+	WavePercent WaveMode = "percent"
+	// WaveExponential cuts waves of Value, 2*Value, 4*Value, ... clusters (Value defaults to 1).
+	WaveExponential WaveMode = "exponential"
+)
+
+// Waves is a phase's wave sizing. The zero value means one wave holding the whole phase.
+type Waves struct {
+	Mode  WaveMode
+	Value int
+}
+
+// Phase is one step of a rollout's strategy. Its selector picks among the
+// targets not taken by an earlier phase; an empty selector takes them all.
+type Phase struct {
+	Name        string
+	Selector    string
+	Waves       Waves
+	MaxInFlight int           // most clusters of the phase changing at once; 0 = a whole wave
+	Bake        time.Duration // how long a finished wave must stay healthy before the next starts
+}
+
+// Threshold is the number of failed or unhealthy clusters at which a
+// rollout pauses: either a Count, or a Percent of its targets (rounded up,
+// at least one). The zero value means a count of 1: the first failure pauses.
+type Threshold struct {
+	Count   int
+	Percent int
+}
+
+// Spec is a rollout as requested.
+type Spec struct {
+	Name      string
+	Operation Operation
+	// Selector picks the targets from the inventory (Kubernetes label selector syntax).
+	Selector string
+	// Clusters names targets explicitly, in addition to those the selector picks.
+	// A name that is not in the inventory rejects the request.
+	Clusters []string
+	// Phases are taken in order. None means one phase over every target.
+	Phases           []Phase
+	FailureThreshold Threshold
+}

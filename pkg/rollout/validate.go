@@ -1,0 +1,216 @@
+package rollout
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/flotilla-fleet/flotilla/pkg/selector"
+)
+
+// FieldError is one problem with one field of a spec. ParseYAML and
+// Validate return their problems as FieldErrors joined with errors.Join, so
+// a caller can list them one by one with errors.As or by unwrapping.
+type FieldError struct {
+	// Field is the field's path in the YAML format, such as
+	// "strategy.phases[1].waves".
+	Field string
+	// Line is the field's line in the YAML document, or 0 when the spec
+	// did not come from YAML.
+	Line int
+	// Err says what is wrong.
+	Err error
+}
+
+func (e *FieldError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s: line %d: %v", e.Field, e.Line, e.Err)
+	}
+	return fmt.Sprintf("%s: %v", e.Field, e.Err)
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Validate checks everything about a spec that does not depend on the
+// inventory: a name; a known operation with what it needs (a version for an
+// upgrade, a non-empty config for a config change, and nothing it does not
+// take); a selector or explicit clusters, selectors that parse; phases with
+// unique, non-empty names; wave sizes that make sense (a count of at least
+// 1, a percentage in 1..100, an exponential start of at least 1, where 0
+// means the default of 1); no negative maxInFlight or bake; and a failure
+// threshold that is a count ≥ 0 or a percentage in 0..100, not both.
+//
+// It returns nil or every problem found, as *FieldError values joined with
+// errors.Join, each naming its field path in the YAML format:
+//
+//	strategy.phases[1].waves: a percentage must be in 1..100, got 150
+//
+// Validate does not look at the inventory; Plan does, and calls Validate
+// first.
+func (s Spec) Validate() error {
+	var errs []error
+	add := func(field string, err error) {
+		errs = append(errs, &FieldError{Field: field, Err: err})
+	}
+	addf := func(field, format string, args ...any) { add(field, fmt.Errorf(format, args...)) }
+
+	if s.Name == "" {
+		addf("name", "required")
+	}
+
+	op := s.Operation
+	switch op.Kind {
+	case Upgrade, Restart, Config:
+	case "":
+		addf("operation.type", "required: want upgrade, restart or config")
+	default:
+		addf("operation.type", "unknown operation %q: want upgrade, restart or config", op.Kind)
+	}
+	switch {
+	case op.Kind == Upgrade && op.Version == "":
+		addf("operation.version", "required for an upgrade")
+	case op.Kind != Upgrade && op.Version != "":
+		addf("operation.version", "only an upgrade takes a version, not %s (got %q)", opName(op.Kind), op.Version)
+	}
+	switch {
+	case op.Kind == Config && len(op.Config) == 0:
+		addf("operation.config", "required for a config operation: at least one key")
+	case op.Kind != Config && len(op.Config) > 0:
+		addf("operation.config", "only a config operation takes config, not %s", opName(op.Kind))
+	}
+	if _, ok := op.Config[""]; ok {
+		addf("operation.config", "empty key")
+	}
+
+	if strings.TrimSpace(s.Selector) == "" && len(s.Clusters) == 0 {
+		addf("selector", "a selector or explicit clusters are required")
+	}
+	if _, err := selector.Parse(s.Selector); err != nil {
+		add("selector", err)
+	}
+	for i, id := range s.Clusters {
+		if id == "" {
+			addf(fmt.Sprintf("clusters[%d]", i), "empty cluster ID")
+		}
+	}
+
+	firstByName := map[string]int{}
+	for i, ph := range s.Phases {
+		path := fmt.Sprintf("strategy.phases[%d]", i)
+		if ph.Name == "" {
+			addf(path+".name", "required")
+		} else if j, dup := firstByName[ph.Name]; dup {
+			addf(path+".name", "duplicate phase name %q (also strategy.phases[%d])", ph.Name, j)
+		} else {
+			firstByName[ph.Name] = i
+		}
+		if _, err := selector.Parse(ph.Selector); err != nil {
+			add(path+".selector", err)
+		}
+		if err := ph.Waves.validate(); err != nil {
+			add(path+".waves", err)
+		}
+		if ph.MaxInFlight < 0 {
+			addf(path+".maxInFlight", "must not be negative, got %d", ph.MaxInFlight)
+		}
+		if ph.Bake < 0 {
+			addf(path+".bake", "must not be negative, got %s", ph.Bake)
+		}
+	}
+
+	if err := s.FailureThreshold.validate(); err != nil {
+		add("failureThreshold", err)
+	}
+	return errors.Join(errs...)
+}
+
+func opName(k OperationKind) string {
+	switch k {
+	case "":
+		return "no operation"
+	case Upgrade:
+		return "an upgrade"
+	case Restart:
+		return "a restart"
+	case Config:
+		return "a config operation"
+	}
+	return fmt.Sprintf("operation %q", k)
+}
+
+func (w Waves) validate() error {
+	switch w.Mode {
+	case "":
+		if w.Value != 0 {
+			return fmt.Errorf("value %d without a mode", w.Value)
+		}
+	case WaveCount:
+		if w.Value < 1 {
+			return fmt.Errorf("a count must be at least 1, got %d", w.Value)
+		}
+	case WavePercent:
+		if w.Value < 1 || w.Value > 100 {
+			return fmt.Errorf("a percentage must be in 1..100, got %d", w.Value)
+		}
+	case WaveExponential:
+		if w.Value < 0 {
+			return fmt.Errorf("an exponential start must be at least 1, got %d", w.Value)
+		}
+	default:
+		return fmt.Errorf("unknown wave mode %q: want count, percent or exponential", w.Mode)
+	}
+	return nil
+}
+
+func (t Threshold) validate() error {
+	var errs []error
+	if t.Count != 0 && t.Percent != 0 {
+		errs = append(errs, fmt.Errorf("both a count (%d) and a percentage (%d%%) are set: set one", t.Count, t.Percent))
+	}
+	if t.Count < 0 {
+		errs = append(errs, fmt.Errorf("a count must not be negative, got %d", t.Count))
+	}
+	if t.Percent < 0 || t.Percent > 100 {
+		errs = append(errs, fmt.Errorf("a percentage must be in 0..100, got %d", t.Percent))
+	}
+	return errors.Join(errs...)
+}
+
+// Limit returns the number of failed or unhealthy clusters, out of
+// targets, at which the rollout pauses: Count if it is set, else Percent of
+// targets rounded up, and never less than 1, so the zero Threshold pauses at
+// the first failure. Limit does not fail: on a Threshold that Validate
+// rejects it still returns at least 1.
+func (t Threshold) Limit(targets int) int {
+	switch {
+	case t.Count > 0:
+		return t.Count
+	case t.Percent > 0:
+		return max(1, ceilPercent(t.Percent, targets))
+	default:
+		return 1
+	}
+}
+
+// ceilPercent returns pct percent of n, rounded up.
+func ceilPercent(pct, n int) int { return (pct*n + 99) / 100 }
+
+// text returns the YAML notation of w: "5", "25%", "exponential" or
+// "exponential:2"; "" for the zero value (one wave).
+func (w Waves) text() (string, error) {
+	switch w.Mode {
+	case "":
+		return "", nil
+	case WaveCount:
+		return strconv.Itoa(w.Value), nil
+	case WavePercent:
+		return strconv.Itoa(w.Value) + "%", nil
+	case WaveExponential:
+		if w.Value == 0 || w.Value == 1 {
+			return "exponential", nil
+		}
+		return "exponential:" + strconv.Itoa(w.Value), nil
+	}
+	return "", fmt.Errorf("unknown wave mode %q: want count, percent or exponential", w.Mode)
+}

@@ -1,0 +1,454 @@
+package rollout
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ParseYAML reads a rollout spec in the YAML format people write:
+//
+//	name: kafka-3.9.1
+//	operation:
+//	  type: upgrade                 # upgrade | restart | config
+//	  version: 3.9.1                # for upgrade
+//	  # config: {log.retention.ms: "604800000"}   # for config
+//	selector: "env=prod,kind=kafka"
+//	clusters: [c-1, c-2]            # added to the selector's targets
+//	strategy:
+//	  phases:                       # none = one phase over all targets
+//	    - name: internal
+//	      selector: tier=internal   # empty = the targets left by earlier phases
+//	      waves: 5                  # 5 | "25%" | exponential | "exponential:2"; absent = one wave
+//	      maxInFlight: 3            # absent = a whole wave at once
+//	      bake: 10m                 # Go duration
+//	failureThreshold: 2             # 2 | "10%"; absent = 1
+//
+// Parsing is strict: an unknown or repeated field, a value of the wrong
+// shape (a list where a string belongs, "25 percent" as waves, "10" as a
+// duration) or a second document is an error. Every such problem is
+// reported, as *FieldError values joined with errors.Join, each naming the
+// field's path and line:
+//
+//	strategy.phases[1].waves: line 12: "25 percent" is not a count, a percentage like "25%" or "exponential"
+//
+// Malformed YAML fails with the YAML parser's error, which names the line.
+//
+// ParseYAML checks the shape of the document only; call Validate (or Plan,
+// which calls it) for the rules a spec must follow, such as an upgrade
+// needing a version. Scalars are read as written, so "version: 3.10" is
+// "3.10", not the float 3.1.
+func ParseYAML(data []byte) (Spec, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return Spec{}, errors.New("empty rollout spec")
+		}
+		return Spec{}, err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return Spec{}, err
+		}
+		return Spec{}, fmt.Errorf("line %d: a second YAML document; want exactly one rollout spec", extra.Line)
+	}
+	root := resolve(doc.Content[0])
+	if isNull(root) {
+		return Spec{}, errors.New("empty rollout spec")
+	}
+	if root.Kind != yaml.MappingNode {
+		return Spec{}, fmt.Errorf("line %d: a rollout spec is a mapping of fields (name, operation, ...), found %s", root.Line, describe(root))
+	}
+	d := &decoder{}
+	s := d.spec(root)
+	if len(d.errs) > 0 {
+		return Spec{}, errors.Join(d.errs...)
+	}
+	return s, nil
+}
+
+// decoder walks a YAML node tree, collecting every problem it meets.
+type decoder struct {
+	errs []error
+}
+
+func (d *decoder) failf(path string, n *yaml.Node, format string, args ...any) {
+	d.errs = append(d.errs, &FieldError{Field: path, Line: n.Line, Err: fmt.Errorf(format, args...)})
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" }
+
+// describe names what a node holds, for "found ..." in errors.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	return strconv.Quote(n.Value)
+}
+
+// fields returns the values of mapping n by field name, reporting fields
+// not in known and fields given twice. Null values are left out: a field
+// written without a value is absent.
+func (d *decoder) fields(path string, n *yaml.Node, known ...string) map[string]*yaml.Node {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		d.failf(path, n, "expected a mapping, found %s", describe(n))
+		return nil
+	}
+	out := map[string]*yaml.Node{}
+	seen := map[string]int{} // field → line
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode {
+			d.failf(path, k, "expected a field name, found %s", describe(k))
+			continue
+		}
+		name := k.Value
+		if !slices.Contains(known, name) {
+			d.failf(join(path, name), k, "unknown field%s; want %s", didYouMean(name, known), orList(known))
+			continue
+		}
+		if line, dup := seen[name]; dup {
+			d.failf(join(path, name), k, "given twice (first on line %d)", line)
+			continue
+		}
+		seen[name] = k.Line
+		if !isNull(v) {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+func didYouMean(name string, known []string) string {
+	for _, k := range known {
+		if strings.EqualFold(name, k) {
+			return fmt.Sprintf(" (did you mean %q?)", k)
+		}
+	}
+	return ""
+}
+
+// orList writes "a, b or c".
+func orList(words []string) string {
+	if len(words) == 1 {
+		return words[0]
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+func (d *decoder) str(path string, n *yaml.Node) string {
+	if n == nil {
+		return ""
+	}
+	if n.Kind != yaml.ScalarNode {
+		d.failf(path, n, "expected a string, found %s", describe(n))
+		return ""
+	}
+	return n.Value
+}
+
+func (d *decoder) int(path string, n *yaml.Node) int {
+	if n == nil {
+		return 0
+	}
+	i, err := strconv.Atoi(n.Value)
+	if n.Kind != yaml.ScalarNode || err != nil {
+		d.failf(path, n, "expected an integer, found %s", describe(n))
+	}
+	return i
+}
+
+func (d *decoder) spec(n *yaml.Node) Spec {
+	f := d.fields("", n, "name", "operation", "selector", "clusters", "strategy", "failureThreshold")
+	s := Spec{
+		Name:             d.str("name", f["name"]),
+		Operation:        d.operation("operation", f["operation"]),
+		Selector:         d.str("selector", f["selector"]),
+		Clusters:         d.clusters("clusters", f["clusters"]),
+		FailureThreshold: d.threshold("failureThreshold", f["failureThreshold"]),
+	}
+	if st := f["strategy"]; st != nil {
+		sf := d.fields("strategy", st, "phases")
+		s.Phases = d.phases("strategy.phases", sf["phases"])
+	}
+	return s
+}
+
+func (d *decoder) operation(path string, n *yaml.Node) Operation {
+	if n == nil {
+		return Operation{}
+	}
+	f := d.fields(path, n, "type", "version", "config")
+	return Operation{
+		Kind:    OperationKind(d.str(path+".type", f["type"])),
+		Version: d.str(path+".version", f["version"]),
+		Config:  d.config(path+".config", f["config"]),
+	}
+}
+
+func (d *decoder) config(path string, n *yaml.Node) map[string]string {
+	if n == nil {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		d.failf(path, n, "expected a mapping of keys to values, found %s", describe(n))
+		return nil
+	}
+	out := map[string]string{}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode {
+			d.failf(path, k, "expected a config key, found %s", describe(k))
+			continue
+		}
+		if line, dup := seen[k.Value]; dup {
+			d.failf(join(path, k.Value), k, "given twice (first on line %d)", line)
+			continue
+		}
+		seen[k.Value] = k.Line
+		if isNull(v) {
+			out[k.Value] = ""
+			continue
+		}
+		out[k.Value] = d.str(join(path, k.Value), v)
+	}
+	return out
+}
+
+func (d *decoder) clusters(path string, n *yaml.Node) []string {
+	if n == nil {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.failf(path, n, "expected a list of cluster IDs, found %s", describe(n))
+		return nil
+	}
+	var ids []string
+	for i, c := range n.Content {
+		ids = append(ids, d.str(fmt.Sprintf("%s[%d]", path, i), resolve(c)))
+	}
+	return ids
+}
+
+func (d *decoder) phases(path string, n *yaml.Node) []Phase {
+	if n == nil {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.failf(path, n, "expected a list of phases, found %s", describe(n))
+		return nil
+	}
+	var phases []Phase
+	for i, pn := range n.Content {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		f := d.fields(p, resolve(pn), "name", "selector", "waves", "maxInFlight", "bake")
+		phases = append(phases, Phase{
+			Name:        d.str(p+".name", f["name"]),
+			Selector:    d.str(p+".selector", f["selector"]),
+			Waves:       d.waves(p+".waves", f["waves"]),
+			MaxInFlight: d.int(p+".maxInFlight", f["maxInFlight"]),
+			Bake:        d.duration(p+".bake", f["bake"]),
+		})
+	}
+	return phases
+}
+
+func (d *decoder) waves(path string, n *yaml.Node) Waves {
+	if n == nil {
+		return Waves{}
+	}
+	const want = `a count, a percentage like "25%" or "exponential"`
+	if n.Kind != yaml.ScalarNode {
+		d.failf(path, n, "expected %s, found %s", want, describe(n))
+		return Waves{}
+	}
+	t := strings.TrimSpace(n.Value)
+	if c, err := strconv.Atoi(t); err == nil {
+		return Waves{Mode: WaveCount, Value: c}
+	}
+	if p, ok := strings.CutSuffix(t, "%"); ok {
+		if v, err := strconv.Atoi(p); err == nil {
+			return Waves{Mode: WavePercent, Value: v}
+		}
+	}
+	if t == "exponential" {
+		return Waves{Mode: WaveExponential, Value: 1}
+	}
+	if start, ok := strings.CutPrefix(t, "exponential:"); ok {
+		v, err := strconv.Atoi(start)
+		if err != nil || v < 1 {
+			d.failf(path, n, "%q: the exponential start must be an integer of at least 1", t)
+			return Waves{}
+		}
+		return Waves{Mode: WaveExponential, Value: v}
+	}
+	d.failf(path, n, "%q is not %s", t, want)
+	return Waves{}
+}
+
+func (d *decoder) threshold(path string, n *yaml.Node) Threshold {
+	if n == nil {
+		return Threshold{}
+	}
+	const want = `a count or a percentage like "10%"`
+	if n.Kind != yaml.ScalarNode {
+		d.failf(path, n, "expected %s, found %s", want, describe(n))
+		return Threshold{}
+	}
+	t := strings.TrimSpace(n.Value)
+	if c, err := strconv.Atoi(t); err == nil {
+		return Threshold{Count: c}
+	}
+	if p, ok := strings.CutSuffix(t, "%"); ok {
+		if v, err := strconv.Atoi(p); err == nil {
+			return Threshold{Percent: v}
+		}
+	}
+	d.failf(path, n, "%q is not %s", t, want)
+	return Threshold{}
+}
+
+func (d *decoder) duration(path string, n *yaml.Node) time.Duration {
+	if n == nil {
+		return 0
+	}
+	if n.Kind != yaml.ScalarNode {
+		d.failf(path, n, `expected a duration like "10m", found %s`, describe(n))
+		return 0
+	}
+	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	if err != nil {
+		d.failf(path, n, `%q is not a duration like "10m" or "1h30m"`, n.Value)
+	}
+	return v
+}
+
+// The document FormatYAML writes, with the fields in the order people read
+// them.
+type (
+	yamlSpec struct {
+		Name             string        `yaml:"name"`
+		Operation        yamlOperation `yaml:"operation"`
+		Selector         string        `yaml:"selector,omitempty"`
+		Clusters         []string      `yaml:"clusters,flow,omitempty"`
+		Strategy         *yamlStrategy `yaml:"strategy,omitempty"`
+		FailureThreshold any           `yaml:"failureThreshold,omitempty"`
+	}
+	yamlOperation struct {
+		Type    string            `yaml:"type"`
+		Version string            `yaml:"version,omitempty"`
+		Config  map[string]string `yaml:"config,omitempty"`
+	}
+	yamlStrategy struct {
+		Phases []yamlPhase `yaml:"phases"`
+	}
+	yamlPhase struct {
+		Name        string `yaml:"name"`
+		Selector    string `yaml:"selector,omitempty"`
+		Waves       any    `yaml:"waves,omitempty"`
+		MaxInFlight int    `yaml:"maxInFlight,omitempty"`
+		Bake        string `yaml:"bake,omitempty"`
+	}
+)
+
+// FormatYAML writes s in the format ParseYAML reads, leaving out fields
+// that hold their default, so that ParseYAML(FormatYAML(s)) gives s back.
+// (Two specs that mean the same also format the same: an empty Clusters or
+// Config is written like a nil one, and an exponential start of 0 like 1.)
+//
+// It fails only on what the format cannot express: an unknown wave mode, or
+// a failure threshold with both a count and a percentage.
+func FormatYAML(s Spec) ([]byte, error) {
+	doc := yamlSpec{
+		Name: s.Name,
+		Operation: yamlOperation{
+			Type:    string(s.Operation.Kind),
+			Version: s.Operation.Version,
+			Config:  s.Operation.Config,
+		},
+		Selector: s.Selector,
+		Clusters: s.Clusters,
+	}
+	switch t := s.FailureThreshold; {
+	case t.Count != 0 && t.Percent != 0:
+		return nil, fmt.Errorf("format rollout %s: failureThreshold: both a count (%d) and a percentage (%d%%) are set", s.Name, t.Count, t.Percent)
+	case t.Count != 0:
+		doc.FailureThreshold = t.Count
+	case t.Percent != 0:
+		doc.FailureThreshold = fmt.Sprintf("%d%%", t.Percent)
+	}
+	if len(s.Phases) > 0 {
+		doc.Strategy = &yamlStrategy{}
+	}
+	for i, ph := range s.Phases {
+		yp := yamlPhase{Name: ph.Name, Selector: ph.Selector, MaxInFlight: ph.MaxInFlight}
+		w, err := ph.Waves.text()
+		if err != nil {
+			return nil, fmt.Errorf("format rollout %s: strategy.phases[%d].waves: %w", s.Name, i, err)
+		}
+		switch {
+		case ph.Waves.Mode == WaveCount:
+			yp.Waves = ph.Waves.Value // written as a number, as people write it
+		case w != "":
+			yp.Waves = w
+		}
+		if ph.Bake != 0 {
+			yp.Bake = shortDuration(ph.Bake)
+		}
+		doc.Strategy.Phases = append(doc.Strategy.Phases, yp)
+	}
+
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return nil, fmt.Errorf("format rollout %s: %w", s.Name, err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("format rollout %s: %w", s.Name, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// shortDuration writes d as people do: "10m" and "1h", not "10m0s" and
+// "1h0m0s".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}

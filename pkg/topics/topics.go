@@ -1,0 +1,337 @@
+// Package topics is Flotilla's topic catalogue: the names of the topics its
+// services share, the configuration each must have, the idempotent start-up
+// step that creates and verifies them, and the partitioner that keeps every
+// record of a workflow on one partition number across topics.
+package topics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// DefaultNamespace is the namespace used when none is given.
+const DefaultNamespace = "fleet"
+
+// Names holds the name of every topic of one Flotilla installation. All names
+// share the Namespace prefix, so several installations can share one Kafka
+// cluster.
+type Names struct {
+	Namespace     string
+	Inventory     string // cluster ID → cluster; compacted
+	Requests      string // request ID → request; compacted
+	Workflows     string // workflow ID or workflowID/clusterID → workflow row; compacted
+	Commands      string // workflowID/clusterID → command; compacted
+	Operations    string // workflowID/clusterID → operation; compacted
+	Health        string // cluster ID → health; compacted
+	Notifications string // workflow or cluster ID → notification; deleted after retention
+}
+
+// NewNames returns the topic names for namespace ("" means DefaultNamespace):
+// "<namespace>.inventory", "<namespace>.requests", and so on.
+func NewNames(namespace string) Names {
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	return Names{
+		Namespace:     namespace,
+		Inventory:     namespace + ".inventory",
+		Requests:      namespace + ".requests",
+		Workflows:     namespace + ".workflows",
+		Commands:      namespace + ".commands",
+		Operations:    namespace + ".operations",
+		Health:        namespace + ".health",
+		Notifications: namespace + ".notifications",
+	}
+}
+
+// All returns every topic name, in catalogue order.
+func (n Names) All() []string {
+	return []string{n.Inventory, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.Notifications}
+}
+
+// Group returns the consumer group, and the stem of transactional IDs, of
+// service in this namespace: "<namespace>.<service>". Keeping it under the
+// namespace keeps two installations on one cluster from joining each other's
+// groups or fencing each other's transactions.
+func (n Names) Group(service string) string {
+	return n.Namespace + "." + service
+}
+
+// Co-partitioning groups used by Catalogue.
+const (
+	// ByWorkflow groups the topics keyed by workflow ID (or
+	// "workflowID/clusterID"): a workflow's rows must share one partition
+	// number across them, so the planner's partition of a workflow sees
+	// all of its requests, commands and operations.
+	ByWorkflow = "workflow"
+	// ByCluster groups the topics keyed by cluster ID.
+	ByCluster = "cluster"
+)
+
+// Spec is one topic to create: its name, partition count and replication
+// factor (-1 for either means the broker's default), and its configs.
+type Spec struct {
+	Name              string
+	Partitions        int32
+	ReplicationFactor int16
+	Configs           map[string]*string
+	// CoPartition names the group of topics that must have the same
+	// number of partitions as this one ("" for none). Ensure checks it.
+	CoPartition string
+}
+
+// retentionYear is how long notifications are kept: long enough to audit a
+// year of rollouts, short enough that the topic does not grow forever.
+const retentionYear = 365 * 24 * time.Hour
+
+// Catalogue returns the specs of every topic in n, each with partitions
+// partitions and replicationFactor replicas (-1: broker default).
+//
+// Every topic but notifications is compacted: each holds state keyed so that
+// the last record per key is what must survive (see DESIGN.md), and services
+// rebuild from it on start. Notifications are a stream for people, deleted
+// after a year. Nothing else is set, so the broker's defaults (and an
+// operator's changes) apply to everything else.
+func Catalogue(n Names, partitions int32, replicationFactor int16) []Spec {
+	compact := func() map[string]*string {
+		return map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+	}
+	spec := func(name, group string, configs map[string]*string) Spec {
+		return Spec{Name: name, Partitions: partitions, ReplicationFactor: replicationFactor, Configs: configs, CoPartition: group}
+	}
+	return []Spec{
+		spec(n.Inventory, ByCluster, compact()),
+		spec(n.Requests, ByWorkflow, compact()),
+		spec(n.Workflows, ByWorkflow, compact()),
+		spec(n.Commands, ByWorkflow, compact()),
+		spec(n.Operations, ByWorkflow, compact()),
+		spec(n.Health, ByCluster, compact()),
+		spec(n.Notifications, "", map[string]*string{
+			"cleanup.policy": kadm.StringPtr("delete"),
+			"retention.ms":   kadm.StringPtr(strconv.FormatInt(retentionYear.Milliseconds(), 10)),
+		}),
+	}
+}
+
+// verifyTimeout bounds how long Ensure waits for newly created topics to
+// appear in metadata; a broker propagates them asynchronously.
+const verifyTimeout = 15 * time.Second
+
+// Ensure creates every topic in specs that does not exist yet and verifies
+// all of them. It is idempotent and safe to run from several processes at
+// once: a topic that already exists (whoever created it, with whatever
+// partition count) is left as it is.
+//
+// It then checks what the services rely on, and fails with an error naming
+// the topics if it does not hold:
+//   - topics with the same non-empty Spec.CoPartition have the same number of
+//     partitions (otherwise a workflow's records would be split between
+//     partitions owned by different planner instances);
+//   - a topic whose spec asks for cleanup.policy=compact really is compacted
+//     (otherwise the state the services rebuild from would be deleted).
+//
+// Creating fails on any broker error other than TOPIC_ALREADY_EXISTS (for
+// example not being authorised, or a replication factor larger than the
+// number of brokers). Newly created topics may take a moment to appear in
+// metadata; Ensure waits for them up to ctx's deadline or 15 seconds.
+func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
+	for _, s := range specs {
+		resp, err := adm.CreateTopics(ctx, s.Partitions, s.ReplicationFactor, s.Configs, s.Name)
+		if err != nil {
+			return fmt.Errorf("create topic %s: %w", s.Name, err)
+		}
+		r, ok := resp[s.Name]
+		if !ok {
+			return fmt.Errorf("create topic %s: no answer from the broker", s.Name)
+		}
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			if r.ErrMessage != "" {
+				return fmt.Errorf("create topic %s: %w: %s", s.Name, r.Err, r.ErrMessage)
+			}
+			return fmt.Errorf("create topic %s: %w", s.Name, r.Err)
+		}
+	}
+	counts, err := partitionCounts(ctx, adm, specs)
+	if err != nil {
+		return err
+	}
+	return errors.Join(checkCoPartitioned(specs, counts), checkCompacted(ctx, adm, specs))
+}
+
+// partitionCounts describes specs' topics until all of them are visible in
+// metadata, and returns their partition counts.
+func partitionCounts(ctx context.Context, adm *kadm.Client, specs []Spec) (map[string]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	backoff := 20 * time.Millisecond
+	for {
+		details, err := adm.ListTopics(ctx, names...)
+		var missing error
+		if err == nil {
+			counts := make(map[string]int, len(names))
+			for _, name := range names {
+				d, ok := details[name]
+				switch {
+				case !ok:
+					missing = fmt.Errorf("topic %s: not in metadata", name)
+				case d.Err != nil:
+					missing = fmt.Errorf("topic %s: %w", name, d.Err)
+				case len(d.Partitions) == 0:
+					missing = fmt.Errorf("topic %s: no partitions in metadata yet", name)
+				default:
+					counts[name] = len(d.Partitions)
+				}
+			}
+			if missing == nil {
+				return counts, nil
+			}
+		} else {
+			missing = err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for topics to appear: %w (last: %w)", ctx.Err(), missing)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+func checkCoPartitioned(specs []Spec, counts map[string]int) error {
+	first := make(map[string]string) // group → first topic of the group in specs
+	var errs []error
+	for _, s := range specs {
+		if s.CoPartition == "" {
+			continue
+		}
+		ref, ok := first[s.CoPartition]
+		if !ok {
+			first[s.CoPartition] = s.Name
+			continue
+		}
+		if counts[s.Name] != counts[ref] {
+			errs = append(errs, fmt.Errorf("%s has %d partitions but %s has %d: co-partitioned topics must match",
+				s.Name, counts[s.Name], ref, counts[ref]))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkCompacted(ctx context.Context, adm *kadm.Client, specs []Spec) error {
+	var names []string
+	for _, s := range specs {
+		if v := s.Configs["cleanup.policy"]; v != nil && hasPolicy(*v, "compact") {
+			names = append(names, s.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	rcs, err := adm.DescribeTopicConfigs(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("describe topic configs: %w", err)
+	}
+	var errs []error
+	for _, name := range names {
+		rc, err := rcs.On(name, nil)
+		if err == nil {
+			err = rc.Err
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("describe configs of %s: %w", name, err))
+			continue
+		}
+		policy := ""
+		for _, c := range rc.Configs {
+			if c.Key == "cleanup.policy" {
+				policy = c.MaybeValue()
+			}
+		}
+		if !hasPolicy(policy, "compact") {
+			errs = append(errs, fmt.Errorf("%s has cleanup.policy=%q but must be compacted: its state would be deleted", name, policy))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// hasPolicy reports whether the comma-separated cleanup.policy value holds want.
+func hasPolicy(policy, want string) bool {
+	return slices.ContainsFunc(strings.Split(policy, ","), func(p string) bool {
+		return strings.TrimSpace(p) == want
+	})
+}
+
+// TargetKey returns the record key of a workflow's row about one cluster:
+// "workflowID/clusterID". Partitioner puts it on the partition of workflowID.
+func TargetKey(workflowID, clusterID string) string {
+	return workflowID + "/" + clusterID
+}
+
+// SplitTargetKey splits a key made by TargetKey. ok is false for a key with no
+// '/', such as a bare workflow ID. Only the first '/' separates, so a cluster
+// ID may itself contain '/'; a workflow ID must not.
+func SplitTargetKey(key string) (workflowID, clusterID string, ok bool) {
+	return strings.Cut(key, "/")
+}
+
+// Partitioner returns the partitioner every Flotilla producer uses. A key
+// "a/b" is partitioned by its prefix "a" alone, with Kafka's default murmur2
+// key hashing, so that all rows of a workflow — its own row, its per-target
+// rows "workflowID/clusterID" in workflows, commands and operations — land on
+// the same partition number of every co-partitioned topic. A key without '/'
+// is hashed whole, exactly as Kafka's (and kgo's) default partitioner would:
+// a request produced by any client, keyed by its request ID, lands on the
+// partition the planner uses for the workflow of that ID. Records without a
+// key are spread like kgo's sticky key partitioner spreads them.
+func Partitioner() kgo.Partitioner {
+	return prefixPartitioner{kgo.StickyKeyPartitioner(nil)}
+}
+
+type prefixPartitioner struct{ inner kgo.Partitioner }
+
+func (p prefixPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	return &prefixTopicPartitioner{inner: p.inner.ForTopic(topic)}
+}
+
+type prefixTopicPartitioner struct {
+	inner  kgo.TopicPartitioner
+	shadow kgo.Record // reused: kgo calls one topic's partitioner from one goroutine at a time
+}
+
+func (p *prefixTopicPartitioner) RequiresConsistency(r *kgo.Record) bool {
+	return p.inner.RequiresConsistency(r)
+}
+
+func (p *prefixTopicPartitioner) Partition(r *kgo.Record, n int) int {
+	if r.Key == nil {
+		return p.inner.Partition(r, n)
+	}
+	key := r.Key
+	if i := slices.Index(key, '/'); i >= 0 {
+		key = key[:i]
+	}
+	// kgo's murmur2 is unexported: hash through its partitioner with a
+	// record that carries only the key to hash.
+	p.shadow.Key = key
+	return p.inner.Partition(&p.shadow, n)
+}
+
+// OnNewBatch keeps keyless records sticky, as in kgo's partitioner.
+func (p *prefixTopicPartitioner) OnNewBatch() {
+	if nb, ok := p.inner.(kgo.TopicPartitionerOnNewBatch); ok {
+		nb.OnNewBatch()
+	}
+}

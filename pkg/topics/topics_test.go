@@ -1,0 +1,291 @@
+package topics
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// testAdmin returns an admin client and a namespace unique to the test: on
+// the broker in FLOTILLA_TEST_BROKERS if set, else on a fresh kfake cluster.
+func testAdmin(t *testing.T) (*kadm.Client, *kgo.Client, string) {
+	t.Helper()
+	var seeds []string
+	if env := os.Getenv("FLOTILLA_TEST_BROKERS"); env != "" {
+		seeds = strings.Split(env, ",")
+	} else {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		seeds = c.ListenAddrs()
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	ns := fmt.Sprintf("test-%s-%d", regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-"), time.Now().UnixNano())
+	return kadm.NewClient(cl), cl, ns
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestNewNames(t *testing.T) {
+	for _, tc := range []struct {
+		namespace string
+		want      Names
+	}{
+		{"", Names{"fleet", "fleet.inventory", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.notifications"}},
+		{"staging", Names{"staging", "staging.inventory", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.notifications"}},
+	} {
+		if got := NewNames(tc.namespace); got != tc.want {
+			t.Errorf("NewNames(%q) = %+v, want %+v", tc.namespace, got, tc.want)
+		}
+	}
+	n := NewNames("")
+	if got := n.All(); len(got) != 7 || got[0] != "fleet.inventory" || got[6] != "fleet.notifications" {
+		t.Errorf("All() = %v", got)
+	}
+	if got := n.Group("planner"); got != "fleet.planner" {
+		t.Errorf("Group(planner) = %q", got)
+	}
+}
+
+func TestTargetKey(t *testing.T) {
+	for _, tc := range []struct {
+		key               string
+		workflow, cluster string
+		ok                bool
+	}{
+		{TargetKey("w1", "c1"), "w1", "c1", true},
+		{TargetKey("w1", "eu/c1"), "w1", "eu/c1", true},
+		{"w1", "w1", "", false},
+	} {
+		w, c, ok := SplitTargetKey(tc.key)
+		if w != tc.workflow || c != tc.cluster || ok != tc.ok {
+			t.Errorf("SplitTargetKey(%q) = %q, %q, %v; want %q, %q, %v", tc.key, w, c, ok, tc.workflow, tc.cluster, tc.ok)
+		}
+	}
+}
+
+func TestCatalogue(t *testing.T) {
+	n := NewNames("")
+	specs := Catalogue(n, 6, 3)
+	var names []string
+	for _, s := range specs {
+		names = append(names, s.Name)
+		if s.Partitions != 6 || s.ReplicationFactor != 3 {
+			t.Errorf("%s: %d partitions, rf %d", s.Name, s.Partitions, s.ReplicationFactor)
+		}
+		policy := *s.Configs["cleanup.policy"]
+		switch s.Name {
+		case n.Notifications:
+			if policy != "delete" || *s.Configs["retention.ms"] != "31536000000" {
+				t.Errorf("notifications configs: policy %s retention %s", policy, *s.Configs["retention.ms"])
+			}
+		default:
+			if policy != "compact" || len(s.Configs) != 1 {
+				t.Errorf("%s: configs %v, want only cleanup.policy=compact", s.Name, s.Configs)
+			}
+		}
+	}
+	if !slices.Equal(names, n.All()) {
+		t.Errorf("catalogue names %v, want %v", names, n.All())
+	}
+}
+
+func configsOf(t *testing.T, ctx context.Context, adm *kadm.Client, topic string) map[string]string {
+	t.Helper()
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil || rc.Err != nil {
+		t.Fatalf("describe %s: %v %v", topic, err, rc.Err)
+	}
+	m := make(map[string]string)
+	for _, c := range rc.Configs {
+		m[c.Key] = c.MaybeValue()
+	}
+	return m
+}
+
+func TestEnsureCreatesIdempotently(t *testing.T) {
+	adm, _, ns := testAdmin(t)
+	ctx := testContext(t)
+	n := NewNames(ns)
+	specs := Catalogue(n, 3, -1)
+
+	// Several processes starting at once must all succeed.
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Go(func() { errs[i] = Ensure(ctx, adm, specs) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Ensure %d: %v", i, err)
+		}
+	}
+	if err := Ensure(ctx, adm, specs); err != nil {
+		t.Fatalf("second Ensure: %v", err)
+	}
+
+	details, err := adm.ListTopics(ctx, n.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range n.All() {
+		if got := len(details[name].Partitions); got != 3 {
+			t.Errorf("%s has %d partitions, want 3", name, got)
+		}
+		cfg := configsOf(t, ctx, adm, name)
+		want := map[string]string{"cleanup.policy": "compact"}
+		if name == n.Notifications {
+			want = map[string]string{"cleanup.policy": "delete", "retention.ms": "31536000000"}
+		}
+		for k, v := range want {
+			if cfg[k] != v {
+				t.Errorf("%s: %s = %q, want %q", name, k, cfg[k], v)
+			}
+		}
+	}
+}
+
+func TestEnsureReportsMismatches(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		precut  func(n Names) (topic string, partitions int32, configs map[string]*string)
+		wantErr string
+	}{
+		{
+			name: "co-partitioned counts differ",
+			precut: func(n Names) (string, int32, map[string]*string) {
+				return n.Commands, 3, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+			},
+			wantErr: "%[1]s.commands has 3 partitions but %[1]s.requests has 6: co-partitioned topics must match",
+		},
+		{
+			name: "cluster-keyed counts differ",
+			precut: func(n Names) (string, int32, map[string]*string) {
+				return n.Health, 2, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+			},
+			wantErr: "%[1]s.health has 2 partitions but %[1]s.inventory has 6: co-partitioned topics must match",
+		},
+		{
+			name: "state topic not compacted",
+			precut: func(n Names) (string, int32, map[string]*string) {
+				return n.Workflows, 6, map[string]*string{"cleanup.policy": kadm.StringPtr("delete")}
+			},
+			wantErr: `%[1]s.workflows has cleanup.policy="delete" but must be compacted`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			adm, _, ns := testAdmin(t)
+			ctx := testContext(t)
+			n := NewNames(ns)
+			// Someone created one topic differently before us.
+			topic, parts, configs := tc.precut(n)
+			if _, err := adm.CreateTopic(ctx, parts, -1, configs, topic); err != nil {
+				t.Fatal(err)
+			}
+			err := Ensure(ctx, adm, Catalogue(n, 6, -1))
+			want := fmt.Sprintf(tc.wantErr, ns)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Ensure error = %v, want it to contain %q", err, want)
+			}
+		})
+	}
+}
+
+// Kafka's reference murmur2 values (Apache Kafka's UtilsTest.testMurmur2).
+var kafkaMurmur2 = map[string]int32{
+	"21":                       -973932308,
+	"foobar":                   -790332482,
+	"a-little-bit-long-string": -985981536,
+	"abc":                      479470107,
+}
+
+func TestPartitioner(t *testing.T) {
+	const n = 7
+	p := Partitioner().ForTopic("fleet.workflows")
+	part := func(key string) int { return p.Partition(&kgo.Record{Key: []byte(key)}, n) }
+
+	for key, hash := range kafkaMurmur2 {
+		want := int(uint32(hash)&0x7fffffff) % n
+		if got := part(key); got != want {
+			t.Errorf("key %q: partition %d, want Kafka's %d", key, got, want)
+		}
+		if got := part(key + "/cluster-1"); got != want {
+			t.Errorf("key %q: partition %d, want the prefix's %d", key+"/cluster-1", got, want)
+		}
+	}
+	// Many workflows: every row of one workflow lands together, and the
+	// whole key matches kgo's default partitioner.
+	def := kgo.StickyKeyPartitioner(nil).ForTopic("fleet.workflows")
+	spread := map[int]bool{}
+	for i := range 100 {
+		w := fmt.Sprintf("wf-%d", i)
+		want := def.Partition(&kgo.Record{Key: []byte(w)}, n)
+		spread[want] = true
+		for _, key := range []string{w, TargetKey(w, "x"), TargetKey(w, "y/z")} {
+			if got := part(key); got != want {
+				t.Fatalf("key %q: partition %d, want %d", key, got, want)
+			}
+		}
+	}
+	if len(spread) != n {
+		t.Errorf("100 workflows used %d of %d partitions", len(spread), n)
+	}
+	if !p.RequiresConsistency(&kgo.Record{Key: []byte("k")}) {
+		t.Error("keyed records must be partitioned consistently")
+	}
+}
+
+// A request produced by a plain client (kgo's default partitioner) lands on
+// the partition Flotilla's partitioner picks for that workflow's rows.
+func TestPartitionerMatchesDefaultClient(t *testing.T) {
+	adm, cl, ns := testAdmin(t)
+	ctx := testContext(t)
+	n := NewNames(ns)
+	if err := Ensure(ctx, adm, Catalogue(n, 5, -1)); err != nil {
+		t.Fatal(err)
+	}
+	ours, err := kgo.NewClient(kgo.SeedBrokers(cl.OptValue(kgo.SeedBrokers).([]string)...), kgo.RecordPartitioner(Partitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ours.Close()
+	for i := range 20 {
+		id := fmt.Sprintf("request-%d", i)
+		plain, err := cl.ProduceSync(ctx, &kgo.Record{Topic: n.Requests, Key: []byte(id)}).First()
+		if err != nil {
+			t.Fatal(err)
+		}
+		row, err := ours.ProduceSync(ctx, &kgo.Record{Topic: n.Commands, Key: []byte(TargetKey(id, "c1"))}).First()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plain.Partition != row.Partition {
+			t.Fatalf("request %s on partition %d, its command on %d", id, plain.Partition, row.Partition)
+		}
+	}
+}

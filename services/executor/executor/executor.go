@@ -1,0 +1,309 @@
+// Package executor is the executor service: it carries out the planner's
+// commands on clusters through drivers and records what it did on the
+// operations topic.
+//
+// The executor owns partitions of the commands topic through its consumer
+// group. On every assignment it reads the operations it recorded for those
+// partitions, then the commands from the log start: a command with a
+// finished operation is done; one whose operation was started but never
+// finished (the executor died in between) is resumed through the driver,
+// which converges and never changes a cluster twice; any other is started.
+// It commits no offsets: the log is its only state.
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/drivers"
+	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
+)
+
+// Principal is the name the executor writes its records under.
+const Principal = "executor"
+
+// Config configures an executor.
+type Config struct {
+	Backbone backbone.Config
+	Drivers  *drivers.Registry
+	Clock    clockwork.Clock
+	// Concurrency is the most operations run at once (default 64).
+	Concurrency int
+	// Timeout bounds one operation (default 30 minutes); past it the
+	// operation fails.
+	Timeout time.Duration
+}
+
+type executor struct {
+	cfg   Config
+	log   *slog.Logger
+	names topics.Names
+	cl    *kgo.Client
+	slots chan struct{}
+	wg    sync.WaitGroup // every running operation
+
+	mu    sync.Mutex
+	parts map[int32]*partition // owned partitions of the commands topic
+}
+
+// partition is what the executor holds for one owned partition.
+type partition struct {
+	ctx     context.Context // cancelled when the partition is revoked
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup                    // operations running for it
+	ops     map[string]records.OperationEvent // last event per "workflow/cluster"
+	running map[string]string                 // key → ID of the command being carried out
+}
+
+// Run runs the executor until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 64
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Minute
+	}
+	if cfg.Drivers == nil {
+		return errors.New("executor: no drivers registered")
+	}
+	e := &executor{
+		cfg:   cfg,
+		log:   cfg.Backbone.Log().With("service", "executor"),
+		names: cfg.Backbone.Names(),
+		slots: make(chan struct{}, cfg.Concurrency),
+		parts: map[int32]*partition{},
+	}
+	cl, err := cfg.Backbone.Client(
+		kgo.ConsumerGroup(e.names.Group("executor")),
+		kgo.ConsumeTopics(e.names.Commands),
+		kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+			e.assigned(ctx, assigned[e.names.Commands])
+		}),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+			e.revoked(revoked[e.names.Commands])
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+			e.revoked(lost[e.names.Commands])
+		}),
+	)
+	if err != nil {
+		return err
+	}
+	e.cl = cl
+	defer func() {
+		e.wg.Wait()
+		cl.Close()
+	}()
+	e.log.Info("executor started", "concurrency", cfg.Concurrency)
+	for {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			e.log.Warn("fetch", "topic", topic, "partition", p, "err", err)
+		})
+		fetches.EachRecord(func(r *kgo.Record) {
+			if r.Value == nil {
+				return
+			}
+			cmd, err := records.DecodeCommand(r.Value)
+			if err != nil {
+				e.log.Error("skipping a command that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
+				return
+			}
+			e.handle(r.Partition, cmd)
+		})
+	}
+}
+
+// assigned loads the operations recorded for newly owned partitions. kgo
+// calls it before fetching of those partitions begins.
+func (e *executor) assigned(ctx context.Context, partitions []int32) {
+	if len(partitions) == 0 {
+		return
+	}
+	loaded := map[int32]map[string]records.OperationEvent{}
+	for _, p := range partitions {
+		loaded[p] = map[string]records.OperationEvent{}
+	}
+	err := logtable.ReadToEnd(ctx, e.cfg.Backbone.Opts(), e.names.Operations, partitions, func(r *kgo.Record) {
+		ops := loaded[r.Partition]
+		if r.Value == nil {
+			delete(ops, string(r.Key))
+			return
+		}
+		ev, err := records.DecodeOperationEvent(r.Value)
+		if err != nil {
+			e.log.Error("skipping an operation record that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "err", err)
+			return
+		}
+		ops[string(r.Key)] = ev
+	})
+	if err != nil {
+		// Without its record of what it did, the executor must not act:
+		// leave the group so that another member, or a restart, takes over.
+		e.log.Error("cannot load operations; leaving the group", "partitions", partitions, "err", err)
+		go e.cl.LeaveGroup()
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, p := range partitions {
+		pctx, cancel := context.WithCancel(ctx)
+		e.parts[p] = &partition{ctx: pctx, cancel: cancel, ops: loaded[p], running: map[string]string{}}
+	}
+	e.log.Info("partitions assigned", "partitions", partitions)
+}
+
+// revoked stops the operations of lost partitions and forgets them: their
+// next owner resumes them from the log.
+func (e *executor) revoked(partitions []int32) {
+	var gone []*partition
+	e.mu.Lock()
+	for _, p := range partitions {
+		if part := e.parts[p]; part != nil {
+			part.cancel()
+			gone = append(gone, part)
+			delete(e.parts, p)
+		}
+	}
+	e.mu.Unlock()
+	for _, part := range gone {
+		part.wg.Wait()
+	}
+}
+
+// handle starts, resumes or skips one command.
+func (e *executor) handle(p int32, cmd records.Command) {
+	key := topics.TargetKey(cmd.WorkflowID, cmd.ClusterID)
+	e.mu.Lock()
+	part := e.parts[p]
+	if part == nil {
+		e.mu.Unlock()
+		return // revoked meanwhile
+	}
+	last, seen := part.ops[key]
+	if seen && last.CommandID == cmd.ID && last.Status.Terminal() {
+		e.mu.Unlock()
+		return // done before
+	}
+	if part.running[key] == cmd.ID {
+		e.mu.Unlock()
+		return // already running
+	}
+	resume := seen && last.CommandID == cmd.ID && last.Status == records.OperationStarted
+	part.running[key] = cmd.ID
+	part.wg.Add(1)
+	e.wg.Add(1)
+	e.mu.Unlock()
+
+	select {
+	case e.slots <- struct{}{}:
+	case <-part.ctx.Done():
+		e.done(part, key, cmd.ID)
+		return
+	}
+	go func() {
+		defer func() { <-e.slots }()
+		defer e.done(part, key, cmd.ID)
+		e.carryOut(part, key, cmd, resume)
+	}()
+}
+
+func (e *executor) done(part *partition, key, commandID string) {
+	e.mu.Lock()
+	if part.running[key] == commandID {
+		delete(part.running, key)
+	}
+	e.mu.Unlock()
+	part.wg.Done()
+	e.wg.Done()
+}
+
+// carryOut records the start of an operation, applies it through the
+// cluster's driver and records the outcome. If the partition is revoked or
+// the executor stops meanwhile, it records nothing more: the next owner
+// resumes from the "started" record.
+func (e *executor) carryOut(part *partition, key string, cmd records.Command, resume bool) {
+	log := e.log.With("workflow", cmd.WorkflowID, "cluster", cmd.ClusterID, "command", cmd.ID)
+	if !resume {
+		started := e.event(cmd, records.OperationStarted)
+		started.PreviousVersion = cmd.Cluster.Version
+		if err := e.record(part, key, started); err != nil {
+			log.Warn("could not record the start; not acting", "err", err)
+			return
+		}
+	} else {
+		log.Info("resuming an operation started before a restart")
+	}
+	outcome := e.event(cmd, records.OperationSucceeded)
+	outcome.Envelope.CausationID = cmd.ID
+	d, err := e.cfg.Drivers.Driver(cmd.Cluster.Driver)
+	if err == nil {
+		opCtx, cancel := context.WithTimeout(part.ctx, e.cfg.Timeout)
+		var res drivers.Result
+		res, err = d.Apply(opCtx, drivers.Request{CommandID: cmd.ID, Cluster: cmd.Cluster, Operation: cmd.Operation})
+		cancel()
+		if part.ctx.Err() != nil {
+			return // revoked or stopping: the next owner resumes
+		}
+		outcome.PreviousVersion, outcome.Version, outcome.Output = res.PreviousVersion, res.Version, res.Output
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("timed out after %s: %w", e.cfg.Timeout, err)
+		}
+	}
+	if err != nil {
+		outcome.Status = records.OperationFailed
+		outcome.Reason = err.Error()
+	}
+	if err := e.record(part, key, outcome); err != nil {
+		log.Warn("could not record the outcome; it is resumed after a restart", "err", err)
+		return
+	}
+	log.Info("operation finished", "status", outcome.Status, "reason", outcome.Reason)
+}
+
+func (e *executor) event(cmd records.Command, status records.OperationStatus) records.OperationEvent {
+	return records.OperationEvent{
+		Envelope:   records.Envelope{ID: uuid.NewString(), Time: e.cfg.Clock.Now().UTC(), Principal: Principal, CausationID: cmd.Envelope.ID},
+		CommandID:  cmd.ID,
+		WorkflowID: cmd.WorkflowID,
+		ClusterID:  cmd.ClusterID,
+		Attempt:    cmd.Attempt,
+		Status:     status,
+	}
+}
+
+// record writes an operation event and waits until Kafka has it.
+func (e *executor) record(part *partition, key string, ev records.OperationEvent) error {
+	value, err := records.Encode(ev)
+	if err != nil {
+		return fmt.Errorf("encode operation event: %w", err)
+	}
+	rec := &kgo.Record{Topic: e.names.Operations, Key: []byte(key), Value: value}
+	if err := e.cl.ProduceSync(part.ctx, rec).FirstErr(); err != nil {
+		return fmt.Errorf("produce operation event: %w", err)
+	}
+	e.mu.Lock()
+	part.ops[key] = ev
+	e.mu.Unlock()
+	return nil
+}

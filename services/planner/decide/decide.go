@@ -1,0 +1,509 @@
+package decide
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+// Principal is the name the planner writes its records under.
+const Principal = "planner"
+
+// Input is one thing the planner reacts to.
+type Input interface{ input() }
+
+// Submit is a record read from the requests topic. Err is set when the
+// record could not be decoded; the request is then rejected under Key.
+type Submit struct {
+	Partition int32
+	Key       string
+	Request   records.Request
+	Err       error
+}
+
+// OperationUpdate is a record read from the operations topic.
+type OperationUpdate struct{ Event records.OperationEvent }
+
+// HealthUpdate is a changed record of the health table.
+type HealthUpdate struct{ Health records.Health }
+
+// Tick is the passing of time: deadlines (bake times) are checked against now.
+type Tick struct{}
+
+func (Submit) input()          {}
+func (OperationUpdate) input() {}
+func (HealthUpdate) input()    {}
+func (Tick) input()            {}
+
+// Outputs are the records one decision writes: rows for the workflows topic
+// and commands for the executor. The shell writes them in one transaction.
+type Outputs struct {
+	Rows     []records.WorkflowRecord
+	Commands []records.Command
+}
+
+// Empty reports whether the decision wrote nothing.
+func (o Outputs) Empty() bool { return len(o.Rows) == 0 && len(o.Commands) == 0 }
+
+// idSpace scopes the name-based UUIDs of the planner's records, so the same
+// decision taken twice (after an aborted transaction) yields the same IDs.
+var idSpace = uuid.MustParse("6f1f8a52-3c55-4d0e-9b7e-2a0c7d1e5b90")
+
+// CommandID is the ID of the command for one attempt at one target.
+func CommandID(workflowID, clusterID string, attempt int) string {
+	return uuid.NewSHA1(idSpace, []byte(workflowID+"/"+clusterID+"/"+strconv.Itoa(attempt))).String()
+}
+
+// Decide applies one input to the state at time now and returns the
+// records to write. The state is changed in place; if the shell fails to
+// write the outputs it must rebuild the state from the log.
+func Decide(s *State, in Input, now time.Time) Outputs {
+	d := &decision{s: s, now: now.UTC(), touched: map[string]*touched{}}
+	switch in := in.(type) {
+	case Submit:
+		d.cause = in.Request.Envelope.ID
+		d.submit(in)
+	case OperationUpdate:
+		d.cause = in.Event.Envelope.ID
+		d.operation(in.Event)
+	case HealthUpdate:
+		d.cause = in.Health.Envelope.ID
+		d.health(in.Health)
+	case Tick:
+		d.tick()
+	}
+	return d.flush()
+}
+
+// NextDeadline returns the earliest bake deadline among running workflows,
+// so the shell knows when a Tick can change anything.
+func NextDeadline(s *State) (time.Time, bool) {
+	var next time.Time
+	for _, w := range s.Workflows {
+		if w.State == records.WorkflowRunning && !w.BakeUntil.IsZero() && (next.IsZero() || w.BakeUntil.Before(next)) {
+			next = w.BakeUntil
+		}
+	}
+	return next, !next.IsZero()
+}
+
+type touched struct {
+	w           *Workflow
+	transitions []records.Workflow // header snapshots, one per transition
+	targets     []*records.Target
+	seen        map[string]bool
+}
+
+type decision struct {
+	s       *State
+	now     time.Time
+	cause   string
+	order   []string // workflow IDs in the order first touched
+	touched map[string]*touched
+	out     Outputs
+}
+
+func (d *decision) touch(w *Workflow) *touched {
+	t, ok := d.touched[w.ID]
+	if !ok {
+		t = &touched{w: w, seen: map[string]bool{}}
+		d.touched[w.ID] = t
+		d.order = append(d.order, w.ID)
+	}
+	return t
+}
+
+// transition records a change of the workflow's header, named by event.
+func (d *decision) transition(w *Workflow, event string) {
+	w.Event = event
+	w.UpdatedAt = d.now
+	t := d.touch(w)
+	t.transitions = append(t.transitions, w.Workflow)
+}
+
+func (d *decision) changed(w *Workflow, target *records.Target) {
+	t := d.touch(w)
+	if !t.seen[target.ClusterID] {
+		t.seen[target.ClusterID] = true
+		t.targets = append(t.targets, target)
+	}
+}
+
+// flush turns the touched rows into outputs. Target rows go first and the
+// header last, so the newest header carries the highest Seq of the workflow.
+func (d *decision) flush() Outputs {
+	for _, id := range d.order {
+		t := d.touched[id]
+		w := t.w
+		for _, target := range t.targets {
+			w.Seq++
+			row := *target
+			d.out.Rows = append(d.out.Rows, records.WorkflowRecord{Envelope: d.envelope(w), Target: &row})
+		}
+		headers := t.transitions
+		if len(headers) == 0 {
+			w.Event = "progress"
+			w.UpdatedAt = d.now
+			headers = []records.Workflow{w.Workflow}
+		}
+		for i := range headers {
+			w.Seq++
+			h := headers[i]
+			h.Seq = w.Seq
+			d.out.Rows = append(d.out.Rows, records.WorkflowRecord{Envelope: d.envelope(w), Workflow: &h})
+		}
+	}
+	return d.out
+}
+
+func (d *decision) envelope(w *Workflow) records.Envelope {
+	return records.Envelope{
+		ID:          uuid.NewSHA1(idSpace, []byte(w.ID+"#"+strconv.FormatInt(w.Seq, 10))).String(),
+		Time:        d.now,
+		Principal:   Principal,
+		CausationID: d.cause,
+	}
+}
+
+// submit accepts or rejects a request for a new rollout.
+func (d *decision) submit(in Submit) {
+	// The record key names the workflow: it is what the client produced
+	// under, and it must equal the request ID (checked below).
+	id := in.Key
+	if id == "" {
+		id = in.Request.Envelope.ID
+	}
+	if id == "" {
+		// Nothing to name the request by; the shell logs it.
+		return
+	}
+	if _, exists := d.s.Workflows[id]; exists {
+		return // a retry of a request already taken: requests are idempotent by ID
+	}
+	var err error
+	switch {
+	case in.Err != nil:
+		err = fmt.Errorf("cannot decode request: %w", in.Err)
+	case in.Key != "" && in.Request.Envelope.ID != "" && in.Key != in.Request.Envelope.ID:
+		err = fmt.Errorf("record key %q differs from request id %q", in.Key, in.Request.Envelope.ID)
+	case in.Request.Submit == nil:
+		err = errors.New("request has no body: want a rollout submission")
+	}
+	var plan rollout.Plan
+	if err == nil {
+		plan, err = in.Request.Submit.Spec.Plan(d.s.Inventory)
+	}
+	w := d.s.workflow(id, in.Partition)
+	w.CreatedAt = d.now
+	if in.Request.Submit != nil {
+		w.Spec = in.Request.Submit.Spec
+	}
+	if err != nil {
+		w.State = records.WorkflowRejected
+		w.Reason = err.Error()
+		d.transition(w, "rejected")
+		return
+	}
+	w.State = records.WorkflowRunning
+	w.Targets = map[string]*records.Target{}
+	for p, ph := range plan.Phases {
+		sizes := make([]int, len(ph.Waves))
+		for i, wave := range ph.Waves {
+			sizes[i] = len(wave)
+			for _, clusterID := range wave {
+				t := &records.Target{WorkflowID: id, ClusterID: clusterID, Phase: p, Wave: i, State: records.TargetPending}
+				w.Targets[clusterID] = t
+				d.s.watch(clusterID, id)
+				d.changed(w, t)
+			}
+		}
+		w.Phases = append(w.Phases, records.PhasePlan{Name: ph.Name, WaveSizes: sizes, MaxInFlight: ph.MaxInFlight, Bake: ph.Bake})
+	}
+	w.reindexTargetsCount()
+	w.reindex()
+	d.transition(w, "submitted")
+	d.startWave(w, "wave-started")
+	d.advance(w)
+}
+
+func (w *Workflow) reindexTargetsCount() { w.Workflow.Targets = len(w.Targets) }
+
+// operation records what the executor reports for one target.
+func (d *decision) operation(ev records.OperationEvent) {
+	w, ok := d.s.Workflows[ev.WorkflowID]
+	if !ok {
+		return
+	}
+	t, ok := w.Targets[ev.ClusterID]
+	if !ok || t.CommandID != ev.CommandID || t.State != records.TargetRunning {
+		return // stale or duplicate: not the command this target waits for
+	}
+	switch ev.Status {
+	case records.OperationStarted:
+		if t.PreviousVersion == "" && ev.PreviousVersion != "" {
+			t.PreviousVersion = ev.PreviousVersion
+			d.changed(w, t)
+		}
+		return
+	case records.OperationSucceeded:
+		t.State = records.TargetSucceeded
+		t.Version = ev.Version
+	case records.OperationFailed:
+		t.State = records.TargetFailed
+		t.Reason = ev.Reason
+		w.failed++
+	default:
+		return
+	}
+	if ev.PreviousVersion != "" {
+		t.PreviousVersion = ev.PreviousVersion
+	}
+	t.FinishedAt = ev.Envelope.Time.UTC()
+	if t.FinishedAt.IsZero() {
+		t.FinishedAt = d.now
+	}
+	d.changed(w, t)
+	if d.s.busy[ev.ClusterID] == w.ID {
+		delete(d.s.busy, ev.ClusterID)
+	}
+	d.checkThreshold(w)
+	d.advance(w)
+	// The cluster is free: workflows waiting for it may go on.
+	for _, other := range d.s.workflowsOn(ev.ClusterID) {
+		if other != w {
+			d.advance(other)
+		}
+	}
+}
+
+// health records a cluster's health signal against the workflows that changed it.
+func (d *decision) health(h records.Health) {
+	d.s.Health[h.ClusterID] = h
+	for _, w := range d.s.workflowsOn(h.ClusterID) {
+		t := w.Targets[h.ClusterID]
+		if t == nil {
+			continue
+		}
+		changedByUs := t.State == records.TargetSucceeded && !h.ObservedAt.Before(t.FinishedAt)
+		if h.Status == records.HealthUnhealthy && changedByUs {
+			d.markUnhealthy(w, t, h)
+			d.checkThreshold(w)
+		}
+		d.advance(w)
+	}
+}
+
+func (d *decision) markUnhealthy(w *Workflow, t *records.Target, h records.Health) {
+	t.State = records.TargetFailed
+	t.Unhealthy = true
+	t.Reason = "unhealthy after the operation"
+	if len(h.Reasons) > 0 {
+		t.Reason += ": " + strings.Join(h.Reasons, "; ")
+	}
+	w.failed++
+	d.changed(w, t)
+}
+
+func (d *decision) tick() {
+	ids := make([]string, 0, len(d.s.Workflows))
+	for id, w := range d.s.Workflows {
+		if w.State == records.WorkflowRunning && !w.BakeUntil.IsZero() && !d.now.Before(w.BakeUntil) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		d.advance(d.s.Workflows[id])
+	}
+}
+
+// checkThreshold pauses a running workflow whose failures reached its threshold.
+func (d *decision) checkThreshold(w *Workflow) {
+	limit := w.Spec.FailureThreshold.Limit(w.Workflow.Targets)
+	if w.State != records.WorkflowRunning || w.failed < limit {
+		return
+	}
+	w.State = records.WorkflowPaused
+	w.Reason = fmt.Sprintf("%d of %d clusters failed or turned unhealthy, reaching the failure threshold of %d: %s",
+		w.failed, w.Workflow.Targets, limit, d.failureSummary(w, 3))
+	d.transition(w, "paused")
+}
+
+func (d *decision) failureSummary(w *Workflow, most int) string {
+	var ids []string
+	for id, t := range w.Targets {
+		if t.State == records.TargetFailed {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	var parts []string
+	for i, id := range ids {
+		if i == most {
+			parts = append(parts, fmt.Sprintf("and %d more", len(ids)-most))
+			break
+		}
+		parts = append(parts, id+" ("+w.Targets[id].Reason+")")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// startWave makes the current wave (or the next non-empty one) current.
+func (d *decision) startWave(w *Workflow, event string) {
+	for w.Phase < len(w.Phases) && w.Wave >= len(w.Phases[w.Phase].WaveSizes) {
+		w.Phase++
+		w.Wave = 0
+	}
+	if w.Phase < len(w.Phases) {
+		if w.Wave == 0 {
+			d.transition(w, "phase-started")
+		}
+		d.transition(w, event)
+	}
+}
+
+// advance moves a running workflow as far as the rules allow now: starts
+// pending targets of the current wave up to the in-flight limit, starts the
+// bake when the wave is done, moves to the next wave when the bake is over
+// and every cluster of the wave is seen healthy, and ends the workflow
+// after its last wave.
+func (d *decision) advance(w *Workflow) {
+	for w.State == records.WorkflowRunning {
+		if w.Phase >= len(w.Phases) {
+			d.finish(w)
+			return
+		}
+		wave := w.WaveTargets(w.Phase, w.Wave)
+		var pending []*records.Target
+		running := 0
+		for _, id := range wave {
+			switch t := w.Targets[id]; t.State {
+			case records.TargetPending:
+				pending = append(pending, t)
+			case records.TargetRunning:
+				running++
+			}
+		}
+		if len(pending) > 0 || running > 0 {
+			d.dispatch(w, pending, running)
+			return
+		}
+		if w.BakeUntil.IsZero() {
+			w.BakeUntil = d.now.Add(w.Phases[w.Phase].Bake)
+			d.transition(w, "wave-completed")
+		}
+		if d.now.Before(w.BakeUntil) || !d.waveSeenHealthy(w, wave) {
+			return
+		}
+		if w.State != records.WorkflowRunning {
+			return // seeing the wave unhealthy paused it
+		}
+		w.BakeUntil = time.Time{}
+		w.Wave++
+		if w.Wave >= len(w.Phases[w.Phase].WaveSizes) {
+			w.Phase++
+			w.Wave = 0
+		}
+		d.startWave(w, "wave-started")
+	}
+}
+
+// waveSeenHealthy reports whether every succeeded cluster of the wave has
+// been probed since its operation finished and is not unhealthy. A cluster
+// seen unhealthy counts as failed (which may pause the workflow); one not
+// yet seen holds the wave until the monitor looks at it.
+func (d *decision) waveSeenHealthy(w *Workflow, wave []string) bool {
+	all := true
+	for _, id := range wave {
+		t := w.Targets[id]
+		if t.State != records.TargetSucceeded {
+			continue
+		}
+		h, ok := d.s.Health[id]
+		if !ok || h.ObservedAt.Before(t.FinishedAt) {
+			all = false
+			continue
+		}
+		if h.Status == records.HealthUnhealthy {
+			d.markUnhealthy(w, t, h)
+			d.checkThreshold(w)
+			all = false
+		}
+	}
+	return all
+}
+
+// dispatch sends commands for pending targets while the in-flight limit
+// allows. A cluster busy with another workflow's operation waits.
+func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int) {
+	limit := w.Phases[w.Phase].MaxInFlight
+	if limit <= 0 {
+		limit = len(pending) + running
+	}
+	for _, t := range pending {
+		if running >= limit {
+			return
+		}
+		if _, busy := d.s.busy[t.ClusterID]; busy {
+			continue
+		}
+		c, ok := d.s.Inventory[t.ClusterID]
+		if !ok {
+			t.State = records.TargetFailed
+			t.Reason = "cluster was removed from the inventory"
+			t.FinishedAt = d.now
+			w.failed++
+			d.changed(w, t)
+			d.checkThreshold(w)
+			if w.State != records.WorkflowRunning {
+				return
+			}
+			continue
+		}
+		t.State = records.TargetRunning
+		t.Attempt++
+		t.CommandID = CommandID(w.ID, t.ClusterID, t.Attempt)
+		t.StartedAt = d.now
+		d.s.busy[t.ClusterID] = w.ID
+		d.changed(w, t)
+		d.out.Commands = append(d.out.Commands, records.Command{
+			Envelope:   records.Envelope{ID: t.CommandID, Time: d.now, Principal: Principal, CausationID: d.cause},
+			ID:         t.CommandID,
+			WorkflowID: w.ID,
+			ClusterID:  t.ClusterID,
+			Attempt:    t.Attempt,
+			Operation:  w.Spec.Operation,
+			Cluster:    c,
+		})
+		running++
+	}
+}
+
+// finish ends a workflow whose every wave is done.
+func (d *decision) finish(w *Workflow) {
+	if w.failed > 0 {
+		w.State = records.WorkflowFailed
+		w.Reason = fmt.Sprintf("%d of %d clusters failed: %s", w.failed, w.Workflow.Targets, d.failureSummary(w, 3))
+		d.transition(w, "failed")
+	} else {
+		w.State = records.WorkflowSucceeded
+		w.Reason = ""
+		d.transition(w, "succeeded")
+	}
+	for id := range w.Targets {
+		if m := d.s.byCluster[id]; m != nil {
+			delete(m, w.ID)
+			if len(m) == 0 {
+				delete(d.s.byCluster, id)
+			}
+		}
+	}
+}

@@ -1,0 +1,292 @@
+package decide
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+func clusterIDs(cmds []records.Command) []string {
+	var ids []string
+	for _, c := range cmds {
+		ids = append(ids, c.ClusterID)
+	}
+	return ids
+}
+
+func events(rows []records.WorkflowRecord) []string {
+	var out []string
+	for _, r := range rows {
+		if r.Workflow != nil {
+			out = append(out, r.Workflow.Event)
+		}
+	}
+	return out
+}
+
+func TestSubmitPlansAndStartsFirstWave(t *testing.T) {
+	h := newHarness(t, fleet(20))
+	out := h.submit("wf-1", upgradeSpec(
+		rollout.Phase{Name: "internal", Selector: "tier=internal", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}},
+		rollout.Phase{Name: "rest", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 5}},
+	))
+	// c-000, c-007, c-014 are internal: the first wave is two of them.
+	if got, want := clusterIDs(out.Commands), []string{"c-000", "c-007"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("first wave commands = %v, want %v", got, want)
+	}
+	if got, want := events(out.Rows), []string{"submitted", "phase-started", "wave-started"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("events = %v, want %v", got, want)
+	}
+	w := h.workflow("wf-1")
+	if w.State != records.WorkflowRunning || w.Workflow.Targets != 20 || len(w.Phases) != 2 {
+		t.Fatalf("workflow = %+v", w.Workflow)
+	}
+	if got, want := w.Phases[0].WaveSizes, []int{2, 1}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("internal waves = %v, want %v", got, want)
+	}
+	c := out.Commands[0]
+	if c.Operation.Version != "3.9.1" || c.Cluster.Address != "sim://c-000" || c.Attempt != 1 || c.ID != CommandID("wf-1", "c-000", 1) {
+		t.Fatalf("command = %+v", c)
+	}
+	if c.Envelope.Principal != Principal || c.Envelope.CausationID != "wf-1" {
+		t.Fatalf("command envelope = %+v", c.Envelope)
+	}
+}
+
+func TestRejectsBadRequests(t *testing.T) {
+	cases := []struct {
+		name string
+		in   Submit
+		want string
+	}{
+		{"undecodable", Submit{Key: "r1", Err: errors.New("unknown fingerprint 0x1234")}, "cannot decode request: unknown fingerprint 0x1234"},
+		{"no body", Submit{Key: "r2", Request: records.Request{Envelope: records.Envelope{ID: "r2"}}}, "request has no body"},
+		{"unknown cluster", Submit{Key: "r3", Request: records.Request{Envelope: records.Envelope{ID: "r3"}, Submit: &records.SubmitRollout{Spec: rollout.Spec{
+			Name: "x", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{"c-001", "nope"}}}}}, "nope"},
+		{"empty target set", Submit{Key: "r4", Request: records.Request{Envelope: records.Envelope{ID: "r4"}, Submit: &records.SubmitRollout{Spec: rollout.Spec{
+			Name: "x", Operation: rollout.Operation{Kind: rollout.Restart}, Selector: "cloud=oracle"}}}}, "no cluster matches"},
+		{"bad selector", Submit{Key: "r5", Request: records.Request{Envelope: records.Envelope{ID: "r5"}, Submit: &records.SubmitRollout{Spec: rollout.Spec{
+			Name: "x", Operation: rollout.Operation{Kind: rollout.Restart}, Selector: "cloud in (aws"}}}}, "selector"},
+		{"unknown operation", Submit{Key: "r6", Request: records.Request{Envelope: records.Envelope{ID: "r6"}, Submit: &records.SubmitRollout{Spec: rollout.Spec{
+			Name: "x", Operation: rollout.Operation{Kind: "reboot"}, Selector: "kind=kafka"}}}}, "reboot"},
+		{"key differs from id", Submit{Key: "r7", Request: records.Request{Envelope: records.Envelope{ID: "other"}, Submit: &records.SubmitRollout{Spec: upgradeSpec()}}}, "differs"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, fleet(5))
+			out := h.do(tc.in)
+			if len(out.Commands) != 0 || len(out.Rows) != 1 || out.Rows[0].Workflow == nil {
+				t.Fatalf("outputs = %+v, want one rejected workflow row", out)
+			}
+			w := out.Rows[0].Workflow
+			if w.ID != tc.in.Key || w.State != records.WorkflowRejected || w.Event != "rejected" || !strings.Contains(w.Reason, tc.want) {
+				t.Fatalf("row = id %s state %s event %s reason %q, want rejected containing %q", w.ID, w.State, w.Event, w.Reason, tc.want)
+			}
+			// The next, valid request is still served.
+			if out := h.submit("ok", upgradeSpec()); len(out.Commands) != 5 {
+				t.Fatalf("a valid request after a rejected one sent %d commands, want 5", len(out.Commands))
+			}
+		})
+	}
+}
+
+func TestDuplicateRequestIsIgnored(t *testing.T) {
+	h := newHarness(t, fleet(3))
+	h.submit("wf", upgradeSpec())
+	if out := h.submit("wf", upgradeSpec()); !out.Empty() {
+		t.Fatalf("retry of the same request wrote %+v", out)
+	}
+}
+
+func TestWaveWaitsForPreviousWaveHealthAndBake(t *testing.T) {
+	h := newHarness(t, fleet(6))
+	out := h.submit("wf", upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 3}, Bake: 10 * time.Minute}))
+	first := out.Commands
+	if len(first) != 3 {
+		t.Fatalf("first wave = %v", clusterIDs(first))
+	}
+	h.now = h.now.Add(time.Minute)
+	for i, c := range first {
+		if out := h.result(c, records.OperationSucceeded, ""); len(out.Commands) != 0 {
+			t.Fatalf("result %d started %v before the wave finished baking", i, clusterIDs(out.Commands))
+		}
+	}
+	if got := h.workflow("wf").BakeUntil; !got.Equal(h.now.Add(10 * time.Minute)) {
+		t.Fatalf("BakeUntil = %v, want now+10m", got)
+	}
+	// Healthy, but the bake time has not passed.
+	h.now = h.now.Add(time.Minute)
+	for _, c := range first {
+		h.probe(c.ClusterID, records.HealthHealthy)
+	}
+	if out := h.advance(8*time.Minute + 59*time.Second); len(out.Commands) != 0 {
+		t.Fatalf("started %v before the bake time passed", clusterIDs(out.Commands))
+	}
+	if out := h.advance(time.Second); len(out.Commands) != 3 {
+		t.Fatalf("after the bake, started %v, want the second wave of 3", clusterIDs(out.Commands))
+	}
+}
+
+func TestWaveWaitsUntilEveryClusterWasProbedAfterItsOperation(t *testing.T) {
+	h := newHarness(t, fleet(4))
+	first := h.submit("wf", upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}})).Commands
+	h.probe(first[0].ClusterID, records.HealthHealthy) // before the operation: does not count
+	h.now = h.now.Add(time.Second)
+	h.result(first[0], records.OperationSucceeded, "")
+	h.result(first[1], records.OperationSucceeded, "")
+	if out := h.advance(time.Second); len(out.Commands) != 0 {
+		t.Fatalf("started %v with no probe since the operations", clusterIDs(out.Commands))
+	}
+	h.probe(first[0].ClusterID, records.HealthHealthy)
+	if out := h.probe(first[1].ClusterID, records.HealthDegraded); len(out.Commands) != 2 {
+		t.Fatalf("after both probes (healthy, degraded) started %v, want the next wave", clusterIDs(out.Commands))
+	}
+}
+
+func TestMaxInFlight(t *testing.T) {
+	h := newHarness(t, fleet(5))
+	out := h.submit("wf", upgradeSpec(rollout.Phase{Name: "all", MaxInFlight: 2}))
+	if len(out.Commands) != 2 {
+		t.Fatalf("started %d, want 2", len(out.Commands))
+	}
+	out = h.result(out.Commands[0], records.OperationSucceeded, "")
+	if got := clusterIDs(out.Commands); !reflect.DeepEqual(got, []string{"c-002"}) {
+		t.Fatalf("after one finished, started %v, want [c-002]", got)
+	}
+}
+
+func TestUnhealthyAfterOperationPausesAtThreshold(t *testing.T) {
+	h := newHarness(t, fleet(10))
+	spec := upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 3}, Bake: time.Minute})
+	spec.FailureThreshold = rollout.Threshold{Count: 2}
+	first := h.submit("wf", spec).Commands
+	for _, c := range first {
+		h.result(c, records.OperationSucceeded, "")
+	}
+	h.now = h.now.Add(time.Second)
+	h.probe(first[0].ClusterID, records.HealthUnhealthy, "runs bad version 3.9.1")
+	if w := h.workflow("wf"); w.State != records.WorkflowRunning || w.Failed() != 1 {
+		t.Fatalf("after one unhealthy: state %s failed %d, want running with 1", w.State, w.Failed())
+	}
+	out := h.probe(first[1].ClusterID, records.HealthUnhealthy, "runs bad version 3.9.1")
+	w := h.workflow("wf")
+	if w.State != records.WorkflowPaused || !strings.Contains(w.Reason, "2 of 10 clusters failed") || !strings.Contains(w.Reason, "runs bad version") {
+		t.Fatalf("state %s reason %q, want paused naming the failures", w.State, w.Reason)
+	}
+	if got := events(out.Rows); !reflect.DeepEqual(got, []string{"paused"}) {
+		t.Fatalf("events = %v", got)
+	}
+	h.probe(first[2].ClusterID, records.HealthHealthy)
+	if out := h.advance(time.Hour); len(out.Commands) != 0 {
+		t.Fatalf("paused workflow started %v", clusterIDs(out.Commands))
+	}
+}
+
+func TestFailedOperationsPauseAndInFlightFinish(t *testing.T) {
+	h := newHarness(t, fleet(6))
+	first := h.submit("wf", upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 3}})).Commands
+	h.result(first[0], records.OperationFailed, "simulated failure")
+	w := h.workflow("wf")
+	if w.State != records.WorkflowPaused {
+		t.Fatalf("state %s, want paused at the default threshold of one failure", w.State)
+	}
+	out := h.result(first[1], records.OperationSucceeded, "")
+	if len(out.Commands) != 0 || w.Targets[first[1].ClusterID].State != records.TargetSucceeded {
+		t.Fatalf("in-flight result after pause: commands %v, target %+v", clusterIDs(out.Commands), w.Targets[first[1].ClusterID])
+	}
+}
+
+func TestStaleOperationEventIsIgnored(t *testing.T) {
+	h := newHarness(t, fleet(2))
+	c := h.submit("wf", upgradeSpec()).Commands[0]
+	stale := c
+	stale.ID = "some-other-command"
+	if out := h.result(stale, records.OperationFailed, "boom"); !out.Empty() {
+		t.Fatalf("stale event wrote %+v", out)
+	}
+	if out := h.do(OperationUpdate{Event: records.OperationEvent{WorkflowID: "unknown", ClusterID: "c-000", CommandID: c.ID}}); !out.Empty() {
+		t.Fatalf("event for an unknown workflow wrote %+v", out)
+	}
+}
+
+func TestEndsSucceededOrFailed(t *testing.T) {
+	for _, failOne := range []bool{false, true} {
+		h := newHarness(t, fleet(4))
+		spec := upgradeSpec(rollout.Phase{Name: "a", Selector: "cloud=aws"}, rollout.Phase{Name: "b"})
+		spec.FailureThreshold = rollout.Threshold{Count: 3}
+		pending := h.submit("wf", spec).Commands
+		for len(pending) > 0 {
+			c := pending[0]
+			pending = pending[1:]
+			status := records.OperationSucceeded
+			if failOne && c.ClusterID == "c-001" {
+				status = records.OperationFailed
+			}
+			pending = append(pending, h.result(c, status, "boom").Commands...)
+			h.now = h.now.Add(time.Second)
+			if status == records.OperationSucceeded {
+				pending = append(pending, h.probe(c.ClusterID, records.HealthHealthy).Commands...)
+			}
+		}
+		w := h.workflow("wf")
+		want := records.WorkflowSucceeded
+		if failOne {
+			want = records.WorkflowFailed
+		}
+		if w.State != want {
+			t.Fatalf("failOne=%v: state %s (%s), want %s", failOne, w.State, w.Reason, want)
+		}
+		if failOne && !strings.Contains(w.Reason, "c-001 (boom)") {
+			t.Fatalf("reason %q does not name the failed cluster", w.Reason)
+		}
+	}
+}
+
+func TestClusterBusyInAnotherWorkflowWaits(t *testing.T) {
+	h := newHarness(t, fleet(2))
+	a := h.submit("a", upgradeSpec()).Commands
+	b := h.submit("b", rollout.Spec{Name: "restart", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{"c-000"}})
+	if len(b.Commands) != 0 {
+		t.Fatalf("second workflow started %v on a busy cluster", clusterIDs(b.Commands))
+	}
+	out := h.result(a[0], records.OperationSucceeded, "")
+	if got := clusterIDs(out.Commands); !reflect.DeepEqual(got, []string{"c-000"}) || out.Commands[0].WorkflowID != "b" {
+		t.Fatalf("after the cluster was freed, started %v", got)
+	}
+}
+
+func TestRebuiltStateMatches(t *testing.T) {
+	h := newHarness(t, fleet(8))
+	first := h.submit("wf", upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 4}, Bake: time.Minute})).Commands
+	h.result(first[0], records.OperationSucceeded, "")
+	h.result(first[1], records.OperationFailed, "x")
+	h.submit("bad", rollout.Spec{Name: "bad"})
+	assertSameState(t, h.s, h.rebuilt())
+}
+
+func assertSameState(t testing.TB, live, rebuilt *State) {
+	t.Helper()
+	if len(live.Workflows) != len(rebuilt.Workflows) {
+		t.Fatalf("rebuilt %d workflows, live %d", len(rebuilt.Workflows), len(live.Workflows))
+	}
+	for id, w := range live.Workflows {
+		r := rebuilt.Workflows[id]
+		if r == nil {
+			t.Fatalf("workflow %s missing after rebuild", id)
+		}
+		if !reflect.DeepEqual(w.Workflow, r.Workflow) {
+			t.Fatalf("workflow %s header differs:\nlive    %+v\nrebuilt %+v", id, w.Workflow, r.Workflow)
+		}
+		if !reflect.DeepEqual(w.Targets, r.Targets) || w.failed != r.failed {
+			t.Fatalf("workflow %s targets differ after rebuild", id)
+		}
+	}
+	if !reflect.DeepEqual(live.busy, rebuilt.busy) {
+		t.Fatalf("busy clusters differ: live %v rebuilt %v", live.busy, rebuilt.busy)
+	}
+}

@@ -1,0 +1,161 @@
+package decide
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+// harness drives the decision core like the shell does and records every
+// output, so tests can look at what was decided and rebuild from it.
+type harness struct {
+	t        testing.TB
+	s        *State
+	now      time.Time
+	rows     []records.WorkflowRecord
+	commands []records.Command
+	nextID   int
+	// pausedAt: workflow ID → index in commands when it was first paused.
+	pausedAt map[string]int
+}
+
+func newHarness(t testing.TB, clusters []inventory.Cluster) *harness {
+	inv := map[string]inventory.Cluster{}
+	for _, c := range clusters {
+		inv[c.ID] = c
+	}
+	return &harness{t: t, s: NewState(inv, nil), now: t0, pausedAt: map[string]int{}}
+}
+
+func (h *harness) id(prefix string) string {
+	h.nextID++
+	return fmt.Sprintf("%s-%d", prefix, h.nextID)
+}
+
+func (h *harness) do(in Input) Outputs {
+	h.t.Helper()
+	out := Decide(h.s, in, h.now)
+	h.rows = append(h.rows, out.Rows...)
+	for _, c := range out.Commands {
+		if _, paused := h.pausedAt[c.WorkflowID]; paused {
+			h.t.Fatalf("command for %s sent after the workflow was paused", c.ClusterID)
+		}
+	}
+	h.commands = append(h.commands, out.Commands...)
+	for _, r := range out.Rows {
+		if r.Workflow != nil && r.Workflow.State == records.WorkflowPaused {
+			if _, ok := h.pausedAt[r.Workflow.ID]; !ok {
+				h.pausedAt[r.Workflow.ID] = len(h.commands)
+			}
+		}
+	}
+	return out
+}
+
+func (h *harness) submit(id string, spec rollout.Spec) Outputs {
+	h.t.Helper()
+	return h.do(Submit{Key: id, Request: records.Request{
+		Envelope: records.Envelope{ID: id, Time: h.now, Principal: "alice"},
+		Submit:   &records.SubmitRollout{Spec: spec},
+	}})
+}
+
+func (h *harness) result(c records.Command, status records.OperationStatus, reason string) Outputs {
+	h.t.Helper()
+	return h.do(OperationUpdate{Event: records.OperationEvent{
+		Envelope:   records.Envelope{ID: h.id("op"), Time: h.now, Principal: "executor", CausationID: c.ID},
+		CommandID:  c.ID,
+		WorkflowID: c.WorkflowID,
+		ClusterID:  c.ClusterID,
+		Attempt:    c.Attempt,
+		Status:     status,
+		Reason:     reason,
+		Version:    c.Operation.Version,
+	}})
+}
+
+func (h *harness) probe(clusterID string, status records.HealthStatus, reasons ...string) Outputs {
+	h.t.Helper()
+	return h.do(HealthUpdate{Health: records.Health{
+		Envelope:   records.Envelope{ID: h.id("health"), Time: h.now, Principal: "monitor"},
+		ClusterID:  clusterID,
+		Status:     status,
+		Reasons:    reasons,
+		ObservedAt: h.now,
+	}})
+}
+
+func (h *harness) advance(d time.Duration) Outputs {
+	h.t.Helper()
+	h.now = h.now.Add(d)
+	return h.do(Tick{})
+}
+
+// running returns the commands whose targets are still running.
+func (h *harness) running(workflowID string) []records.Command {
+	var out []records.Command
+	w := h.s.Workflows[workflowID]
+	for _, c := range h.commands {
+		if c.WorkflowID != workflowID {
+			continue
+		}
+		if t := w.Targets[c.ClusterID]; t.State == records.TargetRunning && t.CommandID == c.ID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (h *harness) workflow(id string) *Workflow {
+	h.t.Helper()
+	w, ok := h.s.Workflows[id]
+	if !ok {
+		h.t.Fatalf("workflow %s unknown", id)
+	}
+	return w
+}
+
+// rebuilt returns a state loaded from the rows written so far, as the
+// planner rebuilds it after a restart.
+func (h *harness) rebuilt() *State {
+	s := NewState(h.s.Inventory, h.s.Health)
+	for _, r := range h.rows {
+		s.ApplyRow(0, r)
+	}
+	s.Reindex()
+	return s
+}
+
+func fleet(n int) []inventory.Cluster {
+	clouds := []string{"aws", "gcp", "azure"}
+	var out []inventory.Cluster
+	for i := 0; i < n; i++ {
+		tier := "standard"
+		if i%7 == 0 {
+			tier = "internal"
+		}
+		out = append(out, inventory.Cluster{
+			ID:      fmt.Sprintf("c-%03d", i),
+			Labels:  map[string]string{"cloud": clouds[i%3], "tier": tier, "kind": "kafka", "env": "prod"},
+			Driver:  "sim",
+			Address: fmt.Sprintf("sim://c-%03d", i),
+			Version: "3.8.0",
+		})
+	}
+	return out
+}
+
+func upgradeSpec(phases ...rollout.Phase) rollout.Spec {
+	return rollout.Spec{
+		Name:      "upgrade",
+		Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"},
+		Selector:  "kind=kafka",
+		Phases:    phases,
+	}
+}

@@ -1,0 +1,159 @@
+package decide
+
+import (
+	"fmt"
+	"math/rand"
+	"testing"
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+// TestInvariants drives random rollouts through random sequences of
+// operation results, health signals and the passing of time, and checks
+// after every decision the rules a user relies on:
+//   - never more clusters in flight in a phase than its maxInFlight;
+//   - no cluster in two running operations;
+//   - nothing starts in a paused or finished workflow;
+//   - a wave starts only after every earlier wave finished, baked for its
+//     bake time and was probed since;
+//   - the state rebuilt from the rows written equals the live state.
+func TestInvariants(t *testing.T) {
+	seeds := 300
+	if testing.Short() {
+		seeds = 50
+	}
+	for seed := int64(1); seed <= int64(seeds); seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { runRandomRollouts(t, seed) })
+	}
+}
+
+func randomWaves(r *rand.Rand) rollout.Waves {
+	switch r.Intn(4) {
+	case 0:
+		return rollout.Waves{}
+	case 1:
+		return rollout.Waves{Mode: rollout.WaveCount, Value: 1 + r.Intn(5)}
+	case 2:
+		return rollout.Waves{Mode: rollout.WavePercent, Value: 10 + r.Intn(60)}
+	default:
+		return rollout.Waves{Mode: rollout.WaveExponential, Value: 1 + r.Intn(2)}
+	}
+}
+
+func randomSpec(r *rand.Rand) rollout.Spec {
+	spec := upgradeSpec()
+	selectors := []string{"tier=internal", "cloud=azure", "cloud in (aws,gcp)", "cloud=gcp"}
+	for i, n := 0, r.Intn(3); i < n; i++ {
+		spec.Phases = append(spec.Phases, rollout.Phase{
+			Name: fmt.Sprintf("p%d", i), Selector: selectors[r.Intn(len(selectors))], Waves: randomWaves(r),
+			MaxInFlight: r.Intn(4), Bake: time.Duration(r.Intn(3)) * time.Minute,
+		})
+	}
+	spec.Phases = append(spec.Phases, rollout.Phase{Name: "rest", Waves: randomWaves(r), MaxInFlight: r.Intn(4), Bake: time.Duration(r.Intn(3)) * time.Minute})
+	if r.Intn(2) == 0 {
+		spec.FailureThreshold = rollout.Threshold{Count: 1 + r.Intn(4)}
+	} else {
+		spec.FailureThreshold = rollout.Threshold{Percent: 5 + r.Intn(30)}
+	}
+	if r.Intn(3) == 0 {
+		spec.Selector = ""
+		spec.Clusters = []string{"c-001", "c-002", "c-005", "c-010"}
+	}
+	return spec
+}
+
+func runRandomRollouts(t *testing.T, seed int64) {
+	r := rand.New(rand.NewSource(seed))
+	clusters := fleet(5 + r.Intn(30))
+	h := newHarness(t, clusters)
+	var ids []string
+	for i, n := 0, 1+r.Intn(3); i < n; i++ {
+		id := fmt.Sprintf("wf-%d", i)
+		ids = append(ids, id)
+		h.submit(id, randomSpec(r))
+		checkInvariants(t, h)
+	}
+	for step := 0; step < 400; step++ {
+		switch k := r.Intn(10); {
+		case k < 5: // a running operation finishes
+			var running []records.Command
+			for _, id := range ids {
+				running = append(running, h.running(id)...)
+			}
+			if len(running) == 0 {
+				continue
+			}
+			c := running[r.Intn(len(running))]
+			status := records.OperationSucceeded
+			if r.Intn(8) == 0 {
+				status = records.OperationFailed
+			}
+			h.result(c, status, "random failure")
+		case k < 8: // the monitor reports a cluster
+			status := records.HealthHealthy
+			if r.Intn(12) == 0 {
+				status = records.HealthUnhealthy
+			}
+			h.probe(clusters[r.Intn(len(clusters))].ID, status, "random")
+		default:
+			h.advance(time.Duration(r.Intn(90)) * time.Second)
+		}
+		checkInvariants(t, h)
+	}
+	assertSameState(t, h.s, h.rebuilt())
+}
+
+func checkInvariants(t *testing.T, h *harness) {
+	t.Helper()
+	inFlight := map[string]string{}
+	for _, w := range h.s.Workflows {
+		perPhase := map[int]int{}
+		for _, tg := range w.Targets {
+			if tg.State != records.TargetRunning {
+				continue
+			}
+			perPhase[tg.Phase]++
+			if other, ok := inFlight[tg.ClusterID]; ok {
+				t.Fatalf("cluster %s runs operations of %s and %s at once", tg.ClusterID, other, w.ID)
+			}
+			inFlight[tg.ClusterID] = w.ID
+			if tg.Phase != w.Phase || tg.Wave != w.Wave {
+				t.Fatalf("%s: target %s of phase %d wave %d runs while the current wave is %d/%d", w.ID, tg.ClusterID, tg.Phase, tg.Wave, w.Phase, w.Wave)
+			}
+		}
+		for p, n := range perPhase {
+			if limit := w.Phases[p].MaxInFlight; limit > 0 && n > limit {
+				t.Fatalf("%s phase %d: %d clusters in flight, limit %d", w.ID, p, n, limit)
+			}
+		}
+	}
+	checkWaveOrder(t, h)
+}
+
+// checkWaveOrder looks at every command sent: when it was sent, every
+// earlier wave of its workflow had finished and baked, and had been probed.
+func checkWaveOrder(t *testing.T, h *harness) {
+	t.Helper()
+	for _, c := range h.commands {
+		w := h.s.Workflows[c.WorkflowID]
+		tg := w.Targets[c.ClusterID]
+		sentAt := c.Envelope.Time
+		for _, other := range w.Targets {
+			earlier := other.Phase < tg.Phase || (other.Phase == tg.Phase && other.Wave < tg.Wave)
+			if !earlier {
+				continue
+			}
+			if other.FinishedAt.IsZero() || other.FinishedAt.After(sentAt) {
+				t.Fatalf("%s: %s (phase %d wave %d) started at %v before %s of an earlier wave finished (%v)",
+					w.ID, c.ClusterID, tg.Phase, tg.Wave, sentAt, other.ClusterID, other.FinishedAt)
+			}
+			bake := w.Phases[other.Phase].Bake
+			if other.Phase == tg.Phase && other.Wave == tg.Wave-1 && sentAt.Before(other.FinishedAt.Add(bake)) {
+				t.Fatalf("%s: %s started at %v before the previous wave baked (%s finished %v, bake %v)",
+					w.ID, c.ClusterID, sentAt, other.ClusterID, other.FinishedAt, bake)
+			}
+		}
+	}
+}

@@ -1,0 +1,180 @@
+// Package decide is the planner's pure decision core: given the planner's
+// state, one input (a request, an operation event, a health signal or the
+// passing of time) and the current time, it updates the state and returns
+// the records to write. It does no I/O, starts no goroutines and reads no
+// clock, so every rule is tested with tables and property tests; the shell
+// around it (package planner) does the Kafka I/O.
+//
+// The state is exactly the rows of the workflows topic (one header row per
+// workflow, one row per target) plus read-only views of the inventory and
+// health tables. Every change Decide makes to a row is also an output, so the
+// state rebuilt from the log after a crash is the state the planner had.
+package decide
+
+import (
+	"sort"
+
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+)
+
+// State is what the planner knows. Workflows are owned by the state; the
+// Inventory and Health maps are views the shell keeps current.
+type State struct {
+	Workflows map[string]*Workflow
+	Inventory map[string]inventory.Cluster
+	Health    map[string]records.Health
+
+	// Derived indexes, rebuilt by Reindex after loading rows.
+	busy      map[string]string              // cluster ID → workflow ID whose command runs on it
+	byCluster map[string]map[string]struct{} // cluster ID → IDs of unfinished workflows targeting it
+}
+
+// Workflow is one workflow's header row with its target rows.
+type Workflow struct {
+	records.Workflow
+	Targets map[string]*records.Target
+	// Partition is the partition of the workflows topic the workflow lives
+	// on; the shell uses it to drop workflows whose partition it lost.
+	Partition int32
+
+	waves  [][][]string // phase → wave → cluster IDs, sorted
+	failed int          // targets in state failed
+}
+
+// NewState returns an empty state over the given views (nil means empty).
+func NewState(inv map[string]inventory.Cluster, health map[string]records.Health) *State {
+	if inv == nil {
+		inv = map[string]inventory.Cluster{}
+	}
+	if health == nil {
+		health = map[string]records.Health{}
+	}
+	return &State{
+		Workflows: map[string]*Workflow{},
+		Inventory: inv,
+		Health:    health,
+		busy:      map[string]string{},
+		byCluster: map[string]map[string]struct{}{},
+	}
+}
+
+// ApplyRow loads one row of the workflows topic, as read from the log.
+// Rows of one workflow may come in any order (compaction keeps only the
+// newest of each key); a header row older than the one held is ignored.
+// Call Reindex after the last row.
+func (s *State) ApplyRow(partition int32, rec records.WorkflowRecord) {
+	switch {
+	case rec.Workflow != nil:
+		w := s.workflow(rec.Workflow.ID, partition)
+		if w.Seq > rec.Workflow.Seq {
+			return
+		}
+		w.Workflow = *rec.Workflow
+	case rec.Target != nil:
+		t := *rec.Target
+		w := s.workflow(t.WorkflowID, partition)
+		w.Targets[t.ClusterID] = &t
+	}
+}
+
+// Forget drops a workflow, as when its partition is lost.
+func (s *State) Forget(id string) { delete(s.Workflows, id) }
+
+func (s *State) workflow(id string, partition int32) *Workflow {
+	w, ok := s.Workflows[id]
+	if !ok {
+		w = &Workflow{Targets: map[string]*records.Target{}, Partition: partition}
+		w.ID = id
+		s.Workflows[id] = w
+	}
+	return w
+}
+
+// Reindex rebuilds the derived indexes from the rows. It is needed after
+// loading rows with ApplyRow or after Forget, not after Decide.
+func (s *State) Reindex() {
+	s.busy = map[string]string{}
+	s.byCluster = map[string]map[string]struct{}{}
+	for _, w := range s.Workflows {
+		w.reindex()
+		s.indexWorkflow(w)
+	}
+}
+
+func (s *State) indexWorkflow(w *Workflow) {
+	if w.State.Terminal() {
+		return
+	}
+	for id, t := range w.Targets {
+		if t.State == records.TargetRunning {
+			s.busy[id] = w.ID
+		}
+		if t.State == records.TargetPending || t.State == records.TargetRunning || t.State == records.TargetSucceeded {
+			s.watch(id, w.ID)
+		}
+	}
+}
+
+func (s *State) watch(clusterID, workflowID string) {
+	m := s.byCluster[clusterID]
+	if m == nil {
+		m = map[string]struct{}{}
+		s.byCluster[clusterID] = m
+	}
+	m[workflowID] = struct{}{}
+}
+
+// workflowsOn returns the unfinished workflows targeting a cluster, in ID order.
+func (s *State) workflowsOn(clusterID string) []*Workflow {
+	ids := make([]string, 0, len(s.byCluster[clusterID]))
+	for id := range s.byCluster[clusterID] {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	out := make([]*Workflow, 0, len(ids))
+	for _, id := range ids {
+		if w, ok := s.Workflows[id]; ok && !w.State.Terminal() {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// Busy reports which workflow, if any, has a command running on a cluster.
+func (s *State) Busy(clusterID string) (string, bool) {
+	id, ok := s.busy[clusterID]
+	return id, ok
+}
+
+func (w *Workflow) reindex() {
+	w.waves = make([][][]string, len(w.Phases))
+	for p, ph := range w.Phases {
+		w.waves[p] = make([][]string, len(ph.WaveSizes))
+	}
+	w.failed = 0
+	for id, t := range w.Targets {
+		if t.Phase < len(w.waves) && t.Wave < len(w.waves[t.Phase]) {
+			w.waves[t.Phase][t.Wave] = append(w.waves[t.Phase][t.Wave], id)
+		}
+		if t.State == records.TargetFailed {
+			w.failed++
+		}
+	}
+	for _, ph := range w.waves {
+		for _, wave := range ph {
+			sort.Strings(wave)
+		}
+	}
+}
+
+// Failed is the number of the workflow's targets that failed or turned unhealthy.
+func (w *Workflow) Failed() int { return w.failed }
+
+// WaveTargets returns the cluster IDs of one wave, sorted.
+func (w *Workflow) WaveTargets(phase, wave int) []string {
+	if phase < 0 || phase >= len(w.waves) || wave < 0 || wave >= len(w.waves[phase]) {
+		return nil
+	}
+	return w.waves[phase][wave]
+}

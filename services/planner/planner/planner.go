@@ -1,0 +1,364 @@
+// Package planner is the planner service: the shell around the pure
+// decision core (package decide). It consumes requests and operation
+// events through its consumer group, follows the inventory and health
+// tables, and writes workflow rows and commands in one Kafka transaction
+// per batch with a stable transactional ID.
+//
+// The requests, workflows, commands and operations topics are
+// co-partitioned by workflow ID (see topics.Partitioner), so the planner
+// that owns partition p of requests and operations owns the workflows of
+// partition p: on assignment it rebuilds them from the workflows topic,
+// on revocation it forgets them.
+package planner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
+	"github.com/flotilla-fleet/flotilla/services/planner/decide"
+)
+
+// Config configures a planner.
+type Config struct {
+	Backbone backbone.Config
+	Clock    clockwork.Clock
+	// InstanceID makes the transactional ID of this copy of the planner;
+	// it must be stable across restarts of the copy and differ between copies.
+	InstanceID string
+	// PollInterval is the longest the planner waits for records before it
+	// looks at health changes and deadlines (default 100ms).
+	PollInterval time.Duration
+}
+
+type planner struct {
+	cfg   Config
+	log   *slog.Logger
+	names topics.Names
+	sess  *kgo.GroupTransactSession
+
+	mu    sync.Mutex // guards state against the rebalance callbacks
+	state *decide.State
+	owned map[int32]bool
+
+	changes changeQueue // inventory and health changes from the tables
+}
+
+// Run runs the planner until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 100 * time.Millisecond
+	}
+	p := &planner{
+		cfg:   cfg,
+		log:   cfg.Backbone.Log().With("service", "planner"),
+		names: cfg.Backbone.Names(),
+		owned: map[int32]bool{},
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	inv := logtable.New(p.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (records.ClusterRecord, error) {
+		return records.DecodeClusterRecord(r.Value)
+	}, logtable.WithLogger[records.ClusterRecord](p.log), logtable.OnChange(func(key string, v records.ClusterRecord, deleted bool) {
+		p.changes.push(change{key: key, cluster: &v.Cluster, deleted: deleted})
+	}))
+	health := logtable.New(p.names.Health, cfg.Backbone.Opts(), func(r *kgo.Record) (records.Health, error) {
+		return records.DecodeHealth(r.Value)
+	}, logtable.WithLogger[records.Health](p.log), logtable.OnChange(func(key string, v records.Health, deleted bool) {
+		p.changes.push(change{key: key, health: &v, deleted: deleted})
+	}))
+	tableErr := make(chan error, 2)
+	go func() { tableErr <- inv.Run(ctx) }()
+	go func() { tableErr <- health.Run(ctx) }()
+	if err := inv.WaitReady(ctx); err != nil {
+		return nil
+	}
+	if err := health.WaitReady(ctx); err != nil {
+		return nil
+	}
+	invSnap := map[string]inventory.Cluster{}
+	for id, rec := range inv.Snapshot() {
+		invSnap[id] = rec.Cluster
+	}
+	p.state = decide.NewState(invSnap, health.Snapshot())
+
+	sess, err := kgo.NewGroupTransactSession(cfg.Backbone.Opts(
+		kgo.ConsumerGroup(p.names.Group("planner")),
+		kgo.ConsumeTopics(p.names.Requests, p.names.Operations),
+		// Range assignment gives one member the same partition numbers
+		// of both topics: they are co-partitioned by workflow ID.
+		kgo.Balancers(kgo.RangeBalancer()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(),
+		kgo.TransactionalID(p.names.Group("planner")+"-"+cfg.InstanceID),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+			p.assigned(ctx, assigned[p.names.Requests])
+		}),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+			p.revoked(revoked[p.names.Requests])
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+			p.revoked(lost[p.names.Requests])
+		}),
+	)...)
+	if err != nil {
+		return fmt.Errorf("planner: %w", err)
+	}
+	p.sess = sess
+	defer sess.Close()
+	p.log.Info("planner started", "clusters", len(invSnap))
+
+	for {
+		select {
+		case err := <-tableErr:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("planner: table: %w", err)
+		default:
+		}
+		pollCtx, cancelPoll := context.WithTimeout(ctx, cfg.PollInterval)
+		fetches := sess.PollFetches(pollCtx)
+		cancelPoll()
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(topic string, part int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				p.log.Warn("fetch", "topic", topic, "partition", part, "err", err)
+			}
+		})
+		if err := p.step(ctx, fetches); err != nil {
+			return err
+		}
+	}
+}
+
+// step decides on one batch of records, the table changes queued since
+// the last step and the passing of time, and writes the outcome in one
+// transaction.
+func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.cfg.Clock.Now()
+	var out decide.Outputs
+	decideOn := func(in decide.Input) {
+		o := decide.Decide(p.state, in, now)
+		out.Rows = append(out.Rows, o.Rows...)
+		out.Commands = append(out.Commands, o.Commands...)
+	}
+	for _, c := range p.changes.drain() {
+		switch {
+		case c.cluster != nil && c.deleted:
+			delete(p.state.Inventory, c.key)
+		case c.cluster != nil:
+			p.state.Inventory[c.key] = *c.cluster
+		case c.health != nil && c.deleted:
+			delete(p.state.Health, c.key)
+		case c.health != nil:
+			decideOn(decide.HealthUpdate{Health: *c.health})
+		}
+	}
+	fetches.EachRecord(func(r *kgo.Record) {
+		if !p.owned[r.Partition] {
+			return
+		}
+		switch r.Topic {
+		case p.names.Requests:
+			if r.Value == nil {
+				return
+			}
+			req, err := records.DecodeRequest(r.Value)
+			if err != nil {
+				p.log.Warn("rejecting a request that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
+			}
+			key := string(r.Key)
+			if key == "" && req.Envelope.ID == "" {
+				key = fmt.Sprintf("%s-%d-%d", p.names.Requests, r.Partition, r.Offset)
+			}
+			decideOn(decide.Submit{Partition: r.Partition, Key: key, Request: req, Err: err})
+		case p.names.Operations:
+			if r.Value == nil {
+				return
+			}
+			ev, err := records.DecodeOperationEvent(r.Value)
+			if err != nil {
+				p.log.Error("skipping an operation event that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "err", err)
+				return
+			}
+			decideOn(decide.OperationUpdate{Event: ev})
+		}
+	})
+	decideOn(decide.Tick{})
+	if out.Empty() && fetches.NumRecords() == 0 {
+		return nil
+	}
+	committed, err := p.write(ctx, out)
+	if err != nil || !committed {
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.log.Warn("transaction not committed; rebuilding from the log", "err", err)
+		return p.rebuild(ctx)
+	}
+	return nil
+}
+
+// write produces the outputs and commits them with the consumed offsets.
+func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
+	if err := p.sess.Begin(); err != nil {
+		return false, fmt.Errorf("begin transaction: %w", err)
+	}
+	promise := kgo.AbortingFirstErrPromise(p.sess.Client())
+	for _, row := range out.Rows {
+		key := ""
+		switch {
+		case row.Workflow != nil:
+			key = row.Workflow.ID
+		case row.Target != nil:
+			key = topics.TargetKey(row.Target.WorkflowID, row.Target.ClusterID)
+		}
+		p.produce(ctx, p.names.Workflows, key, row, promise)
+	}
+	for _, c := range out.Commands {
+		p.produce(ctx, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise)
+	}
+	return p.sess.End(ctx, promise.Err() == nil)
+}
+
+func (p *planner) produce(ctx context.Context, topic, key string, v any, promise *kgo.FirstErrPromise) {
+	value, err := records.Encode(v)
+	if err != nil {
+		promise.Promise()(nil, fmt.Errorf("encode %s record %s: %w", topic, key, err))
+		return
+	}
+	p.sess.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: value}, promise.Promise())
+}
+
+// assigned rebuilds the workflows of newly owned partitions from the log.
+// kgo calls it before fetching of those partitions begins.
+func (p *planner) assigned(ctx context.Context, partitions []int32) {
+	if len(partitions) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.load(ctx, partitions); err != nil {
+		p.log.Error("cannot load workflows; leaving the group", "partitions", partitions, "err", err)
+		go p.sess.Client().LeaveGroup()
+		return
+	}
+	for _, part := range partitions {
+		p.owned[part] = true
+	}
+	p.log.Info("partitions assigned", "partitions", partitions, "workflows", len(p.state.Workflows))
+}
+
+func (p *planner) revoked(partitions []int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	gone := map[int32]bool{}
+	for _, part := range partitions {
+		gone[part] = true
+		delete(p.owned, part)
+	}
+	for id, w := range p.state.Workflows {
+		if gone[w.Partition] {
+			p.state.Forget(id)
+		}
+	}
+	p.state.Reindex()
+}
+
+// load reads the rows of the given partitions of the workflows topic into
+// the state. Callers hold p.mu.
+func (p *planner) load(ctx context.Context, partitions []int32) error {
+	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Workflows, partitions, func(r *kgo.Record) {
+		if r.Value == nil { // a tombstone removes a target or a whole workflow
+			if wf, cluster, ok := topics.SplitTargetKey(string(r.Key)); ok {
+				if w := p.state.Workflows[wf]; w != nil {
+					delete(w.Targets, cluster)
+				}
+			} else {
+				p.state.Forget(string(r.Key))
+			}
+			return
+		}
+		rec, err := records.DecodeWorkflowRecord(r.Value)
+		if err != nil {
+			p.log.Error("skipping a workflow row that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "err", err)
+			return
+		}
+		p.state.ApplyRow(r.Partition, rec)
+	})
+	p.state.Reindex()
+	return err
+}
+
+// rebuild throws away what was decided but not committed and reloads the
+// owned workflows from the log. Health signals decided on in the lost
+// transaction are decided on again.
+func (p *planner) rebuild(ctx context.Context) error {
+	var parts []int32
+	for part := range p.owned {
+		parts = append(parts, part)
+	}
+	for id := range p.state.Workflows {
+		p.state.Forget(id)
+	}
+	if err := p.load(ctx, parts); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("planner: rebuild from the log: %w", err)
+	}
+	for _, h := range p.state.Health {
+		p.changes.push(change{key: h.ClusterID, health: &h})
+	}
+	return nil
+}
+
+// change is one inventory or health record applied to a table.
+type change struct {
+	key     string
+	cluster *inventory.Cluster
+	health  *records.Health
+	deleted bool
+}
+
+// changeQueue carries table changes from the tables' goroutines to the
+// planner's loop without ever blocking the tables.
+type changeQueue struct {
+	mu    sync.Mutex
+	items []change
+}
+
+func (q *changeQueue) push(c change) {
+	q.mu.Lock()
+	q.items = append(q.items, c)
+	q.mu.Unlock()
+}
+
+func (q *changeQueue) drain() []change {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	items := q.items
+	q.items = nil
+	return items
+}
