@@ -46,16 +46,18 @@ func readerOpts(clientOpts []kgo.Opt, extra ...kgo.Opt) []kgo.Opt {
 // catchUp tracks how far each partition of one topic is from the end offsets
 // captured when reading began.
 type catchUp struct {
-	topic    string
-	ends     map[int32]int64 // every captured partition → its end offset
-	next     map[int32]int64 // pending partitions → next offset expected
-	progress time.Time       // when a pending partition last moved
+	topic      string
+	clientOpts []kgo.Opt
+	ends       map[int32]int64 // every captured partition → its end offset
+	next       map[int32]int64 // pending partitions → next offset expected
+	progress   time.Time       // when a pending partition last moved
+	prober     *kgo.Client     // made on the first probe, closed when done
 }
 
 // capture lists the end offsets (last stable offsets) and then the start
 // offsets of partitions of topic (nil: all). A partition whose end is not past
 // its start has nothing to read and is not pending.
-func capture(ctx context.Context, cl *kgo.Client, topic string, partitions []int32) (*catchUp, error) {
+func capture(ctx context.Context, cl *kgo.Client, clientOpts []kgo.Opt, topic string, partitions []int32) (*catchUp, error) {
 	adm := kadm.NewClient(cl)
 	// Ends first: if retention moves the start in between, start >= end
 	// and the partition is rightly seen as empty.
@@ -70,7 +72,13 @@ func capture(ctx context.Context, cl *kgo.Client, topic string, partitions []int
 	if partitions == nil {
 		partitions = slices.Collect(maps.Keys(ends))
 	}
-	c := &catchUp{topic: topic, ends: make(map[int32]int64), next: make(map[int32]int64), progress: time.Now()}
+	c := &catchUp{
+		topic:      topic,
+		clientOpts: clientOpts,
+		ends:       make(map[int32]int64),
+		next:       make(map[int32]int64),
+		progress:   time.Now(),
+	}
 	for _, p := range partitions {
 		end, ok := ends[p]
 		if !ok {
@@ -89,6 +97,9 @@ func capture(ctx context.Context, cl *kgo.Client, topic string, partitions []int
 func listOffsets(ctx context.Context, topic string, list func(context.Context, ...string) (kadm.ListedOffsets, error)) (map[int32]int64, error) {
 	for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
 		listed, err := list(ctx, topic)
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // whatever failed, this is why
+		}
 		if err == nil {
 			offsets := make(map[int32]int64)
 			for p, o := range listed[topic] {
@@ -117,6 +128,14 @@ func listOffsets(ctx context.Context, topic string, list func(context.Context, .
 }
 
 func (c *catchUp) done() bool { return len(c.next) == 0 }
+
+// close releases the prober, if any.
+func (c *catchUp) close() {
+	if c.prober != nil {
+		c.prober.Close()
+		c.prober = nil
+	}
+}
 
 func (c *catchUp) pending() []int32 { return slices.Sorted(maps.Keys(c.next)) }
 
@@ -182,9 +201,12 @@ func (c *catchUp) poll(ctx context.Context, cl *kgo.Client, log *slog.Logger, ap
 	})
 	if !c.done() && time.Since(c.progress) >= stallCheck {
 		c.progress = time.Now()
-		if err := c.probe(ctx, cl); err != nil && ctx.Err() == nil {
+		if err := c.probe(ctx); err != nil && ctx.Err() == nil {
 			log.Debug("probing stalled table partitions", "topic", c.topic, "partitions", c.pending(), "err", err)
 		}
+	}
+	if c.done() {
+		c.close()
 	}
 	return nil
 }
@@ -200,7 +222,18 @@ func (c *catchUp) poll(ctx context.Context, cl *kgo.Client, log *slog.Logger, ap
 // Without the probe such a partition would wait for the open transaction or
 // for new data. When the probe finds no data record before the end, the
 // partition is caught up; when it finds only markers, progress moves past them.
-func (c *catchUp) probe(ctx context.Context, cl *kgo.Client) error {
+//
+// The probe uses a client of its own: on the consumer's connection it would
+// queue behind the consumer's long-polling fetch.
+func (c *catchUp) probe(ctx context.Context) error {
+	if c.prober == nil {
+		cl, err := kgo.NewClient(c.clientOpts...)
+		if err != nil {
+			return err
+		}
+		c.prober = cl
+	}
+	cl := c.prober
 	md, err := kadm.NewClient(cl).Metadata(ctx, c.topic)
 	if err != nil {
 		return err
@@ -271,10 +304,11 @@ func ReadToEnd(ctx context.Context, clientOpts []kgo.Opt, topic string, partitio
 		return fmt.Errorf("read %s: %w", topic, err)
 	}
 	defer cl.Close()
-	c, err := capture(ctx, cl, topic, partitions)
+	c, err := capture(ctx, cl, clientOpts, topic, partitions)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", topic, err)
 	}
+	defer c.close()
 	if c.done() {
 		return nil
 	}

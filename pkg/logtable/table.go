@@ -128,10 +128,11 @@ func (t *Table[V]) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("table %s: %w", t.topic, err)
 	}
 	defer cl.Close()
-	c, err := capture(ctx, cl, t.topic, nil)
+	c, err := capture(ctx, cl, t.clientOpts, t.topic, nil)
 	if err != nil {
 		return fmt.Errorf("table %s: %w", t.topic, err)
 	}
+	defer c.close()
 	for {
 		if c.done() {
 			t.markReady()

@@ -292,6 +292,12 @@ func decodeRequestJSON(b []byte) (Request, error) {
 	w := reg.Load().writer[nameRequest]
 	native, rest, err := w.codec.NativeFromTextual(b)
 	if err != nil {
+		var doc any
+		if json.Unmarshal(b, &doc) == nil {
+			if p := firstMissing(w.typ, doc, ""); p != "" {
+				return Request{}, fmt.Errorf("decode %s: %w: avro json: required field %s is missing: %w", nameRequest, ErrMalformed, p, err)
+			}
+		}
 		return Request{}, fmt.Errorf("decode %s: %w: avro json: %w", nameRequest, ErrMalformed, err)
 	}
 	if rest = bytes.TrimSpace(rest); len(rest) > 0 {

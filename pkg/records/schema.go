@@ -223,7 +223,7 @@ func writeJSON(buf *bytes.Buffer, t *avroType, v any) error {
 				buf.WriteByte(',')
 			}
 			n++
-			writeScalar(buf, f.name)
+			_ = writeScalar(buf, f.name) // a string always encodes
 			buf.WriteByte(':')
 			if err := writeJSON(buf, f.typ, fv); err != nil {
 				return err
@@ -260,7 +260,7 @@ func writeJSON(buf *bytes.Buffer, t *avroType, v any) error {
 			if i > 0 {
 				buf.WriteByte(',')
 			}
-			writeScalar(buf, k)
+			_ = writeScalar(buf, k)
 			buf.WriteByte(':')
 			if err := writeJSON(buf, t.items, m[k]); err != nil {
 				return err
@@ -282,7 +282,7 @@ func writeJSON(buf *bytes.Buffer, t *avroType, v any) error {
 					continue
 				}
 				buf.WriteByte('{')
-				writeScalar(buf, name)
+				_ = writeScalar(buf, name)
 				buf.WriteByte(':')
 				if err := writeJSON(buf, mt, mv); err != nil {
 					return err
@@ -293,14 +293,71 @@ func writeJSON(buf *bytes.Buffer, t *avroType, v any) error {
 			return fmt.Errorf("union: no member %q", name)
 		}
 	default:
-		writeScalar(buf, v)
+		return writeScalar(buf, v)
 	}
 	return nil
 }
 
-func writeScalar(buf *bytes.Buffer, v any) {
-	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v) // strings, numbers and booleans always encode
-	buf.Truncate(buf.Len() - 1) // Encode ends with a newline
+func writeScalar(buf *bytes.Buffer, v any) error {
+	var tmp bytes.Buffer
+	enc := json.NewEncoder(&tmp)
+	enc.SetEscapeHTML(false) // keep selectors such as "a<b" readable
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	buf.Write(bytes.TrimSuffix(tmp.Bytes(), []byte("\n")))
+	return nil
+}
+
+// firstMissing returns the path of the first field without a default that
+// the JSON value v (as encoding/json decodes it) lacks, or "". goavro only
+// says "only found 3 of 4 fields"; this names the field.
+func firstMissing(t *avroType, v any, path string) string {
+	join := func(name string) string {
+		if path == "" {
+			return name
+		}
+		return path + "." + name
+	}
+	switch t.kind {
+	case "record":
+		m, ok := v.(map[string]any)
+		if !ok {
+			return ""
+		}
+		for _, f := range t.fields {
+			fv, ok := m[f.name]
+			if !ok {
+				if !f.hasDef {
+					return join(f.name)
+				}
+				continue
+			}
+			if p := firstMissing(f.typ, fv, join(f.name)); p != "" {
+				return p
+			}
+		}
+	case "array":
+		items, _ := v.([]any)
+		for i, it := range items {
+			if p := firstMissing(t.items, it, fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p
+			}
+		}
+	case "map":
+		values, _ := v.(map[string]any)
+		for k, it := range values {
+			if p := firstMissing(t.items, it, fmt.Sprintf("%s[%q]", path, k)); p != "" {
+				return p
+			}
+		}
+	case "union":
+		m, _ := v.(map[string]any)
+		for _, mt := range t.members {
+			if mv, ok := m[mt.name]; ok && len(m) == 1 {
+				return firstMissing(mt, mv, join(mt.name))
+			}
+		}
+	}
+	return ""
 }

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+)
+
+// auditEntry is one line of the audit timeline.
+type auditEntry struct {
+	Time      time.Time `json:"time"`
+	Kind      string    `json:"kind"` // request, decision, command, operation, health, inventory
+	Principal string    `json:"principal"`
+	ID        string    `json:"id"`
+	CausedBy  string    `json:"causedBy,omitempty"`
+	Workflow  string    `json:"workflow,omitempty"`
+	Cluster   string    `json:"cluster,omitempty"`
+	What      string    `json:"what"`
+	Topic     string    `json:"topic"`
+	Partition int32     `json:"partition"`
+	Offset    int64     `json:"offset"`
+}
+
+func auditCommand() *cobra.Command {
+	var f clientFlags
+	var workflow, cluster string
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Replay the log as one timeline: who asked what, what was decided, what ran, health changes",
+		Long: `audit reads Flotilla's topics from the start and prints one timeline, in time
+order: requests and who made them, the planner's decisions and commands, the
+executor's operations, the inventory's changes and the monitor's health changes.
+Every entry carries the ID of the record that caused it. Compacted topics keep
+the newest record of each key; the notifications topic keeps every change for
+its retention time.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
+			defer cancel()
+			entries, err := readAudit(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			entries = filterAudit(entries, workflow, cluster)
+			if f.Output == "json" {
+				return printJSON(cmd.OutOrStdout(), entries)
+			}
+			printAudit(cmd.OutOrStdout(), entries)
+			return nil
+		},
+	}
+	f.bind(cmd)
+	cmd.Flags().StringVar(&workflow, "workflow", "", "only what concerns this workflow (with its clusters' health changes meanwhile)")
+	cmd.Flags().StringVar(&cluster, "cluster", "", "only what concerns this cluster")
+	return cmd
+}
+
+// readAudit replays the topics into entries sorted by time.
+func readAudit(ctx context.Context, cfg backbone.Config) ([]auditEntry, error) {
+	names := cfg.Names()
+	var entries []auditEntry
+	add := func(r *kgo.Record, env records.Envelope, kind, workflow, cluster, what string) {
+		entries = append(entries, auditEntry{
+			Time: env.Time, Kind: kind, Principal: env.Principal, ID: env.ID, CausedBy: env.CausationID,
+			Workflow: workflow, Cluster: cluster, What: what, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+		})
+	}
+	undecodable := func(r *kgo.Record, kind string, err error) {
+		entries = append(entries, auditEntry{Time: r.Timestamp, Kind: kind, Principal: "?", What: fmt.Sprintf("undecodable record (key %q): %v", r.Key, err),
+			Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
+	}
+	readers := []struct {
+		topic string
+		read  func(r *kgo.Record)
+	}{
+		{names.Inventory, func(r *kgo.Record) {
+			if r.Value == nil {
+				entries = append(entries, auditEntry{Time: r.Timestamp, Kind: "inventory", Principal: "?", Cluster: string(r.Key),
+					What: "cluster removed from the inventory", Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
+				return
+			}
+			rec, err := records.DecodeClusterRecord(r.Value)
+			if err != nil {
+				undecodable(r, "inventory", err)
+				return
+			}
+			c := rec.Cluster
+			add(r, rec.Envelope, "inventory", "", c.ID, fmt.Sprintf("registered cluster %s: driver %s, version %s, labels %s", c.ID, c.Driver, c.Version, formatLabels(c.Labels)))
+		}},
+		{names.Requests, func(r *kgo.Record) {
+			req, err := records.DecodeRequest(r.Value)
+			if err != nil {
+				undecodable(r, "request", err)
+				entries[len(entries)-1].Workflow = string(r.Key)
+				return
+			}
+			if req.Submit != nil {
+				s := req.Submit.Spec
+				add(r, req.Envelope, "request", req.Envelope.ID, "", fmt.Sprintf("asked for rollout %q: %s, selector %q, clusters %v, %d phases",
+					s.Name, describeOp(s.Operation.Kind, s.Operation.Version, s.Operation.Config), s.Selector, s.Clusters, len(s.Phases)))
+			}
+		}},
+		{names.Workflows, func(r *kgo.Record) {
+			rec, err := records.DecodeWorkflowRecord(r.Value)
+			if err != nil {
+				undecodable(r, "decision", err)
+				return
+			}
+			if w := rec.Workflow; w != nil && w.Event != "progress" {
+				what := fmt.Sprintf("%s: workflow %s", w.Event, w.State)
+				if w.Phase < len(w.Phases) && !w.State.Terminal() {
+					what += fmt.Sprintf(", phase %q wave %d", w.Phases[w.Phase].Name, w.Wave+1)
+				}
+				if w.Reason != "" {
+					what += ": " + w.Reason
+				}
+				add(r, rec.Envelope, "decision", w.ID, "", what)
+			}
+			if t := rec.Target; t != nil && t.Unhealthy {
+				add(r, rec.Envelope, "decision", t.WorkflowID, t.ClusterID, "counted cluster as failed: "+t.Reason)
+			}
+		}},
+		{names.Commands, func(r *kgo.Record) {
+			c, err := records.DecodeCommand(r.Value)
+			if err != nil {
+				undecodable(r, "command", err)
+				return
+			}
+			add(r, c.Envelope, "command", c.WorkflowID, c.ClusterID, fmt.Sprintf("sent command %s: %s (attempt %d)",
+				c.ID, describeOp(c.Operation.Kind, c.Operation.Version, c.Operation.Config), c.Attempt))
+		}},
+		{names.Operations, func(r *kgo.Record) {
+			ev, err := records.DecodeOperationEvent(r.Value)
+			if err != nil {
+				undecodable(r, "operation", err)
+				return
+			}
+			what := fmt.Sprintf("operation %s (command %s, attempt %d)", ev.Status, ev.CommandID, ev.Attempt)
+			if ev.Status == records.OperationSucceeded && ev.Version != "" {
+				what += fmt.Sprintf(": version %s → %s", ev.PreviousVersion, ev.Version)
+			}
+			if ev.Reason != "" {
+				what += ": " + ev.Reason
+			}
+			add(r, ev.Envelope, "operation", ev.WorkflowID, ev.ClusterID, what)
+		}},
+		{names.Health, func(r *kgo.Record) {
+			h, err := records.DecodeHealth(r.Value)
+			if err != nil {
+				undecodable(r, "health", err)
+				return
+			}
+			if h.Heartbeat || h.Status == h.PreviousStatus {
+				return
+			}
+			what := fmt.Sprintf("health %s → %s", h.PreviousStatus, h.Status)
+			if h.ObservedVersion != "" {
+				what += ", version " + h.ObservedVersion
+			}
+			if len(h.Reasons) > 0 {
+				what += ": " + strings.Join(h.Reasons, "; ")
+			}
+			add(r, h.Envelope, "health", "", h.ClusterID, what)
+		}},
+	}
+	for _, rd := range readers {
+		err := logtable.ReadToEnd(ctx, cfg.Opts(), rd.topic, nil, func(r *kgo.Record) {
+			if r.Value == nil && rd.topic != names.Inventory {
+				return
+			}
+			rd.read(r)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Time.Before(entries[j].Time) })
+	return entries, nil
+}
+
+func describeOp(kind any, version string, config map[string]string) string {
+	s := fmt.Sprint(kind)
+	if version != "" {
+		s += " to " + version
+	}
+	if len(config) > 0 {
+		s += " " + formatLabels(config)
+	}
+	return s
+}
+
+// filterAudit keeps the entries about a workflow and/or a cluster. For a
+// workflow it keeps the health changes of its clusters while it ran.
+func filterAudit(entries []auditEntry, workflow, cluster string) []auditEntry {
+	if workflow == "" && cluster == "" {
+		return entries
+	}
+	clusters := map[string]bool{}
+	var first, last time.Time
+	for _, e := range entries {
+		if workflow != "" && e.Workflow == workflow {
+			if e.Cluster != "" {
+				clusters[e.Cluster] = true
+			}
+			if first.IsZero() {
+				first = e.Time
+			}
+			last = e.Time
+		}
+	}
+	var out []auditEntry
+	for _, e := range entries {
+		keep := true
+		if workflow != "" {
+			inWindow := !e.Time.Before(first) && !e.Time.After(last)
+			keep = e.Workflow == workflow || (e.Kind == "health" && clusters[e.Cluster] && inWindow)
+		}
+		if cluster != "" {
+			keep = keep && e.Cluster == cluster
+		}
+		if keep {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func printAudit(out io.Writer, entries []auditEntry) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tWHO\tKIND\tWORKFLOW\tCLUSTER\tWHAT")
+	for _, e := range entries {
+		wf := e.Workflow
+		if len(wf) > 8 {
+			wf = wf[:8]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Principal, e.Kind, wf, e.Cluster, e.What)
+	}
+	tw.Flush()
+	if len(entries) == 0 {
+		fmt.Fprintln(os.Stderr, "no entries")
+	}
+}

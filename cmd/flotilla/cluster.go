@@ -1,0 +1,203 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/selector"
+)
+
+func clusterCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Register and list the fleet's clusters"}
+	cmd.AddCommand(clusterAddCommand(), clusterListCommand(), clusterRemoveCommand())
+	return cmd
+}
+
+func clusterAddCommand() *cobra.Command {
+	var f clientFlags
+	var c inventory.Cluster
+	var labels []string
+	cmd := &cobra.Command{
+		Use:   "add ID",
+		Short: "Register a cluster (or update its registration) in the inventory",
+		Example: `  flotilla cluster add prod-eu-1 --driver sim --address sim://prod-eu-1 --version 3.8.0 \
+    --label cloud=aws --label region=eu-west-1 --label env=prod --label tier=standard --label kind=kafka`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			c.ID = args[0]
+			c.Labels = map[string]string{}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok {
+					return fmt.Errorf("--label %q: want key=value", l)
+				}
+				c.Labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
+			}
+			if err := c.Validate(); err != nil {
+				return err
+			}
+			value, err := records.Encode(records.ClusterRecord{
+				Envelope: records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: principal()},
+				Cluster:  c,
+			})
+			if err != nil {
+				return err
+			}
+			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
+			defer cancel()
+			if err := produce(ctx, cfg, &kgo.Record{Topic: cfg.Names().Inventory, Key: []byte(c.ID), Value: value}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s registered\n", c.ID)
+			return nil
+		},
+	}
+	f.bind(cmd)
+	fs := cmd.Flags()
+	fs.StringArrayVarP(&labels, "label", "l", nil, "a label key=value (repeatable)")
+	fs.StringVar(&c.Driver, "driver", "sim", "driver that applies operations and probes the cluster")
+	fs.StringVar(&c.Address, "address", "", "how the driver reaches the cluster (bootstrap servers, URL, sim://name)")
+	fs.StringVar(&c.Version, "version", "", "software version the cluster runs")
+	return cmd
+}
+
+func clusterRemoveCommand() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "remove ID",
+		Short: "Decommission a cluster: remove it from the inventory",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
+			defer cancel()
+			if err := produce(ctx, cfg, &kgo.Record{Topic: cfg.Names().Inventory, Key: []byte(args[0])}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s removed\n", args[0])
+			return nil
+		},
+	}
+	f.bind(cmd)
+	return cmd
+}
+
+// clusterView is a cluster as `cluster list` shows it: its registration
+// and what the monitor last saw.
+type clusterView struct {
+	inventory.Cluster
+	Health          records.HealthStatus `json:"health"`
+	ObservedVersion string               `json:"observedVersion,omitempty"`
+	Reasons         []string             `json:"reasons,omitempty"`
+	ObservedAt      *time.Time           `json:"observedAt,omitempty"`
+}
+
+func clusterListCommand() *cobra.Command {
+	var f clientFlags
+	var sel string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the inventory with each cluster's last health signal",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			s, err := selector.Parse(sel)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
+			defer cancel()
+			clusters := map[string]inventory.Cluster{}
+			err = logtable.ReadToEnd(ctx, cfg.Opts(), cfg.Names().Inventory, nil, func(r *kgo.Record) {
+				if r.Value == nil {
+					delete(clusters, string(r.Key))
+					return
+				}
+				if rec, err := records.DecodeClusterRecord(r.Value); err == nil {
+					clusters[rec.Cluster.ID] = rec.Cluster
+				} else {
+					fmt.Fprintf(os.Stderr, "warning: inventory record %d@%d: %v\n", r.Partition, r.Offset, err)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			health := map[string]records.Health{}
+			err = logtable.ReadToEnd(ctx, cfg.Opts(), cfg.Names().Health, nil, func(r *kgo.Record) {
+				if h, err := records.DecodeHealth(r.Value); err == nil && r.Value != nil {
+					health[h.ClusterID] = h
+				}
+			})
+			if err != nil {
+				return err
+			}
+			var views []clusterView
+			for _, id := range inventory.SortedIDs(clusters) {
+				c := clusters[id]
+				if !s.Matches(c.Labels) {
+					continue
+				}
+				v := clusterView{Cluster: c, Health: records.HealthUnknown}
+				if h, ok := health[id]; ok {
+					at := h.ObservedAt
+					v.Health, v.ObservedVersion, v.Reasons, v.ObservedAt = h.Status, h.ObservedVersion, h.Reasons, &at
+				}
+				views = append(views, v)
+			}
+			if f.Output == "json" {
+				return printJSON(cmd.OutOrStdout(), views)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tDRIVER\tVERSION\tHEALTH\tLABELS")
+			for _, v := range views {
+				version := v.ObservedVersion
+				if version == "" {
+					version = v.Version
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.Driver, version, v.Health, formatLabels(v.Labels))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d clusters\n", len(views))
+			return nil
+		},
+	}
+	f.bind(cmd)
+	cmd.Flags().StringVarP(&sel, "selector", "s", "", `only clusters matching a label selector, e.g. "cloud=aws,tier!=internal"`)
+	return cmd
+}
+
+func formatLabels(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + labels[k]
+	}
+	return strings.Join(parts, ",")
+}

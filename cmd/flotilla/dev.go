@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/drivers"
+	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/servicecmd"
+	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
+	"github.com/flotilla-fleet/flotilla/services/executor/executor"
+	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
+	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
+	"github.com/flotilla-fleet/flotilla/services/planner/planner"
+)
+
+func devCommand() *cobra.Command {
+	var (
+		dataDir, addr, namespace, logLevel string
+		clusters                           int
+		sim                                servicecmd.SimFlags
+		probeInterval, heartbeat           time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run everything on this machine: an embedded Kafka, the four services and a simulated fleet",
+		Long: `dev starts an embedded Kafka-protocol broker (its logs kept in --data-dir),
+creates Flotilla's topics, registers a simulated fleet of --sim-clusters
+clusters with varied labels, and runs the planner, executor, monitor and
+notifier in this process. Ctrl-C stops it cleanly; started again on the
+same data directory it carries on where it stopped.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := servicecmd.NewLogger(logLevel, "text")
+			if err != nil {
+				return err
+			}
+			if sim.Dir == "" {
+				sim.Dir = filepath.Join(dataDir, "sim")
+			}
+			return runDev(cmd.Context(), devOptions{
+				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Sim: sim,
+				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log,
+			})
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&dataDir, "data-dir", ".flotilla", "directory of the embedded broker's logs and the simulated fleet's state")
+	fs.StringVar(&addr, "addr", backbone.DefaultBrokers, "address the embedded broker listens on")
+	fs.StringVar(&namespace, "namespace", "fleet", "prefix of Flotilla's topic and group names")
+	fs.IntVar(&clusters, "sim-clusters", 200, "size of the simulated fleet registered in the inventory")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&probeInterval, "probe-interval", 2*time.Second, "time between two probes of a cluster")
+	fs.DurationVar(&heartbeat, "heartbeat", 15*time.Second, "longest time without a health signal for a cluster")
+	sim.Bind(fs)
+	return cmd
+}
+
+type devOptions struct {
+	DataDir, Addr, Namespace string
+	Clusters                 int
+	Sim                      servicecmd.SimFlags
+	ProbeInterval, Heartbeat time.Duration
+	Log                      *slog.Logger
+}
+
+func runDev(ctx context.Context, o devOptions) error {
+	broker, err := backbone.StartEmbedded(o.Addr, filepath.Join(o.DataDir, "kafka"))
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	cfg := backbone.Config{Brokers: broker.Addrs(), Namespace: o.Namespace, Logger: o.Log}
+	if err := cfg.EnsureTopics(ctx, 6, 1); err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	fleet, err := o.Sim.Fleet()
+	if err != nil {
+		return fmt.Errorf("simulated fleet: %w", err)
+	}
+	added, err := registerSimFleet(ctx, cfg, o.Clusters)
+	if err != nil {
+		return fmt.Errorf("register the simulated fleet: %w", err)
+	}
+	reg := drivers.NewRegistry()
+	fleet.Register(reg)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	services := map[string]func(context.Context) error{
+		"planner": func(ctx context.Context) error {
+			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev"})
+		},
+		"executor": func(ctx context.Context) error {
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg})
+		},
+		"monitor": func(ctx context.Context) error {
+			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, Interval: o.ProbeInterval, Heartbeat: o.Heartbeat})
+		},
+		"notifier": func(ctx context.Context) error {
+			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev"})
+		},
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(services))
+	for name, run := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	o.Log.Info("flotilla dev is running; Ctrl-C stops it",
+		"brokers", broker.Addrs(), "data_dir", o.DataDir, "clusters_registered_now", added, "try", "flotilla cluster list")
+	<-ctx.Done()
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	o.Log.Info("flotilla dev stopped")
+	return errors.Join(all...)
+}
+
+// registerSimFleet adds to the inventory the simulated clusters it lacks,
+// so that restarting dev keeps the fleet as it was.
+func registerSimFleet(ctx context.Context, cfg backbone.Config, n int) (int, error) {
+	names := cfg.Names()
+	known := map[string]bool{}
+	err := logtable.ReadToEnd(ctx, cfg.Opts(), names.Inventory, nil, func(r *kgo.Record) {
+		known[string(r.Key)] = r.Value != nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	var recs []*kgo.Record
+	for _, c := range simfleet.GenerateClusters(n) {
+		if _, seen := known[c.ID]; seen {
+			continue // registered before, or decommissioned on purpose
+		}
+		value, err := records.Encode(records.ClusterRecord{
+			Envelope: records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: "flotilla-dev"},
+			Cluster:  c,
+		})
+		if err != nil {
+			return 0, err
+		}
+		recs = append(recs, &kgo.Record{Topic: names.Inventory, Key: []byte(c.ID), Value: value})
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	return len(recs), produce(ctx, cfg, recs...)
+}

@@ -1,0 +1,219 @@
+// Package servicecmd holds the command lines of Flotilla's four services,
+// shared by their own binaries (services/*/main.go) and by the flotilla
+// CLI, so that a flag means the same wherever a service runs.
+package servicecmd
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/drivers"
+	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
+	"github.com/flotilla-fleet/flotilla/services/executor/executor"
+	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
+	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
+	"github.com/flotilla-fleet/flotilla/services/planner/planner"
+)
+
+// BackboneFlags are the flags every client of the backbone takes.
+type BackboneFlags struct {
+	Brokers   string
+	Namespace string
+	LogLevel  string
+	LogFormat string
+}
+
+// Bind adds the flags to fs.
+func (f *BackboneFlags) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&f.Brokers, "brokers", backbone.BrokersFromEnv(), "Kafka bootstrap servers, comma-separated (env FLOTILLA_BROKERS)")
+	fs.StringVar(&f.Namespace, "namespace", envOr("FLOTILLA_NAMESPACE", "fleet"), "prefix of Flotilla's topic and group names (env FLOTILLA_NAMESPACE)")
+	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.LogFormat, "log-format", "text", "log format: text or json")
+}
+
+// Config returns the backbone configuration the flags describe.
+func (f *BackboneFlags) Config() (backbone.Config, error) {
+	brokers := backbone.SplitBrokers(f.Brokers)
+	if len(brokers) == 0 {
+		return backbone.Config{}, fmt.Errorf("--brokers: no broker address given")
+	}
+	log, err := NewLogger(f.LogLevel, f.LogFormat)
+	if err != nil {
+		return backbone.Config{}, err
+	}
+	return backbone.Config{Brokers: brokers, Namespace: f.Namespace, Logger: log}, nil
+}
+
+// NewLogger returns a logger writing to stderr at a level and in a format
+// ("text" or "json").
+func NewLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// TopicFlags say how the services create missing topics at start.
+type TopicFlags struct {
+	Partitions        int32
+	ReplicationFactor int16
+}
+
+// Bind adds the flags to fs.
+func (f *TopicFlags) Bind(fs *pflag.FlagSet) {
+	fs.Int32Var(&f.Partitions, "partitions", 6, "partitions of each topic created at start (existing topics are kept)")
+	fs.Int16Var(&f.ReplicationFactor, "replication-factor", -1, "replication factor of topics created at start (-1: the broker's default)")
+}
+
+// SimFlags configure the simulated fleet, for the sim driver and probe.
+type SimFlags struct {
+	Dir         string
+	OpDuration  time.Duration
+	FailureRate float64
+	BadVersions string
+}
+
+// Bind adds the flags to fs.
+func (f *SimFlags) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&f.Dir, "sim-dir", "", "directory holding the simulated clusters' state, shared by the executor and the monitor on one machine (empty: in memory)")
+	fs.DurationVar(&f.OpDuration, "sim-op-duration", 2*time.Second, "how long a simulated operation takes")
+	fs.Float64Var(&f.FailureRate, "sim-failure-rate", 0, "fraction (0..1) of simulated operations that fail")
+	fs.StringVar(&f.BadVersions, "sim-bad-versions", "", "comma-separated versions that make a simulated cluster unhealthy")
+}
+
+// Fleet returns the simulated fleet the flags describe.
+func (f *SimFlags) Fleet() (*simfleet.Fleet, error) {
+	var bad []string
+	for _, v := range strings.Split(f.BadVersions, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			bad = append(bad, v)
+		}
+	}
+	return simfleet.New(simfleet.Options{Dir: f.Dir, OpDuration: f.OpDuration, FailureRate: f.FailureRate, BadVersions: bad})
+}
+
+func defaultInstance() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "0"
+}
+
+// serviceCommand builds a service's command: it parses the shared flags,
+// creates the topics if needed, and runs the service until interrupted.
+func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(cmd *cobra.Command, cfg backbone.Config) error) *cobra.Command {
+	var bb BackboneFlags
+	var tf TopicFlags
+	cmd := &cobra.Command{
+		Use:          name,
+		Short:        short,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := bb.Config()
+			if err != nil {
+				return err
+			}
+			if err := cfg.EnsureTopics(cmd.Context(), tf.Partitions, tf.ReplicationFactor); err != nil {
+				return fmt.Errorf("%s: topics: %w", name, err)
+			}
+			return run(cmd, cfg)
+		},
+	}
+	bb.Bind(cmd.Flags())
+	tf.Bind(cmd.Flags())
+	if bind != nil {
+		bind(cmd.Flags())
+	}
+	return cmd
+}
+
+// Planner returns the planner's command.
+func Planner() *cobra.Command {
+	var instance string
+	var poll time.Duration
+	return serviceCommand("planner", "Plan rollouts and decide what happens next", func(fs *pflag.FlagSet) {
+		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy (its transactional ID); distinct per copy")
+		fs.DurationVar(&poll, "poll-interval", 100*time.Millisecond, "longest wait for records before checking health changes and deadlines")
+	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, PollInterval: poll})
+	})
+}
+
+// Executor returns the executor's command.
+func Executor() *cobra.Command {
+	var sim SimFlags
+	var concurrency int
+	var timeout time.Duration
+	return serviceCommand("executor", "Carry out operations on clusters through drivers", func(fs *pflag.FlagSet) {
+		sim.Bind(fs)
+		fs.IntVar(&concurrency, "concurrency", 64, "most operations run at once")
+		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "longest an operation may take before it fails")
+	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+		reg, err := registry(&sim)
+		if err != nil {
+			return err
+		}
+		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, Concurrency: concurrency, Timeout: timeout})
+	})
+}
+
+// Monitor returns the monitor's command.
+func Monitor() *cobra.Command {
+	var sim SimFlags
+	var interval, heartbeat time.Duration
+	return serviceCommand("monitor", "Probe every cluster and publish health signals", func(fs *pflag.FlagSet) {
+		sim.Bind(fs)
+		fs.DurationVar(&interval, "interval", 10*time.Second, "time between two probes of a cluster")
+		fs.DurationVar(&heartbeat, "heartbeat", time.Minute, "longest time without a signal for a cluster whose health does not change")
+	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+		reg, err := registry(&sim)
+		if err != nil {
+			return err
+		}
+		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, Interval: interval, Heartbeat: heartbeat})
+	})
+}
+
+// Notifier returns the notifier's command.
+func Notifier() *cobra.Command {
+	var instance string
+	return serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
+		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy (its transactional ID); distinct per copy")
+	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+		return notifier.Run(cmd.Context(), notifier.Config{Backbone: cfg, InstanceID: instance})
+	})
+}
+
+// registry returns the drivers and probes a service can use.
+func registry(sim *SimFlags) (*drivers.Registry, error) {
+	reg := drivers.NewRegistry()
+	fleet, err := sim.Fleet()
+	if err != nil {
+		return nil, fmt.Errorf("simulated fleet: %w", err)
+	}
+	fleet.Register(reg)
+	return reg, nil
+}

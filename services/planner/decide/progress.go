@@ -1,0 +1,117 @@
+package decide
+
+import (
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+// Progress is a workflow's status as people read it: where it is, and
+// how far each phase and wave got. It is derived from the rows only.
+type Progress struct {
+	ID        string                `json:"id"`
+	Name      string                `json:"name"`
+	State     records.WorkflowState `json:"state"`
+	Reason    string                `json:"reason,omitempty"`
+	Operation rollout.Operation     `json:"operation"`
+	CreatedAt time.Time             `json:"createdAt"`
+	UpdatedAt time.Time             `json:"updatedAt"`
+	BakeUntil *time.Time            `json:"bakeUntil,omitempty"`
+	Counts
+	Phases []PhaseProgress `json:"phases"`
+}
+
+// Counts are the targets in each state.
+type Counts struct {
+	Targets   int `json:"targets"`
+	Pending   int `json:"pending"`
+	Running   int `json:"running"`
+	Succeeded int `json:"succeeded"`
+	Failed    int `json:"failed"`
+}
+
+func (c *Counts) add(s records.TargetState) {
+	c.Targets++
+	switch s {
+	case records.TargetPending:
+		c.Pending++
+	case records.TargetRunning:
+		c.Running++
+	case records.TargetSucceeded:
+		c.Succeeded++
+	case records.TargetFailed:
+		c.Failed++
+	}
+}
+
+// PhaseProgress is one phase's progress.
+type PhaseProgress struct {
+	Name  string `json:"name"`
+	State string `json:"state"` // pending, running, baking, done
+	Counts
+	Waves []WaveProgress `json:"waves"`
+}
+
+// WaveProgress is one wave's progress, with its clusters.
+type WaveProgress struct {
+	Wave  int    `json:"wave"` // 1-based
+	State string `json:"state"`
+	Counts
+	Clusters []ClusterProgress `json:"clusters"`
+}
+
+// ClusterProgress is one target's state.
+type ClusterProgress struct {
+	ID      string              `json:"id"`
+	State   records.TargetState `json:"state"`
+	Version string              `json:"version,omitempty"`
+	Reason  string              `json:"reason,omitempty"`
+}
+
+// Progress computes the workflow's progress.
+func (w *Workflow) Progress() Progress {
+	p := Progress{
+		ID: w.ID, Name: w.Spec.Name, State: w.State, Reason: w.Reason, Operation: w.Spec.Operation,
+		CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
+	}
+	if !w.BakeUntil.IsZero() {
+		b := w.BakeUntil
+		p.BakeUntil = &b
+	}
+	for pi, ph := range w.Phases {
+		pp := PhaseProgress{Name: ph.Name}
+		for wi := range ph.WaveSizes {
+			wp := WaveProgress{Wave: wi + 1}
+			for _, id := range w.WaveTargets(pi, wi) {
+				t := w.Targets[id]
+				wp.add(t.State)
+				pp.add(t.State)
+				p.add(t.State)
+				wp.Clusters = append(wp.Clusters, ClusterProgress{ID: id, State: t.State, Version: t.Version, Reason: t.Reason})
+			}
+			wp.State = w.stepState(pi, wi, wp.Counts)
+			pp.Waves = append(pp.Waves, wp)
+		}
+		pp.State = w.stepState(pi, -1, pp.Counts)
+		p.Phases = append(p.Phases, pp)
+	}
+	return p
+}
+
+// stepState names the state of a phase (wave < 0) or of one of its waves.
+func (w *Workflow) stepState(phase, wave int, c Counts) string {
+	current := phase == w.Phase && (wave < 0 || wave == w.Wave) && !w.State.Terminal()
+	before := phase < w.Phase || (phase == w.Phase && wave >= 0 && wave < w.Wave)
+	switch {
+	case current && w.State == records.WorkflowPaused:
+		return "paused"
+	case current && !w.BakeUntil.IsZero() && wave >= 0:
+		return "baking"
+	case current:
+		return "running"
+	case before || c.Pending == 0 && c.Running == 0 && c.Targets > 0:
+		return "done"
+	}
+	return "pending"
+}
