@@ -139,12 +139,22 @@ const verifyTimeout = 15 * time.Second
 //   - a topic whose spec asks for cleanup.policy=compact really is compacted
 //     (otherwise the state the services rebuild from would be deleted).
 //
-// Creating fails on any broker error other than TOPIC_ALREADY_EXISTS (for
-// example not being authorised, or a replication factor larger than the
-// number of brokers). Newly created topics may take a moment to appear in
+// Only missing topics are created, so Ensure needs no permission to create
+// topics when they all exist. Creating fails on any broker error other than
+// TOPIC_ALREADY_EXISTS (for example not being authorised, or a replication
+// factor larger than the number of brokers). Newly created topics may take a moment to appear in
 // metadata; Ensure waits for them up to ctx's deadline or 15 seconds.
 func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
+	// Create only what is missing, so that topics managed by someone
+	// else need no permission to create topics.
+	existing, err := adm.ListTopics(ctx, specNames(specs)...)
+	if err != nil {
+		return fmt.Errorf("list topics: %w", err)
+	}
 	for _, s := range specs {
+		if d, ok := existing[s.Name]; ok && d.Err == nil {
+			continue
+		}
 		resp, err := adm.CreateTopics(ctx, s.Partitions, s.ReplicationFactor, s.Configs, s.Name)
 		if err != nil {
 			return fmt.Errorf("create topic %s: %w", s.Name, err)
@@ -172,10 +182,7 @@ func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
 func partitionCounts(ctx context.Context, adm *kadm.Client, specs []Spec) (map[string]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
-	names := make([]string, len(specs))
-	for i, s := range specs {
-		names[i] = s.Name
-	}
+	names := specNames(specs)
 	backoff := 20 * time.Millisecond
 	for {
 		details, err := adm.ListTopics(ctx, names...)
@@ -208,6 +215,14 @@ func partitionCounts(ctx context.Context, adm *kadm.Client, specs []Spec) (map[s
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
+}
+
+func specNames(specs []Spec) []string {
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	return names
 }
 
 func checkCoPartitioned(specs []Spec, counts map[string]int) error {

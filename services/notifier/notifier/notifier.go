@@ -125,4 +125,3 @@ func fromRecord(names topics.Names, r *kgo.Record) (records.Notification, bool, 
 	}
 	return records.Notification{}, false, nil
 }
-

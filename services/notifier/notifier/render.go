@@ -2,9 +2,9 @@ package notifier
 
 import (
 	"fmt"
-	"time"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -168,10 +168,13 @@ func FromOperation(ev records.OperationEvent) (records.Notification, bool) {
 }
 
 // FromHealth turns a change of a cluster's health into a notification;
-// heartbeats and unchanged statuses say nothing.
+// heartbeats, unchanged statuses and a first healthy signal say nothing.
 func FromHealth(h records.Health) (records.Notification, bool) {
 	if h.Heartbeat || h.Status == h.PreviousStatus {
 		return records.Notification{}, false
+	}
+	if h.PreviousStatus == records.HealthUnknown && h.Status == records.HealthHealthy {
+		return records.Notification{}, false // a cluster first seen healthy is no news
 	}
 	sev := records.SeverityInfo
 	switch h.Status {
