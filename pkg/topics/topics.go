@@ -146,13 +146,19 @@ const verifyTimeout = 15 * time.Second
 // metadata; Ensure waits for them up to ctx's deadline or 15 seconds.
 func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
 	// Create only what is missing, so that topics managed by someone
-	// else need no permission to create topics.
-	existing, err := adm.ListTopics(ctx, specNames(specs)...)
-	if err != nil {
-		return fmt.Errorf("list topics: %w", err)
+	// else need no permission to create topics. Existence is asked with
+	// DescribeConfigs, not Metadata: kgo caches metadata answers for a
+	// few seconds, "unknown topic" included, which would hide the topics
+	// just created from the verification below. If even that is not
+	// allowed, try creating everything.
+	existing := make(map[string]bool)
+	if rcs, err := adm.DescribeTopicConfigs(ctx, specNames(specs)...); err == nil {
+		for _, rc := range rcs {
+			existing[rc.Name] = rc.Err == nil
+		}
 	}
 	for _, s := range specs {
-		if d, ok := existing[s.Name]; ok && d.Err == nil {
+		if existing[s.Name] {
 			continue
 		}
 		resp, err := adm.CreateTopics(ctx, s.Partitions, s.ReplicationFactor, s.Configs, s.Name)

@@ -1,0 +1,367 @@
+// Package fleettest runs Flotilla's four services in-process against a
+// broker, on a fake clock, with a simulated fleet, for integration tests.
+//
+// The broker is FLOTILLA_TEST_BROKERS when set (a real Kafka), otherwise
+// an embedded one started once per test binary. Every Fleet gets its own
+// namespace, so tests share a broker without seeing each other's topics.
+package fleettest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/drivers"
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
+	"github.com/flotilla-fleet/flotilla/services/executor/executor"
+	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
+	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
+	"github.com/flotilla-fleet/flotilla/services/planner/decide"
+	"github.com/flotilla-fleet/flotilla/services/planner/planner"
+)
+
+// Services names the four services, in the order they start.
+var Services = []string{"planner", "executor", "monitor", "notifier"}
+
+var (
+	brokerOnce sync.Once
+	brokers    []string
+	brokerErr  error
+	nsCounter  atomic.Int64
+)
+
+// Brokers returns the test broker's addresses, starting an embedded
+// broker on first use unless FLOTILLA_TEST_BROKERS names one.
+func Brokers(t testing.TB) []string {
+	t.Helper()
+	brokerOnce.Do(func() {
+		if b := os.Getenv("FLOTILLA_TEST_BROKERS"); b != "" {
+			brokers = backbone.SplitBrokers(b)
+			return
+		}
+		var e *backbone.Embedded
+		e, brokerErr = backbone.StartEmbedded("127.0.0.1:0", "")
+		if brokerErr == nil {
+			brokers = e.Addrs()
+		}
+	})
+	if brokerErr != nil {
+		t.Fatalf("start the embedded broker: %v", brokerErr)
+	}
+	return brokers
+}
+
+// Options shape a Fleet.
+type Options struct {
+	Clusters    int           // simulated clusters registered (default 20)
+	OpDuration  time.Duration // of a simulated operation (default 2s, fake time)
+	BadVersions []string
+	FailureRate float64
+	Partitions  int32 // of each topic (default 3)
+}
+
+// Fleet is the four services and a simulated fleet under test.
+type Fleet struct {
+	t        testing.TB
+	Backbone backbone.Config
+	Clock    *clockwork.FakeClock
+	Sim      *simfleet.Fleet
+	Clusters []inventory.Cluster
+	registry *drivers.Registry
+
+	mu       sync.Mutex
+	running  map[string]*service
+	ctx      context.Context
+	cancel   context.CancelFunc
+	workflow *logtable.Table[records.WorkflowRecord]
+}
+
+type service struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start registers a simulated fleet and starts the four services.
+func Start(t testing.TB, o Options) *Fleet {
+	t.Helper()
+	if o.Clusters == 0 {
+		o.Clusters = 20
+	}
+	if o.OpDuration == 0 {
+		o.OpDuration = 2 * time.Second
+	}
+	if o.Partitions == 0 {
+		o.Partitions = 3
+	}
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
+	sim, err := simfleet.New(simfleet.Options{OpDuration: o.OpDuration, BadVersions: o.BadVersions, FailureRate: o.FailureRate, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := drivers.NewRegistry()
+	sim.Register(reg)
+	ns := fmt.Sprintf("test%d-%s", nsCounter.Add(1), strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
+	if len(ns) > 60 {
+		ns = ns[:60]
+	}
+	level := slog.LevelWarn
+	if l := os.Getenv("FLOTILLA_TEST_LOG"); l != "" { // e.g. FLOTILLA_TEST_LOG=info to see the services at work
+		_ = level.UnmarshalText([]byte(l))
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+	f := &Fleet{
+		t:        t,
+		Backbone: backbone.Config{Brokers: Brokers(t), Namespace: ns, Logger: log},
+		Clock:    clock,
+		Sim:      sim,
+		Clusters: simfleet.GenerateClusters(o.Clusters),
+		registry: reg,
+		running:  map[string]*service{},
+	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	t.Cleanup(f.stopAll)
+	ctx, cancel := context.WithTimeout(f.ctx, 30*time.Second)
+	defer cancel()
+	if err := f.Backbone.EnsureTopics(ctx, o.Partitions, 1); err != nil {
+		t.Fatalf("create topics: %v", err)
+	}
+	f.Register(f.Clusters...)
+	f.workflow = logtable.New(f.Backbone.Names().Workflows, f.Backbone.Opts(), func(r *kgo.Record) (records.WorkflowRecord, error) {
+		return records.DecodeWorkflowRecord(r.Value)
+	})
+	go f.workflow.Run(f.ctx)
+	for _, name := range Services {
+		f.StartService(name)
+	}
+	return f
+}
+
+// testWriter sends the services' warnings to the test log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// Register writes clusters to the inventory.
+func (f *Fleet) Register(clusters ...inventory.Cluster) {
+	f.t.Helper()
+	var recs []*kgo.Record
+	for _, c := range clusters {
+		recs = append(recs, f.Record(f.Backbone.Names().Inventory, c.ID, records.ClusterRecord{
+			Envelope: records.Envelope{ID: uuid.NewString(), Time: f.Clock.Now(), Principal: "test"},
+			Cluster:  c,
+		}))
+	}
+	f.Produce(recs...)
+}
+
+// Record encodes v into a record for topic under key.
+func (f *Fleet) Record(topic, key string, v any) *kgo.Record {
+	f.t.Helper()
+	value, err := records.Encode(v)
+	if err != nil {
+		f.t.Fatalf("encode %T: %v", v, err)
+	}
+	return &kgo.Record{Topic: topic, Key: []byte(key), Value: value}
+}
+
+// Produce writes records and waits until Kafka has them.
+func (f *Fleet) Produce(recs ...*kgo.Record) {
+	f.t.Helper()
+	cl, err := f.Backbone.Client()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(f.ctx, 30*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		f.t.Fatalf("produce: %v", err)
+	}
+}
+
+// Submit produces a rollout request, as the CLI does, and returns its ID.
+func (f *Fleet) Submit(spec rollout.Spec) string {
+	f.t.Helper()
+	id := uuid.NewString()
+	f.Produce(f.Record(f.Backbone.Names().Requests, id, records.Request{
+		Envelope: records.Envelope{ID: id, Time: f.Clock.Now(), Principal: "alice"},
+		Submit:   &records.SubmitRollout{Spec: spec},
+	}))
+	return id
+}
+
+// StartService starts one of the four services.
+func (f *Fleet) StartService(name string) {
+	f.t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.running[name]; ok {
+		f.t.Fatalf("%s is already running", name)
+	}
+	ctx, cancel := context.WithCancel(f.ctx)
+	cfg := f.Backbone
+	var run func() error
+	switch name {
+	case "planner":
+		run = func() error {
+			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p0", PollInterval: 20 * time.Millisecond})
+		}
+	case "executor":
+		run = func() error { return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock}) }
+	case "monitor":
+		run = func() error {
+			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: f.registry, Clock: f.Clock, Interval: 5 * time.Second, Heartbeat: time.Minute})
+		}
+	case "notifier":
+		run = func() error { return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "n0"}) }
+	default:
+		f.t.Fatalf("no service %q", name)
+	}
+	s := &service{cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- run() }()
+	f.running[name] = s
+}
+
+// StopService stops a service as a crash would cut it off: its context
+// ends wherever it is, and nothing it had not written survives.
+func (f *Fleet) StopService(name string) {
+	f.t.Helper()
+	f.mu.Lock()
+	s, ok := f.running[name]
+	delete(f.running, name)
+	f.mu.Unlock()
+	if !ok {
+		f.t.Fatalf("%s is not running", name)
+	}
+	s.cancel()
+	select {
+	case err := <-s.done:
+		if err != nil {
+			f.t.Errorf("%s stopped with: %v", name, err)
+		}
+	case <-time.After(30 * time.Second):
+		f.t.Fatalf("%s did not stop within 30s", name)
+	}
+}
+
+func (f *Fleet) stopAll() {
+	f.mu.Lock()
+	names := make([]string, 0, len(f.running))
+	for name := range f.running {
+		names = append(names, name)
+	}
+	f.mu.Unlock()
+	for _, name := range names {
+		f.StopService(name)
+	}
+	f.cancel()
+}
+
+// Workflow returns a workflow as the planner's rows show it now, if any.
+func (f *Fleet) Workflow(id string) (*decide.Workflow, bool) {
+	s := decide.NewState(nil, nil)
+	for _, rec := range f.workflow.Snapshot() {
+		if (rec.Workflow != nil && rec.Workflow.ID == id) || (rec.Target != nil && rec.Target.WorkflowID == id) {
+			s.ApplyRow(0, rec)
+		}
+	}
+	s.Reindex()
+	w, ok := s.Workflows[id]
+	return w, ok && w.State != ""
+}
+
+// Await advances the fake clock step by step until cond holds for the
+// workflow, failing the test after timeout of real time. Between steps it
+// lets the services catch up with what the last step changed.
+func (f *Fleet) Await(id string, step, timeout time.Duration, what string, cond func(*decide.Workflow) bool) *decide.Workflow {
+	f.t.Helper()
+	var last *decide.Workflow
+	ok := f.Eventually(step, timeout, func() bool {
+		w, ok := f.Workflow(id)
+		last = w
+		return ok && cond(w)
+	})
+	if !ok {
+		if last != nil {
+			p := last.Progress()
+			f.t.Fatalf("workflow %s: %s did not happen in %v; it is %s (%s): %d succeeded, %d failed, %d running, %d pending",
+				id, what, timeout, p.State, p.Reason, p.Succeeded, p.Failed, p.Running, p.Pending)
+		}
+		f.t.Fatalf("workflow %s: %s did not happen in %v; no workflow row", id, what, timeout)
+	}
+	return last
+}
+
+// Eventually checks cond every few milliseconds of real time, advancing
+// the fake clock by step each time, until it holds or timeout passes.
+func (f *Fleet) Eventually(step, timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		if step > 0 {
+			f.Clock.Advance(step)
+		}
+		time.Sleep(10 * time.Millisecond) // the services run in real time; give them a moment per step
+	}
+	return cond()
+}
+
+// ReadAll reads a topic of the fleet from the start to its end.
+func (f *Fleet) ReadAll(topic string) []*kgo.Record {
+	f.t.Helper()
+	var out []*kgo.Record
+	ctx, cancel := context.WithTimeout(f.ctx, 30*time.Second)
+	defer cancel()
+	if err := logtable.ReadToEnd(ctx, f.Backbone.Opts(), topic, nil, func(r *kgo.Record) { out = append(out, r) }); err != nil {
+		f.t.Fatalf("read %s: %v", topic, err)
+	}
+	return out
+}
+
+// Notifications returns every notification written so far.
+func (f *Fleet) Notifications() []records.Notification {
+	f.t.Helper()
+	var out []records.Notification
+	for _, r := range f.ReadAll(f.Backbone.Names().Notifications) {
+		n, err := records.DecodeNotification(r.Value)
+		if err != nil {
+			f.t.Fatalf("notification %d@%d: %v", r.Partition, r.Offset, err)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// Operations returns every operation event written so far.
+func (f *Fleet) Operations() []records.OperationEvent {
+	f.t.Helper()
+	var out []records.OperationEvent
+	for _, r := range f.ReadAll(f.Backbone.Names().Operations) {
+		ev, err := records.DecodeOperationEvent(r.Value)
+		if err != nil {
+			f.t.Fatalf("operation %d@%d: %v", r.Partition, r.Offset, err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
