@@ -225,7 +225,9 @@ func (f *Fleet) StartService(name string) {
 			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p0", PollInterval: 20 * time.Millisecond})
 		}
 	case "executor":
-		run = func() error { return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock}) }
+		run = func() error {
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock})
+		}
 	case "monitor":
 		run = func() error {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: f.registry, Clock: f.Clock, Interval: 5 * time.Second, Heartbeat: time.Minute})
