@@ -41,7 +41,7 @@ func auditCommand() *cobra.Command {
 		Short: "Replay the log as one timeline: who asked what, what was decided, what ran, health changes",
 		Long: `audit reads Flotilla's topics from the start and prints one timeline, in time
 order: requests and who made them, the planner's decisions and commands, the
-executor's operations, the inventory's changes and the monitor's health changes.
+executor's operations, the inventory's changes and the monitor's health changes (heartbeats left out).
 Every entry carries the ID of the record that caused it. Compacted topics keep
 the newest record of each key; the notifications topic keeps every change for
 its retention time.`,
@@ -166,12 +166,15 @@ func readAudit(ctx context.Context, cfg backbone.Config) ([]auditEntry, error) {
 				undecodable(r, "health", err)
 				return
 			}
-			if h.Heartbeat || h.Status == h.PreviousStatus {
+			if h.Heartbeat {
 				return
 			}
 			what := fmt.Sprintf("health %s → %s", h.PreviousStatus, h.Status)
+			if h.Status == h.PreviousStatus {
+				what = fmt.Sprintf("health %s", h.Status)
+			}
 			if h.ObservedVersion != "" {
-				what += ", version " + h.ObservedVersion
+				what += ", runs " + h.ObservedVersion
 			}
 			if len(h.Reasons) > 0 {
 				what += ": " + strings.Join(h.Reasons, "; ")
@@ -190,10 +193,61 @@ func readAudit(ctx context.Context, cfg backbone.Config) ([]auditEntry, error) {
 			return nil, err
 		}
 	}
-	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Time.Before(entries[j].Time) })
+	sortCausally(entries)
 	return entries, nil
 }
 
+// sortCausally orders entries by time, but never an effect before its
+// cause: clocks of different machines disagree, and the causation IDs do
+// not. An entry is placed at the later of its own time and its cause's,
+// and after its cause when the times are equal.
+func sortCausally(entries []auditEntry) {
+	byID := make(map[string]int, len(entries))
+	for i, e := range entries {
+		if e.ID != "" {
+			byID[e.ID] = i
+		}
+	}
+	type place struct {
+		at    time.Time
+		depth int
+		done  bool
+	}
+	places := make([]place, len(entries))
+	var locate func(i, hops int) place
+	locate = func(i, hops int) place {
+		if places[i].done {
+			return places[i]
+		}
+		p := place{at: entries[i].Time, done: true}
+		if c, ok := byID[entries[i].CausedBy]; ok && c != i && hops < 64 {
+			cause := locate(c, hops+1)
+			if cause.at.After(p.at) {
+				p.at = cause.at
+			}
+			p.depth = cause.depth + 1
+		}
+		places[i] = p
+		return p
+	}
+	order := make([]int, len(entries))
+	for i := range entries {
+		locate(i, 0)
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		pa, pb := places[order[a]], places[order[b]]
+		if !pa.at.Equal(pb.at) {
+			return pa.at.Before(pb.at)
+		}
+		return pa.depth < pb.depth
+	})
+	sorted := make([]auditEntry, len(entries))
+	for i, j := range order {
+		sorted[i] = entries[j]
+	}
+	copy(entries, sorted)
+}
 func describeOp(kind any, version string, config map[string]string) string {
 	s := fmt.Sprint(kind)
 	if version != "" {

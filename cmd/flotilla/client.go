@@ -78,3 +78,7 @@ func contextWithTimeout(cmd *cobra.Command, d time.Duration) (context.Context, c
 func printJSONLine(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
+
+// now is the time the CLI stamps on what it writes; tests run it on the
+// services' fake clock.
+var now = time.Now

@@ -52,7 +52,7 @@ func clusterAddCommand() *cobra.Command {
 				return err
 			}
 			value, err := records.Encode(records.ClusterRecord{
-				Envelope: records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: principal()},
+				Envelope: records.Envelope{ID: uuid.NewString(), Time: now().UTC(), Principal: principal()},
 				Cluster:  c,
 			})
 			if err != nil {

@@ -73,6 +73,8 @@ type devOptions struct {
 	Sim                      servicecmd.SimFlags
 	ProbeInterval, Heartbeat time.Duration
 	Log                      *slog.Logger
+	// OnReady, if set, is told the broker's addresses once everything runs.
+	OnReady func(brokers []string)
 }
 
 func runDev(ctx context.Context, o devOptions) error {
@@ -123,6 +125,9 @@ func runDev(ctx context.Context, o devOptions) error {
 				cancel()
 			}
 		}()
+	}
+	if o.OnReady != nil {
+		o.OnReady(broker.Addrs())
 	}
 	o.Log.Info("flotilla dev is running; Ctrl-C stops it",
 		"brokers", broker.Addrs(), "data_dir", o.DataDir, "clusters_registered_now", added, "try", "flotilla cluster list")

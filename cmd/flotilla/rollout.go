@@ -57,7 +57,7 @@ workflow ID (the request ID) is printed on the last line.`,
 			}
 			id := uuid.NewString()
 			value, err := records.Encode(records.Request{
-				Envelope: records.Envelope{ID: id, Time: time.Now().UTC(), Principal: principal()},
+				Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal()},
 				Submit:   &records.SubmitRollout{Spec: spec},
 			})
 			if err != nil {

@@ -164,9 +164,14 @@ func (d *decision) flush() Outputs {
 	return d.out
 }
 
+// rowID is the envelope ID of a workflow's row number seq.
+func rowID(workflowID string, seq int64) string {
+	return uuid.NewSHA1(idSpace, []byte(workflowID+"#"+strconv.FormatInt(seq, 10))).String()
+}
+
 func (d *decision) envelope(w *Workflow) records.Envelope {
 	return records.Envelope{
-		ID:          uuid.NewSHA1(idSpace, []byte(w.ID+"#"+strconv.FormatInt(w.Seq, 10))).String(),
+		ID:          rowID(w.ID, w.Seq),
 		Time:        d.now,
 		Principal:   Principal,
 		CausationID: d.cause,
@@ -321,7 +326,10 @@ func (d *decision) tick() {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		d.advance(d.s.Workflows[id])
+		w := d.s.Workflows[id]
+		// What a deadline passing causes, the row that set it caused.
+		d.cause = rowID(w.ID, w.Seq)
+		d.advance(w)
 	}
 }
 

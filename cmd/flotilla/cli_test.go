@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/internal/fleettest"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/servicecmd"
+	"github.com/flotilla-fleet/flotilla/services/planner/decide"
+)
+
+// run runs the CLI with args against a fleet and returns what it printed.
+func run(t *testing.T, f *fleettest.Fleet, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := rootCommand()
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	args = append(args, "--brokers", strings.Join(f.Backbone.Brokers, ","), "--namespace", f.Backbone.Namespace)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func TestCLITour(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 40})
+	now = f.Clock.Now
+	t.Cleanup(func() { now = time.Now })
+
+	out, err := run(t, f, "cluster", "add", "edge-1", "--driver", "sim", "--address", "sim://edge-1", "--version", "3.8.0",
+		"-l", "kind=kafka", "-l", "tier=internal", "-l", "cloud=aws", "-l", "env=prod")
+	if err != nil || !strings.Contains(out, "cluster edge-1 registered") {
+		t.Fatalf("cluster add: %v\n%s", err, out)
+	}
+	if !f.Eventually(0, 10*time.Second, func() bool {
+		out, err = run(t, f, "cluster", "list", "--selector", "tier=internal", "-o", "json")
+		return err == nil && strings.Contains(out, `"edge-1"`)
+	}) {
+		t.Fatalf("cluster list does not show edge-1: %v\n%s", err, out)
+	}
+	var listed []clusterView
+	if err := json.Unmarshal([]byte(out), &listed); err != nil {
+		t.Fatalf("cluster list -o json: %v\n%s", err, out)
+	}
+	for _, c := range listed {
+		if c.Labels["tier"] != "internal" {
+			t.Fatalf("--selector tier=internal listed %s with %v", c.ID, c.Labels)
+		}
+	}
+
+	out, err = run(t, f, "rollout", "submit", "-f", "../../examples/three-phase-upgrade.yaml")
+	if err != nil {
+		t.Fatalf("rollout submit: %v\n%s", err, out)
+	}
+	id := lastLine(out)
+	if !strings.Contains(out, "accepted") || len(id) != 36 {
+		t.Fatalf("rollout submit printed %q, want acceptance and the workflow ID last", out)
+	}
+	f.Await(id, 5*time.Second, 2*time.Minute, "the rollout finishing", func(w *decide.Workflow) bool { return w.State.Terminal() })
+
+	out, err = run(t, f, "rollout", "status", id, "-o", "json")
+	if err != nil {
+		t.Fatalf("rollout status: %v\n%s", err, out)
+	}
+	var p decide.Progress
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	if p.ID != id || p.State != records.WorkflowSucceeded || len(p.Phases) != 3 || p.Phases[0].Name != "internal" ||
+		len(p.Phases[0].Waves) == 0 || p.Succeeded != p.Targets || p.Targets == 0 {
+		t.Fatalf("status = %+v", p)
+	}
+	if text, err := run(t, f, "rollout", "status", id); err != nil || !strings.Contains(text, "succeeded") || !strings.Contains(text, "internal") {
+		t.Fatalf("rollout status (text): %v\n%s", err, text)
+	}
+	if text, err := run(t, f, "rollout", "list"); err != nil || !strings.Contains(text, id) {
+		t.Fatalf("rollout list: %v\n%s", err, text)
+	}
+
+	out, err = run(t, f, "audit", "--workflow", id, "-o", "json")
+	if err != nil {
+		t.Fatalf("audit: %v\n%s", err, out)
+	}
+	var entries []auditEntry
+	if err := json.Unmarshal([]byte(out), &entries); err != nil {
+		t.Fatalf("audit JSON: %v", err)
+	}
+	kinds := map[string]bool{}
+	position := map[string]int{}
+	for i, e := range entries {
+		kinds[e.Kind] = true
+		position[e.ID] = i
+	}
+	for i, e := range entries {
+		if c, ok := position[e.CausedBy]; ok && c > i {
+			t.Fatalf("audit entry %d (%s) comes before its cause at %d (%s)", i, e.What, c, entries[c].What)
+		}
+	}
+	for _, k := range []string{"request", "decision", "command", "operation", "health"} {
+		if !kinds[k] {
+			t.Errorf("audit of the rollout has no %s entry", k)
+		}
+	}
+	if entries[0].Kind != "request" || entries[0].Principal == "" {
+		t.Errorf("audit starts with %+v, want who asked", entries[0])
+	}
+}
+
+func TestCLIPrintsRejection(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 5})
+	spec := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(spec, []byte("name: x\noperation: {type: upgrade, version: 3.9.1}\nselector: cloud=oracle\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, f, "rollout", "submit", "-f", spec)
+	if err == nil || !strings.Contains(err.Error(), "rejected") || !strings.Contains(err.Error(), `no cluster matches selector "cloud=oracle"`) {
+		t.Fatalf("submit of a spec matching nothing: err %v\n%s", err, out)
+	}
+	if err := os.WriteFile(spec, []byte("name: x\noperation: [\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, f, "rollout", "submit", "-f", spec); err == nil || !strings.Contains(err.Error(), "bad.yaml") {
+		t.Fatalf("submit of bad YAML: err %v, want it to name the file", err)
+	}
+}
+
+// TestDevCarriesOnAfterRestart runs `flotilla dev` on a data directory,
+// stops it in the middle of a rollout and starts it again on the same
+// directory: the rollout finishes, every cluster upgraded exactly once.
+func TestDevCarriesOnAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	start := func() (brokers []string, stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		ready := make(chan []string, 1)
+		done := make(chan error, 1)
+		go func() {
+			done <- runDev(ctx, devOptions{
+				DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 30,
+				Sim:           servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 200 * time.Millisecond},
+				ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
+				Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+				OnReady: func(b []string) { ready <- b },
+			})
+		}()
+		select {
+		case b := <-ready:
+			return b, func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("dev stopped with: %v", err)
+				}
+			}
+		case err := <-done:
+			t.Fatalf("dev did not start: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("dev did not start in 30s")
+		}
+		return nil, nil
+	}
+	cli := func(brokers []string, args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		cmd := rootCommand()
+		cmd.SetOut(&out)
+		cmd.SetArgs(append(args, "--brokers", strings.Join(brokers, ",")))
+		if err := cmd.ExecuteContext(context.Background()); err != nil {
+			t.Fatalf("flotilla %v: %v\n%s", args, err, out.String())
+		}
+		return out.String()
+	}
+	status := func(brokers []string, id string) decide.Progress {
+		var p decide.Progress
+		if err := json.Unmarshal([]byte(cli(brokers, "rollout", "status", id, "-o", "json")), &p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not happen within a minute", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	spec := filepath.Join(dir, "spec.yaml")
+	os.WriteFile(spec, []byte("name: up\noperation: {type: upgrade, version: 3.9.1}\nselector: kind=kafka\nstrategy:\n  phases:\n    - name: all\n      waves: 3\n"), 0o644)
+
+	brokers, stop := start()
+	id := lastLine(cli(brokers, "rollout", "submit", "-f", spec))
+	waitFor("progress", func() bool { p := status(brokers, id); return p.Succeeded >= 3 && p.Pending > 0 })
+	stop()
+
+	brokers, stop = start()
+	defer stop()
+	waitFor("the rollout finishing", func() bool { return status(brokers, id).State.Terminal() })
+	p := status(brokers, id)
+	if p.State != records.WorkflowSucceeded {
+		t.Fatalf("after a restart the rollout ended %s (%s)", p.State, p.Reason)
+	}
+	if clusters := cli(brokers, "cluster", "list"); !strings.Contains(clusters, "30 clusters") {
+		t.Fatalf("after a restart the fleet is:\n%s", clusters)
+	}
+	for _, ph := range p.Phases {
+		for _, w := range ph.Waves {
+			for _, c := range w.Clusters {
+				raw, err := os.ReadFile(filepath.Join(dir, "sim", c.ID+".json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var st struct {
+					Version string
+					Applies int
+				}
+				if err := json.Unmarshal(raw, &st); err != nil {
+					t.Fatal(err)
+				}
+				if st.Version != "3.9.1" || st.Applies != 1 {
+					t.Errorf("%s: version %s after %d applies, want 3.9.1 after exactly one", c.ID, st.Version, st.Applies)
+				}
+			}
+		}
+	}
+}
