@@ -13,18 +13,18 @@ import (
 // It is the value of the fleet.inventory topic, keyed by ID.
 type Cluster struct {
 	// ID is the stable, unique name of the cluster (e.g. "prod-eu-1").
-	ID string
+	ID string `json:"id"`
 	// Labels select the cluster in rollouts: cloud, region, env, tier,
 	// kind and any other key the operator likes.
-	Labels map[string]string
+	Labels map[string]string `json:"labels,omitempty"`
 	// Driver names the driver that applies operations to this cluster
 	// ("sim", later "kafka" or "exec") and the probe that watches it.
-	Driver string
+	Driver string `json:"driver"`
 	// Address is how the driver reaches the cluster (bootstrap servers,
 	// an API URL, or a simulated cluster's name).
-	Address string
+	Address string `json:"address,omitempty"`
 	// Version is the software version the cluster runs, as registered.
-	Version string
+	Version string `json:"version,omitempty"`
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)

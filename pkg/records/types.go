@@ -11,10 +11,10 @@ import (
 
 // Envelope is carried by every record: the audit trail is built from it.
 type Envelope struct {
-	ID          string    // unique ID of this record (a UUID)
-	Time        time.Time // when it was written
-	Principal   string    // who caused it: a user ("alice"), or a service ("planner")
-	CausationID string    // Envelope.ID of the record that caused this one; "" for a user's own request
+	ID          string    `json:"id"`                    // unique ID of this record (a UUID)
+	Time        time.Time `json:"time"`                  // when it was written
+	Principal   string    `json:"principal"`             // who caused it: a user ("alice"), or a service ("planner")
+	CausationID string    `json:"causationId,omitempty"` // Envelope.ID of the record that caused this one; "" for a user's own request
 }
 
 // ClusterRecord is the value of fleet.inventory, keyed by cluster ID.
@@ -214,11 +214,11 @@ const (
 // cluster ID for health changes). Its Envelope.ID is derived from the record
 // that caused it, so a notification is never told twice under two IDs.
 type Notification struct {
-	Envelope   Envelope
-	Kind       string // e.g. "workflow.paused", "operation.failed", "health.changed", "request.rejected"
-	Severity   Severity
-	WorkflowID string
-	ClusterID  string
-	Message    string            // one line for people
-	Fields     map[string]string // the same, structured
+	Envelope   Envelope          `json:"envelope"`
+	Kind       string            `json:"kind"` // e.g. "workflow.paused", "operation.failed", "health.changed", "workflow.rejected"
+	Severity   Severity          `json:"severity"`
+	WorkflowID string            `json:"workflowId,omitempty"`
+	ClusterID  string            `json:"clusterId,omitempty"`
+	Message    string            `json:"message"`          // one line for people
+	Fields     map[string]string `json:"fields,omitempty"` // the same, structured
 }

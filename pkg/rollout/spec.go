@@ -22,9 +22,9 @@ const (
 // stated as a target ("version = 3.9.1"), never as a step ("upgrade one
 // version"), so that applying it twice changes nothing the second time.
 type Operation struct {
-	Kind    OperationKind
-	Version string            // for Upgrade: the version to run
-	Config  map[string]string // for Config: the key/values to set
+	Kind    OperationKind     `json:"kind"`
+	Version string            `json:"version,omitempty"` // for Upgrade: the version to run
+	Config  map[string]string `json:"config,omitempty"`  // for Config: the key/values to set
 }
 
 // WaveMode says how a phase's targets are cut into waves.
