@@ -1,0 +1,99 @@
+package notifier
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+var at = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+func workflowRow(event string, state records.WorkflowState, reason string) records.WorkflowRecord {
+	return records.WorkflowRecord{
+		Envelope: records.Envelope{ID: "row-" + event, Time: at, Principal: "planner"},
+		Workflow: &records.Workflow{
+			ID: "wf-1", Spec: rollout.Spec{Name: "kafka-3.9.1", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}},
+			State: state, Reason: reason, Event: event, Targets: 12,
+			Phases: []records.PhasePlan{{Name: "internal", WaveSizes: []int{2, 2}}, {Name: "rest", WaveSizes: []int{8}}},
+			Wave:   1,
+		},
+	}
+}
+
+func TestFromWorkflow(t *testing.T) {
+	cases := []struct {
+		event    string
+		state    records.WorkflowState
+		reason   string
+		severity records.Severity
+		message  string
+	}{
+		{"submitted", records.WorkflowRunning, "", records.SeverityInfo, `rollout "kafka-3.9.1" (wf-1) accepted: upgrade to 3.9.1 on 12 clusters in 2 phases (internal, rest)`},
+		{"wave-started", records.WorkflowRunning, "", records.SeverityInfo, `rollout "kafka-3.9.1" (wf-1): phase "internal" wave 2/2 started (2 clusters)`},
+		{"paused", records.WorkflowPaused, "2 of 12 clusters failed", records.SeverityWarning, `rollout "kafka-3.9.1" (wf-1) paused: 2 of 12 clusters failed`},
+		{"rejected", records.WorkflowRejected, "unknown clusters: x", records.SeverityError, `rollout "kafka-3.9.1" (wf-1) rejected: unknown clusters: x`},
+		{"succeeded", records.WorkflowSucceeded, "", records.SeverityInfo, `rollout "kafka-3.9.1" (wf-1) succeeded on all 12 clusters`},
+		{"failed", records.WorkflowFailed, "1 of 12 clusters failed", records.SeverityError, `rollout "kafka-3.9.1" (wf-1) failed: 1 of 12 clusters failed`},
+	}
+	for _, tc := range cases {
+		n, ok := FromWorkflow(workflowRow(tc.event, tc.state, tc.reason))
+		if !ok {
+			t.Fatalf("%s: no notification", tc.event)
+		}
+		if n.Message != tc.message || n.Severity != tc.severity || n.Kind != "workflow."+tc.event || n.WorkflowID != "wf-1" {
+			t.Errorf("%s: got %q (%s, %s), want %q (%s)", tc.event, n.Message, n.Severity, n.Kind, tc.message, tc.severity)
+		}
+		if n.Envelope.CausationID != "row-"+tc.event || n.Envelope.Principal != Principal || n.Fields["state"] != string(tc.state) {
+			t.Errorf("%s: envelope %+v fields %v", tc.event, n.Envelope, n.Fields)
+		}
+	}
+	if _, ok := FromWorkflow(workflowRow("progress", records.WorkflowRunning, "")); ok {
+		t.Error("a progress row made a notification")
+	}
+	if _, ok := FromWorkflow(records.WorkflowRecord{Target: &records.Target{WorkflowID: "wf-1"}}); ok {
+		t.Error("a target row made a notification")
+	}
+}
+
+func TestNotificationIDIsStablePerSource(t *testing.T) {
+	a, _ := FromWorkflow(workflowRow("paused", records.WorkflowPaused, "x"))
+	b, _ := FromWorkflow(workflowRow("paused", records.WorkflowPaused, "x"))
+	c, _ := FromWorkflow(workflowRow("succeeded", records.WorkflowSucceeded, ""))
+	if a.Envelope.ID != b.Envelope.ID || a.Envelope.ID == c.Envelope.ID {
+		t.Fatalf("IDs %s %s %s: want equal for one source record, different for another", a.Envelope.ID, b.Envelope.ID, c.Envelope.ID)
+	}
+}
+
+func TestFromOperation(t *testing.T) {
+	ev := records.OperationEvent{Envelope: records.Envelope{ID: "op-1", Time: at}, WorkflowID: "wf-1", ClusterID: "c-1", Attempt: 1,
+		Status: records.OperationFailed, Reason: "simulated failure applying upgrade to 3.9.1"}
+	n, ok := FromOperation(ev)
+	if !ok || n.Severity != records.SeverityError || !strings.Contains(n.Message, "cluster c-1: operation failed: simulated failure") || n.ClusterID != "c-1" {
+		t.Fatalf("got %+v", n)
+	}
+	ev.Status, ev.PreviousVersion, ev.Version = records.OperationSucceeded, "3.8.0", "3.9.1"
+	if n, _ := FromOperation(ev); !strings.Contains(n.Message, "version 3.8.0 → 3.9.1") {
+		t.Fatalf("got %q", n.Message)
+	}
+}
+
+func TestFromHealth(t *testing.T) {
+	h := records.Health{Envelope: records.Envelope{ID: "h-1", Time: at}, ClusterID: "c-1", Status: records.HealthUnhealthy,
+		PreviousStatus: records.HealthHealthy, Reasons: []string{"runs bad version 3.9.2"}}
+	n, ok := FromHealth(h)
+	if !ok || n.Severity != records.SeverityError || n.Message != "cluster c-1 is unhealthy (was healthy): runs bad version 3.9.2" {
+		t.Fatalf("got %+v", n)
+	}
+	for _, quiet := range []records.Health{
+		{ClusterID: "c-1", Status: records.HealthHealthy, PreviousStatus: records.HealthHealthy},
+		{ClusterID: "c-1", Status: records.HealthUnhealthy, PreviousStatus: records.HealthHealthy, Heartbeat: true},
+		{ClusterID: "c-1", Status: records.HealthHealthy, PreviousStatus: records.HealthUnknown},
+	} {
+		if n, ok := FromHealth(quiet); ok {
+			t.Errorf("%+v made notification %q", quiet, n.Message)
+		}
+	}
+}
