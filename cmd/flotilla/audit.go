@@ -46,13 +46,7 @@ Every entry carries the ID of the record that caused it. Compacted topics keep
 the newest record of each key; the notifications topic keeps every change for
 its retention time.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
-			defer cancel()
+		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, _ []string) error {
 			entries, err := readAudit(ctx, cfg)
 			if err != nil {
 				return err
@@ -63,7 +57,7 @@ its retention time.`,
 			}
 			printAudit(cmd.OutOrStdout(), entries)
 			return nil
-		},
+		}),
 	}
 	f.bind(cmd)
 	cmd.Flags().StringVar(&workflow, "workflow", "", "only what concerns this workflow (with its clusters' health changes meanwhile)")

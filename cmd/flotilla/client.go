@@ -69,11 +69,6 @@ func principal() string {
 	return "unknown"
 }
 
-// contextWithTimeout bounds a client command.
-func contextWithTimeout(cmd *cobra.Command, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(cmd.Context(), d)
-}
-
 // printJSONLine writes v as one line of JSON.
 func printJSONLine(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
@@ -82,3 +77,17 @@ func printJSONLine(w io.Writer, v any) error {
 // now is the time the CLI stamps on what it writes; tests run it on the
 // services' fake clock.
 var now = time.Now
+
+// runE wraps a client command's body: it reads the flags into a backbone
+// configuration and bounds the command by --timeout.
+func (f *clientFlags) runE(fn func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cfg, err := f.config()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), f.Timeout)
+		defer cancel()
+		return fn(ctx, cfg, cmd, args)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -34,11 +36,7 @@ func clusterAddCommand() *cobra.Command {
 		Example: `  flotilla cluster add prod-eu-1 --driver sim --address sim://prod-eu-1 --version 3.8.0 \
     --label cloud=aws --label region=eu-west-1 --label env=prod --label tier=standard --label kind=kafka`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
+		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, args []string) error {
 			c.ID = args[0]
 			c.Labels = map[string]string{}
 			for _, l := range labels {
@@ -58,14 +56,12 @@ func clusterAddCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
-			defer cancel()
 			if err := produce(ctx, cfg, &kgo.Record{Topic: cfg.Names().Inventory, Key: []byte(c.ID), Value: value}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s registered\n", c.ID)
 			return nil
-		},
+		}),
 	}
 	f.bind(cmd)
 	fs := cmd.Flags()
@@ -82,19 +78,13 @@ func clusterRemoveCommand() *cobra.Command {
 		Use:   "remove ID",
 		Short: "Decommission a cluster: remove it from the inventory",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
-			defer cancel()
+		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, args []string) error {
 			if err := produce(ctx, cfg, &kgo.Record{Topic: cfg.Names().Inventory, Key: []byte(args[0])}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s removed\n", args[0])
 			return nil
-		},
+		}),
 	}
 	f.bind(cmd)
 	return cmd
@@ -117,17 +107,11 @@ func clusterListCommand() *cobra.Command {
 		Use:   "list",
 		Short: "List the inventory with each cluster's last health signal",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
+		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, _ []string) error {
 			s, err := selector.Parse(sel)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
-			defer cancel()
 			clusters := map[string]inventory.Cluster{}
 			err = logtable.ReadToEnd(ctx, cfg.Opts(), cfg.Names().Inventory, nil, func(r *kgo.Record) {
 				if r.Value == nil {
@@ -182,7 +166,7 @@ func clusterListCommand() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%d clusters\n", len(views))
 			return nil
-		},
+		}),
 	}
 	f.bind(cmd)
 	cmd.Flags().StringVarP(&sel, "selector", "s", "", `only clusters matching a label selector, e.g. "cloud=aws,tier!=internal"`)

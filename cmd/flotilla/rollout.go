@@ -39,11 +39,7 @@ func rolloutSubmitCommand() *cobra.Command {
 requests topic and waits for the planner to accept or reject it. The
 workflow ID (the request ID) is printed on the last line.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
+		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, _ []string) error {
 			data, err := readSpecFile(file)
 			if err != nil {
 				return err
@@ -63,8 +59,6 @@ workflow ID (the request ID) is printed on the last line.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
-			defer cancel()
 			if err := produce(ctx, cfg, &kgo.Record{Topic: cfg.Names().Requests, Key: []byte(id), Value: value}); err != nil {
 				return err
 			}
@@ -83,7 +77,7 @@ workflow ID (the request ID) is printed on the last line.`,
 			fmt.Fprintf(out, "rollout %q accepted: %d clusters in %d phases\n", spec.Name, w.Targets, len(w.Phases))
 			fmt.Fprintln(out, id)
 			return nil
-		},
+		}),
 	}
 	f.bind(cmd)
 	cmd.Flags().StringVarP(&file, "file", "f", "", "rollout spec (YAML); - reads standard input")
@@ -152,13 +146,7 @@ func rolloutStatusCommand() *cobra.Command {
 		Use:   "status ID",
 		Short: "Show a rollout's state and its progress per phase and wave",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
-			defer cancel()
+		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, args []string) error {
 			s, err := readWorkflows(ctx, cfg)
 			if err != nil {
 				return err
@@ -173,7 +161,7 @@ func rolloutStatusCommand() *cobra.Command {
 			}
 			printProgress(cmd.OutOrStdout(), p, showClusters)
 			return nil
-		},
+		}),
 	}
 	f.bind(cmd)
 	cmd.Flags().BoolVar(&showClusters, "clusters", false, "list every cluster of every wave")
@@ -225,13 +213,7 @@ func rolloutListCommand() *cobra.Command {
 		Use:   "list",
 		Short: "List rollouts, newest first",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := f.config()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := contextWithTimeout(cmd, f.Timeout)
-			defer cancel()
+		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, _ []string) error {
 			s, err := readWorkflows(ctx, cfg)
 			if err != nil {
 				return err
@@ -260,7 +242,7 @@ func rolloutListCommand() *cobra.Command {
 					p.CreatedAt.Local().Format("2006-01-02 15:04:05"), strings.ReplaceAll(reason, "\n", " "))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	f.bind(cmd)
 	return cmd
