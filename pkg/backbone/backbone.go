@@ -93,3 +93,15 @@ func (c Config) EnsureTopics(ctx context.Context, partitions int32, replicationF
 	defer cl.Close()
 	return topics.Ensure(ctx, kadm.NewClient(cl), topics.Catalogue(c.Names(), partitions, replicationFactor))
 }
+
+// OwnPartitions returns the group options that tell a service which
+// partitions of topic its group member gained (before fetching them
+// begins) and lost (revoked, or lost with the membership).
+func OwnPartitions(topic string, gained, lost func(partitions []int32)) []kgo.Opt {
+	drop := func(_ context.Context, _ *kgo.Client, m map[string][]int32) { lost(m[topic]) }
+	return []kgo.Opt{
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { gained(m[topic]) }),
+		kgo.OnPartitionsRevoked(drop),
+		kgo.OnPartitionsLost(drop),
+	}
+}

@@ -87,22 +87,14 @@ func Run(ctx context.Context, cfg Config) error {
 		slots: make(chan struct{}, cfg.Concurrency),
 		parts: map[int32]*partition{},
 	}
-	cl, err := cfg.Backbone.Client(
+	opts := append([]kgo.Opt{
 		kgo.ConsumerGroup(e.names.Group("executor")),
 		kgo.ConsumeTopics(e.names.Commands),
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
-			e.assigned(ctx, assigned[e.names.Commands])
-		}),
-		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
-			e.revoked(revoked[e.names.Commands])
-		}),
-		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-			e.revoked(lost[e.names.Commands])
-		}),
-	)
+	}, backbone.OwnPartitions(e.names.Commands, func(ps []int32) { e.assigned(ctx, ps) }, e.revoked)...)
+	cl, err := cfg.Backbone.Client(opts...)
 	if err != nil {
 		return err
 	}

@@ -97,7 +97,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	p.state = decide.NewState(invSnap, health.Snapshot())
 
-	sess, err := kgo.NewGroupTransactSession(cfg.Backbone.Opts(
+	opts := cfg.Backbone.Opts(backbone.OwnPartitions(p.names.Requests, func(ps []int32) { p.assigned(ctx, ps) }, p.revoked)...)
+	sess, err := kgo.NewGroupTransactSession(append(opts,
 		kgo.ConsumerGroup(p.names.Group("planner")),
 		kgo.ConsumeTopics(p.names.Requests, p.names.Operations),
 		// Range assignment gives one member the same partition numbers
@@ -107,15 +108,6 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 		kgo.TransactionalID(p.names.Group("planner")+"-"+cfg.InstanceID),
-		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
-			p.assigned(ctx, assigned[p.names.Requests])
-		}),
-		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
-			p.revoked(revoked[p.names.Requests])
-		}),
-		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-			p.revoked(lost[p.names.Requests])
-		}),
 	)...)
 	if err != nil {
 		return fmt.Errorf("planner: %w", err)
