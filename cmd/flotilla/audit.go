@@ -262,7 +262,9 @@ func filterAudit(entries []auditEntry, workflow, cluster string) []auditEntry {
 	clusters := map[string]bool{}
 	var first, last time.Time
 	for _, e := range entries {
-		if workflow != "" && e.Workflow == workflow {
+		// The window opens with the planner's first decision: a request's
+		// own time is the client's, which may be anything.
+		if workflow != "" && e.Workflow == workflow && e.Kind != "request" {
 			if e.Cluster != "" {
 				clusters[e.Cluster] = true
 			}

@@ -58,7 +58,7 @@ same data directory it carries on where it stopped.`,
 	fs := cmd.Flags()
 	fs.StringVar(&dataDir, "data-dir", ".flotilla", "directory of the embedded broker's logs and the simulated fleet's state")
 	fs.StringVar(&addr, "addr", backbone.DefaultBrokers, "address the embedded broker listens on")
-	fs.StringVar(&namespace, "namespace", "fleet", "prefix of Flotilla's topic and group names")
+	fs.StringVar(&namespace, "namespace", servicecmd.EnvOr("FLOTILLA_NAMESPACE", "fleet"), "prefix of Flotilla's topic and group names (env FLOTILLA_NAMESPACE)")
 	fs.IntVar(&clusters, "sim-clusters", 200, "size of the simulated fleet registered in the inventory")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&probeInterval, "probe-interval", 2*time.Second, "time between two probes of a cluster")

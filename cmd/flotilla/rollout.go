@@ -183,7 +183,7 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 	}
 	fmt.Fprintf(out, "operation: %s\n", op)
 	fmt.Fprintf(out, "clusters:  %d: %d succeeded, %d failed, %d running, %d pending\n", p.Targets, p.Succeeded, p.Failed, p.Running, p.Pending)
-	if p.BakeUntil != nil {
+	if p.BakeUntil != nil && p.State == records.WorkflowRunning {
 		fmt.Fprintf(out, "baking until %s\n", p.BakeUntil.Local().Format(time.RFC3339))
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -192,19 +192,24 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 		fmt.Fprintf(tw, "%s\t\t%s\t%d\t%d\t%d\t%d\t%d\n", ph.Name, ph.State, ph.Targets, ph.Succeeded, ph.Failed, ph.Running, ph.Pending)
 		for _, w := range ph.Waves {
 			fmt.Fprintf(tw, "\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", w.Wave, w.State, w.Targets, w.Succeeded, w.Failed, w.Running, w.Pending)
-			if !showClusters {
-				continue
-			}
-			for _, c := range w.Clusters {
-				line := fmt.Sprintf("\t\t  %s %s", c.ID, c.State)
-				if c.Reason != "" {
-					line += ": " + c.Reason
-				}
-				fmt.Fprintln(tw, line)
-			}
 		}
 	}
 	tw.Flush()
+	if !showClusters {
+		return
+	}
+	for _, ph := range p.Phases {
+		for _, w := range ph.Waves {
+			fmt.Fprintf(out, "\n%s wave %d:\n", ph.Name, w.Wave)
+			for _, c := range w.Clusters {
+				line := fmt.Sprintf("  %-20s %s", c.ID, c.State)
+				if c.Reason != "" {
+					line += ": " + c.Reason
+				}
+				fmt.Fprintln(out, line)
+			}
+		}
+	}
 }
 
 func rolloutListCommand() *cobra.Command {

@@ -33,7 +33,7 @@ type BackboneFlags struct {
 // Bind adds the flags to fs.
 func (f *BackboneFlags) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Brokers, "brokers", backbone.BrokersFromEnv(), "Kafka bootstrap servers, comma-separated (env FLOTILLA_BROKERS)")
-	fs.StringVar(&f.Namespace, "namespace", envOr("FLOTILLA_NAMESPACE", "fleet"), "prefix of Flotilla's topic and group names (env FLOTILLA_NAMESPACE)")
+	fs.StringVar(&f.Namespace, "namespace", EnvOr("FLOTILLA_NAMESPACE", "fleet"), "prefix of Flotilla's topic and group names (env FLOTILLA_NAMESPACE)")
 	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", "text", "log format: text or json")
 }
@@ -68,7 +68,8 @@ func NewLogger(level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
-func envOr(name, fallback string) string {
+// EnvOr returns the environment variable name, or fallback when it is unset.
+func EnvOr(name, fallback string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
 	}

@@ -266,6 +266,7 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, re
 		outcome.Status = records.OperationFailed
 		outcome.Reason = err.Error()
 	}
+	outcome.Envelope.Time = e.cfg.Clock.Now().UTC() // when the operation ended, not when it began
 	if err := e.record(part, key, outcome); err != nil {
 		log.Warn("could not record the outcome; it is resumed after a restart", "err", err)
 		return

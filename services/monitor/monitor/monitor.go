@@ -102,7 +102,10 @@ func Run(ctx context.Context, cfg Config) error {
 	invDone := make(chan error, 1)
 	go func() { invDone <- m.inv.Run(ctx) }()
 	if err := m.inv.WaitReady(ctx); err != nil {
-		return nil
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("monitor: inventory table: %w", err)
 	}
 	m.log.Info("monitor started", "clusters", m.inv.Len(), "interval", cfg.Interval)
 

@@ -289,7 +289,10 @@ func (d *decision) operation(ev records.OperationEvent) {
 	}
 }
 
-// health records a cluster's health signal against the workflows that changed it.
+// health records a cluster's health signal. An unhealthy cluster counts
+// as failed in the workflow that changed it last, and only if it was seen
+// so after that change: a later rollout's damage is not blamed on an
+// earlier one.
 func (d *decision) health(h records.Health) {
 	d.s.Health[h.ClusterID] = h
 	for _, w := range d.s.workflowsOn(h.ClusterID) {
@@ -297,13 +300,26 @@ func (d *decision) health(h records.Health) {
 		if t == nil {
 			continue
 		}
-		changedByUs := t.State == records.TargetSucceeded && !h.ObservedAt.Before(t.FinishedAt)
-		if h.Status == records.HealthUnhealthy && changedByUs {
+		if h.Status == records.HealthUnhealthy && d.changedLast(w, t) && !h.ObservedAt.Before(t.FinishedAt) {
 			d.markUnhealthy(w, t, h)
 			d.checkThreshold(w)
 		}
 		d.advance(w)
 	}
+}
+
+// changedLast reports whether target t's operation is the last one that
+// changed its cluster, among the unfinished workflows.
+func (d *decision) changedLast(w *Workflow, t *records.Target) bool {
+	if t.State != records.TargetSucceeded {
+		return false
+	}
+	for _, other := range d.s.workflowsOn(t.ClusterID) {
+		if o := other.Targets[t.ClusterID]; other != w && o != nil && o.State == records.TargetSucceeded && o.FinishedAt.After(t.FinishedAt) {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *decision) markUnhealthy(w *Workflow, t *records.Target, h records.Health) {
@@ -440,7 +456,7 @@ func (d *decision) waveSeenHealthy(w *Workflow, wave []string) bool {
 			all = false
 			continue
 		}
-		if h.Status == records.HealthUnhealthy {
+		if h.Status == records.HealthUnhealthy && d.changedLast(w, t) {
 			d.markUnhealthy(w, t, h)
 			d.checkThreshold(w)
 			all = false

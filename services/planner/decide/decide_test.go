@@ -290,3 +290,21 @@ func assertSameState(t testing.TB, live, rebuilt *State) {
 		t.Fatalf("busy clusters differ: live %v rebuilt %v", live.busy, rebuilt.busy)
 	}
 }
+
+func TestUnhealthyCountsOnlyAgainstTheLastChange(t *testing.T) {
+	h := newHarness(t, fleet(2))
+	first := h.submit("first", rollout.Spec{Name: "a", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, Clusters: []string{"c-000", "c-001"},
+		Phases: []rollout.Phase{{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 1}, Bake: time.Hour}}})
+	h.result(first.Commands[0], records.OperationSucceeded, "") // c-000 changed by "first", which now bakes
+	second := h.submit("second", rollout.Spec{Name: "b", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.2"}, Clusters: []string{"c-000"}})
+	h.now = h.now.Add(time.Second)
+	h.result(second.Commands[0], records.OperationSucceeded, "")
+	h.now = h.now.Add(time.Second)
+	h.probe("c-000", records.HealthUnhealthy, "runs bad version 3.9.2")
+	if w := h.workflow("first"); w.Failed() != 0 || w.State != records.WorkflowRunning {
+		t.Fatalf("first: %d failed, state %s; the damage was done by second", w.Failed(), w.State)
+	}
+	if w := h.workflow("second"); w.Failed() != 1 || w.State != records.WorkflowPaused {
+		t.Fatalf("second: %d failed, state %s, want 1 and paused", w.Failed(), w.State)
+	}
+}

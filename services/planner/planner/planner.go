@@ -85,11 +85,13 @@ func Run(ctx context.Context, cfg Config) error {
 	tableErr := make(chan error, 2)
 	go func() { tableErr <- inv.Run(ctx) }()
 	go func() { tableErr <- health.Run(ctx) }()
-	if err := inv.WaitReady(ctx); err != nil {
-		return nil
-	}
-	if err := health.WaitReady(ctx); err != nil {
-		return nil
+	for _, t := range []interface{ WaitReady(context.Context) error }{inv, health} {
+		if err := t.WaitReady(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("planner: %w", err)
+		}
 	}
 	invSnap := map[string]inventory.Cluster{}
 	for id, rec := range inv.Snapshot() {
