@@ -80,6 +80,11 @@ type Observation struct {
 	Reasons []string
 	// Version is the software version the cluster was seen to run.
 	Version string
+	// ConfigHash is a hash of the configs Flotilla manages on the cluster,
+	// as read ("" when the prober reads no configs).
+	ConfigHash string
+	// Details are what the probe measured, for people.
+	Details map[string]string
 }
 
 // Prober observes a cluster's health and version for the monitor.

@@ -25,6 +25,13 @@ type Cluster struct {
 	Address string `json:"address,omitempty"`
 	// Version is the software version the cluster runs, as registered.
 	Version string `json:"version,omitempty"`
+	// Settings tell the driver how to reach and authenticate to the
+	// cluster: for the kafka driver security.protocol, sasl.mechanism,
+	// sasl.username, sasl.password.env (the name of an environment
+	// variable of the executor and monitor that holds the password),
+	// tls.ca.file, expected.brokers. They never hold secrets themselves:
+	// the inventory is a topic anyone with read access can replay.
+	Settings map[string]string `json:"settings,omitempty"`
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)

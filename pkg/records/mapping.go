@@ -38,21 +38,23 @@ func envelopeFrom(x rec) Envelope {
 
 func clusterNative(c inventory.Cluster) map[string]any {
 	return map[string]any{
-		"id":      c.ID,
-		"labels":  stringMapNative(c.Labels),
-		"driver":  c.Driver,
-		"address": c.Address,
-		"version": c.Version,
+		"id":       c.ID,
+		"labels":   stringMapNative(c.Labels),
+		"driver":   c.Driver,
+		"address":  c.Address,
+		"version":  c.Version,
+		"settings": stringMapNative(c.Settings),
 	}
 }
 
 func clusterFrom(x rec) inventory.Cluster {
 	return inventory.Cluster{
-		ID:      x.str("id"),
-		Labels:  x.strMap("labels"),
-		Driver:  x.str("driver"),
-		Address: x.str("address"),
-		Version: x.str("version"),
+		ID:       x.str("id"),
+		Labels:   x.strMap("labels"),
+		Driver:   x.str("driver"),
+		Address:  x.str("address"),
+		Version:  x.str("version"),
+		Settings: x.strMap("settings"),
 	}
 }
 
@@ -342,6 +344,8 @@ func healthNative(h Health) map[string]any {
 		"previous_status":  string(h.PreviousStatus),
 		"reasons":          stringsNative(h.Reasons),
 		"observed_version": h.ObservedVersion,
+		"config_hash":      h.ConfigHash,
+		"details":          stringMapNative(h.Details),
 		"observed_at":      millis(h.ObservedAt),
 		"heartbeat":        h.Heartbeat,
 	}
@@ -357,6 +361,8 @@ func healthFrom(v any) (Health, error) {
 		PreviousStatus:  HealthStatus(x.str("previous_status")),
 		Reasons:         x.strs("reasons"),
 		ObservedVersion: x.str("observed_version"),
+		ConfigHash:      x.str("config_hash"),
+		Details:         x.strMap("details"),
 		ObservedAt:      x.time("observed_at"),
 		Heartbeat:       x.boolean("heartbeat"),
 	}

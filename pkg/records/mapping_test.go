@@ -26,11 +26,12 @@ func fullEnvelope(t time.Time) Envelope {
 
 func fullCluster() inventory.Cluster {
 	return inventory.Cluster{
-		ID:      "prod-eu-1",
-		Labels:  map[string]string{"cloud": "azure", "kind": "kafka", "tier": "internal"},
-		Driver:  "sim",
-		Address: "broker-1:9092,broker-2:9092",
-		Version: "3.8.0",
+		ID:       "prod-eu-1",
+		Labels:   map[string]string{"cloud": "azure", "kind": "kafka", "tier": "internal"},
+		Driver:   "sim",
+		Address:  "broker-1:9092,broker-2:9092",
+		Version:  "3.8.0",
+		Settings: map[string]string{"security.protocol": "SASL_SSL", "sasl.password.env": "KAFKA_PROD_PASSWORD"},
 	}
 }
 
@@ -137,6 +138,8 @@ func fullHealth(t time.Time) Health {
 		ObservedVersion: "3.9.1",
 		ObservedAt:      t,
 		Heartbeat:       true,
+		ConfigHash:      "9f2c",
+		Details:         map[string]string{"brokers.online": "3/3"},
 	}
 }
 

@@ -199,6 +199,13 @@ type Health struct {
 	ObservedAt      time.Time
 	// Heartbeat is set on a periodic signal that reports no change.
 	Heartbeat bool
+	// ConfigHash is a hash of the configs Flotilla manages on the cluster,
+	// as observed ("" when the probe reads no configs): a change shows a
+	// config operation landed, or drift.
+	ConfigHash string
+	// Details are what the probe measured, for people (brokers online,
+	// controller, offline partitions, ...).
+	Details map[string]string
 }
 
 // Severity of a notification.

@@ -201,10 +201,12 @@ func (m *monitor) probe(ctx context.Context, c inventory.Cluster) drivers.Observ
 }
 
 // signal returns the health signal to publish for an observation, if any:
-// on a change of status, reasons or version, or when a heartbeat is due.
+// on a change of status, reasons, version or managed configs, or when a
+// heartbeat is due. Details alone (measurements) do not make a change.
 func (m *monitor) signal(clusterID string, obs drivers.Observation, now time.Time) (records.Health, bool) {
 	prev, seen := m.last[clusterID]
-	changed := !seen || prev.Status != obs.Status || prev.ObservedVersion != obs.Version || !slices.Equal(prev.Reasons, obs.Reasons)
+	changed := !seen || prev.Status != obs.Status || prev.ObservedVersion != obs.Version || prev.ConfigHash != obs.ConfigHash ||
+		!slices.Equal(prev.Reasons, obs.Reasons)
 	if !changed && now.Sub(prev.ObservedAt) < m.cfg.Heartbeat {
 		return records.Health{}, false
 	}
@@ -219,6 +221,8 @@ func (m *monitor) signal(clusterID string, obs drivers.Observation, now time.Tim
 		PreviousStatus:  previous,
 		Reasons:         obs.Reasons,
 		ObservedVersion: obs.Version,
+		ConfigHash:      obs.ConfigHash,
+		Details:         obs.Details,
 		ObservedAt:      now,
 		Heartbeat:       !changed,
 	}, true
