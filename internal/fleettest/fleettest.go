@@ -73,6 +73,8 @@ type Options struct {
 	BadVersions []string
 	FailureRate float64
 	Partitions  int32 // of each topic (default 3)
+	// Drivers registers drivers and probes besides the simulated fleet's.
+	Drivers func(*drivers.Registry)
 }
 
 // Fleet is the four services and a simulated fleet under test.
@@ -115,6 +117,9 @@ func Start(t testing.TB, o Options) *Fleet {
 	}
 	reg := drivers.NewRegistry()
 	sim.Register(reg)
+	if o.Drivers != nil {
+		o.Drivers(reg)
+	}
 	ns := fmt.Sprintf("test%d-%s", nsCounter.Add(1), strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
 	if len(ns) > 60 {
 		ns = ns[:60]
