@@ -29,7 +29,7 @@ func clusterCommand() *cobra.Command {
 func clusterAddCommand() *cobra.Command {
 	var f clientFlags
 	var c inventory.Cluster
-	var labels []string
+	var labels, settings []string
 	cmd := &cobra.Command{
 		Use:   "add ID",
 		Short: "Register a cluster (or update its registration) in the inventory",
@@ -38,13 +38,12 @@ func clusterAddCommand() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, args []string) error {
 			c.ID = args[0]
-			c.Labels = map[string]string{}
-			for _, l := range labels {
-				k, v, ok := strings.Cut(l, "=")
-				if !ok {
-					return fmt.Errorf("--label %q: want key=value", l)
-				}
-				c.Labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
+			var err error
+			if c.Labels, err = keyValues("--label", labels); err != nil {
+				return err
+			}
+			if c.Settings, err = keyValues("--setting", settings); err != nil {
+				return err
 			}
 			if err := c.Validate(); err != nil {
 				return err
@@ -66,6 +65,7 @@ func clusterAddCommand() *cobra.Command {
 	f.bind(cmd)
 	fs := cmd.Flags()
 	fs.StringArrayVarP(&labels, "label", "l", nil, "a label key=value (repeatable)")
+	fs.StringArrayVar(&settings, "setting", nil, "a driver setting key=value (repeatable), e.g. expected.brokers=3 or sasl.password.env=PROD_PASSWORD; never a secret itself")
 	fs.StringVar(&c.Driver, "driver", "sim", "driver that applies operations and probes the cluster")
 	fs.StringVar(&c.Address, "address", "", "how the driver reaches the cluster (bootstrap servers, URL, sim://name)")
 	fs.StringVar(&c.Version, "version", "", "software version the cluster runs")
@@ -171,6 +171,19 @@ func clusterListCommand() *cobra.Command {
 	f.bind(cmd)
 	cmd.Flags().StringVarP(&sel, "selector", "s", "", `only clusters matching a label selector, e.g. "cloud=aws,tier!=internal"`)
 	return cmd
+}
+
+// keyValues parses repeated key=value flags.
+func keyValues(flag string, pairs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, fmt.Errorf("%s %q: want key=value", flag, p)
+		}
+		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return out, nil
 }
 
 func formatLabels(labels map[string]string) string {

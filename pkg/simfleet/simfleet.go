@@ -14,6 +14,8 @@ package simfleet
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -380,14 +382,25 @@ func (f *Fleet) Probe(ctx context.Context, c inventory.Cluster) (drivers.Observa
 	if err != nil {
 		return drivers.Observation{}, err
 	}
+	obs := drivers.Observation{Status: records.HealthHealthy, Version: st.Version, ConfigHash: configHash(st.Config)}
 	if f.isBad(st.Version) {
-		return drivers.Observation{
-			Status:  records.HealthUnhealthy,
-			Reasons: []string{"runs bad version " + st.Version},
-			Version: st.Version,
-		}, nil
+		obs.Status = records.HealthUnhealthy
+		obs.Reasons = []string{"runs bad version " + st.Version}
 	}
-	return drivers.Observation{Status: records.HealthHealthy, Version: st.Version}, nil
+	return obs, nil
+}
+
+// configHash hashes a simulated cluster's config, so that the monitor sees
+// a config operation land ("" for a cluster with no config set).
+func configHash(config map[string]string) string {
+	if len(config) == 0 {
+		return ""
+	}
+	h := sha256.New()
+	for _, k := range sortedKeys(config) {
+		fmt.Fprintf(h, "%s=%s\n", k, config[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // Cluster returns the state of the cluster id, and false if the simulation

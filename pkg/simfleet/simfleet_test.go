@@ -537,3 +537,24 @@ func TestRegister(t *testing.T) {
 		t.Fatal("registry does not hold the fleet under \"sim\"")
 	}
 }
+
+func TestProbeReportsConfigHash(t *testing.T) {
+	f, err := simfleet.New(simfleet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := simfleet.GenerateClusters(1)[0]
+	before, _ := f.Probe(context.Background(), c)
+	if before.ConfigHash != "" {
+		t.Fatalf("hash %q before any config was set, want empty", before.ConfigHash)
+	}
+	if _, err := f.Apply(context.Background(), drivers.Request{CommandID: "c1", Cluster: c,
+		Operation: rollout.Operation{Kind: rollout.Config, Config: map[string]string{"log.retention.ms": "86400000"}}}); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := f.Probe(context.Background(), c)
+	again, _ := f.Probe(context.Background(), c)
+	if after.ConfigHash == "" || after.ConfigHash != again.ConfigHash {
+		t.Fatalf("hash after a config change %q, again %q: want a stable non-empty hash", after.ConfigHash, again.ConfigHash)
+	}
+}
