@@ -62,7 +62,7 @@ same data directory it carries on where it stopped.`,
 	fs.IntVar(&clusters, "sim-clusters", 200, "size of the simulated fleet registered in the inventory")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&probeInterval, "probe-interval", 2*time.Second, "time between two probes of a cluster")
-	fs.DurationVar(&heartbeat, "heartbeat", 15*time.Second, "longest time without a health signal for a cluster")
+	fs.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "longest time without a health signal for a cluster")
 	sim.Bind(fs)
 	return cmd
 }
