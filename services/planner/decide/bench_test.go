@@ -1,0 +1,63 @@
+package decide
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+// BenchmarkOperationResult measures the cost of one operation result in a
+// workflow of N targets moving in waves of 500. Compare the sub-benchmarks:
+// the cost per result should not grow with the size of the workflow (the
+// planner looks at the current wave, not at every target), so the ratio of
+// targets=100000 to targets=1000 should stay near 1.
+func BenchmarkOperationResult(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
+			h := newHarness(b, fleet(n))
+			spec := upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 500}})
+			spec.FailureThreshold = rollout.Threshold{Percent: 100}
+			wf, round := "wf-0", 0
+			pending := h.submit(wf, spec).Commands
+			h.rows, h.commands = nil, nil // keep the harness' memory flat
+			b.ResetTimer()
+			for i := 0; i < b.N; {
+				if len(pending) == 0 {
+					b.StopTimer()
+					// Let the finished wave pass its health gate.
+					h.now = h.now.Add(time.Second)
+					if h.s.Workflows[wf].State.Terminal() { // all done: roll out again
+						round++
+						wf = fmt.Sprintf("wf-%d", round)
+						pending = h.submit(wf, spec).Commands
+						h.rows, h.commands = nil, nil
+						b.StartTimer()
+						continue
+					}
+					for _, t := range h.s.Workflows[wf].Targets {
+						if t.State == records.TargetSucceeded {
+							h.s.Health[t.ClusterID] = records.Health{ClusterID: t.ClusterID, Status: records.HealthHealthy, ObservedAt: h.now}
+						}
+					}
+					pending = Decide(h.s, Tick{}, h.now).Commands
+					if len(pending) == 0 && !h.s.Workflows[wf].State.Terminal() {
+						b.Fatalf("workflow stuck after %d results: %s", i, h.s.Workflows[wf].State)
+					}
+					b.StartTimer()
+					continue
+				}
+				c := pending[0]
+				pending = pending[1:]
+				out := Decide(h.s, OperationUpdate{Event: records.OperationEvent{
+					Envelope: records.Envelope{ID: c.ID, Time: h.now}, CommandID: c.ID, WorkflowID: c.WorkflowID,
+					ClusterID: c.ClusterID, Status: records.OperationSucceeded, Version: "3.9.1",
+				}}, h.now)
+				pending = append(pending, out.Commands...)
+				i++
+			}
+		})
+	}
+}
