@@ -149,7 +149,7 @@ func TestDevCarriesOnAfterRestart(t *testing.T) {
 		go func() {
 			done <- runDev(ctx, devOptions{
 				DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 30,
-				Sim:           servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 200 * time.Millisecond},
+				Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 200 * time.Millisecond}},
 				ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
 				Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 				OnReady: func(b []string) { ready <- b },

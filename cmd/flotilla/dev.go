@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
-	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/servicecmd"
@@ -29,7 +28,7 @@ func devCommand() *cobra.Command {
 	var (
 		dataDir, addr, namespace, logLevel string
 		clusters                           int
-		sim                                servicecmd.SimFlags
+		df                                 servicecmd.DriverFlags
 		probeInterval, heartbeat           time.Duration
 	)
 	cmd := &cobra.Command{
@@ -46,11 +45,11 @@ same data directory it carries on where it stopped.`,
 			if err != nil {
 				return err
 			}
-			if sim.Dir == "" {
-				sim.Dir = filepath.Join(dataDir, "sim")
+			if df.Sim.Dir == "" {
+				df.Sim.Dir = filepath.Join(dataDir, "sim")
 			}
 			return runDev(cmd.Context(), devOptions{
-				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Sim: sim,
+				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Drivers: df,
 				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log,
 			})
 		},
@@ -63,14 +62,14 @@ same data directory it carries on where it stopped.`,
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&probeInterval, "probe-interval", 2*time.Second, "time between two probes of a cluster")
 	fs.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "longest time without a health signal for a cluster")
-	sim.Bind(fs)
+	df.Bind(fs)
 	return cmd
 }
 
 type devOptions struct {
 	DataDir, Addr, Namespace string
 	Clusters                 int
-	Sim                      servicecmd.SimFlags
+	Drivers                  servicecmd.DriverFlags
 	ProbeInterval, Heartbeat time.Duration
 	Log                      *slog.Logger
 	// OnReady, if set, is told the broker's addresses once everything runs.
@@ -87,16 +86,15 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err := cfg.EnsureTopics(ctx, 6, 1); err != nil {
 		return fmt.Errorf("create topics: %w", err)
 	}
-	fleet, err := o.Sim.Fleet()
-	if err != nil {
-		return fmt.Errorf("simulated fleet: %w", err)
-	}
 	added, err := registerSimFleet(ctx, cfg, o.Clusters)
 	if err != nil {
 		return fmt.Errorf("register the simulated fleet: %w", err)
 	}
-	reg := drivers.NewRegistry()
-	fleet.Register(reg)
+	reg, closeDrivers, err := o.Drivers.Registry()
+	if err != nil {
+		return err
+	}
+	defer closeDrivers()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -15,6 +15,8 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
+	"github.com/flotilla-fleet/flotilla/pkg/execdriver"
+	"github.com/flotilla-fleet/flotilla/pkg/kafkadriver"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
@@ -165,35 +167,37 @@ func Planner() *cobra.Command {
 
 // Executor returns the executor's command.
 func Executor() *cobra.Command {
-	var sim SimFlags
+	var df DriverFlags
 	var concurrency int
 	var timeout time.Duration
 	return serviceCommand("executor", "Carry out operations on clusters through drivers", func(fs *pflag.FlagSet) {
-		sim.Bind(fs)
+		df.Bind(fs)
 		fs.IntVar(&concurrency, "concurrency", 64, "most operations run at once")
 		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "longest an operation may take before it fails")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
-		reg, err := registry(&sim)
+		reg, closeDrivers, err := df.Registry()
 		if err != nil {
 			return err
 		}
+		defer closeDrivers()
 		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, Concurrency: concurrency, Timeout: timeout})
 	})
 }
 
 // Monitor returns the monitor's command.
 func Monitor() *cobra.Command {
-	var sim SimFlags
+	var df DriverFlags
 	var interval, heartbeat time.Duration
 	return serviceCommand("monitor", "Probe every cluster and publish health signals", func(fs *pflag.FlagSet) {
-		sim.Bind(fs)
+		df.Bind(fs)
 		fs.DurationVar(&interval, "interval", 10*time.Second, "time between two probes of a cluster")
 		fs.DurationVar(&heartbeat, "heartbeat", time.Minute, "longest time without a signal for a cluster whose health does not change")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
-		reg, err := registry(&sim)
+		reg, closeDrivers, err := df.Registry()
 		if err != nil {
 			return err
 		}
+		defer closeDrivers()
 		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, Interval: interval, Heartbeat: heartbeat})
 	})
 }
@@ -208,13 +212,50 @@ func Notifier() *cobra.Command {
 	})
 }
 
-// registry returns the drivers and probes a service can use.
-func registry(sim *SimFlags) (*drivers.Registry, error) {
-	reg := drivers.NewRegistry()
-	fleet, err := sim.Fleet()
+// DriverFlags say which drivers and probes the executor and monitor have:
+// always the simulated fleet ("sim") and the Kafka admin API ("kafka"),
+// plus the operator's command drivers from --drivers-config.
+type DriverFlags struct {
+	Sim           SimFlags
+	DriversConfig string
+}
+
+// Bind adds the flags to fs.
+func (f *DriverFlags) Bind(fs *pflag.FlagSet) {
+	f.Sim.Bind(fs)
+	fs.StringVar(&f.DriversConfig, "drivers-config", "", "YAML file of command (exec) drivers: per driver name, the apply, verify and probe commands (see examples/exec-drivers.yaml)")
+}
+
+// Registry returns the drivers and probes the flags describe, and a
+// function that releases them (open connections to clusters).
+func (f *DriverFlags) Registry() (*drivers.Registry, func(), error) {
+	fleet, err := f.Sim.Fleet()
 	if err != nil {
-		return nil, fmt.Errorf("simulated fleet: %w", err)
+		return nil, nil, fmt.Errorf("simulated fleet: %w", err)
 	}
+	return Registry(fleet, f.DriversConfig)
+}
+
+// Registry returns the drivers and probes of a simulated fleet, of the
+// Kafka admin API and of the command drivers configured in a file ("": none).
+func Registry(fleet *simfleet.Fleet, driversConfig string) (*drivers.Registry, func(), error) {
+	reg := drivers.NewRegistry()
 	fleet.Register(reg)
-	return reg, nil
+	kd := kafkadriver.New(kafkadriver.Options{})
+	kd.Register(reg)
+	if driversConfig != "" {
+		cfg, err := execdriver.LoadConfig(driversConfig)
+		if err != nil {
+			kd.Close()
+			return nil, nil, fmt.Errorf("--drivers-config: %w", err)
+		}
+		for _, name := range cfg.Names() {
+			if name == simfleet.DriverName || name == kafkadriver.DriverName {
+				kd.Close()
+				return nil, nil, fmt.Errorf("--drivers-config %s: driver %q is built in; name yours differently", driversConfig, name)
+			}
+		}
+		cfg.Register(reg)
+	}
+	return reg, kd.Close, nil
 }
