@@ -2,7 +2,7 @@
 // broker, on a fake clock, with a simulated fleet, for integration tests.
 //
 // The broker is FLOTILLA_TEST_BROKERS when set (a real Kafka), otherwise
-// an embedded one started once per test binary. Every Fleet gets its own
+// an embedded one started once per test binary (package brokertest). Every Fleet gets its own
 // namespace, so tests share a broker without seeing each other's topics.
 package fleettest
 
@@ -21,6 +21,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flotilla-fleet/flotilla/internal/fleettest/brokertest"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
@@ -38,32 +39,22 @@ import (
 // Services names the four services, in the order they start.
 var Services = []string{"planner", "executor", "monitor", "notifier"}
 
-var (
-	brokerOnce sync.Once
-	brokers    []string
-	brokerErr  error
-	nsCounter  atomic.Int64
-)
+var nsCounter atomic.Int64
 
 // Brokers returns the test broker's addresses, starting an embedded
-// broker on first use unless FLOTILLA_TEST_BROKERS names one.
+// broker on first use unless FLOTILLA_TEST_BROKERS names one (see
+// brokertest.Addrs).
 func Brokers(t testing.TB) []string {
 	t.Helper()
-	brokerOnce.Do(func() {
-		if b := os.Getenv("FLOTILLA_TEST_BROKERS"); b != "" {
-			brokers = backbone.SplitBrokers(b)
-			return
-		}
-		var e *backbone.Embedded
-		e, brokerErr = backbone.StartEmbedded("127.0.0.1:0", "")
-		if brokerErr == nil {
-			brokers = e.Addrs()
-		}
-	})
-	if brokerErr != nil {
-		t.Fatalf("start the embedded broker: %v", brokerErr)
-	}
-	return brokers
+	return brokertest.Addrs(t)
+}
+
+// Compact makes the test broker compact its compacted topics now: the
+// embedded broker does it when asked; on a real Kafka it does nothing, as
+// Kafka's log cleaner works by itself (see brokertest.Compact).
+func Compact(t testing.TB) {
+	t.Helper()
+	brokertest.Compact(t)
 }
 
 // Options shape a Fleet.
@@ -371,4 +362,36 @@ func (f *Fleet) Operations() []records.OperationEvent {
 		out = append(out, ev)
 	}
 	return out
+}
+
+// Health returns the last health signal of a cluster.
+func (f *Fleet) Health(clusterID string) (records.Health, bool) {
+	f.t.Helper()
+	var last records.Health
+	found := false
+	for _, r := range f.ReadAll(f.Backbone.Names().Health) {
+		if string(r.Key) != clusterID || r.Value == nil {
+			continue
+		}
+		h, err := records.DecodeHealth(r.Value)
+		if err != nil {
+			f.t.Fatalf("health %d@%d: %v", r.Partition, r.Offset, err)
+		}
+		last, found = h, true
+	}
+	return last, found
+}
+
+// HealthOf describes the last health signals of clusters, for messages.
+func (f *Fleet) HealthOf(clusters []inventory.Cluster) string {
+	var parts []string
+	for _, c := range clusters {
+		h, ok := f.Health(c.ID)
+		if !ok {
+			parts = append(parts, c.ID+": none")
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s: %s %v %v", c.ID, h.Status, h.Reasons, h.Details))
+	}
+	return strings.Join(parts, "; ")
 }

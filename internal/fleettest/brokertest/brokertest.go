@@ -1,0 +1,82 @@
+// Package brokertest gives tests the Kafka broker they run against: a real
+// one named by FLOTILLA_TEST_BROKERS (CI starts Apache Kafka with
+// .ci/kafka.sh and sets it), or else an embedded kfake broker started once
+// per test binary. The same tests run on both; real Kafka is the judge.
+//
+// It depends only on franz-go, so that the tests of every package —
+// pkg/topics and pkg/logtable included, which fleettest itself depends on —
+// can use it. Tests sharing a broker must use names of their own (topics,
+// groups, transactional IDs); nothing is deleted afterwards.
+package brokertest
+
+import (
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Env is the variable that names a real broker: "host:port[,host:port...]".
+const Env = "FLOTILLA_TEST_BROKERS"
+
+var (
+	once     sync.Once
+	addrs    []string
+	embedded *kfake.Cluster
+	startErr error
+)
+
+// Addrs returns the addresses of the test broker: those in
+// FLOTILLA_TEST_BROKERS, or those of an embedded broker started on first
+// use and kept for the rest of the test binary. It fails the test if the
+// embedded broker cannot start.
+func Addrs(t testing.TB) []string {
+	t.Helper()
+	once.Do(func() {
+		if env := os.Getenv(Env); env != "" {
+			for _, a := range strings.Split(env, ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					addrs = append(addrs, a)
+				}
+			}
+			return
+		}
+		embedded, startErr = kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("flotilla-test"))
+		if startErr == nil {
+			addrs = embedded.ListenAddrs()
+		}
+	})
+	if startErr != nil {
+		t.Fatalf("start the embedded test broker: %v", startErr)
+	}
+	return addrs
+}
+
+// Real reports whether the tests run against a real Kafka
+// (FLOTILLA_TEST_BROKERS is set) rather than the embedded broker.
+func Real() bool { return os.Getenv(Env) != "" }
+
+// Name describes the test broker for messages: "Kafka at host:port" or
+// "embedded kfake".
+func Name() string {
+	if Real() {
+		return "Kafka at " + os.Getenv(Env)
+	}
+	return "embedded kfake"
+}
+
+// Compact makes the broker compact its compacted topics now, as far as it
+// can. The embedded broker compacts only on a timer or when asked, so this
+// asks it (it keeps each partition's last batch, as Kafka keeps the active
+// segment). Kafka's log cleaner works by itself, as the topic's configs
+// (segment.ms, min.cleanable.dirty.ratio...) allow: on a real broker Compact
+// does nothing, and a test waits for the outcome instead.
+func Compact(t testing.TB) {
+	t.Helper()
+	Addrs(t)
+	if embedded != nil {
+		embedded.Compact()
+	}
+}
