@@ -204,7 +204,8 @@ func (f *Fleet) Submit(spec rollout.Spec) string {
 	return id
 }
 
-// StartService starts one of the four services.
+// StartService starts one of the four services. A name "planner#2"
+// starts a second copy of the planner, with its own instance ID.
 func (f *Fleet) StartService(name string) {
 	f.t.Helper()
 	f.mu.Lock()
@@ -214,11 +215,15 @@ func (f *Fleet) StartService(name string) {
 	}
 	ctx, cancel := context.WithCancel(f.ctx)
 	cfg := f.Backbone
+	kind, copyID, _ := strings.Cut(name, "#")
+	if copyID == "" {
+		copyID = "0"
+	}
 	var run func() error
-	switch name {
+	switch kind {
 	case "planner":
 		run = func() error {
-			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p0", PollInterval: 20 * time.Millisecond})
+			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond})
 		}
 	case "executor":
 		run = func() error {
@@ -229,7 +234,7 @@ func (f *Fleet) StartService(name string) {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: f.registry, Clock: f.Clock, Interval: 5 * time.Second, Heartbeat: time.Minute})
 		}
 	case "notifier":
-		run = func() error { return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "n0"}) }
+		run = func() error { return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "n" + copyID}) }
 	default:
 		f.t.Fatalf("no service %q", name)
 	}

@@ -224,3 +224,61 @@ func countKind(ns []records.Notification, workflowID, kind string) int {
 	}
 	return n
 }
+
+// TestTwoCopiesOfEachService runs a second planner, executor and notifier
+// beside the first ones, so the groups share the partitions out, and stops
+// copies mid-rollout so partitions move: the rollout finishes, every
+// cluster is upgraded exactly once and every notification is written once.
+func TestTwoCopiesOfEachService(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 120, OpDuration: 10 * time.Second, Partitions: 6})
+	for _, s := range []string{"planner#2", "executor#2", "notifier#2"} {
+		f.StartService(s)
+	}
+	var ids []string
+	for _, v := range []string{"3.9.1"} {
+		ids = append(ids, f.Submit(threePhaseSpec(v)))
+	}
+	restart := rollout.Spec{Name: "restart-connect", Operation: rollout.Operation{Kind: rollout.Restart}, Selector: "kind=connect",
+		Phases: []rollout.Phase{{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 3}}}}
+	ids = append(ids, f.Submit(restart))
+
+	f.Await(ids[0], time.Second, time.Minute, "progress", func(w *decide.Workflow) bool {
+		for _, tg := range w.Targets {
+			if tg.State == records.TargetSucceeded {
+				return true
+			}
+		}
+		return false
+	})
+	for _, s := range []string{"planner", "executor#2", "notifier"} {
+		f.StopService(s) // their partitions move to the other copy
+	}
+	for _, id := range ids {
+		w := f.Await(id, time.Second, 3*time.Minute, "the rollout finishing", finished)
+		if w.State != records.WorkflowSucceeded {
+			t.Fatalf("%s: state %s (%s)", w.Spec.Name, w.State, w.Reason)
+		}
+	}
+	for _, c := range f.Clusters {
+		st, _ := f.Sim.Cluster(c.ID)
+		want := 0
+		if c.Labels["kind"] == "kafka" || c.Labels["kind"] == "connect" {
+			want = 1
+		}
+		if st.Applies != want {
+			t.Errorf("%s (%s) changed %d times, want %d", c.ID, c.Labels["kind"], st.Applies, want)
+		}
+	}
+	var notes []records.Notification
+	f.Eventually(0, 10*time.Second, func() bool {
+		notes = f.Notifications()
+		return hasNotification(notes, ids[0], "workflow.succeeded") && hasNotification(notes, ids[1], "workflow.succeeded")
+	})
+	seen := map[string]bool{}
+	for _, n := range notes {
+		if seen[n.Envelope.ID] {
+			t.Fatalf("notification %q written twice", n.Message)
+		}
+		seen[n.Envelope.ID] = true
+	}
+}
