@@ -183,6 +183,9 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 	}
 	fmt.Fprintf(out, "operation: %s\n", op)
 	fmt.Fprintf(out, "clusters:  %d: %d succeeded, %d failed, %d running, %d pending\n", p.Targets, p.Succeeded, p.Failed, p.Running, p.Pending)
+	if p.Waiting != "" && p.State == records.WorkflowRunning {
+		fmt.Fprintf(out, "waiting:   %s\n", p.Waiting)
+	}
 	if p.BakeUntil != nil && p.State == records.WorkflowRunning {
 		fmt.Fprintf(out, "baking until %s\n", p.BakeUntil.Local().Format(time.RFC3339))
 	}

@@ -88,7 +88,16 @@ func specNative(s rollout.Spec) map[string]any {
 			"bake_ms":       p.Bake.Milliseconds(),
 		}
 	}
+	windows := make([]any, len(s.Windows))
+	for i, w := range s.Windows {
+		windows[i] = map[string]any{
+			"selector": w.Selector,
+			"allow":    stringsNative(w.Allow),
+			"deny":     stringsNative(w.Deny),
+		}
+	}
 	return map[string]any{
+		"windows":   windows,
 		"name":      s.Name,
 		"operation": operationNative(s.Operation),
 		"selector":  s.Selector,
@@ -120,6 +129,9 @@ func specFrom(x rec) rollout.Spec {
 	}
 	t := x.record("failure_threshold")
 	s.FailureThreshold = rollout.Threshold{Count: t.int("count"), Percent: t.int("percent")}
+	for _, w := range x.recs("windows") {
+		s.Windows = append(s.Windows, rollout.WindowRule{Selector: w.str("selector"), Allow: w.strs("allow"), Deny: w.strs("deny")})
+	}
 	return s
 }
 
@@ -200,6 +212,8 @@ func workflowNative(w Workflow) map[string]any {
 		"phase":      w.Phase,
 		"wave":       w.Wave,
 		"bake_until": millis(w.BakeUntil),
+		"wait_until": millis(w.WaitUntil),
+		"waiting":    w.Waiting,
 		"targets":    w.Targets,
 		"created_at": millis(w.CreatedAt),
 		"updated_at": millis(w.UpdatedAt),
@@ -240,6 +254,8 @@ func workflowRecordFrom(v any) (WorkflowRecord, error) {
 			Phase:     row.int("phase"),
 			Wave:      row.int("wave"),
 			BakeUntil: row.time("bake_until"),
+			WaitUntil: row.time("wait_until"),
+			Waiting:   row.str("waiting"),
 			Targets:   row.int("targets"),
 			CreatedAt: row.time("created_at"),
 			UpdatedAt: row.time("updated_at"),

@@ -51,6 +51,10 @@ func fullSpec() rollout.Spec {
 			{Name: "rest", Waves: rollout.Waves{Mode: rollout.WaveExponential, Value: 1}, Bake: 1500 * time.Millisecond},
 		},
 		FailureThreshold: rollout.Threshold{Count: 2, Percent: 10},
+		Windows: []rollout.WindowRule{
+			{Allow: []string{"Mon-Fri 09:00-17:00 Europe/Paris"}},
+			{Selector: "region=eu-*", Allow: []string{"22:00-04:00 Europe/Paris"}, Deny: []string{"2026-12-20T00:00:00Z/2027-01-04T00:00:00Z"}},
+		},
 	}
 }
 
@@ -76,6 +80,8 @@ func fullWorkflowRow(t time.Time) WorkflowRecord {
 		Phase:     1,
 		Wave:      2,
 		BakeUntil: t.Add(time.Hour),
+		WaitUntil: t.Add(2 * time.Hour),
+		Waiting:   "2 clusters outside their maintenance window",
 		Targets:   9,
 		CreatedAt: t.Add(-time.Hour),
 		UpdatedAt: t,

@@ -101,6 +101,10 @@ type Workflow struct {
 	// BakeUntil is when the current wave, all of whose operations finished,
 	// has baked long enough; zero while the wave is still running.
 	BakeUntil time.Time
+	// WaitUntil is when a target of the current wave held outside its
+	// maintenance window may start; Waiting says what waits and why.
+	WaitUntil time.Time
+	Waiting   string
 	Targets   int // number of target clusters
 	CreatedAt time.Time
 	UpdatedAt time.Time

@@ -75,4 +75,19 @@ type Spec struct {
 	// Phases are taken in order. None means one phase over every target.
 	Phases           []Phase
 	FailureThreshold Threshold
+	// Windows limit when targets may be started (see WindowRule). None:
+	// any time.
+	Windows []WindowRule
+}
+
+// WindowRule limits when the clusters its Selector picks (every target, if
+// empty) may be started: inside one of Allow, if any, and inside none of
+// Deny. A cluster several rules pick must satisfy them all. Windows are
+// written as pkg/window parses them ("Mon-Fri 22:00-04:00 Europe/Paris",
+// or an absolute "2026-12-20T00:00:00Z/2027-01-04T00:00:00Z"). Outside
+// its windows a cluster is not started; operations in flight finish.
+type WindowRule struct {
+	Selector string
+	Allow    []string
+	Deny     []string
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/flotilla-fleet/flotilla/pkg/selector"
+	"github.com/flotilla-fleet/flotilla/pkg/window"
 )
 
 // FieldError is one problem with one field of a spec. ParseYAML and
@@ -39,7 +40,8 @@ func (e *FieldError) Unwrap() error { return e.Err }
 // unique, non-empty names; wave sizes that make sense (a count of at least
 // 1, a percentage in 1..100, an exponential start of at least 1, where 0
 // means the default of 1); no negative maxInFlight or bake; and a failure
-// threshold that is a count ≥ 0 or a percentage in 0..100, not both.
+// threshold that is a count ≥ 0 or a percentage in 0..100, not both; and
+// window rules whose selectors and windows parse.
 //
 // It returns nil or every problem found, as *FieldError values joined with
 // errors.Join, each naming its field path in the YAML format:
@@ -122,7 +124,65 @@ func (s Spec) Validate() error {
 	if err := s.FailureThreshold.validate(); err != nil {
 		add("failureThreshold", err)
 	}
+	for i, rule := range s.Windows {
+		path := fmt.Sprintf("windows[%d]", i)
+		if _, err := selector.Parse(rule.Selector); err != nil {
+			add(path+".selector", err)
+		}
+		if len(rule.Allow) == 0 && len(rule.Deny) == 0 {
+			addf(path, "a rule needs allow or deny windows")
+		}
+		for j, w := range rule.Allow {
+			if _, err := window.Parse(w); err != nil {
+				add(fmt.Sprintf("%s.allow[%d]", path, j), err)
+			}
+		}
+		for j, w := range rule.Deny {
+			if _, err := window.Parse(w); err != nil {
+				add(fmt.Sprintf("%s.deny[%d]", path, j), err)
+			}
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// Windows are a spec's window rules, compiled: which clusters each rule
+// picks, and its schedule.
+type Windows []compiledWindowRule
+
+type compiledWindowRule struct {
+	selector selector.Selector
+	schedule window.Schedule
+}
+
+// CompileWindows parses the spec's window rules. It fails on what Validate
+// rejects.
+func (s Spec) CompileWindows() (Windows, error) {
+	var out Windows
+	for i, rule := range s.Windows {
+		sel, err := selector.Parse(rule.Selector)
+		if err != nil {
+			return nil, fmt.Errorf("windows[%d].selector: %w", i, err)
+		}
+		sched, err := window.NewSchedule(rule.Allow, rule.Deny)
+		if err != nil {
+			return nil, fmt.Errorf("windows[%d]: %w", i, err)
+		}
+		out = append(out, compiledWindowRule{selector: sel, schedule: sched})
+	}
+	return out, nil
+}
+
+// For returns the schedule a cluster with these labels must keep: every
+// rule that picks it at once. It is always open when no rule picks it.
+func (w Windows) For(labels map[string]string) window.All {
+	var all window.All
+	for _, r := range w {
+		if r.selector.Matches(labels) {
+			all = append(all, r.schedule)
+		}
+	}
+	return all
 }
 
 func opName(k OperationKind) string {

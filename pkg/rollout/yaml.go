@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/flotilla-fleet/flotilla/pkg/window"
 )
 
 // ParseYAML reads a rollout spec in the YAML format people write:
@@ -188,13 +190,14 @@ func (d *decoder) int(path string, n *yaml.Node) int {
 }
 
 func (d *decoder) spec(n *yaml.Node) Spec {
-	f := d.fields("", n, "name", "operation", "selector", "clusters", "strategy", "failureThreshold")
+	f := d.fields("", n, "name", "operation", "selector", "clusters", "strategy", "failureThreshold", "windows")
 	s := Spec{
 		Name:             d.str("name", f["name"]),
 		Operation:        d.operation("operation", f["operation"]),
 		Selector:         d.str("selector", f["selector"]),
 		Clusters:         d.clusters("clusters", f["clusters"]),
 		FailureThreshold: d.threshold("failureThreshold", f["failureThreshold"]),
+		Windows:          d.windows("windows", f["windows"]),
 	}
 	if st := f["strategy"]; st != nil {
 		sf := d.fields("strategy", st, "phases")
@@ -283,6 +286,48 @@ func (d *decoder) phases(path string, n *yaml.Node) []Phase {
 	return phases
 }
 
+func (d *decoder) windows(path string, n *yaml.Node) []WindowRule {
+	if n == nil {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.failf(path, n, "expected a list of window rules, found %s", describe(n))
+		return nil
+	}
+	var rules []WindowRule
+	for i, rn := range n.Content {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		f := d.fields(p, resolve(rn), "selector", "allow", "deny")
+		rules = append(rules, WindowRule{
+			Selector: d.str(p+".selector", f["selector"]),
+			Allow:    d.windowList(p+".allow", f["allow"]),
+			Deny:     d.windowList(p+".deny", f["deny"]),
+		})
+	}
+	return rules
+}
+
+// windowList reads a list of windows, checking each where it is written.
+func (d *decoder) windowList(path string, n *yaml.Node) []string {
+	if n == nil {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.failf(path, n, `expected a list of windows like ["Mon-Fri 22:00-04:00 Europe/Paris"], found %s`, describe(n))
+		return nil
+	}
+	var out []string
+	for i, wn := range n.Content {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		text := d.str(p, resolve(wn))
+		if _, err := window.Parse(text); err != nil {
+			d.failf(p, wn, "%v", err)
+		}
+		out = append(out, text)
+	}
+	return out
+}
+
 func (d *decoder) waves(path string, n *yaml.Node) Waves {
 	if n == nil {
 		return Waves{}
@@ -363,6 +408,12 @@ type (
 		Clusters         []string      `yaml:"clusters,flow,omitempty"`
 		Strategy         *yamlStrategy `yaml:"strategy,omitempty"`
 		FailureThreshold any           `yaml:"failureThreshold,omitempty"`
+		Windows          []yamlWindow  `yaml:"windows,omitempty"`
+	}
+	yamlWindow struct {
+		Selector string   `yaml:"selector,omitempty"`
+		Allow    []string `yaml:"allow,omitempty"`
+		Deny     []string `yaml:"deny,omitempty"`
 	}
 	yamlOperation struct {
 		Type    string            `yaml:"type"`
@@ -398,6 +449,9 @@ func FormatYAML(s Spec) ([]byte, error) {
 		},
 		Selector: s.Selector,
 		Clusters: s.Clusters,
+	}
+	for _, w := range s.Windows {
+		doc.Windows = append(doc.Windows, yamlWindow(w))
 	}
 	switch t := s.FailureThreshold; {
 	case t.Count != 0 && t.Percent != 0:

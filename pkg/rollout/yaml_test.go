@@ -130,7 +130,7 @@ func TestParseYAMLErrors(t *testing.T) {
 		{
 			name: "unknown top-level field",
 			yaml: head + "selectors: env=prod\n",
-			want: []string{`selectors: line 5: unknown field; want name, operation, selector, clusters, strategy or failureThreshold`},
+			want: []string{`selectors: line 5: unknown field; want name, operation, selector, clusters, strategy, failureThreshold or windows`},
 		},
 		{
 			name: "unknown phase field, wrong case",
@@ -201,7 +201,7 @@ func TestParseYAMLErrors(t *testing.T) {
 			name: "every problem is reported",
 			yaml: "nam: r\noperation:\n  kind: restart\nselector: env\nstrategy:\n  phases:\n    - name: a\n      waves: lots\n      bake: soon\n",
 			want: []string{
-				`nam: line 1: unknown field; want name, operation, selector, clusters, strategy or failureThreshold`,
+				`nam: line 1: unknown field; want name, operation, selector, clusters, strategy, failureThreshold or windows`,
 				`operation.kind: line 3: unknown field; want type, version or config`,
 				`strategy.phases[0].waves: line 8: "lots" is not a count, a percentage like "25%" or "exponential"`,
 				`strategy.phases[0].bake: line 9: "soon" is not a duration like "10m" or "1h30m"`,
@@ -342,5 +342,68 @@ func TestYAMLRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(back, s) {
 			t.Fatalf("spec %d: round trip of\n%s\n got %+v\nwant %+v", i, data, back, s)
 		}
+	}
+}
+
+func TestParseYAMLWindows(t *testing.T) {
+	spec, err := ParseYAML([]byte(`name: w
+operation: {type: restart}
+selector: kind=kafka
+windows:
+  - allow: ["Mon-Fri 09:00-17:00 Europe/Paris"]
+  - selector: region=eu-*
+    allow: ["22:00-04:00 Europe/Paris"]
+    deny: ["2026-12-20T00:00:00Z/2027-01-04T00:00:00Z"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []WindowRule{
+		{Allow: []string{"Mon-Fri 09:00-17:00 Europe/Paris"}},
+		{Selector: "region=eu-*", Allow: []string{"22:00-04:00 Europe/Paris"}, Deny: []string{"2026-12-20T00:00:00Z/2027-01-04T00:00:00Z"}},
+	}
+	if !reflect.DeepEqual(spec.Windows, want) {
+		t.Fatalf("windows = %+v, want %+v", spec.Windows, want)
+	}
+	if err := spec.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := FormatYAML(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseYAML(out)
+	if err != nil || !reflect.DeepEqual(back.Windows, want) {
+		t.Fatalf("round trip: %v, %+v", err, back.Windows)
+	}
+
+	_, err = ParseYAML([]byte("name: w\noperation: {type: restart}\nselector: kind=kafka\nwindows:\n  - allow: [\"25:00-04:00 UTC\"]\n"))
+	if err == nil || !strings.Contains(err.Error(), "windows[0].allow[0]: line 5:") || !strings.Contains(err.Error(), "hour 25") {
+		t.Fatalf("bad window: %v, want the field, its line and the reason", err)
+	}
+}
+
+func TestWindowsFor(t *testing.T) {
+	spec := Spec{Windows: []WindowRule{
+		{Deny: []string{"2026-12-20T00:00:00Z/2027-01-04T00:00:00Z"}},
+		{Selector: "region=eu-*", Allow: []string{"22:00-04:00 UTC"}},
+	}}
+	w, err := spec.CompileWindows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	noon := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	if !w.For(map[string]string{"region": "us-east-1"}).Open(noon) {
+		t.Error("a US cluster is held at noon; only the freeze applies to it")
+	}
+	eu := w.For(map[string]string{"region": "eu-west-1"})
+	if eu.Open(noon) {
+		t.Error("an EU cluster may start at noon, outside 22:00-04:00")
+	}
+	if next, ok := eu.NextOpen(noon); !ok || !next.Equal(time.Date(2026, 11, 23, 22, 0, 0, 0, time.UTC)) {
+		t.Errorf("EU next open = %v, want 22:00 the same day", next)
+	}
+	if w.For(nil).Open(time.Date(2026, 12, 25, 12, 0, 0, 0, time.UTC)) {
+		t.Error("a cluster may start during the freeze")
 	}
 }

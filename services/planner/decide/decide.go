@@ -12,6 +12,7 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+	"github.com/flotilla-fleet/flotilla/pkg/window"
 )
 
 // Principal is the name the planner writes its records under.
@@ -83,16 +84,32 @@ func Decide(s *State, in Input, now time.Time) Outputs {
 	return d.flush()
 }
 
-// NextDeadline returns the earliest bake deadline among running workflows,
-// so the shell knows when a Tick can change anything.
+// NextDeadline returns the earliest deadline (a bake ending, a maintenance
+// window opening) among running workflows, so the shell knows when a Tick
+// can change anything.
 func NextDeadline(s *State) (time.Time, bool) {
 	var next time.Time
 	for _, w := range s.Workflows {
-		if w.State == records.WorkflowRunning && !w.BakeUntil.IsZero() && (next.IsZero() || w.BakeUntil.Before(next)) {
-			next = w.BakeUntil
+		if d, ok := w.deadline(); ok && (next.IsZero() || d.Before(next)) {
+			next = d
 		}
 	}
 	return next, !next.IsZero()
+}
+
+// deadline is the earliest time at which the passing of time alone can
+// move a running workflow.
+func (w *Workflow) deadline() (time.Time, bool) {
+	if w.State != records.WorkflowRunning {
+		return time.Time{}, false
+	}
+	var d time.Time
+	for _, t := range []time.Time{w.BakeUntil, w.WaitUntil} {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	return d, !d.IsZero()
 }
 
 type touched struct {
@@ -336,7 +353,7 @@ func (d *decision) markUnhealthy(w *Workflow, t *records.Target, h records.Healt
 func (d *decision) tick() {
 	ids := make([]string, 0, len(d.s.Workflows))
 	for id, w := range d.s.Workflows {
-		if w.State == records.WorkflowRunning && !w.BakeUntil.IsZero() && !d.now.Before(w.BakeUntil) {
+		if due, ok := w.deadline(); ok && !d.now.Before(due) {
 			ids = append(ids, id)
 		}
 	}
@@ -466,12 +483,16 @@ func (d *decision) waveSeenHealthy(w *Workflow, wave []string) bool {
 }
 
 // dispatch sends commands for pending targets while the in-flight limit
-// allows. A cluster busy with another workflow's operation waits.
+// allows. A cluster busy with another workflow's operation waits; so does
+// one outside its maintenance windows, until the earliest of them opens.
 func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int) {
 	limit := w.Phases[w.Phase].MaxInFlight
 	if limit <= 0 {
 		limit = len(pending) + running
 	}
+	var held int
+	var opens time.Time
+	defer func() { d.setWaiting(w, held, opens) }()
 	for _, t := range pending {
 		if running >= limit {
 			return
@@ -492,6 +513,13 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 			}
 			continue
 		}
+		if sched := w.schedule(c.Labels); !sched.Open(d.now) {
+			held++
+			if next, ok := sched.NextOpen(d.now); ok && (opens.IsZero() || next.Before(opens)) {
+				opens = next
+			}
+			continue
+		}
 		t.State = records.TargetRunning
 		t.Attempt++
 		t.CommandID = CommandID(w.ID, t.ClusterID, t.Attempt)
@@ -508,6 +536,28 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 			Cluster:    c,
 		})
 		running++
+	}
+}
+
+// setWaiting records how many clusters of the current wave wait for their
+// maintenance windows, and when the first of those opens again, writing a
+// row only when that changes.
+func (d *decision) setWaiting(w *Workflow, held int, opens time.Time) {
+	waiting := ""
+	switch {
+	case held > 0 && opens.IsZero():
+		waiting = fmt.Sprintf("%d clusters wait for a maintenance window that does not open within %d days", held, int(window.Horizon.Hours()/24))
+	case held > 0:
+		waiting = fmt.Sprintf("%d clusters wait for their maintenance window, which opens at %s", held, opens.UTC().Format(time.RFC3339))
+	}
+	if waiting == w.Waiting && opens.Equal(w.WaitUntil) {
+		return
+	}
+	w.Waiting, w.WaitUntil = waiting, opens
+	if waiting != "" {
+		d.transition(w, "waiting-window")
+	} else {
+		d.touch(w) // the wait is over: a progress row says so
 	}
 }
 

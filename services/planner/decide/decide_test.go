@@ -308,3 +308,33 @@ func TestUnhealthyCountsOnlyAgainstTheLastChange(t *testing.T) {
 		t.Fatalf("second: %d failed, state %s, want 1 and paused", w.Failed(), w.State)
 	}
 }
+
+func TestMaintenanceWindowHoldsClustersUntilItOpens(t *testing.T) {
+	h := newHarness(t, fleet(6)) // t0 is 12:00 UTC; c-000 and c-003 are on aws
+	spec := upgradeSpec()
+	spec.Windows = []rollout.WindowRule{{Selector: "cloud=aws", Allow: []string{"14:00-16:00 UTC"}}}
+	out := h.submit("wf", spec)
+	if got, want := clusterIDs(out.Commands), []string{"c-001", "c-002", "c-004", "c-005"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("started %v, want every cluster but the aws ones, which are outside their window", got)
+	}
+	w := h.workflow("wf")
+	if !w.WaitUntil.Equal(t0.Add(2*time.Hour)) || !strings.Contains(w.Waiting, "2 clusters wait for their maintenance window") {
+		t.Fatalf("WaitUntil %v, Waiting %q", w.WaitUntil, w.Waiting)
+	}
+	if got := events(out.Rows); !reflect.DeepEqual(got[len(got)-1:], []string{"waiting-window"}) {
+		t.Fatalf("events %v, want the wait told", got)
+	}
+	for _, c := range out.Commands {
+		h.result(c, records.OperationSucceeded, "")
+	}
+	if out := h.advance(time.Hour + 59*time.Minute); len(out.Commands) != 0 {
+		t.Fatalf("started %v at 13:59, before the window", clusterIDs(out.Commands))
+	}
+	out = h.advance(time.Minute)
+	if got := clusterIDs(out.Commands); !reflect.DeepEqual(got, []string{"c-000", "c-003"}) {
+		t.Fatalf("at 14:00 started %v, want the aws clusters", got)
+	}
+	if w.Waiting != "" || !w.WaitUntil.IsZero() {
+		t.Fatalf("still waiting: %q until %v", w.Waiting, w.WaitUntil)
+	}
+}

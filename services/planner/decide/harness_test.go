@@ -46,6 +46,13 @@ func (h *harness) do(in Input) Outputs {
 		if _, paused := h.pausedAt[c.WorkflowID]; paused {
 			h.t.Fatalf("command for %s sent after the workflow was paused", c.ClusterID)
 		}
+		windows, err := h.s.Workflows[c.WorkflowID].Spec.CompileWindows()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if !windows.For(c.Cluster.Labels).Open(h.now) {
+			h.t.Fatalf("command for %s sent at %v, outside its maintenance window", c.ClusterID, h.now)
+		}
 	}
 	h.commands = append(h.commands, out.Commands...)
 	for _, r := range out.Rows {

@@ -18,6 +18,8 @@ type Progress struct {
 	CreatedAt time.Time             `json:"createdAt"`
 	UpdatedAt time.Time             `json:"updatedAt"`
 	BakeUntil *time.Time            `json:"bakeUntil,omitempty"`
+	Waiting   string                `json:"waiting,omitempty"`
+	WaitUntil *time.Time            `json:"waitUntil,omitempty"`
 	Counts
 	Phases []PhaseProgress `json:"phases"`
 }
@@ -79,6 +81,11 @@ func (w *Workflow) Progress() Progress {
 		b := w.BakeUntil
 		p.BakeUntil = &b
 	}
+	if !w.WaitUntil.IsZero() {
+		u := w.WaitUntil
+		p.WaitUntil = &u
+	}
+	p.Waiting = w.Waiting
 	for pi, ph := range w.Phases {
 		pp := PhaseProgress{Name: ph.Name}
 		for wi := range ph.WaveSizes {

@@ -16,6 +16,7 @@ import (
 //   - never more clusters in flight in a phase than its maxInFlight;
 //   - no cluster in two running operations;
 //   - nothing starts in a paused or finished workflow;
+//   - no cluster starts outside its maintenance windows;
 //   - a wave starts only after every earlier wave finished, baked for its
 //     bake time and was probed since;
 //   - the state rebuilt from the rows written equals the live state.
@@ -60,6 +61,13 @@ func randomSpec(r *rand.Rand) rollout.Spec {
 	if r.Intn(3) == 0 {
 		spec.Selector = ""
 		spec.Clusters = []string{"c-001", "c-002", "c-005", "c-010"}
+	}
+	if r.Intn(2) == 0 { // the runs start at 12:00 UTC and last a few hours
+		from := 11 + r.Intn(5)
+		spec.Windows = append(spec.Windows, rollout.WindowRule{
+			Selector: selectors[r.Intn(len(selectors))],
+			Allow:    []string{fmt.Sprintf("%02d:00-%02d:30 UTC", from, from+1)},
+		})
 	}
 	return spec
 }

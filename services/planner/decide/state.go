@@ -16,6 +16,8 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+	"github.com/flotilla-fleet/flotilla/pkg/window"
 )
 
 // State is what the planner knows. Workflows are owned by the state; the
@@ -40,6 +42,19 @@ type Workflow struct {
 
 	waves  [][][]string // phase → wave → cluster IDs, sorted
 	failed int          // targets in state failed
+
+	windows         rollout.Windows // the spec's window rules, compiled on first use
+	windowsCompiled bool
+}
+
+// schedule returns the windows a cluster of the workflow must keep.
+func (w *Workflow) schedule(labels map[string]string) window.All {
+	if !w.windowsCompiled {
+		// Plan validated the rules; a spec that fails here has none that hold.
+		w.windows, _ = w.Spec.CompileWindows()
+		w.windowsCompiled = true
+	}
+	return w.windows.For(labels)
 }
 
 // NewState returns an empty state over the given views (nil means empty).
@@ -71,6 +86,7 @@ func (s *State) ApplyRow(partition int32, rec records.WorkflowRecord) {
 			return
 		}
 		w.Workflow = *rec.Workflow
+		w.windowsCompiled = false
 	case rec.Target != nil:
 		t := *rec.Target
 		w := s.workflow(t.WorkflowID, partition)
