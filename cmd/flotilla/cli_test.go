@@ -13,6 +13,7 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/servicecmd"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
@@ -234,6 +235,32 @@ func TestDevCarriesOnAfterRestart(t *testing.T) {
 					t.Errorf("%s: version %s after %d applies, want 3.9.1 after exactly one", c.ID, st.Version, st.Applies)
 				}
 			}
+		}
+	}
+}
+
+// TestExamplesAreValid keeps the README's examples honest: every rollout
+// spec in examples/ parses and validates, except the one that shows a
+// rejection, which the planner must reject.
+func TestExamplesAreValid(t *testing.T) {
+	files, err := filepath.Glob("../../examples/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), "operation:") {
+			continue // not a rollout spec (e.g. exec-drivers.yaml)
+		}
+		spec, err := rollout.ParseYAML(data)
+		if err == nil {
+			err = spec.Validate()
+		}
+		if bad := strings.Contains(file, "bad-selector"); bad != (err != nil) {
+			t.Errorf("%s: validation error %v", file, err)
 		}
 	}
 }
