@@ -104,6 +104,13 @@ func readAudit(ctx context.Context, cfg backbone.Config) ([]auditEntry, error) {
 				entries[len(entries)-1].Workflow = string(r.Key)
 				return
 			}
+			if c := req.Control; c != nil {
+				what := fmt.Sprintf("asked to %s workflow %s", c.Action, c.WorkflowID)
+				if c.Reason != "" {
+					what += ": " + c.Reason
+				}
+				add(r, req.Envelope, "request", c.WorkflowID, "", what)
+			}
 			if req.Submit != nil {
 				s := req.Submit.Spec
 				add(r, req.Envelope, "request", req.Envelope.ID, "", fmt.Sprintf("asked for rollout %q: %s, selector %q, clusters %v, %d phases",

@@ -264,3 +264,45 @@ func TestExamplesAreValid(t *testing.T) {
 		}
 	}
 }
+
+func TestCLIPauseResumeCancel(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 30})
+	now = f.Clock.Now
+	t.Cleanup(func() { now = time.Now })
+	spec := filepath.Join(t.TempDir(), "spec.yaml")
+	if err := os.WriteFile(spec, []byte("name: slow\noperation: {type: upgrade, version: 3.9.1}\nselector: kind=kafka\nstrategy:\n  phases:\n    - name: all\n      waves: 2\n      bake: 1m\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, f, "rollout", "submit", "-f", spec)
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, out)
+	}
+	id := lastLine(out)
+	f.Await(id, time.Second, time.Minute, "a first cluster done", func(w *decide.Workflow) bool { return w.Progress().Succeeded > 0 })
+
+	out, err = run(t, f, "rollout", "pause", id, "--reason", "checking dashboards")
+	if err != nil || !strings.Contains(out, "is paused: paused by") || !strings.Contains(out, "checking dashboards") {
+		t.Fatalf("pause: %v\n%s", err, out)
+	}
+	commands := len(f.ReadAll(f.Backbone.Names().Commands))
+	f.Eventually(time.Minute, time.Second, func() bool { return false }) // an hour passes, paused
+	if got := len(f.ReadAll(f.Backbone.Names().Commands)); got != commands {
+		t.Fatalf("%d commands sent while paused", got-commands)
+	}
+	if out, err = run(t, f, "rollout", "resume", id); err != nil || !strings.Contains(out, "is running") {
+		t.Fatalf("resume: %v\n%s", err, out)
+	}
+	f.Await(id, 5*time.Second, 2*time.Minute, "the rollout finishing after resume", func(w *decide.Workflow) bool { return w.State == records.WorkflowSucceeded })
+	if _, err := run(t, f, "rollout", "cancel", id); err == nil || !strings.Contains(err.Error(), "is succeeded: there is nothing to cancel") {
+		t.Fatalf("cancel of a finished rollout: %v", err)
+	}
+
+	out, _ = run(t, f, "rollout", "submit", "-f", spec)
+	other := lastLine(out)
+	if out, err = run(t, f, "rollout", "cancel", other, "--reason", "wrong version"); err != nil || !strings.Contains(out, "is cancelled: cancelled by") {
+		t.Fatalf("cancel: %v\n%s", err, out)
+	}
+	if _, err := run(t, f, "rollout", "pause", "no-such-rollout"); err == nil || !strings.Contains(err.Error(), "no workflow no-such-rollout here") {
+		t.Fatalf("pause of an unknown rollout: %v", err)
+	}
+}

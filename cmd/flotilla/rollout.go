@@ -24,7 +24,10 @@ import (
 
 func rolloutCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "rollout", Short: "Submit rollouts and follow their progress"}
-	cmd.AddCommand(rolloutSubmitCommand(), rolloutStatusCommand(), rolloutListCommand())
+	cmd.AddCommand(rolloutSubmitCommand(), rolloutStatusCommand(), rolloutListCommand(),
+		rolloutControlCommand(records.ActionPause, "Pause a rollout: nothing new starts; operations in flight finish"),
+		rolloutControlCommand(records.ActionResume, "Resume a paused rollout; the failures that paused it are acknowledged"),
+		rolloutControlCommand(records.ActionCancel, "Cancel a rollout: nothing new starts; operations in flight finish"))
 	return cmd
 }
 
@@ -97,27 +100,90 @@ func readSpecFile(file string) ([]byte, error) {
 	return data, nil
 }
 
+func rolloutControlCommand(action records.ControlAction, short string) *cobra.Command {
+	var f clientFlags
+	var reason string
+	cmd := &cobra.Command{
+		Use:   string(action) + " ID",
+		Short: short,
+		Long: short + `.
+
+The request goes to the requests topic, keyed WORKFLOW/REQUEST so that it
+reaches the planner that owns the workflow; the command waits until the
+planner has applied it (or refused it, saying why).`,
+		Args: cobra.ExactArgs(1),
+		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, args []string) error {
+			workflowID, id := args[0], uuid.NewString()
+			value, err := records.Encode(records.Request{
+				Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal()},
+				Control:  &records.ControlWorkflow{WorkflowID: workflowID, Action: action, Reason: reason},
+			})
+			if err != nil {
+				return err
+			}
+			if err := produce(ctx, cfg, &kgo.Record{Topic: cfg.Names().Requests, Key: []byte(records.ControlKey(workflowID, id)), Value: value}); err != nil {
+				return err
+			}
+			w, err := awaitWorkflow(ctx, cfg, func(t *logtable.Table[records.WorkflowRecord]) (records.Workflow, bool) {
+				if rec, ok := t.Get(id); ok && rec.Workflow != nil {
+					return *rec.Workflow, true // refused
+				}
+				rec, ok := t.Get(workflowID)
+				if ok && rec.Workflow != nil && rec.Workflow.LastControl == id {
+					return *rec.Workflow, true
+				}
+				return records.Workflow{}, false
+			})
+			if err != nil {
+				return fmt.Errorf("request %s was sent, but: %w", id, err)
+			}
+			if w.State == records.WorkflowRejected {
+				return errors.New(w.Reason)
+			}
+			line := fmt.Sprintf("rollout %s is %s", workflowID, w.State)
+			if w.Reason != "" {
+				line += ": " + w.Reason
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), line)
+			return nil
+		}),
+	}
+	f.bind(cmd)
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit trail and the notification")
+	return cmd
+}
+
 // waitForWorkflow follows the workflows topic until the planner has
 // written the workflow's first row.
 func waitForWorkflow(ctx context.Context, cfg backbone.Config, id string) (records.Workflow, error) {
+	return awaitWorkflow(ctx, cfg, func(t *logtable.Table[records.WorkflowRecord]) (records.Workflow, bool) {
+		rec, ok := t.Get(id)
+		if !ok || rec.Workflow == nil {
+			return records.Workflow{}, false
+		}
+		return *rec.Workflow, true
+	})
+}
+
+// awaitWorkflow follows the workflows topic until found finds the row it
+// waits for.
+func awaitWorkflow(ctx context.Context, cfg backbone.Config, found func(*logtable.Table[records.WorkflowRecord]) (records.Workflow, bool)) (records.Workflow, error) {
 	table := logtable.New(cfg.Names().Workflows, cfg.Opts(), func(r *kgo.Record) (records.WorkflowRecord, error) {
 		return records.DecodeWorkflowRecord(r.Value)
 	}, logtable.WithLogger[records.WorkflowRecord](cfg.Log()))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go table.Run(ctx)
+	var w records.Workflow
 	err := table.WaitFor(ctx, func(t *logtable.Table[records.WorkflowRecord]) bool {
-		rec, ok := t.Get(id)
-		return ok && rec.Workflow != nil
+		var ok bool
+		w, ok = found(t)
+		return ok
 	})
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return records.Workflow{}, errors.New("the planner did not answer in time (is it running?); see: flotilla rollout status " + id)
-		}
-		return records.Workflow{}, err
+	if errors.Is(err, context.DeadlineExceeded) {
+		return records.Workflow{}, errors.New("the planner did not answer in time (is it running?)")
 	}
-	rec, _ := table.Get(id)
-	return *rec.Workflow, nil
+	return w, err
 }
 
 // readWorkflows rebuilds every workflow from the workflows topic, with the

@@ -13,9 +13,10 @@ import (
 
 // Union member names.
 const (
-	memberSubmitRollout = "flotilla.SubmitRollout"
-	memberWorkflow      = "flotilla.Workflow"
-	memberTarget        = "flotilla.Target"
+	memberSubmitRollout   = "flotilla.SubmitRollout"
+	memberControlWorkflow = "flotilla.ControlWorkflow"
+	memberWorkflow        = "flotilla.Workflow"
+	memberTarget          = "flotilla.Target"
 )
 
 func envelopeNative(e Envelope) map[string]any {
@@ -153,15 +154,22 @@ func clusterRecordFrom(v any) (ClusterRecord, error) {
 }
 
 func requestNative(q Request) (map[string]any, error) {
-	if q.Submit == nil {
-		return nil, errors.New("request has no body: set Submit")
+	var body map[string]any
+	switch {
+	case q.Submit != nil && q.Control != nil:
+		return nil, errors.New("request has two bodies: set Submit or Control")
+	case q.Submit != nil:
+		body = map[string]any{memberSubmitRollout: map[string]any{"spec": specNative(q.Submit.Spec)}}
+	case q.Control != nil:
+		body = map[string]any{memberControlWorkflow: map[string]any{
+			"workflow_id": q.Control.WorkflowID,
+			"action":      string(q.Control.Action),
+			"reason":      q.Control.Reason,
+		}}
+	default:
+		return nil, errors.New("request has no body: set Submit or Control")
 	}
-	return map[string]any{
-		"envelope": envelopeNative(q.Envelope),
-		"body": map[string]any{memberSubmitRollout: map[string]any{
-			"spec": specNative(q.Submit.Spec),
-		}},
-	}, nil
+	return map[string]any{"envelope": envelopeNative(q.Envelope), "body": body}, nil
 }
 
 func requestFrom(v any) (Request, error) {
@@ -171,6 +179,12 @@ func requestFrom(v any) (Request, error) {
 	switch member, body := x.union("body"); member {
 	case memberSubmitRollout:
 		q.Submit = &SubmitRollout{Spec: specFrom(body.record("spec"))}
+	case memberControlWorkflow:
+		q.Control = &ControlWorkflow{
+			WorkflowID: body.str("workflow_id"),
+			Action:     ControlAction(body.str("action")),
+			Reason:     body.str("reason"),
+		}
 	default:
 		r.fail("body", "unknown request kind %q", member)
 	}
@@ -203,21 +217,23 @@ func workflowNative(w Workflow) map[string]any {
 		}
 	}
 	return map[string]any{
-		"id":         w.ID,
-		"spec":       specNative(w.Spec),
-		"state":      string(w.State),
-		"reason":     w.Reason,
-		"event":      w.Event,
-		"phases":     phases,
-		"phase":      w.Phase,
-		"wave":       w.Wave,
-		"bake_until": millis(w.BakeUntil),
-		"wait_until": millis(w.WaitUntil),
-		"waiting":    w.Waiting,
-		"targets":    w.Targets,
-		"created_at": millis(w.CreatedAt),
-		"updated_at": millis(w.UpdatedAt),
-		"seq":        w.Seq,
+		"id":                    w.ID,
+		"spec":                  specNative(w.Spec),
+		"state":                 string(w.State),
+		"reason":                w.Reason,
+		"event":                 w.Event,
+		"phases":                phases,
+		"phase":                 w.Phase,
+		"wave":                  w.Wave,
+		"bake_until":            millis(w.BakeUntil),
+		"wait_until":            millis(w.WaitUntil),
+		"last_control":          w.LastControl,
+		"failures_acknowledged": w.FailuresAcknowledged,
+		"waiting":               w.Waiting,
+		"targets":               w.Targets,
+		"created_at":            millis(w.CreatedAt),
+		"updated_at":            millis(w.UpdatedAt),
+		"seq":                   w.Seq,
 	}
 }
 
@@ -246,20 +262,22 @@ func workflowRecordFrom(v any) (WorkflowRecord, error) {
 	switch member, row := x.union("row"); member {
 	case memberWorkflow:
 		wf := &Workflow{
-			ID:        row.str("id"),
-			Spec:      specFrom(row.record("spec")),
-			State:     WorkflowState(row.str("state")),
-			Reason:    row.str("reason"),
-			Event:     row.str("event"),
-			Phase:     row.int("phase"),
-			Wave:      row.int("wave"),
-			BakeUntil: row.time("bake_until"),
-			WaitUntil: row.time("wait_until"),
-			Waiting:   row.str("waiting"),
-			Targets:   row.int("targets"),
-			CreatedAt: row.time("created_at"),
-			UpdatedAt: row.time("updated_at"),
-			Seq:       row.long("seq"),
+			ID:                   row.str("id"),
+			Spec:                 specFrom(row.record("spec")),
+			State:                WorkflowState(row.str("state")),
+			Reason:               row.str("reason"),
+			Event:                row.str("event"),
+			Phase:                row.int("phase"),
+			Wave:                 row.int("wave"),
+			BakeUntil:            row.time("bake_until"),
+			WaitUntil:            row.time("wait_until"),
+			LastControl:          row.str("last_control"),
+			FailuresAcknowledged: row.int("failures_acknowledged"),
+			Waiting:              row.str("waiting"),
+			Targets:              row.int("targets"),
+			CreatedAt:            row.time("created_at"),
+			UpdatedAt:            row.time("updated_at"),
+			Seq:                  row.long("seq"),
 		}
 		for _, p := range row.recs("phases") {
 			wf.Phases = append(wf.Phases, PhasePlan{

@@ -77,15 +77,17 @@ func fullWorkflowRow(t time.Time) WorkflowRecord {
 			{Name: "internal", WaveSizes: []int{2, 2, 1}, MaxInFlight: 1, Bake: 10 * time.Minute},
 			{Name: "azure", WaveSizes: []int{4}, MaxInFlight: 3, Bake: 90 * time.Second},
 		},
-		Phase:     1,
-		Wave:      2,
-		BakeUntil: t.Add(time.Hour),
-		WaitUntil: t.Add(2 * time.Hour),
-		Waiting:   "2 clusters outside their maintenance window",
-		Targets:   9,
-		CreatedAt: t.Add(-time.Hour),
-		UpdatedAt: t,
-		Seq:       1 << 40,
+		Phase:                1,
+		Wave:                 2,
+		BakeUntil:            t.Add(time.Hour),
+		WaitUntil:            t.Add(2 * time.Hour),
+		LastControl:          "8d0f7a52-2f1b-4c8e-9f4e-3a1b2c3d4e5f",
+		FailuresAcknowledged: 2,
+		Waiting:              "2 clusters outside their maintenance window",
+		Targets:              9,
+		CreatedAt:            t.Add(-time.Hour),
+		UpdatedAt:            t,
+		Seq:                  1 << 40,
 	}}
 }
 
@@ -237,6 +239,7 @@ func TestRoundTripZeroValues(t *testing.T) {
 	for _, in := range []any{
 		ClusterRecord{},
 		Request{Submit: &SubmitRollout{}},
+		Request{Control: &ControlWorkflow{}},
 		WorkflowRecord{Workflow: &Workflow{}},
 		WorkflowRecord{Target: &Target{}},
 		Command{},
@@ -331,4 +334,28 @@ func decoderFor(t *testing.T, v any) func([]byte) (any, error) {
 	}
 	t.Fatalf("no decoder for %T", v)
 	return nil
+}
+
+func TestRoundTripControlRequest(t *testing.T) {
+	at := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	in := Request{Envelope: Envelope{ID: "r-1", Time: at, Principal: "alice"},
+		Control: &ControlWorkflow{WorkflowID: "wf-1", Action: ActionPause, Reason: "checking the dashboards"}}
+	b, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeRequest(b)
+	if err != nil || !reflect.DeepEqual(got, in) {
+		t.Fatalf("round trip: %v\n got %+v\nwant %+v", err, got, in)
+	}
+	js, err := EncodeRequestJSON(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := DecodeRequest(js); err != nil || !reflect.DeepEqual(got, in) {
+		t.Fatalf("JSON round trip of %s: %v, %+v", js, err, got)
+	}
+	if _, err := Encode(Request{Submit: &SubmitRollout{}, Control: &ControlWorkflow{}}); err == nil {
+		t.Fatal("a request with two bodies encoded")
+	}
 }

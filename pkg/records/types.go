@@ -30,7 +30,36 @@ type ClusterRecord struct {
 type Request struct {
 	Envelope Envelope
 	Submit   *SubmitRollout
+	Control  *ControlWorkflow
 }
+
+// ControlWorkflow asks the planner to act on a workflow. Its record key is
+// ControlKey(WorkflowID, request ID), so that it lands on the partition of
+// the workflow, whose planner alone can act on it.
+type ControlWorkflow struct {
+	WorkflowID string
+	Action     ControlAction
+	Reason     string
+}
+
+// ControlAction names what a control request does.
+type ControlAction string
+
+const (
+	// ActionPause stops a running workflow from starting anything new;
+	// operations in flight finish.
+	ActionPause ControlAction = "pause"
+	// ActionResume lets a paused workflow go on. Failures that paused it
+	// are acknowledged: the threshold counts only failures after them.
+	ActionResume ControlAction = "resume"
+	// ActionCancel ends a workflow: nothing new starts, operations in
+	// flight finish, and its state is cancelled.
+	ActionCancel ControlAction = "cancel"
+)
+
+// ControlKey is the record key of a control request: the workflow ID, a
+// '/', and the request ID.
+func ControlKey(workflowID, requestID string) string { return workflowID + "/" + requestID }
 
 // SubmitRollout asks for a new rollout. Its workflow ID is the request ID.
 type SubmitRollout struct {
@@ -101,6 +130,12 @@ type Workflow struct {
 	// BakeUntil is when the current wave, all of whose operations finished,
 	// has baked long enough; zero while the wave is still running.
 	BakeUntil time.Time
+	// LastControl is the ID of the last control request applied, so that
+	// its requester can see it took effect.
+	LastControl string
+	// FailuresAcknowledged are failures a person resumed the workflow past:
+	// the failure threshold counts only those beyond them.
+	FailuresAcknowledged int
 	// WaitUntil is when a target of the current wave held outside its
 	// maintenance window may start; Waiting says what waits and why.
 	WaitUntil time.Time

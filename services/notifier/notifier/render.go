@@ -92,6 +92,11 @@ func FromWorkflow(rec records.WorkflowRecord) (records.Notification, bool) {
 	case "paused":
 		sev = records.SeverityWarning
 		msg = fmt.Sprintf("%s paused: %s", name(w), w.Reason)
+	case "resumed":
+		msg = fmt.Sprintf("%s resumed", name(w))
+	case "cancelled":
+		sev = records.SeverityWarning
+		msg = fmt.Sprintf("%s %s; operations in flight finish", name(w), w.Reason)
 	case "succeeded":
 		msg = fmt.Sprintf("%s succeeded on all %d clusters", name(w), w.Targets)
 	case "failed":

@@ -207,6 +207,10 @@ func (d *decision) submit(in Submit) {
 		// Nothing to name the request by; the shell logs it.
 		return
 	}
+	if in.Err == nil && in.Request.Control != nil {
+		d.control(in)
+		return
+	}
 	if _, exists := d.s.Workflows[id]; exists {
 		return // a retry of a request already taken: requests are idempotent by ID
 	}
@@ -257,6 +261,91 @@ func (d *decision) submit(in Submit) {
 }
 
 func (w *Workflow) reindexTargetsCount() { w.Workflow.Targets = len(w.Targets) }
+
+// control carries out a control request on a workflow of this planner.
+// Controls are idempotent: pausing a paused workflow changes nothing.
+func (d *decision) control(in Submit) {
+	c := in.Request.Control
+	reqID := in.Request.Envelope.ID
+	who := in.Request.Envelope.Principal
+	if who == "" {
+		who = "someone"
+	}
+	w, ok := d.s.Workflows[c.WorkflowID]
+	switch {
+	case reqID == "":
+		return // nothing to name it by; the shell logs it
+	case in.Key != reqID && in.Key != records.ControlKey(c.WorkflowID, reqID):
+		d.rejectControl(in, fmt.Sprintf("record key %q: a control request is keyed %q", in.Key, records.ControlKey(c.WorkflowID, reqID)))
+		return
+	case !ok || w.State == "" || w.State == records.WorkflowRejected:
+		d.rejectControl(in, fmt.Sprintf("no workflow %s here: it does not exist, or the request was not keyed %q with a partitioner that hashes the part before '/' (as the flotilla CLI does)",
+			c.WorkflowID, records.ControlKey(c.WorkflowID, reqID)))
+		return
+	case w.LastControl == reqID:
+		return // a retry of a control already applied
+	}
+	because := ""
+	if c.Reason != "" {
+		because = ": " + c.Reason
+	}
+	switch c.Action {
+	case records.ActionPause:
+		if w.State.Terminal() {
+			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to pause", w.ID, w.State))
+			return
+		}
+		w.LastControl = reqID
+		if w.State == records.WorkflowPaused {
+			d.touch(w) // already paused: the request is applied all the same
+			return
+		}
+		w.State = records.WorkflowPaused
+		w.Reason = "paused by " + who + because
+		d.transition(w, "paused")
+	case records.ActionResume:
+		if w.State.Terminal() {
+			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: it cannot be resumed", w.ID, w.State))
+			return
+		}
+		w.LastControl = reqID
+		if w.State == records.WorkflowRunning {
+			d.touch(w)
+			return
+		}
+		w.State = records.WorkflowRunning
+		w.FailuresAcknowledged = w.failed
+		w.Reason = ""
+		d.transition(w, "resumed")
+		d.advance(w)
+	case records.ActionCancel:
+		if w.State.Terminal() {
+			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to cancel", w.ID, w.State))
+			return
+		}
+		w.LastControl = reqID
+		w.State = records.WorkflowCancelled
+		w.Reason = "cancelled by " + who + because
+		w.BakeUntil, w.WaitUntil, w.Waiting = time.Time{}, time.Time{}, ""
+		d.transition(w, "cancelled")
+	default:
+		d.rejectControl(in, fmt.Sprintf("unknown action %q: want pause, resume or cancel", c.Action))
+	}
+}
+
+// rejectControl records a control request that cannot be carried out as a
+// rejected request under its own ID, as a rejected rollout is.
+func (d *decision) rejectControl(in Submit, reason string) {
+	id := in.Request.Envelope.ID
+	if _, exists := d.s.Workflows[id]; exists {
+		return
+	}
+	w := d.s.workflow(id, in.Partition)
+	w.CreatedAt = d.now
+	w.State = records.WorkflowRejected
+	w.Reason = fmt.Sprintf("%s of workflow %s refused: %s", in.Request.Control.Action, in.Request.Control.WorkflowID, reason)
+	d.transition(w, "rejected")
+}
 
 // operation records what the executor reports for one target.
 func (d *decision) operation(ev records.OperationEvent) {
@@ -366,10 +455,11 @@ func (d *decision) tick() {
 	}
 }
 
-// checkThreshold pauses a running workflow whose failures reached its threshold.
+// checkThreshold pauses a running workflow whose failures reached its
+// threshold. Failures a person resumed past do not count again.
 func (d *decision) checkThreshold(w *Workflow) {
 	limit := w.Spec.FailureThreshold.Limit(w.Workflow.Targets)
-	if w.State != records.WorkflowRunning || w.failed < limit {
+	if w.State != records.WorkflowRunning || w.failed-w.FailuresAcknowledged < limit {
 		return
 	}
 	w.State = records.WorkflowPaused

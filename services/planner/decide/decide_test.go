@@ -338,3 +338,96 @@ func TestMaintenanceWindowHoldsClustersUntilItOpens(t *testing.T) {
 		t.Fatalf("still waiting: %q until %v", w.Waiting, w.WaitUntil)
 	}
 }
+
+func TestPauseResumeCancel(t *testing.T) {
+	h := newHarness(t, fleet(9))
+	first := h.submit("wf", upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 3}})).Commands
+	out := h.control("wf", records.ActionPause, "looking at the dashboards")
+	w := h.workflow("wf")
+	if w.State != records.WorkflowPaused || w.Reason != "paused by carol: looking at the dashboards" || events(out.Rows)[0] != "paused" {
+		t.Fatalf("after pause: %s %q %v", w.State, w.Reason, events(out.Rows))
+	}
+	// In-flight operations finish; nothing new starts, even after the wave.
+	for _, c := range first {
+		h.result(c, records.OperationSucceeded, "")
+	}
+	h.now = h.now.Add(time.Second)
+	for _, c := range first {
+		if out := h.probe(c.ClusterID, records.HealthHealthy); len(out.Commands) != 0 {
+			t.Fatalf("paused workflow started %v", clusterIDs(out.Commands))
+		}
+	}
+	if out := h.control("wf", records.ActionPause, ""); len(out.Commands) != 0 || w.State != records.WorkflowPaused {
+		t.Fatal("a second pause changed something")
+	}
+	out = h.control("wf", records.ActionResume, "")
+	if w.State != records.WorkflowRunning || len(out.Commands) != 3 {
+		t.Fatalf("after resume: %s, started %v, want the next wave", w.State, clusterIDs(out.Commands))
+	}
+	h.control("wf", records.ActionCancel, "wrong version")
+	if w.State != records.WorkflowCancelled || w.Reason != "cancelled by carol: wrong version" {
+		t.Fatalf("after cancel: %s %q", w.State, w.Reason)
+	}
+	// The wave in flight finishes and is recorded; nothing more starts.
+	for _, c := range out.Commands {
+		if out := h.result(c, records.OperationSucceeded, ""); len(out.Commands) != 0 {
+			t.Fatalf("cancelled workflow started %v", clusterIDs(out.Commands))
+		}
+	}
+	if got := w.Progress().Succeeded; got != 6 {
+		t.Fatalf("%d succeeded, want the 6 that ran", got)
+	}
+	if _, busy := h.s.Busy("c-003"); busy {
+		t.Fatal("a cluster stays busy after its operation finished in a cancelled workflow")
+	}
+	// A cancelled workflow cannot be resumed: the request is refused, under its own ID.
+	out = h.control("wf", records.ActionResume, "")
+	if len(out.Rows) != 1 || out.Rows[0].Workflow.State != records.WorkflowRejected || !strings.Contains(out.Rows[0].Workflow.Reason, "is cancelled: it cannot be resumed") {
+		t.Fatalf("resume of a cancelled workflow: %+v", out.Rows)
+	}
+}
+
+func TestResumeAcknowledgesFailuresThatPaused(t *testing.T) {
+	h := newHarness(t, fleet(6))
+	first := h.submit("wf", upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}})).Commands
+	h.result(first[0], records.OperationFailed, "disk full")
+	w := h.workflow("wf")
+	if w.State != records.WorkflowPaused {
+		t.Fatalf("state %s, want paused by the first failure", w.State)
+	}
+	h.control("wf", records.ActionResume, "disk cleaned up")
+	if w.State != records.WorkflowRunning {
+		t.Fatalf("state %s after resume, want running: the failure that paused it is acknowledged", w.State)
+	}
+	h.result(first[1], records.OperationFailed, "disk full again")
+	if w.State != records.WorkflowPaused {
+		t.Fatalf("state %s, want paused again by a new failure", w.State)
+	}
+}
+
+func TestControlRequestsThatCannotBeCarriedOut(t *testing.T) {
+	h := newHarness(t, fleet(2))
+	h.submit("wf", upgradeSpec())
+	cases := []struct {
+		name string
+		in   Submit
+		want string
+	}{
+		{"unknown workflow", Submit{Key: "nope/r1", Request: records.Request{Envelope: records.Envelope{ID: "r1"},
+			Control: &records.ControlWorkflow{WorkflowID: "nope", Action: records.ActionPause}}}, "no workflow nope here"},
+		{"badly keyed", Submit{Key: "r2-other", Request: records.Request{Envelope: records.Envelope{ID: "r2"},
+			Control: &records.ControlWorkflow{WorkflowID: "wf", Action: records.ActionPause}}}, `a control request is keyed "wf/r2"`},
+		{"unknown action", Submit{Key: "wf/r3", Request: records.Request{Envelope: records.Envelope{ID: "r3"},
+			Control: &records.ControlWorkflow{WorkflowID: "wf", Action: "reboot"}}}, `unknown action "reboot"`},
+	}
+	for _, tc := range cases {
+		out := h.do(tc.in)
+		if len(out.Rows) != 1 || out.Rows[0].Workflow.ID != tc.in.Request.Envelope.ID || out.Rows[0].Workflow.State != records.WorkflowRejected ||
+			!strings.Contains(out.Rows[0].Workflow.Reason, tc.want) {
+			t.Errorf("%s: rows %+v, want the request rejected saying %q", tc.name, out.Rows, tc.want)
+		}
+	}
+	if w := h.workflow("wf"); w.State != records.WorkflowRunning {
+		t.Fatalf("workflow %s after refused controls", w.State)
+	}
+}

@@ -21,8 +21,6 @@ type harness struct {
 	rows     []records.WorkflowRecord
 	commands []records.Command
 	nextID   int
-	// pausedAt: workflow ID → index in commands when it was first paused.
-	pausedAt map[string]int
 }
 
 func newHarness(t testing.TB, clusters []inventory.Cluster) *harness {
@@ -30,7 +28,7 @@ func newHarness(t testing.TB, clusters []inventory.Cluster) *harness {
 	for _, c := range clusters {
 		inv[c.ID] = c
 	}
-	return &harness{t: t, s: NewState(inv, nil), now: t0, pausedAt: map[string]int{}}
+	return &harness{t: t, s: NewState(inv, nil), now: t0}
 }
 
 func (h *harness) id(prefix string) string {
@@ -40,11 +38,23 @@ func (h *harness) id(prefix string) string {
 
 func (h *harness) do(in Input) Outputs {
 	h.t.Helper()
+	stopped := map[string]records.WorkflowState{} // workflows that may not start anything
+	for id, w := range h.s.Workflows {
+		if w.State != records.WorkflowRunning {
+			stopped[id] = w.State
+		}
+	}
 	out := Decide(h.s, in, h.now)
 	h.rows = append(h.rows, out.Rows...)
+	resumed := map[string]bool{}
+	for _, r := range out.Rows {
+		if r.Workflow != nil && r.Workflow.Event == "resumed" {
+			resumed[r.Workflow.ID] = true
+		}
+	}
 	for _, c := range out.Commands {
-		if _, paused := h.pausedAt[c.WorkflowID]; paused {
-			h.t.Fatalf("command for %s sent after the workflow was paused", c.ClusterID)
+		if state, ok := stopped[c.WorkflowID]; ok && !resumed[c.WorkflowID] {
+			h.t.Fatalf("command for %s sent while the workflow was %s", c.ClusterID, state)
 		}
 		windows, err := h.s.Workflows[c.WorkflowID].Spec.CompileWindows()
 		if err != nil {
@@ -55,13 +65,6 @@ func (h *harness) do(in Input) Outputs {
 		}
 	}
 	h.commands = append(h.commands, out.Commands...)
-	for _, r := range out.Rows {
-		if r.Workflow != nil && r.Workflow.State == records.WorkflowPaused {
-			if _, ok := h.pausedAt[r.Workflow.ID]; !ok {
-				h.pausedAt[r.Workflow.ID] = len(h.commands)
-			}
-		}
-	}
 	return out
 }
 
@@ -165,4 +168,13 @@ func upgradeSpec(phases ...rollout.Phase) rollout.Spec {
 		Selector:  "kind=kafka",
 		Phases:    phases,
 	}
+}
+
+func (h *harness) control(workflowID string, action records.ControlAction, reason string) Outputs {
+	h.t.Helper()
+	id := h.id("ctl")
+	return h.do(Submit{Key: records.ControlKey(workflowID, id), Request: records.Request{
+		Envelope: records.Envelope{ID: id, Time: h.now, Principal: "carol"},
+		Control:  &records.ControlWorkflow{WorkflowID: workflowID, Action: action, Reason: reason},
+	}})
 }

@@ -15,7 +15,8 @@ import (
 // after every decision the rules a user relies on:
 //   - never more clusters in flight in a phase than its maxInFlight;
 //   - no cluster in two running operations;
-//   - nothing starts in a paused or finished workflow;
+//   - nothing starts in a paused, cancelled or finished workflow, whoever
+//     paused or cancelled it;
 //   - no cluster starts outside its maintenance windows;
 //   - a wave starts only after every earlier wave finished, baked for its
 //     bake time and was probed since;
@@ -83,7 +84,13 @@ func runRandomRollouts(t *testing.T, seed int64) {
 		h.submit(id, randomSpec(r))
 		checkInvariants(t, h)
 	}
+	actions := []records.ControlAction{records.ActionPause, records.ActionResume, records.ActionResume, records.ActionCancel}
 	for step := 0; step < 400; step++ {
+		if r.Intn(25) == 0 { // a person steps in
+			h.control(ids[r.Intn(len(ids))], actions[r.Intn(len(actions))], "random")
+			checkInvariants(t, h)
+			continue
+		}
 		switch k := r.Intn(10); {
 		case k < 5: // a running operation finishes
 			var running []records.Command
