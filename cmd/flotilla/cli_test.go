@@ -306,3 +306,43 @@ func TestCLIPauseResumeCancel(t *testing.T) {
 		t.Fatalf("pause of an unknown rollout: %v", err)
 	}
 }
+
+func TestCLIApprove(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 20})
+	spec := filepath.Join(t.TempDir(), "spec.yaml")
+	if err := os.WriteFile(spec, []byte("name: gated\noperation: {type: upgrade, version: 3.9.1}\nselector: kind=kafka\nstrategy:\n  phases:\n    - name: canary\n      selector: tier=internal\n      approve: before\n    - name: rest\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, f, "rollout", "submit", "-f", spec)
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, out)
+	}
+	id := lastLine(out)
+	f.Await(id, time.Second, 30*time.Second, "the gate", func(w *decide.Workflow) bool { return w.Gate == "before:canary" })
+	if text, err := run(t, f, "rollout", "status", id); err != nil || !strings.Contains(text, "waiting for approval at before:canary") {
+		t.Fatalf("status at the gate: %v\n%s", err, text)
+	}
+	if len(f.ReadAll(f.Backbone.Names().Commands)) != 0 {
+		t.Fatal("commands sent before the approval")
+	}
+	if _, err := run(t, f, "rollout", "approve", id, "--phase", "rest"); err == nil || !strings.Contains(err.Error(), "not at phase rest") {
+		t.Fatalf("approving the wrong phase: %v", err)
+	}
+	if out, err := run(t, f, "rollout", "approve", id, "--phase", "canary", "--reason", "CHG-42"); err != nil || !strings.Contains(out, "is running") {
+		t.Fatalf("approve: %v\n%s", err, out)
+	}
+	f.Await(id, time.Second, time.Minute, "the rollout finishing", func(w *decide.Workflow) bool { return w.State == records.WorkflowSucceeded })
+	var approval []string
+	f.Eventually(0, 10*time.Second, func() bool {
+		approval = nil
+		for _, n := range f.Notifications() {
+			if n.WorkflowID == id && (n.Kind == "workflow.waiting-approval" || n.Kind == "workflow.approved") {
+				approval = append(approval, n.Message)
+			}
+		}
+		return len(approval) == 2
+	})
+	if len(approval) != 2 || !strings.Contains(approval[1], "before:canary approved by") || !strings.Contains(approval[1], "CHG-42") {
+		t.Fatalf("approval notifications: %q", approval)
+	}
+}

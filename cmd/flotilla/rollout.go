@@ -25,6 +25,7 @@ import (
 func rolloutCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "rollout", Short: "Submit rollouts and follow their progress"}
 	cmd.AddCommand(rolloutSubmitCommand(), rolloutStatusCommand(), rolloutListCommand(),
+		rolloutControlCommand(records.ActionApprove, "Approve the gate a rollout waits at, so it goes on"),
 		rolloutControlCommand(records.ActionPause, "Pause a rollout: nothing new starts; operations in flight finish"),
 		rolloutControlCommand(records.ActionResume, "Resume a paused rollout; the failures that paused it are acknowledged"),
 		rolloutControlCommand(records.ActionCancel, "Cancel a rollout: nothing new starts; operations in flight finish"))
@@ -102,7 +103,7 @@ func readSpecFile(file string) ([]byte, error) {
 
 func rolloutControlCommand(action records.ControlAction, short string) *cobra.Command {
 	var f clientFlags
-	var reason string
+	var reason, phase string
 	cmd := &cobra.Command{
 		Use:   string(action) + " ID",
 		Short: short,
@@ -116,7 +117,7 @@ planner has applied it (or refused it, saying why).`,
 			workflowID, id := args[0], uuid.NewString()
 			value, err := records.Encode(records.Request{
 				Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal()},
-				Control:  &records.ControlWorkflow{WorkflowID: workflowID, Action: action, Reason: reason},
+				Control:  &records.ControlWorkflow{WorkflowID: workflowID, Action: action, Reason: reason, Phase: phase},
 			})
 			if err != nil {
 				return err
@@ -150,6 +151,9 @@ planner has applied it (or refused it, saying why).`,
 	}
 	f.bind(cmd)
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit trail and the notification")
+	if action == records.ActionApprove {
+		cmd.Flags().StringVar(&phase, "phase", "", "approve only if the rollout waits at this phase's gate")
+	}
 	return cmd
 }
 
@@ -249,6 +253,9 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 	}
 	fmt.Fprintf(out, "operation: %s\n", op)
 	fmt.Fprintf(out, "clusters:  %d: %d succeeded, %d failed, %d running, %d pending\n", p.Targets, p.Succeeded, p.Failed, p.Running, p.Pending)
+	if p.Gate != "" {
+		fmt.Fprintf(out, "gate:      waiting for approval at %s (flotilla rollout approve %s)\n", p.Gate, p.ID)
+	}
 	if p.Waiting != "" && p.State == records.WorkflowRunning {
 		fmt.Fprintf(out, "waiting:   %s\n", p.Waiting)
 	}

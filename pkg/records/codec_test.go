@@ -57,8 +57,8 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"health.v1.avsc":       0xb8b1266bfe463371,
 		"notification.v1.avsc": 0x782b4e164ae48746,
 		"operation.v1.avsc":    0xcd4d2202f2e4f42d,
-		"request.v1.avsc":      0xe9db513f13da64d5,
-		"workflow.v1.avsc":     0xec83e3d0a02d184d,
+		"request.v1.avsc":      0x5716a876008c00d7,
+		"workflow.v1.avsc":     0x66c9902d1529f14b,
 	}
 	r, err := loadRegistry(schemas.FS)
 	if err != nil {

@@ -85,8 +85,10 @@ func specNative(s rollout.Spec) map[string]any {
 				"mode":  string(p.Waves.Mode),
 				"value": p.Waves.Value,
 			},
-			"max_in_flight": p.MaxInFlight,
-			"bake_ms":       p.Bake.Milliseconds(),
+			"max_in_flight":       p.MaxInFlight,
+			"bake_ms":             p.Bake.Milliseconds(),
+			"approve":             string(p.Approve),
+			"approval_timeout_ms": p.ApprovalTimeout.Milliseconds(),
 		}
 	}
 	windows := make([]any, len(s.Windows))
@@ -121,11 +123,13 @@ func specFrom(x rec) rollout.Spec {
 	for _, p := range x.recs("phases") {
 		w := p.record("waves")
 		s.Phases = append(s.Phases, rollout.Phase{
-			Name:        p.str("name"),
-			Selector:    p.str("selector"),
-			Waves:       rollout.Waves{Mode: rollout.WaveMode(w.str("mode")), Value: w.int("value")},
-			MaxInFlight: p.int("max_in_flight"),
-			Bake:        p.duration("bake_ms"),
+			Name:            p.str("name"),
+			Selector:        p.str("selector"),
+			Waves:           rollout.Waves{Mode: rollout.WaveMode(w.str("mode")), Value: w.int("value")},
+			MaxInFlight:     p.int("max_in_flight"),
+			Bake:            p.duration("bake_ms"),
+			Approve:         rollout.Approval(p.str("approve")),
+			ApprovalTimeout: p.duration("approval_timeout_ms"),
 		})
 	}
 	t := x.record("failure_threshold")
@@ -165,6 +169,7 @@ func requestNative(q Request) (map[string]any, error) {
 			"workflow_id": q.Control.WorkflowID,
 			"action":      string(q.Control.Action),
 			"reason":      q.Control.Reason,
+			"phase":       q.Control.Phase,
 		}}
 	default:
 		return nil, errors.New("request has no body: set Submit or Control")
@@ -184,6 +189,7 @@ func requestFrom(v any) (Request, error) {
 			WorkflowID: body.str("workflow_id"),
 			Action:     ControlAction(body.str("action")),
 			Reason:     body.str("reason"),
+			Phase:      body.str("phase"),
 		}
 	default:
 		r.fail("body", "unknown request kind %q", member)
@@ -229,6 +235,9 @@ func workflowNative(w Workflow) map[string]any {
 		"wait_until":            millis(w.WaitUntil),
 		"last_control":          w.LastControl,
 		"failures_acknowledged": w.FailuresAcknowledged,
+		"gate":                  w.Gate,
+		"gate_expires":          millis(w.GateExpires),
+		"approved":              stringsNative(w.Approved),
 		"waiting":               w.Waiting,
 		"targets":               w.Targets,
 		"created_at":            millis(w.CreatedAt),
@@ -273,6 +282,9 @@ func workflowRecordFrom(v any) (WorkflowRecord, error) {
 			WaitUntil:            row.time("wait_until"),
 			LastControl:          row.str("last_control"),
 			FailuresAcknowledged: row.int("failures_acknowledged"),
+			Gate:                 row.str("gate"),
+			GateExpires:          row.time("gate_expires"),
+			Approved:             row.strs("approved"),
 			Waiting:              row.str("waiting"),
 			Targets:              row.int("targets"),
 			CreatedAt:            row.time("created_at"),

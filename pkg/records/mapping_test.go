@@ -46,7 +46,7 @@ func fullSpec() rollout.Spec {
 		Selector:  "kind=kafka,env in (prod, staging)",
 		Clusters:  []string{"legacy-1", "legacy-2"},
 		Phases: []rollout.Phase{
-			{Name: "internal", Selector: "tier=internal", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}, MaxInFlight: 1, Bake: 10 * time.Minute},
+			{Name: "internal", Selector: "tier=internal", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}, MaxInFlight: 1, Bake: 10 * time.Minute, Approve: rollout.ApproveAfter, ApprovalTimeout: 24 * time.Hour},
 			{Name: "azure", Selector: "cloud=azure", Waves: rollout.Waves{Mode: rollout.WavePercent, Value: 25}, MaxInFlight: 3, Bake: 90 * time.Second},
 			{Name: "rest", Waves: rollout.Waves{Mode: rollout.WaveExponential, Value: 1}, Bake: 1500 * time.Millisecond},
 		},
@@ -83,6 +83,9 @@ func fullWorkflowRow(t time.Time) WorkflowRecord {
 		WaitUntil:            t.Add(2 * time.Hour),
 		LastControl:          "8d0f7a52-2f1b-4c8e-9f4e-3a1b2c3d4e5f",
 		FailuresAcknowledged: 2,
+		Gate:                 "before:azure",
+		GateExpires:          t.Add(24 * time.Hour),
+		Approved:             []string{"after:internal"},
 		Waiting:              "2 clusters outside their maintenance window",
 		Targets:              9,
 		CreatedAt:            t.Add(-time.Hour),
@@ -339,7 +342,7 @@ func decoderFor(t *testing.T, v any) func([]byte) (any, error) {
 func TestRoundTripControlRequest(t *testing.T) {
 	at := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	in := Request{Envelope: Envelope{ID: "r-1", Time: at, Principal: "alice"},
-		Control: &ControlWorkflow{WorkflowID: "wf-1", Action: ActionPause, Reason: "checking the dashboards"}}
+		Control: &ControlWorkflow{WorkflowID: "wf-1", Action: ActionApprove, Reason: "dashboards look fine", Phase: "azure"}}
 	b, err := Encode(in)
 	if err != nil {
 		t.Fatal(err)

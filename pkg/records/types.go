@@ -40,6 +40,9 @@ type ControlWorkflow struct {
 	WorkflowID string
 	Action     ControlAction
 	Reason     string
+	// Phase names the phase whose gate an approve request opens; empty
+	// approves the gate the workflow waits at.
+	Phase string
 }
 
 // ControlAction names what a control request does.
@@ -52,6 +55,8 @@ const (
 	// ActionResume lets a paused workflow go on. Failures that paused it
 	// are acknowledged: the threshold counts only failures after them.
 	ActionResume ControlAction = "resume"
+	// ActionApprove opens the approval gate a workflow waits at.
+	ActionApprove ControlAction = "approve"
 	// ActionCancel ends a workflow: nothing new starts, operations in
 	// flight finish, and its state is cancelled.
 	ActionCancel ControlAction = "cancel"
@@ -136,6 +141,12 @@ type Workflow struct {
 	// FailuresAcknowledged are failures a person resumed the workflow past:
 	// the failure threshold counts only those beyond them.
 	FailuresAcknowledged int
+	// Gate is the approval gate the workflow waits at ("before:canary",
+	// "after:canary"), GateExpires when it stops waiting and pauses the
+	// workflow (zero: never), Approved the gates opened so far.
+	Gate        string
+	GateExpires time.Time
+	Approved    []string
 	// WaitUntil is when a target of the current wave held outside its
 	// maintenance window may start; Waiting says what waits and why.
 	WaitUntil time.Time

@@ -53,7 +53,29 @@ type Phase struct {
 	Waves       Waves
 	MaxInFlight int           // most clusters of the phase changing at once; 0 = a whole wave
 	Bake        time.Duration // how long a finished wave must stay healthy before the next starts
+	// Approve puts manual approval gates before the phase starts, after it
+	// ends (before the next phase), or both.
+	Approve Approval
+	// ApprovalTimeout is how long a gate of the phase waits for approval
+	// before the rollout pauses; 0 waits forever.
+	ApprovalTimeout time.Duration
 }
+
+// Approval says where a phase has manual approval gates.
+type Approval string
+
+const (
+	ApproveNone   Approval = ""
+	ApproveBefore Approval = "before"
+	ApproveAfter  Approval = "after"
+	ApproveBoth   Approval = "both"
+)
+
+// Before reports whether the phase waits for approval before it starts.
+func (a Approval) Before() bool { return a == ApproveBefore || a == ApproveBoth }
+
+// After reports whether the phase waits for approval after it ends.
+func (a Approval) After() bool { return a == ApproveAfter || a == ApproveBoth }
 
 // Threshold is the number of failed or unhealthy clusters at which a
 // rollout pauses: either a Count, or a Percent of its targets (rounded up,

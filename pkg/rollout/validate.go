@@ -119,6 +119,17 @@ func (s Spec) Validate() error {
 		if ph.Bake < 0 {
 			addf(path+".bake", "must not be negative, got %s", ph.Bake)
 		}
+		switch ph.Approve {
+		case ApproveNone, ApproveBefore, ApproveAfter, ApproveBoth:
+		default:
+			addf(path+".approve", "unknown gate %q: want before, after or both", ph.Approve)
+		}
+		if ph.ApprovalTimeout < 0 {
+			addf(path+".approvalTimeout", "must not be negative, got %s", ph.ApprovalTimeout)
+		}
+		if ph.ApprovalTimeout > 0 && ph.Approve == ApproveNone {
+			addf(path+".approvalTimeout", "the phase has no approval gate (set approve)")
+		}
 	}
 
 	if err := s.FailureThreshold.validate(); err != nil {

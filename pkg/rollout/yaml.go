@@ -31,6 +31,8 @@ import (
 //	      waves: 5                  # 5 | "25%" | exponential | "exponential:2"; absent = one wave
 //	      maxInFlight: 3            # absent = a whole wave at once
 //	      bake: 10m                 # Go duration
+//	      approve: before           # manual approval gates: before | after | both
+//	      approvalTimeout: 24h      # a gate not approved by then pauses the rollout
 //	failureThreshold: 2             # 2 | "10%"; absent = 1
 //
 // Parsing is strict: an unknown or repeated field, a value of the wrong
@@ -274,13 +276,15 @@ func (d *decoder) phases(path string, n *yaml.Node) []Phase {
 	var phases []Phase
 	for i, pn := range n.Content {
 		p := fmt.Sprintf("%s[%d]", path, i)
-		f := d.fields(p, resolve(pn), "name", "selector", "waves", "maxInFlight", "bake")
+		f := d.fields(p, resolve(pn), "name", "selector", "waves", "maxInFlight", "bake", "approve", "approvalTimeout")
 		phases = append(phases, Phase{
-			Name:        d.str(p+".name", f["name"]),
-			Selector:    d.str(p+".selector", f["selector"]),
-			Waves:       d.waves(p+".waves", f["waves"]),
-			MaxInFlight: d.int(p+".maxInFlight", f["maxInFlight"]),
-			Bake:        d.duration(p+".bake", f["bake"]),
+			Name:            d.str(p+".name", f["name"]),
+			Selector:        d.str(p+".selector", f["selector"]),
+			Waves:           d.waves(p+".waves", f["waves"]),
+			MaxInFlight:     d.int(p+".maxInFlight", f["maxInFlight"]),
+			Bake:            d.duration(p+".bake", f["bake"]),
+			Approve:         Approval(d.str(p+".approve", f["approve"])),
+			ApprovalTimeout: d.duration(p+".approvalTimeout", f["approvalTimeout"]),
 		})
 	}
 	return phases
@@ -424,11 +428,13 @@ type (
 		Phases []yamlPhase `yaml:"phases"`
 	}
 	yamlPhase struct {
-		Name        string `yaml:"name"`
-		Selector    string `yaml:"selector,omitempty"`
-		Waves       any    `yaml:"waves,omitempty"`
-		MaxInFlight int    `yaml:"maxInFlight,omitempty"`
-		Bake        string `yaml:"bake,omitempty"`
+		Name            string `yaml:"name"`
+		Selector        string `yaml:"selector,omitempty"`
+		Waves           any    `yaml:"waves,omitempty"`
+		MaxInFlight     int    `yaml:"maxInFlight,omitempty"`
+		Bake            string `yaml:"bake,omitempty"`
+		Approve         string `yaml:"approve,omitempty"`
+		ApprovalTimeout string `yaml:"approvalTimeout,omitempty"`
 	}
 )
 
@@ -465,7 +471,10 @@ func FormatYAML(s Spec) ([]byte, error) {
 		doc.Strategy = &yamlStrategy{}
 	}
 	for i, ph := range s.Phases {
-		yp := yamlPhase{Name: ph.Name, Selector: ph.Selector, MaxInFlight: ph.MaxInFlight}
+		yp := yamlPhase{Name: ph.Name, Selector: ph.Selector, MaxInFlight: ph.MaxInFlight, Approve: string(ph.Approve)}
+		if ph.ApprovalTimeout != 0 {
+			yp.ApprovalTimeout = shortDuration(ph.ApprovalTimeout)
+		}
 		w, err := ph.Waves.text()
 		if err != nil {
 			return nil, fmt.Errorf("format rollout %s: strategy.phases[%d].waves: %w", s.Name, i, err)

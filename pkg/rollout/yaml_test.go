@@ -135,7 +135,7 @@ func TestParseYAMLErrors(t *testing.T) {
 		{
 			name: "unknown phase field, wrong case",
 			yaml: head + "strategy:\n  phases:\n    - name: a\n      maxinflight: 2\n",
-			want: []string{`strategy.phases[0].maxinflight: line 8: unknown field (did you mean "maxInFlight"?); want name, selector, waves, maxInFlight or bake`},
+			want: []string{`strategy.phases[0].maxinflight: line 8: unknown field (did you mean "maxInFlight"?); want name, selector, waves, maxInFlight, bake, approve or approvalTimeout`},
 		},
 		{
 			name: "bad waves text",
@@ -405,5 +405,26 @@ func TestWindowsFor(t *testing.T) {
 	}
 	if w.For(nil).Open(time.Date(2026, 12, 25, 12, 0, 0, 0, time.UTC)) {
 		t.Error("a cluster may start during the freeze")
+	}
+}
+
+func TestParseYAMLApprovalGates(t *testing.T) {
+	spec, err := ParseYAML([]byte("name: g\noperation: {type: restart}\nselector: kind=kafka\nstrategy:\n  phases:\n    - name: canary\n      approve: after\n      approvalTimeout: 24h\n    - name: rest\n      approve: before\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := spec.Phases[0]; p.Approve != ApproveAfter || p.ApprovalTimeout != 24*time.Hour || !p.Approve.After() || p.Approve.Before() {
+		t.Fatalf("canary = %+v", p)
+	}
+	if err := spec.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := FormatYAML(spec)
+	if back, err := ParseYAML(out); err != nil || !reflect.DeepEqual(back, spec) {
+		t.Fatalf("round trip: %v\n%s", err, out)
+	}
+	spec.Phases[1].Approve = "sometimes"
+	if err := spec.Validate(); err == nil || !strings.Contains(err.Error(), `strategy.phases[1].approve: unknown gate "sometimes"`) {
+		t.Fatalf("Validate: %v", err)
 	}
 }

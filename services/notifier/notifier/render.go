@@ -92,6 +92,15 @@ func FromWorkflow(rec records.WorkflowRecord) (records.Notification, bool) {
 	case "paused":
 		sev = records.SeverityWarning
 		msg = fmt.Sprintf("%s paused: %s", name(w), w.Reason)
+	case "waiting-approval":
+		sev = records.SeverityWarning
+		msg = fmt.Sprintf("%s waits for approval at gate %s", name(w), w.Gate)
+		if !w.GateExpires.IsZero() {
+			msg += fmt.Sprintf(" (until %s, then it pauses)", w.GateExpires.UTC().Format(time.RFC3339))
+		}
+		msg += "; approve with: flotilla rollout approve " + w.ID
+	case "approved":
+		msg = fmt.Sprintf("%s: %s", name(w), w.Reason)
 	case "resumed":
 		msg = fmt.Sprintf("%s resumed", name(w))
 	case "cancelled":

@@ -3,6 +3,8 @@ package decide
 import (
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -104,7 +106,7 @@ func (w *Workflow) deadline() (time.Time, bool) {
 		return time.Time{}, false
 	}
 	var d time.Time
-	for _, t := range []time.Time{w.BakeUntil, w.WaitUntil} {
+	for _, t := range []time.Time{w.BakeUntil, w.WaitUntil, w.GateExpires} {
 		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
 			d = t
 		}
@@ -166,10 +168,12 @@ func (d *decision) flush() Outputs {
 			d.out.Rows = append(d.out.Rows, records.WorkflowRecord{Envelope: d.envelope(w), Target: &row})
 		}
 		headers := t.transitions
-		if len(headers) == 0 {
+		if len(headers) == 0 || !sameHeader(headers[len(headers)-1], w.Workflow) {
+			// The newest row must be the state: changes after the last
+			// transition are written as progress.
 			w.Event = "progress"
 			w.UpdatedAt = d.now
-			headers = []records.Workflow{w.Workflow}
+			headers = append(headers, w.Workflow)
 		}
 		for i := range headers {
 			w.Seq++
@@ -184,6 +188,13 @@ func (d *decision) flush() Outputs {
 // rowID is the envelope ID of a workflow's row number seq.
 func rowID(workflowID string, seq int64) string {
 	return uuid.NewSHA1(idSpace, []byte(workflowID+"#"+strconv.FormatInt(seq, 10))).String()
+}
+
+// sameHeader reports whether two header rows hold the same state, apart
+// from what every row stamps anew.
+func sameHeader(a, b records.Workflow) bool {
+	a.Event, a.UpdatedAt, a.Seq = b.Event, b.UpdatedAt, b.Seq
+	return reflect.DeepEqual(a, b)
 }
 
 func (d *decision) envelope(w *Workflow) records.Envelope {
@@ -318,6 +329,29 @@ func (d *decision) control(in Submit) {
 		w.Reason = ""
 		d.transition(w, "resumed")
 		d.advance(w)
+	case records.ActionApprove:
+		switch {
+		case w.State.Terminal():
+			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to approve", w.ID, w.State))
+			return
+		case w.Gate == "":
+			d.rejectControl(in, fmt.Sprintf("workflow %s is not waiting for an approval", w.ID))
+			return
+		case c.Phase != "" && !strings.HasSuffix(w.Gate, ":"+c.Phase):
+			d.rejectControl(in, fmt.Sprintf("workflow %s waits at gate %s, not at phase %s", w.ID, w.Gate, c.Phase))
+			return
+		}
+		gate, reason := w.Gate, w.Reason
+		w.LastControl = reqID
+		w.Approved = append(w.Approved, gate)
+		w.Gate, w.GateExpires = "", time.Time{}
+		w.Reason = fmt.Sprintf("%s approved by %s%s", gate, who, because)
+		d.transition(w, "approved")
+		w.Reason = reason // a paused workflow stays paused, for its reason
+		if strings.HasPrefix(gate, "before:") && w.State == records.WorkflowRunning {
+			d.startWave(w, "wave-started")
+		}
+		d.advance(w)
 	case records.ActionCancel:
 		if w.State.Terminal() {
 			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to cancel", w.ID, w.State))
@@ -327,9 +361,10 @@ func (d *decision) control(in Submit) {
 		w.State = records.WorkflowCancelled
 		w.Reason = "cancelled by " + who + because
 		w.BakeUntil, w.WaitUntil, w.Waiting = time.Time{}, time.Time{}, ""
+		w.Gate, w.GateExpires = "", time.Time{}
 		d.transition(w, "cancelled")
 	default:
-		d.rejectControl(in, fmt.Sprintf("unknown action %q: want pause, resume or cancel", c.Action))
+		d.rejectControl(in, fmt.Sprintf("unknown action %q: want approve, pause, resume or cancel", c.Action))
 	}
 }
 
@@ -494,11 +529,40 @@ func (d *decision) startWave(w *Workflow, event string) {
 		w.Wave = 0
 	}
 	if w.Phase < len(w.Phases) {
+		if w.Wave == 0 && d.gated(w, "before") {
+			return // the phase starts when it is approved
+		}
 		if w.Wave == 0 {
 			d.transition(w, "phase-started")
 		}
 		d.transition(w, event)
 	}
+}
+
+// gated reports whether the current phase waits at its approval gate
+// before (or after) it, and makes the workflow wait there if it just
+// arrived. A gate opens once, by an approve request.
+func (d *decision) gated(w *Workflow, where string) bool {
+	if w.Phase >= len(w.Spec.Phases) {
+		return false // a spec without phases has no gates
+	}
+	ph := w.Spec.Phases[w.Phase]
+	if (where == "before" && !ph.Approve.Before()) || (where == "after" && !ph.Approve.After()) {
+		return false
+	}
+	gate := where + ":" + ph.Name
+	if slices.Contains(w.Approved, gate) {
+		return false
+	}
+	if w.Gate != gate {
+		w.Gate = gate
+		w.GateExpires = time.Time{}
+		if ph.ApprovalTimeout > 0 {
+			w.GateExpires = d.now.Add(ph.ApprovalTimeout)
+		}
+		d.transition(w, "waiting-approval")
+	}
+	return true
 }
 
 // advance moves a running workflow as far as the rules allow now: starts
@@ -508,6 +572,15 @@ func (d *decision) startWave(w *Workflow, event string) {
 // after its last wave.
 func (d *decision) advance(w *Workflow) {
 	for w.State == records.WorkflowRunning {
+		if w.Gate != "" {
+			if !w.GateExpires.IsZero() && !d.now.Before(w.GateExpires) {
+				w.GateExpires = time.Time{} // approving later still opens it
+				w.State = records.WorkflowPaused
+				w.Reason = fmt.Sprintf("approval gate %s was not approved in time", w.Gate)
+				d.transition(w, "paused")
+			}
+			return
+		}
 		if w.Phase >= len(w.Phases) {
 			d.finish(w)
 			return
@@ -536,6 +609,9 @@ func (d *decision) advance(w *Workflow) {
 		}
 		if w.State != records.WorkflowRunning {
 			return // seeing the wave unhealthy paused it
+		}
+		if w.Wave+1 >= len(w.Phases[w.Phase].WaveSizes) && d.gated(w, "after") {
+			return // the next phase waits for approval of this one
 		}
 		w.BakeUntil = time.Time{}
 		w.Wave++

@@ -431,3 +431,62 @@ func TestControlRequestsThatCannotBeCarriedOut(t *testing.T) {
 		t.Fatalf("workflow %s after refused controls", w.State)
 	}
 }
+
+func TestApprovalGates(t *testing.T) {
+	h := newHarness(t, fleet(8))
+	spec := upgradeSpec(
+		rollout.Phase{Name: "canary", Selector: "cloud=aws", Approve: rollout.ApproveBoth, ApprovalTimeout: time.Hour},
+		rollout.Phase{Name: "rest"},
+	)
+	out := h.submit("wf", spec)
+	w := h.workflow("wf")
+	if len(out.Commands) != 0 || w.Gate != "before:canary" || !w.GateExpires.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("started %v, gate %q expiring %v; want nothing started, waiting at before:canary for an hour", clusterIDs(out.Commands), w.Gate, w.GateExpires)
+	}
+	if got := events(out.Rows); !reflect.DeepEqual(got, []string{"submitted", "waiting-approval"}) {
+		t.Fatalf("events %v", got)
+	}
+	if out := h.advance(59 * time.Minute); len(out.Commands) != 0 {
+		t.Fatal("started before the approval")
+	}
+	// Approving the wrong phase is refused; the right one opens the gate.
+	if out := h.do(Submit{Key: "wf/a1", Request: records.Request{Envelope: records.Envelope{ID: "a1", Principal: "dan"},
+		Control: &records.ControlWorkflow{WorkflowID: "wf", Action: records.ActionApprove, Phase: "rest"}}}); len(out.Rows) != 1 ||
+		!strings.Contains(out.Rows[0].Workflow.Reason, "waits at gate before:canary, not at phase rest") {
+		t.Fatalf("approving the wrong phase: %+v", out.Rows)
+	}
+	out = h.control("wf", records.ActionApprove, "change ticket 42")
+	if got := clusterIDs(out.Commands); !reflect.DeepEqual(got, []string{"c-000", "c-003", "c-006"}) {
+		t.Fatalf("after approval started %v, want the aws canary", got)
+	}
+	if got := events(out.Rows); !reflect.DeepEqual(got, []string{"approved", "phase-started", "wave-started"}) {
+		t.Fatalf("events %v", got)
+	}
+	for _, c := range out.Commands {
+		h.result(c, records.OperationSucceeded, "")
+	}
+	h.now = h.now.Add(time.Second)
+	for _, c := range out.Commands {
+		if out := h.probe(c.ClusterID, records.HealthHealthy); len(out.Commands) != 0 {
+			t.Fatalf("the next phase started %v before the after-gate was approved", clusterIDs(out.Commands))
+		}
+	}
+	if w.Gate != "after:canary" {
+		t.Fatalf("gate %q, want after:canary", w.Gate)
+	}
+	// Not approved in time: the rollout pauses, and still waits for the approval.
+	h.advance(time.Hour)
+	if w.State != records.WorkflowPaused || !strings.Contains(w.Reason, "after:canary was not approved in time") {
+		t.Fatalf("state %s %q, want paused by the expired gate", w.State, w.Reason)
+	}
+	h.control("wf", records.ActionResume, "")
+	if out := h.advance(time.Minute); len(out.Commands) != 0 || w.Gate != "after:canary" {
+		t.Fatalf("resumed workflow skipped its gate: started %v", clusterIDs(out.Commands))
+	}
+	if out := h.control("wf", records.ActionApprove, ""); len(out.Commands) != 5 {
+		t.Fatalf("after the after-gate, started %v, want the rest", clusterIDs(out.Commands))
+	}
+	if out := h.control("wf", records.ActionApprove, ""); len(out.Rows) != 1 || !strings.Contains(out.Rows[0].Workflow.Reason, "is not waiting for an approval") {
+		t.Fatalf("approve with no gate: %+v", out.Rows)
+	}
+}

@@ -2,6 +2,7 @@ package decide
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,7 +57,21 @@ func (h *harness) do(in Input) Outputs {
 		if state, ok := stopped[c.WorkflowID]; ok && !resumed[c.WorkflowID] {
 			h.t.Fatalf("command for %s sent while the workflow was %s", c.ClusterID, state)
 		}
-		windows, err := h.s.Workflows[c.WorkflowID].Spec.CompileWindows()
+		w := h.s.Workflows[c.WorkflowID]
+		tg := w.Targets[c.ClusterID]
+		for p := 0; p <= tg.Phase && p < len(w.Spec.Phases); p++ {
+			ph := w.Spec.Phases[p]
+			if len(w.Phases[p].WaveSizes) == 0 {
+				continue // an empty phase is skipped, gates and all
+			}
+			if ph.Approve.Before() && !slices.Contains(w.Approved, "before:"+ph.Name) {
+				h.t.Fatalf("command for %s of phase %s sent before the phase %s was approved to start", c.ClusterID, w.Phases[tg.Phase].Name, ph.Name)
+			}
+			if p < tg.Phase && ph.Approve.After() && !slices.Contains(w.Approved, "after:"+ph.Name) {
+				h.t.Fatalf("command for %s of phase %s sent before phase %s was approved as done", c.ClusterID, w.Phases[tg.Phase].Name, ph.Name)
+			}
+		}
+		windows, err := w.Spec.CompileWindows()
 		if err != nil {
 			h.t.Fatal(err)
 		}

@@ -20,6 +20,8 @@ type Progress struct {
 	BakeUntil *time.Time            `json:"bakeUntil,omitempty"`
 	Waiting   string                `json:"waiting,omitempty"`
 	WaitUntil *time.Time            `json:"waitUntil,omitempty"`
+	Gate      string                `json:"gate,omitempty"`
+	Approved  []string              `json:"approved,omitempty"`
 	Counts
 	Phases []PhaseProgress `json:"phases"`
 }
@@ -86,6 +88,8 @@ func (w *Workflow) Progress() Progress {
 		p.WaitUntil = &u
 	}
 	p.Waiting = w.Waiting
+	p.Gate = w.Gate
+	p.Approved = w.Approved
 	for pi, ph := range w.Phases {
 		pp := PhaseProgress{Name: ph.Name}
 		for wi := range ph.WaveSizes {

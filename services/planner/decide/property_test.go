@@ -18,6 +18,8 @@ import (
 //   - nothing starts in a paused, cancelled or finished workflow, whoever
 //     paused or cancelled it;
 //   - no cluster starts outside its maintenance windows;
+//   - no phase starts before its approval gate, nor after a phase whose
+//     gate after it is not approved;
 //   - a wave starts only after every earlier wave finished, baked for its
 //     bake time and was probed since;
 //   - the state rebuilt from the rows written equals the live state.
@@ -47,10 +49,11 @@ func randomWaves(r *rand.Rand) rollout.Waves {
 func randomSpec(r *rand.Rand) rollout.Spec {
 	spec := upgradeSpec()
 	selectors := []string{"tier=internal", "cloud=azure", "cloud in (aws,gcp)", "cloud=gcp"}
+	gates := []rollout.Approval{rollout.ApproveNone, rollout.ApproveNone, rollout.ApproveBefore, rollout.ApproveAfter, rollout.ApproveBoth}
 	for i, n := 0, r.Intn(3); i < n; i++ {
 		spec.Phases = append(spec.Phases, rollout.Phase{
 			Name: fmt.Sprintf("p%d", i), Selector: selectors[r.Intn(len(selectors))], Waves: randomWaves(r),
-			MaxInFlight: r.Intn(4), Bake: time.Duration(r.Intn(3)) * time.Minute,
+			MaxInFlight: r.Intn(4), Bake: time.Duration(r.Intn(3)) * time.Minute, Approve: gates[r.Intn(len(gates))],
 		})
 	}
 	spec.Phases = append(spec.Phases, rollout.Phase{Name: "rest", Waves: randomWaves(r), MaxInFlight: r.Intn(4), Bake: time.Duration(r.Intn(3)) * time.Minute})
@@ -84,9 +87,10 @@ func runRandomRollouts(t *testing.T, seed int64) {
 		h.submit(id, randomSpec(r))
 		checkInvariants(t, h)
 	}
-	actions := []records.ControlAction{records.ActionPause, records.ActionResume, records.ActionResume, records.ActionCancel}
+	actions := []records.ControlAction{records.ActionPause, records.ActionResume, records.ActionResume, records.ActionCancel,
+		records.ActionApprove, records.ActionApprove, records.ActionApprove}
 	for step := 0; step < 400; step++ {
-		if r.Intn(25) == 0 { // a person steps in
+		if r.Intn(15) == 0 { // a person steps in
 			h.control(ids[r.Intn(len(ids))], actions[r.Intn(len(actions))], "random")
 			checkInvariants(t, h)
 			continue
