@@ -2,8 +2,9 @@
 // broker, on a fake clock, with a simulated fleet, for integration tests.
 //
 // The broker is FLOTILLA_TEST_BROKERS when set (a real Kafka), otherwise
-// an embedded one started once per test binary (package brokertest). Every Fleet gets its own
-// namespace, so tests share a broker without seeing each other's topics.
+// an embedded one started once per test binary (package brokertest). Every
+// Fleet gets its own namespace, so tests share a broker without seeing each
+// other's topics.
 package fleettest
 
 import (

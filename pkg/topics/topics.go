@@ -142,8 +142,10 @@ const verifyTimeout = 15 * time.Second
 // Only missing topics are created, so Ensure needs no permission to create
 // topics when they all exist. Creating fails on any broker error other than
 // TOPIC_ALREADY_EXISTS (for example not being authorised, or a replication
-// factor larger than the number of brokers). Newly created topics may take a moment to appear in
-// metadata; Ensure waits for them up to ctx's deadline or 15 seconds.
+// factor larger than the number of brokers). Newly created topics take a
+// moment to appear in metadata and to get a leader serving each partition;
+// Ensure waits for that (up to ctx's deadline, or 15 seconds for each), so
+// that clients can use the topics as soon as it returns.
 func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
 	// Create only what is missing, so that topics managed by someone
 	// else need no permission to create topics. Existence is asked with
@@ -157,10 +159,12 @@ func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
 			existing[rc.Name] = rc.Err == nil
 		}
 	}
+	var created []string
 	for _, s := range specs {
 		if existing[s.Name] {
 			continue
 		}
+		created = append(created, s.Name)
 		resp, err := adm.CreateTopics(ctx, s.Partitions, s.ReplicationFactor, s.Configs, s.Name)
 		if err != nil {
 			return fmt.Errorf("create topic %s: %w", s.Name, err)
@@ -180,6 +184,9 @@ func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
 	if err != nil {
 		return err
 	}
+	if err := waitServed(ctx, adm, created); err != nil {
+		return err
+	}
 	return errors.Join(checkCoPartitioned(specs, counts), checkCompacted(ctx, adm, specs))
 }
 
@@ -189,9 +196,15 @@ func partitionCounts(ctx context.Context, adm *kadm.Client, specs []Spec) (map[s
 	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 	defer cancel()
 	names := specNames(specs)
+	// kadm answers ListTopics from kgo's metadata cache, which keeps an
+	// "unknown topic" answer for MetadataMinAge (5s): a topic created a
+	// moment ago, not yet in the metadata of the broker asked (Kafka
+	// propagates it asynchronously), would look missing for 5s. Asking for
+	// authorized operations makes kadm send a metadata request every time.
+	direct := kadm.WithAuthorizedOps(ctx)
 	backoff := 20 * time.Millisecond
 	for {
-		details, err := adm.ListTopics(ctx, names...)
+		details, err := adm.ListTopics(direct, names...)
 		var missing error
 		if err == nil {
 			counts := make(map[string]int, len(names))
@@ -217,6 +230,36 @@ func partitionCounts(ctx context.Context, adm *kadm.Client, specs []Spec) (map[s
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("wait for topics to appear: %w (last: %w)", ctx.Err(), missing)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// waitServed waits until the leader of every partition of topics answers
+// for it. Kafka lists a new topic's partitions in its metadata a moment
+// before their leaders serve them; a producer coming in between is told
+// NOT_LEADER_OR_FOLLOWER and, with kgo, waits out the metadata min age (5s)
+// before it retries. Only a partition's leader lists its offsets, and kgo
+// retries that at once on fresh metadata.
+func waitServed(ctx context.Context, adm *kadm.Client, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
+	backoff := 20 * time.Millisecond
+	for {
+		listed, err := adm.ListEndOffsets(ctx, topics...)
+		if err == nil {
+			err = listed.Error()
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the partitions of new topics to have a leader: %w (last: %w)", ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)

@@ -3,7 +3,6 @@ package topics
 import (
 	"context"
 	"fmt"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -12,26 +11,17 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/internal/fleettest/brokertest"
 )
 
 // testAdmin returns an admin client and a namespace unique to the test: on
-// the broker in FLOTILLA_TEST_BROKERS if set, else on a fresh kfake cluster.
+// the broker in FLOTILLA_TEST_BROKERS if set, else on the test binary's
+// embedded broker (brokertest).
 func testAdmin(t *testing.T) (*kadm.Client, *kgo.Client, string) {
 	t.Helper()
-	var seeds []string
-	if env := os.Getenv("FLOTILLA_TEST_BROKERS"); env != "" {
-		seeds = strings.Split(env, ",")
-	} else {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		seeds = c.ListenAddrs()
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	cl, err := kgo.NewClient(brokertest.Opts(t)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,6 +156,37 @@ func TestEnsureCreatesIdempotently(t *testing.T) {
 			if cfg[k] != v {
 				t.Errorf("%s: %s = %q, want %q", name, k, cfg[k], v)
 			}
+		}
+	}
+}
+
+// TestEnsuredTopicsAreServed checks that topics can be used as soon as
+// Ensure returns: every partition of every new topic takes a record at the
+// first try. (Kafka lists a new partition in its metadata a moment before
+// its leader serves it; a producer in between would be refused, and kgo
+// would retry only after its metadata min age, 5s.)
+func TestEnsuredTopicsAreServed(t *testing.T) {
+	adm, _, ns := testAdmin(t)
+	ctx := testContext(t)
+	n := NewNames(ns)
+	if err := Ensure(ctx, adm, Catalogue(n, 4, -1)); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokertest.Addrs(t)...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RecordRetries(0)) // no retry: the first try must do
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for _, topic := range n.All() {
+		for p := range int32(4) {
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Key: []byte("k"), Value: []byte("v")})
+		}
+	}
+	for _, r := range cl.ProduceSync(ctx, recs...) {
+		if r.Err != nil {
+			t.Errorf("produce to %s partition %d right after Ensure: %v", r.Record.Topic, r.Record.Partition, r.Err)
 		}
 	}
 }

@@ -14,8 +14,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Env is the variable that names a real broker: "host:port[,host:port...]".
@@ -52,6 +54,19 @@ func Addrs(t testing.TB) []string {
 		t.Fatalf("start the embedded test broker: %v", startErr)
 	}
 	return addrs
+}
+
+// Opts returns the options of a test client of the broker: its addresses,
+// and a short, fixed retry backoff. A broker on this machine that answers
+// "not yet" (a new topic's partition without its leader yet, a coordinator
+// loading) usually has the answer a few milliseconds later, not the 250 ms
+// and more of kgo's default backoff.
+func Opts(t testing.TB) []kgo.Opt {
+	t.Helper()
+	return []kgo.Opt{
+		kgo.SeedBrokers(Addrs(t)...),
+		kgo.RetryBackoffFn(func(int) time.Duration { return 20 * time.Millisecond }),
+	}
 }
 
 // Real reports whether the tests run against a real Kafka
