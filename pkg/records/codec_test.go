@@ -57,8 +57,8 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"health.v1.avsc":       0xb8b1266bfe463371,
 		"notification.v1.avsc": 0x782b4e164ae48746,
 		"operation.v1.avsc":    0xcd4d2202f2e4f42d,
-		"request.v1.avsc":      0x5716a876008c00d7,
-		"workflow.v1.avsc":     0x66c9902d1529f14b,
+		"request.v1.avsc":      0x59628d8c478644b0,
+		"workflow.v1.avsc":     0x7d5cf10cce4d054d,
 	}
 	r, err := loadRegistry(schemas.FS)
 	if err != nil {

@@ -100,12 +100,14 @@ func specNative(s rollout.Spec) map[string]any {
 		}
 	}
 	return map[string]any{
-		"windows":   windows,
-		"name":      s.Name,
-		"operation": operationNative(s.Operation),
-		"selector":  s.Selector,
-		"clusters":  stringsNative(s.Clusters),
-		"phases":    phases,
+		"on_conflict":       string(s.OnConflict),
+		"unhealthy_targets": string(s.UnhealthyTargets),
+		"windows":           windows,
+		"name":              s.Name,
+		"operation":         operationNative(s.Operation),
+		"selector":          s.Selector,
+		"clusters":          stringsNative(s.Clusters),
+		"phases":            phases,
 		"failure_threshold": map[string]any{
 			"count":   s.FailureThreshold.Count,
 			"percent": s.FailureThreshold.Percent,
@@ -134,6 +136,8 @@ func specFrom(x rec) rollout.Spec {
 	}
 	t := x.record("failure_threshold")
 	s.FailureThreshold = rollout.Threshold{Count: t.int("count"), Percent: t.int("percent")}
+	s.OnConflict = rollout.Conflict(x.str("on_conflict"))
+	s.UnhealthyTargets = rollout.UnhealthyPolicy(x.str("unhealthy_targets"))
 	for _, w := range x.recs("windows") {
 		s.Windows = append(s.Windows, rollout.WindowRule{Selector: w.str("selector"), Allow: w.strs("allow"), Deny: w.strs("deny")})
 	}

@@ -51,6 +51,8 @@ func fullSpec() rollout.Spec {
 			{Name: "rest", Waves: rollout.Waves{Mode: rollout.WaveExponential, Value: 1}, Bake: 1500 * time.Millisecond},
 		},
 		FailureThreshold: rollout.Threshold{Count: 2, Percent: 10},
+		OnConflict:       rollout.ConflictReject,
+		UnhealthyTargets: rollout.SkipUnhealthy,
 		Windows: []rollout.WindowRule{
 			{Allow: []string{"Mon-Fri 09:00-17:00 Europe/Paris"}},
 			{Selector: "region=eu-*", Allow: []string{"22:00-04:00 Europe/Paris"}, Deny: []string{"2026-12-20T00:00:00Z/2027-01-04T00:00:00Z"}},

@@ -167,6 +167,9 @@ const (
 	TargetRunning   TargetState = "running" // a command was sent
 	TargetSucceeded TargetState = "succeeded"
 	TargetFailed    TargetState = "failed" // its operation failed, or it turned unhealthy after it
+	// TargetSkipped marks a target left alone: it was unhealthy when its
+	// turn came and the rollout skips such targets.
+	TargetSkipped TargetState = "skipped"
 )
 
 // Target is the planner's state of one cluster within a workflow.

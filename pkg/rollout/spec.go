@@ -100,7 +100,32 @@ type Spec struct {
 	// Windows limit when targets may be started (see WindowRule). None:
 	// any time.
 	Windows []WindowRule
+	// OnConflict says what happens when a target is already in another
+	// unfinished rollout: it waits for that rollout's operation on it
+	// (ConflictWait, the default), or the request is rejected.
+	OnConflict Conflict
+	// UnhealthyTargets says what happens to a target that is unhealthy
+	// when its turn comes: it is held until it recovers (HoldUnhealthy,
+	// the default), or skipped and reported.
+	UnhealthyTargets UnhealthyPolicy
 }
+
+// Conflict is a rollout's policy towards targets in other rollouts.
+type Conflict string
+
+const (
+	ConflictWait   Conflict = ""
+	ConflictReject Conflict = "reject"
+)
+
+// UnhealthyPolicy is a rollout's policy towards targets unhealthy before
+// their operation.
+type UnhealthyPolicy string
+
+const (
+	HoldUnhealthy UnhealthyPolicy = ""
+	SkipUnhealthy UnhealthyPolicy = "skip"
+)
 
 // WindowRule limits when the clusters its Selector picks (every target, if
 // empty) may be started: inside one of Allow, if any, and inside none of

@@ -135,6 +135,16 @@ func (s Spec) Validate() error {
 	if err := s.FailureThreshold.validate(); err != nil {
 		add("failureThreshold", err)
 	}
+	switch s.OnConflict {
+	case ConflictWait, ConflictReject, "wait":
+	default:
+		addf("onConflict", "unknown policy %q: want wait or reject", s.OnConflict)
+	}
+	switch s.UnhealthyTargets {
+	case HoldUnhealthy, SkipUnhealthy, "hold":
+	default:
+		addf("unhealthyTargets", "unknown policy %q: want hold or skip", s.UnhealthyTargets)
+	}
 	for i, rule := range s.Windows {
 		path := fmt.Sprintf("windows[%d]", i)
 		if _, err := selector.Parse(rule.Selector); err != nil {

@@ -34,6 +34,8 @@ import (
 //	      approve: before           # manual approval gates: before | after | both
 //	      approvalTimeout: 24h      # a gate not approved by then pauses the rollout
 //	failureThreshold: 2             # 2 | "10%"; absent = 1
+//	onConflict: wait                # a target in another unfinished rollout: wait | reject
+//	unhealthyTargets: hold          # a target unhealthy when its turn comes: hold | skip
 //
 // Parsing is strict: an unknown or repeated field, a value of the wrong
 // shape (a list where a string belongs, "25 percent" as waves, "10" as a
@@ -192,7 +194,7 @@ func (d *decoder) int(path string, n *yaml.Node) int {
 }
 
 func (d *decoder) spec(n *yaml.Node) Spec {
-	f := d.fields("", n, "name", "operation", "selector", "clusters", "strategy", "failureThreshold", "windows")
+	f := d.fields("", n, "name", "operation", "selector", "clusters", "strategy", "failureThreshold", "windows", "onConflict", "unhealthyTargets")
 	s := Spec{
 		Name:             d.str("name", f["name"]),
 		Operation:        d.operation("operation", f["operation"]),
@@ -200,6 +202,15 @@ func (d *decoder) spec(n *yaml.Node) Spec {
 		Clusters:         d.clusters("clusters", f["clusters"]),
 		FailureThreshold: d.threshold("failureThreshold", f["failureThreshold"]),
 		Windows:          d.windows("windows", f["windows"]),
+		OnConflict:       Conflict(d.str("onConflict", f["onConflict"])),
+		UnhealthyTargets: UnhealthyPolicy(d.str("unhealthyTargets", f["unhealthyTargets"])),
+	}
+	// The defaults may be written out; they are kept as the zero value.
+	if s.OnConflict == "wait" {
+		s.OnConflict = ConflictWait
+	}
+	if s.UnhealthyTargets == "hold" {
+		s.UnhealthyTargets = HoldUnhealthy
 	}
 	if st := f["strategy"]; st != nil {
 		sf := d.fields("strategy", st, "phases")
@@ -413,6 +424,8 @@ type (
 		Strategy         *yamlStrategy `yaml:"strategy,omitempty"`
 		FailureThreshold any           `yaml:"failureThreshold,omitempty"`
 		Windows          []yamlWindow  `yaml:"windows,omitempty"`
+		OnConflict       string        `yaml:"onConflict,omitempty"`
+		UnhealthyTargets string        `yaml:"unhealthyTargets,omitempty"`
 	}
 	yamlWindow struct {
 		Selector string   `yaml:"selector,omitempty"`
@@ -453,8 +466,10 @@ func FormatYAML(s Spec) ([]byte, error) {
 			Version: s.Operation.Version,
 			Config:  s.Operation.Config,
 		},
-		Selector: s.Selector,
-		Clusters: s.Clusters,
+		Selector:         s.Selector,
+		Clusters:         s.Clusters,
+		OnConflict:       string(s.OnConflict),
+		UnhealthyTargets: string(s.UnhealthyTargets),
 	}
 	for _, w := range s.Windows {
 		doc.Windows = append(doc.Windows, yamlWindow(w))

@@ -87,7 +87,7 @@ func FromWorkflow(rec records.WorkflowRecord) (records.Notification, bool) {
 	case "wave-completed":
 		p, waves := phase()
 		msg = fmt.Sprintf("%s: phase %q wave %d/%d finished its operations; baking until %s", name(w), p, w.Wave+1, waves, w.BakeUntil.Format("15:04:05Z07:00"))
-	case "waiting-window":
+	case "waiting":
 		msg = fmt.Sprintf("%s: %s", name(w), w.Waiting)
 	case "paused":
 		sev = records.SeverityWarning

@@ -238,6 +238,9 @@ func (d *decision) submit(in Submit) {
 	if err == nil {
 		plan, err = in.Request.Submit.Spec.Plan(d.s.Inventory)
 	}
+	if err == nil && in.Request.Submit.Spec.OnConflict == rollout.ConflictReject {
+		err = d.conflicts(plan)
+	}
 	w := d.s.workflow(id, in.Partition)
 	w.CreatedAt = d.now
 	if in.Request.Submit != nil {
@@ -269,6 +272,30 @@ func (d *decision) submit(in Submit) {
 	d.transition(w, "submitted")
 	d.startWave(w, "wave-started")
 	d.advance(w)
+}
+
+// conflicts reports the targets of a plan that are in unfinished rollouts.
+func (d *decision) conflicts(plan rollout.Plan) error {
+	var busy []string
+	for _, ph := range plan.Phases {
+		for _, wave := range ph.Waves {
+			for _, id := range wave {
+				if others := d.s.workflowsOn(id); len(others) > 0 {
+					busy = append(busy, fmt.Sprintf("%s (in %s)", id, others[0].ID))
+				}
+			}
+		}
+	}
+	if len(busy) == 0 {
+		return nil
+	}
+	sort.Strings(busy)
+	more := ""
+	if len(busy) > 5 {
+		more = fmt.Sprintf(" and %d more", len(busy)-5)
+		busy = busy[:5]
+	}
+	return fmt.Errorf("onConflict is reject, and targets are in unfinished rollouts: %s%s", strings.Join(busy, ", "), more)
 }
 
 func (w *Workflow) reindexTargetsCount() { w.Workflow.Targets = len(w.Targets) }
@@ -656,9 +683,9 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 	if limit <= 0 {
 		limit = len(pending) + running
 	}
-	var held int
+	var held, unhealthy int
 	var opens time.Time
-	defer func() { d.setWaiting(w, held, opens) }()
+	defer func() { d.setWaiting(w, held, opens, unhealthy) }()
 	for _, t := range pending {
 		if running >= limit {
 			return
@@ -677,6 +704,20 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 			if w.State != records.WorkflowRunning {
 				return
 			}
+			continue
+		}
+		if h, seen := d.s.Health[t.ClusterID]; seen && h.Status == records.HealthUnhealthy {
+			if w.Spec.UnhealthyTargets == rollout.SkipUnhealthy {
+				t.State = records.TargetSkipped
+				t.Reason = "skipped: unhealthy before its operation"
+				if len(h.Reasons) > 0 {
+					t.Reason += ": " + strings.Join(h.Reasons, "; ")
+				}
+				t.FinishedAt = d.now
+				d.changed(w, t)
+				continue
+			}
+			unhealthy++ // held until it recovers: its next health signal moves the workflow
 			continue
 		}
 		if sched := w.schedule(c.Labels); !sched.Open(d.now) {
@@ -705,26 +746,41 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 	}
 }
 
-// setWaiting records how many clusters of the current wave wait for their
-// maintenance windows, and when the first of those opens again, writing a
-// row only when that changes.
-func (d *decision) setWaiting(w *Workflow, held int, opens time.Time) {
-	waiting := ""
+// setWaiting records which clusters of the current wave wait, and why:
+// for their maintenance windows (and when the first of those opens), or to
+// recover their health. It writes a row only when that changes.
+func (d *decision) setWaiting(w *Workflow, held int, opens time.Time, unhealthy int) {
+	var parts []string
 	switch {
 	case held > 0 && opens.IsZero():
-		waiting = fmt.Sprintf("%d clusters wait for a maintenance window that does not open within %d days", held, int(window.Horizon.Hours()/24))
+		parts = append(parts, fmt.Sprintf("%d clusters wait for a maintenance window that does not open within %d days", held, int(window.Horizon.Hours()/24)))
 	case held > 0:
-		waiting = fmt.Sprintf("%d clusters wait for their maintenance window, which opens at %s", held, opens.UTC().Format(time.RFC3339))
+		parts = append(parts, fmt.Sprintf("%d clusters wait for their maintenance window, which opens at %s", held, opens.UTC().Format(time.RFC3339)))
 	}
+	if unhealthy > 0 {
+		parts = append(parts, fmt.Sprintf("%d clusters are unhealthy and wait to recover before their operation", unhealthy))
+	}
+	waiting := strings.Join(parts, "; ")
 	if waiting == w.Waiting && opens.Equal(w.WaitUntil) {
 		return
 	}
 	w.Waiting, w.WaitUntil = waiting, opens
 	if waiting != "" {
-		d.transition(w, "waiting-window")
+		d.transition(w, "waiting")
 	} else {
 		d.touch(w) // the wait is over: a progress row says so
 	}
+}
+
+// count returns the number of the workflow's targets in a state.
+func (w *Workflow) count(state records.TargetState) int {
+	n := 0
+	for _, t := range w.Targets {
+		if t.State == state {
+			n++
+		}
+	}
+	return n
 }
 
 // finish ends a workflow whose every wave is done.
@@ -736,6 +792,9 @@ func (d *decision) finish(w *Workflow) {
 	} else {
 		w.State = records.WorkflowSucceeded
 		w.Reason = ""
+		if skipped := w.count(records.TargetSkipped); skipped > 0 {
+			w.Reason = fmt.Sprintf("%d of %d clusters skipped: unhealthy before their operation", skipped, w.Workflow.Targets)
+		}
 		d.transition(w, "succeeded")
 	}
 	for id := range w.Targets {

@@ -321,7 +321,7 @@ func TestMaintenanceWindowHoldsClustersUntilItOpens(t *testing.T) {
 	if !w.WaitUntil.Equal(t0.Add(2*time.Hour)) || !strings.Contains(w.Waiting, "2 clusters wait for their maintenance window") {
 		t.Fatalf("WaitUntil %v, Waiting %q", w.WaitUntil, w.Waiting)
 	}
-	if got := events(out.Rows); !reflect.DeepEqual(got[len(got)-1:], []string{"waiting-window"}) {
+	if got := events(out.Rows); !reflect.DeepEqual(got[len(got)-1:], []string{"waiting"}) {
 		t.Fatalf("events %v, want the wait told", got)
 	}
 	for _, c := range out.Commands {
@@ -488,5 +488,57 @@ func TestApprovalGates(t *testing.T) {
 	}
 	if out := h.control("wf", records.ActionApprove, ""); len(out.Rows) != 1 || !strings.Contains(out.Rows[0].Workflow.Reason, "is not waiting for an approval") {
 		t.Fatalf("approve with no gate: %+v", out.Rows)
+	}
+}
+
+func TestUnhealthyTargetsAreHeldOrSkipped(t *testing.T) {
+	for _, policy := range []rollout.UnhealthyPolicy{rollout.HoldUnhealthy, rollout.SkipUnhealthy} {
+		h := newHarness(t, fleet(3))
+		h.probe("c-001", records.HealthUnhealthy, "2 partitions offline")
+		spec := upgradeSpec()
+		spec.UnhealthyTargets = policy
+		out := h.submit("wf", spec)
+		if got := clusterIDs(out.Commands); !reflect.DeepEqual(got, []string{"c-000", "c-002"}) {
+			t.Fatalf("%q: started %v, want the healthy clusters only", policy, got)
+		}
+		w := h.workflow("wf")
+		tg := w.Targets["c-001"]
+		switch policy {
+		case rollout.HoldUnhealthy:
+			if tg.State != records.TargetPending || !strings.Contains(w.Waiting, "1 clusters are unhealthy and wait to recover") {
+				t.Fatalf("hold: target %s, waiting %q", tg.State, w.Waiting)
+			}
+			h.now = h.now.Add(time.Second)
+			if out := h.probe("c-001", records.HealthHealthy); !reflect.DeepEqual(clusterIDs(out.Commands), []string{"c-001"}) {
+				t.Fatalf("hold: after recovery started %v, want c-001", clusterIDs(out.Commands))
+			}
+		case rollout.SkipUnhealthy:
+			if tg.State != records.TargetSkipped || !strings.Contains(tg.Reason, "2 partitions offline") {
+				t.Fatalf("skip: target %+v", tg)
+			}
+			for _, c := range out.Commands {
+				h.result(c, records.OperationSucceeded, "")
+			}
+			h.now = h.now.Add(time.Second)
+			h.probe("c-000", records.HealthHealthy)
+			h.probe("c-002", records.HealthHealthy)
+			if w.State != records.WorkflowSucceeded || !strings.Contains(w.Reason, "1 of 3 clusters skipped") {
+				t.Fatalf("skip: ended %s %q", w.State, w.Reason)
+			}
+		}
+	}
+}
+
+func TestConflictWaitOrReject(t *testing.T) {
+	h := newHarness(t, fleet(3))
+	h.submit("first", upgradeSpec())
+	second := rollout.Spec{Name: "r", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{"c-001", "c-002"}, OnConflict: rollout.ConflictReject}
+	out := h.submit("second", second)
+	if w := out.Rows[0].Workflow; w.State != records.WorkflowRejected || !strings.Contains(w.Reason, "targets are in unfinished rollouts: c-001 (in first), c-002 (in first)") {
+		t.Fatalf("reject: %+v", out.Rows[0].Workflow)
+	}
+	second.OnConflict = rollout.ConflictWait
+	if out := h.submit("third", second); len(out.Commands) != 0 || h.workflow("third").State != records.WorkflowRunning {
+		t.Fatalf("wait: started %v, state %s", clusterIDs(out.Commands), h.workflow("third").State)
 	}
 }

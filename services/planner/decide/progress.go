@@ -33,6 +33,7 @@ type Counts struct {
 	Running   int `json:"running"`
 	Succeeded int `json:"succeeded"`
 	Failed    int `json:"failed"`
+	Skipped   int `json:"skipped,omitempty"`
 }
 
 func (c *Counts) add(s records.TargetState) {
@@ -46,6 +47,8 @@ func (c *Counts) add(s records.TargetState) {
 		c.Succeeded++
 	case records.TargetFailed:
 		c.Failed++
+	case records.TargetSkipped:
+		c.Skipped++
 	}
 }
 

@@ -17,7 +17,8 @@ import (
 //   - no cluster in two running operations;
 //   - nothing starts in a paused, cancelled or finished workflow, whoever
 //     paused or cancelled it;
-//   - no cluster starts outside its maintenance windows;
+//   - no cluster starts outside its maintenance windows, nor while it is
+//     unhealthy;
 //   - no phase starts before its approval gate, nor after a phase whose
 //     gate after it is not approved;
 //   - a wave starts only after every earlier wave finished, baked for its
@@ -65,6 +66,9 @@ func randomSpec(r *rand.Rand) rollout.Spec {
 	if r.Intn(3) == 0 {
 		spec.Selector = ""
 		spec.Clusters = []string{"c-001", "c-002", "c-005", "c-010"}
+	}
+	if r.Intn(2) == 0 {
+		spec.UnhealthyTargets = rollout.SkipUnhealthy
 	}
 	if r.Intn(2) == 0 { // the runs start at 12:00 UTC and last a few hours
 		from := 11 + r.Intn(5)

@@ -1,0 +1,438 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+	"github.com/flotilla-fleet/flotilla/pkg/window"
+)
+
+// planListed is how many cluster IDs a wave shows in text without --clusters.
+const planListed = 8
+
+func rolloutPlanCommand() *cobra.Command {
+	var f clientFlags
+	var file string
+	var showClusters bool
+	model := estimateModel{OpDuration: 5 * time.Minute, ProbeInterval: 10 * time.Second}
+	cmd := &cobra.Command{
+		Use:   "plan -f SPEC.yaml",
+		Short: "Dry run: show the phases, waves, gates, windows and an estimated duration, without submitting",
+		Long: `plan reads a rollout spec (YAML), reads the inventory and the health table
+from Kafka, and lays the spec over the inventory with the planner's own
+code: it prints the phases and waves (with their clusters) the planner would
+choose now, the approval gates, the targets that are not healthy now, the
+targets whose maintenance windows are closed now and when they open, and an
+estimate of the duration. It writes nothing to Kafka.
+
+A spec the planner would reject (an unknown cluster, no target, targets that
+match no phase) is reported with the planner's reason, and plan exits
+non-zero.
+
+The estimate walks the waves in order from now. A wave starts once each of
+its clusters has reached its maintenance window (the wait is counted), then
+takes ceil(size / maxInFlight) x --op-duration, plus the phase's bake, plus
+--probe-interval for the monitor to see the wave healthy. The time waiting
+for approvals is not estimated; nor are retries, failures, clusters busy
+with another rollout, or windows closing during a wave.`,
+		Example: `  flotilla rollout plan -f examples/three-phase-upgrade.yaml
+  flotilla rollout plan -f spec.yaml --op-duration 20m -o json`,
+		Args: cobra.NoArgs,
+		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, _ []string) error {
+			if model.OpDuration < 0 || model.ProbeInterval < 0 {
+				return fmt.Errorf("--op-duration and --probe-interval must not be negative, got %s and %s", model.OpDuration, model.ProbeInterval)
+			}
+			data, err := readSpecFile(file)
+			if err != nil {
+				return err
+			}
+			spec, err := rollout.ParseYAML(data)
+			if err == nil {
+				err = spec.Validate()
+			}
+			if err != nil {
+				return fmt.Errorf("%s:\n%w", file, err)
+			}
+			inv, err := planReadInventory(ctx, cfg, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			health, err := planReadHealth(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			d, err := newDryRun(spec, inv, health, now(), model)
+			if err != nil {
+				return fmt.Errorf("%s: the planner would reject this rollout: %w", file, err)
+			}
+			if f.Output == "json" {
+				return printJSON(cmd.OutOrStdout(), d)
+			}
+			return printDryRun(cmd.OutOrStdout(), d, showClusters)
+		}),
+	}
+	f.bind(cmd)
+	fs := cmd.Flags()
+	fs.StringVarP(&file, "file", "f", "", "rollout spec (YAML); - reads standard input")
+	fs.BoolVar(&showClusters, "clusters", false, "list every cluster of every wave (text output)")
+	fs.DurationVar(&model.OpDuration, "op-duration", model.OpDuration, "how long one cluster's operation is assumed to take, for the estimate")
+	fs.DurationVar(&model.ProbeInterval, "probe-interval", model.ProbeInterval, "the monitor's probe interval, allowed once per wave in the estimate")
+	_ = cmd.MarkFlagRequired("file")
+	return cmd
+}
+
+// planReadInventory reads the inventory topic to its end, as the planner's
+// table holds it: keyed by record key, a tombstone removing the cluster.
+func planReadInventory(ctx context.Context, cfg backbone.Config, warn io.Writer) (map[string]inventory.Cluster, error) {
+	clusters := map[string]inventory.Cluster{}
+	err := logtable.ReadToEnd(ctx, cfg.Opts(), cfg.Names().Inventory, nil, func(r *kgo.Record) {
+		if r.Value == nil {
+			delete(clusters, string(r.Key))
+			return
+		}
+		rec, err := records.DecodeClusterRecord(r.Value)
+		if err != nil {
+			fmt.Fprintf(warn, "warning: inventory record %d@%d: %v\n", r.Partition, r.Offset, err)
+			return
+		}
+		clusters[string(r.Key)] = rec.Cluster
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read inventory: %w", err)
+	}
+	return clusters, nil
+}
+
+// planReadHealth reads the health topic to its end: each cluster's last signal.
+func planReadHealth(ctx context.Context, cfg backbone.Config) (map[string]records.Health, error) {
+	health := map[string]records.Health{}
+	err := logtable.ReadToEnd(ctx, cfg.Opts(), cfg.Names().Health, nil, func(r *kgo.Record) {
+		if r.Value == nil {
+			delete(health, string(r.Key))
+			return
+		}
+		if h, err := records.DecodeHealth(r.Value); err == nil {
+			health[string(r.Key)] = h
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read health: %w", err)
+	}
+	return health, nil
+}
+
+// estimateModel is what the duration estimate assumes.
+type estimateModel struct {
+	OpDuration    time.Duration // one cluster's operation
+	ProbeInterval time.Duration // allowed once per wave for the monitor to see it healthy
+}
+
+// dryRun is what `rollout plan` shows, and its JSON document (-o json).
+// Durations are Go duration strings ("1h30m0s"); times are RFC 3339.
+type dryRun struct {
+	Name      string            `json:"name"`
+	Operation rollout.Operation `json:"operation"`
+	Targets   int               `json:"targets"`
+	// At is the instant the plan is made for: now.
+	At time.Time `json:"at"`
+	// FailureThreshold is the number of failed or unhealthy clusters at which the rollout pauses.
+	FailureThreshold int           `json:"failureThreshold"`
+	Phases           []dryRunPhase `json:"phases"`
+	// NotHealthy are the targets whose last health signal is unhealthy or degraded.
+	NotHealthy []dryRunHealth `json:"notHealthy"`
+	Estimate   dryRunEstimate `json:"estimate"`
+}
+
+type dryRunPhase struct {
+	Name     string `json:"name"`
+	Selector string `json:"selector"`
+	Targets  int    `json:"targets"`
+	// Approve is before, after or both; absent when the phase has no gate.
+	Approve         rollout.Approval `json:"approve,omitempty"`
+	ApprovalTimeout string           `json:"approvalTimeout,omitempty"`
+	MaxInFlight     int              `json:"maxInFlight"` // 0: the whole wave
+	Bake            string           `json:"bake"`
+	Waves           []dryRunWave     `json:"waves"`
+	// WaitingForWindow are the phase's targets whose windows are closed now.
+	WaitingForWindow []dryRunWaiting `json:"waitingForWindow"`
+	// FirstWindowOpens is when the first of WaitingForWindow may start.
+	FirstWindowOpens *time.Time `json:"firstWindowOpens,omitempty"`
+}
+
+type dryRunWave struct {
+	Wave     int      `json:"wave"` // 1-based, as in rollout status
+	Size     int      `json:"size"`
+	Clusters []string `json:"clusters"`
+	// StartsAfter is how long after At the wave is estimated to start.
+	StartsAfter string `json:"startsAfter"`
+	// Duration is the wave's estimated duration once started.
+	Duration string `json:"duration"`
+}
+
+type dryRunWaiting struct {
+	ID string `json:"id"`
+	// OpensAt is when the cluster's windows open; absent when they do not
+	// open within window.Horizon.
+	OpensAt *time.Time `json:"opensAt,omitempty"`
+}
+
+type dryRunHealth struct {
+	ID         string               `json:"id"`
+	Health     records.HealthStatus `json:"health"`
+	Reasons    []string             `json:"reasons,omitempty"`
+	ObservedAt time.Time            `json:"observedAt"`
+}
+
+type dryRunEstimate struct {
+	// Duration is the whole estimate, window waits included, approvals not.
+	Duration string `json:"duration"`
+	Seconds  int64  `json:"seconds"`
+	// WindowWait is the part of Duration spent waiting for maintenance windows.
+	WindowWait string `json:"windowWait"`
+	// Approvals is how many approval gates the rollout will wait at, for a
+	// time not estimated.
+	Approvals int `json:"approvals"`
+	// NeverOpen counts the targets whose windows do not open within
+	// window.Horizon: the rollout would wait for them forever.
+	NeverOpen     int    `json:"neverOpen"`
+	OpDuration    string `json:"opDuration"`
+	ProbeInterval string `json:"probeInterval"`
+	Model         string `json:"model"`
+}
+
+const estimateText = "waves in order from now: each starts once every one of its clusters has reached its maintenance window, " +
+	"then takes ceil(size / maxInFlight) x opDuration + the phase's bake + probeInterval; " +
+	"approval waits, retries, failures, busy clusters and windows closing during a wave are not counted"
+
+// newDryRun lays spec over the inventory with the planner's own Plan and
+// describes it at instant at. It fails with Plan's error, the reason the
+// planner would reject the rollout for.
+func newDryRun(spec rollout.Spec, inv map[string]inventory.Cluster, health map[string]records.Health, at time.Time, m estimateModel) (dryRun, error) {
+	plan, err := spec.Plan(inv)
+	if err != nil {
+		return dryRun{}, err
+	}
+	windows, err := spec.CompileWindows()
+	if err != nil {
+		return dryRun{}, fmt.Errorf("windows: %w", err) // Plan validated them
+	}
+	d := dryRun{
+		Name: spec.Name, Operation: spec.Operation, Targets: plan.Targets, At: at,
+		FailureThreshold: spec.FailureThreshold.Limit(plan.Targets),
+		NotHealthy:       []dryRunHealth{},
+	}
+	schedules := map[string]window.All{}
+	never := map[string]bool{}
+	t := at // the estimate's clock, walking the waves
+	var waited time.Duration
+	for p, ph := range plan.Phases {
+		out := dryRunPhase{
+			Name: ph.Name, Selector: ph.Selector, MaxInFlight: ph.MaxInFlight, Bake: ph.Bake.String(),
+			Waves: []dryRunWave{}, WaitingForWindow: []dryRunWaiting{},
+		}
+		if p < len(spec.Phases) { // a spec without phases has one phase "all" and no gates
+			out.Approve = spec.Phases[p].Approve
+			if to := spec.Phases[p].ApprovalTimeout; to > 0 {
+				out.ApprovalTimeout = to.String()
+			}
+		}
+		if len(ph.Waves) > 0 { // a phase without targets is skipped, gates and all
+			if out.Approve.Before() {
+				d.Estimate.Approvals++
+			}
+			if out.Approve.After() {
+				d.Estimate.Approvals++
+			}
+		}
+		for i, wave := range ph.Waves {
+			out.Targets += len(wave)
+			start := t
+			for _, id := range wave {
+				sched := windows.For(inv[id].Labels)
+				schedules[id] = sched
+				if !sched.Open(at) {
+					w := dryRunWaiting{ID: id}
+					if opens, ok := sched.NextOpen(at); ok {
+						w.OpensAt = &opens
+						if out.FirstWindowOpens == nil || opens.Before(*out.FirstWindowOpens) {
+							out.FirstWindowOpens = &opens
+						}
+					}
+					out.WaitingForWindow = append(out.WaitingForWindow, w)
+				}
+				if opens, ok := sched.NextOpen(t); !ok {
+					never[id] = true
+				} else if opens.After(start) {
+					start = opens
+				}
+			}
+			waited += start.Sub(t)
+			took := waveDuration(len(wave), ph.MaxInFlight, ph.Bake, m)
+			out.Waves = append(out.Waves, dryRunWave{
+				Wave: i + 1, Size: len(wave), Clusters: wave,
+				StartsAfter: start.Sub(at).String(), Duration: took.String(),
+			})
+			t = start.Add(took)
+		}
+		d.Phases = append(d.Phases, out)
+	}
+	for _, ph := range plan.Phases {
+		for _, wave := range ph.Waves {
+			for _, id := range wave {
+				if h, ok := health[id]; ok && (h.Status == records.HealthUnhealthy || h.Status == records.HealthDegraded) {
+					d.NotHealthy = append(d.NotHealthy, dryRunHealth{ID: id, Health: h.Status, Reasons: h.Reasons, ObservedAt: h.ObservedAt})
+				}
+			}
+		}
+	}
+	total := t.Sub(at)
+	d.Estimate.Duration, d.Estimate.Seconds = total.String(), int64(total/time.Second)
+	d.Estimate.WindowWait = waited.String()
+	d.Estimate.NeverOpen = len(never)
+	d.Estimate.OpDuration, d.Estimate.ProbeInterval = m.OpDuration.String(), m.ProbeInterval.String()
+	d.Estimate.Model = estimateText
+	return d, nil
+}
+
+// waveDuration is the estimate of one started wave: its operations in
+// batches of maxInFlight (0: all at once), then the bake, then one probe.
+func waveDuration(size, maxInFlight int, bake time.Duration, m estimateModel) time.Duration {
+	if maxInFlight <= 0 || maxInFlight > size {
+		maxInFlight = size
+	}
+	batches := (size + maxInFlight - 1) / maxInFlight
+	return time.Duration(batches)*m.OpDuration + bake + m.ProbeInterval
+}
+
+func printDryRun(out io.Writer, d dryRun, showClusters bool) error {
+	op := string(d.Operation.Kind)
+	if d.Operation.Version != "" {
+		op += " to " + d.Operation.Version
+	}
+	if len(d.Operation.Config) > 0 {
+		op += " " + formatLabels(d.Operation.Config)
+	}
+	fmt.Fprintf(out, "rollout %q: %s, %d clusters in %d phases\n", d.Name, op, d.Targets, len(d.Phases))
+	fmt.Fprintf(out, "dry run at %s: nothing was submitted; this is what the planner would choose now\n", d.At.UTC().Format(time.RFC3339))
+	fmt.Fprintf(out, "failure threshold: pauses when %d clusters have failed or turned unhealthy\n", d.FailureThreshold)
+
+	for i, ph := range d.Phases {
+		sel := "selector " + ph.Selector
+		if ph.Selector == "" {
+			sel = "the targets left"
+		}
+		fmt.Fprintf(out, "\nphase %d %q (%s): ", i+1, ph.Name, sel)
+		if len(ph.Waves) == 0 {
+			fmt.Fprintln(out, "no targets; skipped, gates and all")
+			continue
+		}
+		inFlight := "whole wave"
+		if ph.MaxInFlight > 0 {
+			inFlight = fmt.Sprint(ph.MaxInFlight)
+		}
+		fmt.Fprintf(out, "%d clusters in %d waves, maxInFlight %s, bake %s\n", ph.Targets, len(ph.Waves), inFlight, shortDur(ph.Bake))
+		if g := gateText(ph); g != "" {
+			fmt.Fprintf(out, "  gate: %s\n", g)
+		}
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  WAVE\tSIZE\tSTARTS\tTAKES\tCLUSTERS")
+		for _, w := range ph.Waves {
+			fmt.Fprintf(tw, "  %d\t%d\t+%s\t%s\t%s\n", w.Wave, w.Size, shortDur(w.StartsAfter), shortDur(w.Duration), clusterList(w.Clusters, showClusters))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if n := len(ph.WaitingForWindow); n > 0 {
+			if ph.FirstWindowOpens != nil {
+				fmt.Fprintf(out, "  windows: %d clusters wait for their window, which opens at %s\n", n, ph.FirstWindowOpens.UTC().Format(time.RFC3339))
+			} else {
+				fmt.Fprintf(out, "  windows: %d clusters wait for a window that does not open within %d days\n", n, int(window.Horizon.Hours()/24))
+			}
+			if showClusters {
+				for _, w := range ph.WaitingForWindow {
+					opens := "not within the horizon"
+					if w.OpensAt != nil {
+						opens = w.OpensAt.UTC().Format(time.RFC3339)
+					}
+					fmt.Fprintf(out, "    %-20s opens %s\n", w.ID, opens)
+				}
+			}
+		}
+	}
+
+	if len(d.NotHealthy) > 0 {
+		fmt.Fprintf(out, "\nwarning: %d targets are not healthy now (one seen unhealthy after its operation counts as failed):\n", len(d.NotHealthy))
+		for _, h := range d.NotHealthy {
+			line := fmt.Sprintf("  %-20s %s", h.ID, h.Health)
+			if len(h.Reasons) > 0 {
+				line += ": " + strings.Join(h.Reasons, "; ")
+			}
+			fmt.Fprintln(out, line)
+		}
+	}
+
+	e := d.Estimate
+	fmt.Fprintf(out, "\nestimate: about %s", shortDur(e.Duration))
+	if e.WindowWait != "0s" {
+		fmt.Fprintf(out, " (of which %s waiting for maintenance windows)", shortDur(e.WindowWait))
+	}
+	if e.Approvals > 0 {
+		fmt.Fprintf(out, " + time waiting for %d approvals (not estimated)", e.Approvals)
+	}
+	fmt.Fprintln(out)
+	if e.NeverOpen > 0 {
+		fmt.Fprintf(out, "  warning: the windows of %d targets do not open within %d days: the rollout would wait for them\n", e.NeverOpen, int(window.Horizon.Hours()/24))
+	}
+	fmt.Fprintf(out, "  an estimate, assuming each operation takes %s (--op-duration) and the monitor probes every %s (--probe-interval):\n",
+		shortDur(e.OpDuration), shortDur(e.ProbeInterval))
+	fmt.Fprintln(out, "  "+e.Model)
+	return nil
+}
+
+func gateText(ph dryRunPhase) string {
+	var where string
+	switch {
+	case ph.Approve.Before() && ph.Approve.After():
+		where = "approval before the phase starts and after it ends"
+	case ph.Approve.Before():
+		where = "approval before the phase starts"
+	case ph.Approve.After():
+		where = "approval after the phase ends, before the next starts"
+	default:
+		return ""
+	}
+	if ph.ApprovalTimeout != "" {
+		where += fmt.Sprintf(" (not approved within %s, the rollout pauses)", shortDur(ph.ApprovalTimeout))
+	}
+	return where
+}
+
+func clusterList(ids []string, all bool) string {
+	if all || len(ids) <= planListed {
+		return strings.Join(ids, ", ")
+	}
+	return strings.Join(ids[:planListed], ", ") + fmt.Sprintf(" and %d more", len(ids)-planListed)
+}
+
+// shortDur writes a Go duration string as people do: "10m", not "10m0s".
+func shortDur(s string) string {
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
