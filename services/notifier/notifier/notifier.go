@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg Config) error {
 		for _, r := range out {
 			sess.Produce(ctx, r, promise.Promise())
 		}
-		committed, err := sess.End(ctx, promise.Err() == nil)
+		committed, err := backbone.EndTransaction(ctx, sess, promise.Err() == nil)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Warn("transaction failed; the batch is consumed again", "err", err)
 		}

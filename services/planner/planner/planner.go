@@ -233,7 +233,7 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 	for _, c := range out.Commands {
 		p.produce(ctx, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise)
 	}
-	return p.sess.End(ctx, promise.Err() == nil)
+	return backbone.EndTransaction(ctx, p.sess, promise.Err() == nil)
 }
 
 func (p *planner) produce(ctx context.Context, topic, key string, v any, promise *kgo.FirstErrPromise) {
