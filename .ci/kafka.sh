@@ -97,31 +97,44 @@ start() {
 		say "port $port or $cport is taken: using free ports"
 		{ read -r port && read -r cport; } < <("$state/probe" ports 2)
 	fi
-	sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@DATA_DIR@|$state/data|g" \
-		"$here/kafka/server.properties" >"$state/server.properties"
 
-	local start=$SECONDS
+	local start=$SECONDS attempt
 	local java=(java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
 		-Dlog4j2.configurationFile="$here/kafka/log4j2.properties" -Dkafka.log.file="$state/kafka.log"
 		-cp "$cache/libs/*")
-	if ! "${java[@]}" kafka.tools.StorageTool format \
-		-t "$cluster_id" -c "$state/server.properties" >"$state/format.log" 2>&1; then
-		cat "$state/format.log" >&2
-		die "cannot format the broker's storage in $state/data"
-	fi
-	nohup "${java[@]}" kafka.Kafka "$state/server.properties" \
-		>"$state/stdout.log" 2>&1 </dev/null &
-	local pid=$!
-	echo "$pid" >"$state/pid"
-	echo "127.0.0.1:$port" >"$state/brokers"
-	say "Apache Kafka $version starting (pid $pid) on 127.0.0.1:$port, controller on $cport; log in $state/kafka.log"
+	# Another process may take a port between the check and the broker's
+	# bind: then the broker starts again on fresh free ports.
+	for attempt in 1 2 3; do
+		rm -rf "$state/data" && mkdir -p "$state/data"
+		sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@DATA_DIR@|$state/data|g" \
+			"$here/kafka/server.properties" >"$state/server.properties"
+		if ! "${java[@]}" kafka.tools.StorageTool format \
+			-t "$cluster_id" -c "$state/server.properties" >"$state/format.log" 2>&1; then
+			cat "$state/format.log" >&2
+			die "cannot format the broker's storage in $state/data"
+		fi
+		nohup "${java[@]}" kafka.Kafka "$state/server.properties" \
+			>"$state/stdout.log" 2>&1 </dev/null &
+		local pid=$!
+		echo "$pid" >"$state/pid"
+		echo "127.0.0.1:$port" >"$state/brokers"
+		say "Apache Kafka $version starting (pid $pid) on 127.0.0.1:$port, controller on $cport; log in $state/kafka.log"
 
-	if ! "$state/probe" wait -brokers "127.0.0.1:$port" -pid "$pid" \
-		-timeout "${FLOTILLA_KAFKA_START_TIMEOUT:-120s}"; then
+		if "$state/probe" wait -brokers "127.0.0.1:$port" -pid "$pid" \
+			-timeout "${FLOTILLA_KAFKA_START_TIMEOUT:-120s}"; then
+			break
+		fi
+		if ((attempt < 3)) && grep -qs "Address already in use" "$state/kafka.log" "$state/stdout.log"; then
+			say "a port was taken meanwhile: starting again on free ports"
+			kill -KILL "$pid" 2>/dev/null || true
+			: >"$state/kafka.log"
+			{ read -r port && read -r cport; } < <("$state/probe" ports 2)
+			continue
+		fi
 		logs >&2
 		stop
 		die "Apache Kafka $version did not become ready (its log is above)"
-	fi
+	done
 	say "ready in $((SECONDS - start))s"
 	echo "127.0.0.1:$port"
 }

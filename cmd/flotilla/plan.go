@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/window"
+	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
 
 // planListed is how many cluster IDs a wave shows in text without --clusters.
@@ -30,23 +33,26 @@ func rolloutPlanCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "plan -f SPEC.yaml",
 		Short: "Dry run: show the phases, waves, gates, windows and an estimated duration, without submitting",
-		Long: `plan reads a rollout spec (YAML), reads the inventory and the health table
-from Kafka, and lays the spec over the inventory with the planner's own
-code: it prints the phases and waves (with their clusters) the planner would
-choose now, the approval gates, the targets that are not healthy now, the
-targets whose maintenance windows are closed now and when they open, and an
-estimate of the duration. It writes nothing to Kafka.
+		Long: `plan is a dry run. It reads a rollout spec (YAML), reads the inventory,
+the health table and the workflows from Kafka to their end, and lays the spec
+over the inventory with the planner's own code. It prints what the planner
+would choose now: the phases and waves with their clusters, the approval
+gates, the targets whose maintenance windows are closed now and when they
+open, warnings for targets not healthy now or in other unfinished rollouts,
+and an estimate of the duration. It writes nothing to Kafka.
 
 A spec the planner would reject (an unknown cluster, no target, targets that
-match no phase) is reported with the planner's reason, and plan exits
-non-zero.
+match no phase, targets in other rollouts with onConflict: reject) is
+reported with the planner's reason, and plan exits non-zero.
 
-The estimate walks the waves in order from now. A wave starts once each of
-its clusters has reached its maintenance window (the wait is counted), then
-takes ceil(size / maxInFlight) x --op-duration, plus the phase's bake, plus
---probe-interval for the monitor to see the wave healthy. The time waiting
-for approvals is not estimated; nor are retries, failures, clusters busy
-with another rollout, or windows closing during a wave.`,
+The estimate simulates the planner's dispatch from now: one wave at a time;
+in a wave, clusters start in ID order, at most maxInFlight at once, each
+only inside its maintenance windows, each taking --op-duration; the next
+wave starts after the wave's last operation, the phase's bake and one
+--probe-interval. With the windows open, a wave takes
+ceil(size / maxInFlight) x --op-duration + bake + --probe-interval. Not
+counted: waiting for approvals (their number is shown), retries, failures,
+clusters busy with other rollouts or held while unhealthy.`,
 		Example: `  flotilla rollout plan -f examples/three-phase-upgrade.yaml
   flotilla rollout plan -f spec.yaml --op-duration 20m -o json`,
 		Args: cobra.NoArgs,
@@ -73,7 +79,12 @@ with another rollout, or windows closing during a wave.`,
 			if err != nil {
 				return err
 			}
-			d, err := newDryRun(spec, inv, health, now(), model)
+			workflows, err := readWorkflows(ctx, cfg)
+			if err != nil {
+				return fmt.Errorf("read workflows: %w", err)
+			}
+			fleet := fleetNow{Inventory: inv, Health: health, Rollouts: unfinishedRollouts(workflows, inv)}
+			d, err := newDryRun(spec, fleet, now(), model)
 			if err != nil {
 				return fmt.Errorf("%s: the planner would reject this rollout: %w", file, err)
 			}
@@ -133,6 +144,26 @@ func planReadHealth(ctx context.Context, cfg backbone.Config) (map[string]record
 	return health, nil
 }
 
+// unfinishedRollouts maps each cluster of the inventory to the unfinished
+// rollouts that target it, as the planner counts them for onConflict.
+func unfinishedRollouts(s *decide.State, inv map[string]inventory.Cluster) map[string][]string {
+	out := map[string][]string{}
+	for id := range inv {
+		if ids := s.RolloutsOn(id); len(ids) > 0 {
+			out[id] = ids
+		}
+	}
+	return out
+}
+
+// fleetNow is what the dry run reads from Kafka: the fleet as the planner sees it.
+type fleetNow struct {
+	Inventory map[string]inventory.Cluster
+	Health    map[string]records.Health
+	// Rollouts maps a cluster to the unfinished rollouts targeting it, sorted.
+	Rollouts map[string][]string
+}
+
 // estimateModel is what the duration estimate assumes.
 type estimateModel struct {
 	OpDuration    time.Duration // one cluster's operation
@@ -140,7 +171,8 @@ type estimateModel struct {
 }
 
 // dryRun is what `rollout plan` shows, and its JSON document (-o json).
-// Durations are Go duration strings ("1h30m0s"); times are RFC 3339.
+// Durations are Go duration strings ("1h30m0s"), the estimated ones rounded
+// to the second; times are RFC 3339.
 type dryRun struct {
 	Name      string            `json:"name"`
 	Operation rollout.Operation `json:"operation"`
@@ -148,11 +180,21 @@ type dryRun struct {
 	// At is the instant the plan is made for: now.
 	At time.Time `json:"at"`
 	// FailureThreshold is the number of failed or unhealthy clusters at which the rollout pauses.
-	FailureThreshold int           `json:"failureThreshold"`
+	FailureThreshold int `json:"failureThreshold"`
+	// OnConflict (wait or reject) and UnhealthyTargets (hold or skip) are the spec's policies.
+	OnConflict       string        `json:"onConflict"`
+	UnhealthyTargets string        `json:"unhealthyTargets"`
 	Phases           []dryRunPhase `json:"phases"`
 	// NotHealthy are the targets whose last health signal is unhealthy or degraded.
 	NotHealthy []dryRunHealth `json:"notHealthy"`
-	Estimate   dryRunEstimate `json:"estimate"`
+	// InOtherRollouts are the targets that unfinished rollouts also target.
+	InOtherRollouts []dryRunConflict `json:"inOtherRollouts"`
+	Estimate        dryRunEstimate   `json:"estimate"`
+}
+
+type dryRunConflict struct {
+	ID        string   `json:"id"`
+	Workflows []string `json:"workflows"`
 }
 
 type dryRunPhase struct {
@@ -175,9 +217,11 @@ type dryRunWave struct {
 	Wave     int      `json:"wave"` // 1-based, as in rollout status
 	Size     int      `json:"size"`
 	Clusters []string `json:"clusters"`
-	// StartsAfter is how long after At the wave is estimated to start.
+	// StartsAfter is how long after At the wave's first operation is
+	// estimated to start.
 	StartsAfter string `json:"startsAfter"`
-	// Duration is the wave's estimated duration once started.
+	// Duration is estimated from the wave's first operation until the next
+	// wave may start: its operations, the bake and one probe interval.
 	Duration string `json:"duration"`
 }
 
@@ -199,7 +243,8 @@ type dryRunEstimate struct {
 	// Duration is the whole estimate, window waits included, approvals not.
 	Duration string `json:"duration"`
 	Seconds  int64  `json:"seconds"`
-	// WindowWait is the part of Duration spent waiting for maintenance windows.
+	// WindowWait is how much longer Duration is than with every window
+	// open: the time spent waiting for maintenance windows.
 	WindowWait string `json:"windowWait"`
 	// Approvals is how many approval gates the rollout will wait at, for a
 	// time not estimated.
@@ -212,17 +257,34 @@ type dryRunEstimate struct {
 	Model         string `json:"model"`
 }
 
-const estimateText = "waves in order from now: each starts once every one of its clusters has reached its maintenance window, " +
-	"then takes ceil(size / maxInFlight) x opDuration + the phase's bake + probeInterval; " +
-	"approval waits, retries, failures, busy clusters and windows closing during a wave are not counted"
+// estimateText is the model of the estimate, in words.
+const estimateText = "the planner's dispatch, simulated from now: waves one at a time; in a wave, clusters start in ID order, " +
+	"at most maxInFlight at once, each only inside its maintenance windows, each taking opDuration; " +
+	"the next wave starts after the last operation, the phase's bake and one probeInterval " +
+	"(with windows open: ceil(size / maxInFlight) x opDuration + bake + probeInterval per wave). " +
+	"Not counted: waiting for approvals, retries, failures, clusters busy with other rollouts or held while unhealthy"
 
 // newDryRun lays spec over the inventory with the planner's own Plan and
 // describes it at instant at. It fails with Plan's error, the reason the
 // planner would reject the rollout for.
-func newDryRun(spec rollout.Spec, inv map[string]inventory.Cluster, health map[string]records.Health, at time.Time, m estimateModel) (dryRun, error) {
+func newDryRun(spec rollout.Spec, fleet fleetNow, at time.Time, m estimateModel) (dryRun, error) {
+	inv := fleet.Inventory
 	plan, err := spec.Plan(inv)
 	if err != nil {
 		return dryRun{}, err
+	}
+	var conflicts []dryRunConflict
+	for _, ph := range plan.Phases {
+		for _, wave := range ph.Waves {
+			for _, id := range wave {
+				if others := fleet.Rollouts[id]; len(others) > 0 {
+					conflicts = append(conflicts, dryRunConflict{ID: id, Workflows: others})
+				}
+			}
+		}
+	}
+	if len(conflicts) > 0 && spec.OnConflict == rollout.ConflictReject {
+		return dryRun{}, decide.ConflictError(plan, func(id string) []string { return fleet.Rollouts[id] })
 	}
 	windows, err := spec.CompileWindows()
 	if err != nil {
@@ -231,12 +293,18 @@ func newDryRun(spec rollout.Spec, inv map[string]inventory.Cluster, health map[s
 	d := dryRun{
 		Name: spec.Name, Operation: spec.Operation, Targets: plan.Targets, At: at,
 		FailureThreshold: spec.FailureThreshold.Limit(plan.Targets),
+		OnConflict:       cmp.Or(string(spec.OnConflict), "wait"),
+		UnhealthyTargets: cmp.Or(string(spec.UnhealthyTargets), "hold"),
 		NotHealthy:       []dryRunHealth{},
+		InOtherRollouts:  conflicts,
+	}
+	if d.InOtherRollouts == nil {
+		d.InOtherRollouts = []dryRunConflict{}
 	}
 	schedules := map[string]window.All{}
 	never := map[string]bool{}
-	t := at // the estimate's clock, walking the waves
-	var waited time.Duration
+	t := at                      // the estimate's clock, walking the waves
+	var unhindered time.Duration // the estimate as if every window were open
 	for p, ph := range plan.Phases {
 		out := dryRunPhase{
 			Name: ph.Name, Selector: ph.Selector, MaxInFlight: ph.MaxInFlight, Bake: ph.Bake.String(),
@@ -258,7 +326,6 @@ func newDryRun(spec rollout.Spec, inv map[string]inventory.Cluster, health map[s
 		}
 		for i, wave := range ph.Waves {
 			out.Targets += len(wave)
-			start := t
 			for _, id := range wave {
 				sched := windows.For(inv[id].Labels)
 				schedules[id] = sched
@@ -272,38 +339,95 @@ func newDryRun(spec rollout.Spec, inv map[string]inventory.Cluster, health map[s
 					}
 					out.WaitingForWindow = append(out.WaitingForWindow, w)
 				}
-				if opens, ok := sched.NextOpen(t); !ok {
-					never[id] = true
-				} else if opens.After(start) {
-					start = opens
-				}
 			}
-			waited += start.Sub(t)
-			took := waveDuration(len(wave), ph.MaxInFlight, ph.Bake, m)
+			first, last, left := simulateWave(wave, schedules, ph.MaxInFlight, m.OpDuration, t)
+			for _, id := range left {
+				never[id] = true
+			}
+			next := last.Add(ph.Bake + m.ProbeInterval)
 			out.Waves = append(out.Waves, dryRunWave{
 				Wave: i + 1, Size: len(wave), Clusters: wave,
-				StartsAfter: start.Sub(at).String(), Duration: took.String(),
+				StartsAfter: roundDur(first.Sub(at)), Duration: roundDur(next.Sub(first)),
 			})
-			t = start.Add(took)
+			unhindered += waveDuration(len(wave), ph.MaxInFlight, ph.Bake, m)
+			t = next
 		}
 		d.Phases = append(d.Phases, out)
 	}
 	for _, ph := range plan.Phases {
 		for _, wave := range ph.Waves {
 			for _, id := range wave {
-				if h, ok := health[id]; ok && (h.Status == records.HealthUnhealthy || h.Status == records.HealthDegraded) {
+				if h, ok := fleet.Health[id]; ok && (h.Status == records.HealthUnhealthy || h.Status == records.HealthDegraded) {
 					d.NotHealthy = append(d.NotHealthy, dryRunHealth{ID: id, Health: h.Status, Reasons: h.Reasons, ObservedAt: h.ObservedAt})
 				}
 			}
 		}
 	}
 	total := t.Sub(at)
-	d.Estimate.Duration, d.Estimate.Seconds = total.String(), int64(total/time.Second)
-	d.Estimate.WindowWait = waited.String()
+	d.Estimate.Duration, d.Estimate.Seconds = roundDur(total), int64(total.Round(time.Second)/time.Second)
+	d.Estimate.WindowWait = roundDur(max(0, total-unhindered))
 	d.Estimate.NeverOpen = len(never)
 	d.Estimate.OpDuration, d.Estimate.ProbeInterval = m.OpDuration.String(), m.ProbeInterval.String()
 	d.Estimate.Model = estimateText
 	return d, nil
+}
+
+// simulateWave runs a wave reached at t as the planner dispatches it:
+// clusters start in ID order, at most maxInFlight (0: all) at a time, each
+// only while its windows are open, and each takes op. It returns when the
+// first operation starts and the last ends, and the clusters left out
+// because their windows do not open within window.Horizon.
+func simulateWave(ids []string, sched map[string]window.All, maxInFlight int, op time.Duration, t time.Time) (first, last time.Time, never []string) {
+	limit := maxInFlight
+	if limit <= 0 {
+		limit = len(ids)
+	}
+	pending := slices.Clone(ids)
+	var running []time.Time // when each operation in flight ends
+	first, last = t, t
+	started := false
+	for clock := t; ; {
+		running = slices.DeleteFunc(running, func(end time.Time) bool { return !end.After(clock) })
+		pending = slices.DeleteFunc(pending, func(id string) bool {
+			if len(running) >= limit || !sched[id].Open(clock) {
+				return false
+			}
+			if !started {
+				first, started = clock, true
+			}
+			running = append(running, clock.Add(op))
+			last = clock.Add(op)
+			return true
+		})
+		if len(pending) == 0 && len(running) == 0 {
+			return first, last, never
+		}
+		// The next event: an operation ending, or (with a free slot) a
+		// waiting cluster's window opening.
+		var next time.Time
+		for _, end := range running {
+			if next.IsZero() || end.Before(next) {
+				next = end
+			}
+		}
+		if len(running) < limit {
+			pending = slices.DeleteFunc(pending, func(id string) bool {
+				opens, ok := sched[id].NextOpen(clock)
+				if !ok {
+					never = append(never, id)
+					return true
+				}
+				if next.IsZero() || opens.Before(next) {
+					next = opens
+				}
+				return false
+			})
+		}
+		if next.IsZero() {
+			return first, last, never // only clusters whose windows never open were left
+		}
+		clock = next
+	}
 }
 
 // waveDuration is the estimate of one started wave: its operations in
@@ -324,9 +448,10 @@ func printDryRun(out io.Writer, d dryRun, showClusters bool) error {
 	if len(d.Operation.Config) > 0 {
 		op += " " + formatLabels(d.Operation.Config)
 	}
-	fmt.Fprintf(out, "rollout %q: %s, %d clusters in %d phases\n", d.Name, op, d.Targets, len(d.Phases))
+	fmt.Fprintf(out, "rollout %q: %s, %s in %s\n", d.Name, op, plural(d.Targets, "cluster"), plural(len(d.Phases), "phase"))
 	fmt.Fprintf(out, "dry run at %s: nothing was submitted; this is what the planner would choose now\n", d.At.UTC().Format(time.RFC3339))
-	fmt.Fprintf(out, "failure threshold: pauses when %d clusters have failed or turned unhealthy\n", d.FailureThreshold)
+	fmt.Fprintf(out, "failure threshold: pauses when %s failed or turned unhealthy\n", plural(d.FailureThreshold, "cluster"))
+	fmt.Fprintf(out, "policies: onConflict %s, unhealthyTargets %s\n", d.OnConflict, d.UnhealthyTargets)
 
 	for i, ph := range d.Phases {
 		sel := "selector " + ph.Selector
@@ -342,7 +467,7 @@ func printDryRun(out io.Writer, d dryRun, showClusters bool) error {
 		if ph.MaxInFlight > 0 {
 			inFlight = fmt.Sprint(ph.MaxInFlight)
 		}
-		fmt.Fprintf(out, "%d clusters in %d waves, maxInFlight %s, bake %s\n", ph.Targets, len(ph.Waves), inFlight, shortDur(ph.Bake))
+		fmt.Fprintf(out, "%s in %s, maxInFlight %s, bake %s\n", plural(ph.Targets, "cluster"), plural(len(ph.Waves), "wave"), inFlight, shortDur(ph.Bake))
 		if g := gateText(ph); g != "" {
 			fmt.Fprintf(out, "  gate: %s\n", g)
 		}
@@ -355,10 +480,14 @@ func printDryRun(out io.Writer, d dryRun, showClusters bool) error {
 			return err
 		}
 		if n := len(ph.WaitingForWindow); n > 0 {
+			wait := fmt.Sprintf("%d clusters wait for their window", n)
+			if n == 1 {
+				wait = "1 cluster waits for its window"
+			}
 			if ph.FirstWindowOpens != nil {
-				fmt.Fprintf(out, "  windows: %d clusters wait for their window, which opens at %s\n", n, ph.FirstWindowOpens.UTC().Format(time.RFC3339))
+				fmt.Fprintf(out, "  windows: %s, which opens at %s\n", wait, ph.FirstWindowOpens.UTC().Format(time.RFC3339))
 			} else {
-				fmt.Fprintf(out, "  windows: %d clusters wait for a window that does not open within %d days\n", n, int(window.Horizon.Hours()/24))
+				fmt.Fprintf(out, "  windows: %s, which does not open within %d days\n", wait, int(window.Horizon.Hours()/24))
 			}
 			if showClusters {
 				for _, w := range ph.WaitingForWindow {
@@ -373,7 +502,12 @@ func printDryRun(out io.Writer, d dryRun, showClusters bool) error {
 	}
 
 	if len(d.NotHealthy) > 0 {
-		fmt.Fprintf(out, "\nwarning: %d targets are not healthy now (one seen unhealthy after its operation counts as failed):\n", len(d.NotHealthy))
+		then := "held until it recovers"
+		if d.UnhealthyTargets == string(rollout.SkipUnhealthy) {
+			then = "skipped"
+		}
+		fmt.Fprintf(out, "\nwarning: %s not healthy now; one still unhealthy when its turn comes is %s (unhealthyTargets %s),\n"+
+			"  and one seen unhealthy after its operation counts as failed:\n", plural(len(d.NotHealthy), "target"), then, d.UnhealthyTargets)
 		for _, h := range d.NotHealthy {
 			line := fmt.Sprintf("  %-20s %s", h.ID, h.Health)
 			if len(h.Reasons) > 0 {
@@ -383,22 +517,62 @@ func printDryRun(out io.Writer, d dryRun, showClusters bool) error {
 		}
 	}
 
+	if len(d.InOtherRollouts) > 0 {
+		fmt.Fprintf(out, "\nwarning: %s in other unfinished rollouts; one busy with another rollout's operation waits for it:\n", plural(len(d.InOtherRollouts), "target"))
+		for i, c := range d.InOtherRollouts {
+			if i == planListed && !showClusters {
+				fmt.Fprintf(out, "  and %d more\n", len(d.InOtherRollouts)-planListed)
+				break
+			}
+			fmt.Fprintf(out, "  %-20s in %s\n", c.ID, strings.Join(c.Workflows, ", "))
+		}
+	}
+
 	e := d.Estimate
 	fmt.Fprintf(out, "\nestimate: about %s", shortDur(e.Duration))
 	if e.WindowWait != "0s" {
 		fmt.Fprintf(out, " (of which %s waiting for maintenance windows)", shortDur(e.WindowWait))
 	}
 	if e.Approvals > 0 {
-		fmt.Fprintf(out, " + time waiting for %d approvals (not estimated)", e.Approvals)
+		fmt.Fprintf(out, " + time waiting for %s (not estimated)", plural(e.Approvals, "approval"))
 	}
 	fmt.Fprintln(out)
 	if e.NeverOpen > 0 {
-		fmt.Fprintf(out, "  warning: the windows of %d targets do not open within %d days: the rollout would wait for them\n", e.NeverOpen, int(window.Horizon.Hours()/24))
+		fmt.Fprintf(out, "  warning: the windows of %s do not open within %d days: the rollout would wait for them\n", plural(e.NeverOpen, "target"), int(window.Horizon.Hours()/24))
 	}
 	fmt.Fprintf(out, "  an estimate, assuming each operation takes %s (--op-duration) and the monitor probes every %s (--probe-interval):\n",
 		shortDur(e.OpDuration), shortDur(e.ProbeInterval))
-	fmt.Fprintln(out, "  "+e.Model)
+	fmt.Fprint(out, wrap(e.Model, "  ", 100))
 	return nil
+}
+
+// roundDur writes an estimated duration to the second: the model is no finer.
+func roundDur(d time.Duration) string { return d.Round(time.Second).String() }
+
+// plural writes "1 cluster" or "3 clusters".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// wrap breaks text into lines of at most width columns, each indented.
+func wrap(text, indent string, width int) string {
+	var b strings.Builder
+	line := indent
+	for _, word := range strings.Fields(text) {
+		if line != indent && len(line)+1+len(word) > width {
+			b.WriteString(line + "\n")
+			line = indent
+		}
+		if line != indent {
+			line += " "
+		}
+		line += word
+	}
+	b.WriteString(line + "\n")
+	return b.String()
 }
 
 func gateText(ph dryRunPhase) string {

@@ -25,6 +25,7 @@ import (
 func rolloutCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "rollout", Short: "Submit rollouts and follow their progress"}
 	cmd.AddCommand(rolloutSubmitCommand(), rolloutStatusCommand(), rolloutListCommand(),
+		rolloutPlanCommand(),
 		rolloutControlCommand(records.ActionApprove, "Approve the gate a rollout waits at, so it goes on"),
 		rolloutControlCommand(records.ActionPause, "Pause a rollout: nothing new starts; operations in flight finish"),
 		rolloutControlCommand(records.ActionResume, "Resume a paused rollout; the failures that paused it are acknowledged"),

@@ -276,12 +276,19 @@ func (d *decision) submit(in Submit) {
 
 // conflicts reports the targets of a plan that are in unfinished rollouts.
 func (d *decision) conflicts(plan rollout.Plan) error {
+	return ConflictError(plan, d.s.RolloutsOn)
+}
+
+// ConflictError is the planner's reason to reject a plan under
+// onConflict: reject, given the unfinished rollouts targeting each cluster
+// (sorted IDs); nil when no target is in one. The dry run shares it.
+func ConflictError(plan rollout.Plan, rolloutsOn func(clusterID string) []string) error {
 	var busy []string
 	for _, ph := range plan.Phases {
 		for _, wave := range ph.Waves {
 			for _, id := range wave {
-				if others := d.s.workflowsOn(id); len(others) > 0 {
-					busy = append(busy, fmt.Sprintf("%s (in %s)", id, others[0].ID))
+				if others := rolloutsOn(id); len(others) > 0 {
+					busy = append(busy, fmt.Sprintf("%s (in %s)", id, others[0]))
 				}
 			}
 		}

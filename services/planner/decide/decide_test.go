@@ -542,3 +542,16 @@ func TestConflictWaitOrReject(t *testing.T) {
 		t.Fatalf("wait: started %v, state %s", clusterIDs(out.Commands), h.workflow("third").State)
 	}
 }
+
+func TestRolloutsOnIsTheSameAfterARebuild(t *testing.T) {
+	h := newHarness(t, fleet(4))
+	first := h.submit("wf", upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}})).Commands
+	h.result(first[0], records.OperationFailed, "boom")
+	h.result(first[1], records.OperationSucceeded, "")
+	rebuilt := h.rebuilt()
+	for _, c := range fleet(4) {
+		if live, again := h.s.RolloutsOn(c.ID), rebuilt.RolloutsOn(c.ID); !reflect.DeepEqual(live, again) {
+			t.Errorf("%s: rollouts on it %v live, %v after a rebuild", c.ID, live, again)
+		}
+	}
+}

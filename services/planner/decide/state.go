@@ -126,9 +126,7 @@ func (s *State) indexWorkflow(w *Workflow) {
 		if t.State == records.TargetRunning {
 			s.busy[id] = w.ID
 		}
-		if t.State == records.TargetPending || t.State == records.TargetRunning || t.State == records.TargetSucceeded {
-			s.watch(id, w.ID)
-		}
+		s.watch(id, w.ID) // as when the workflow was submitted: every target
 	}
 }
 
@@ -155,6 +153,17 @@ func (s *State) workflowsOn(clusterID string) []*Workflow {
 		}
 	}
 	return out
+}
+
+// RolloutsOn returns the IDs of the unfinished workflows that target a
+// cluster, sorted. State loaded with
+// ApplyRow needs Reindex first.
+func (s *State) RolloutsOn(clusterID string) []string {
+	var ids []string
+	for _, w := range s.workflowsOn(clusterID) {
+		ids = append(ids, w.ID)
+	}
+	return ids
 }
 
 // Busy reports which workflow, if any, has a command running on a cluster.
