@@ -401,3 +401,24 @@ func (f *Fleet) HealthOf(clusters []inventory.Cluster) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// PassTime moves the fake clock on by at least d and returns once the
+// services have run through that time: the monitor has published a signal
+// observed at or after it, which the planner, following the health table,
+// decides on like any other. Tests use it to show that nothing happens
+// over a stretch of time.
+func (f *Fleet) PassTime(d time.Duration) {
+	f.t.Helper()
+	until := f.Clock.Now().Add(d)
+	reached := func() bool {
+		for _, r := range f.ReadAll(f.Backbone.Names().Health) {
+			if h, err := records.DecodeHealth(r.Value); err == nil && !h.ObservedAt.Before(until) {
+				return true
+			}
+		}
+		return false
+	}
+	if !f.Eventually(time.Minute, time.Minute, reached) {
+		f.t.Fatalf("the services did not run through %v of fake time within a minute", d)
+	}
+}

@@ -131,7 +131,7 @@ func TestBadVersionPausesAtThreshold(t *testing.T) {
 	}
 	pausedAt := w.UpdatedAt
 	// Much later, still paused, and nothing else was touched.
-	f.Eventually(time.Minute, 2*time.Second, func() bool { return false })
+	f.PassTime(time.Hour)
 	w, _ = f.Workflow(id)
 	if w.State != records.WorkflowPaused {
 		t.Fatalf("state %s after waiting, want still paused", w.State)
