@@ -55,6 +55,8 @@ type executor struct {
 
 	mu    sync.Mutex
 	parts map[int32]*partition // owned partitions of the commands topic
+
+	stop context.CancelCauseFunc // ends Run with an error
 }
 
 // partition is what the executor holds for one owned partition.
@@ -80,7 +82,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Drivers == nil {
 		return errors.New("executor: no drivers registered")
 	}
+	parent := ctx
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	e := &executor{
+		stop:  cancel,
 		cfg:   cfg,
 		log:   cfg.Backbone.Log().With("service", "executor"),
 		names: cfg.Backbone.Names(),
@@ -107,7 +113,10 @@ func Run(ctx context.Context, cfg Config) error {
 	for {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			return nil
+			if parent.Err() != nil {
+				return nil // asked to stop
+			}
+			return context.Cause(ctx)
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
 			e.log.Warn("fetch", "topic", topic, "partition", p, "err", err)
@@ -151,9 +160,9 @@ func (e *executor) assigned(ctx context.Context, partitions []int32) {
 	})
 	if err != nil {
 		// Without its record of what it did, the executor must not act:
-		// leave the group so that another member, or a restart, takes over.
-		e.log.Error("cannot load operations; leaving the group", "partitions", partitions, "err", err)
-		go e.cl.LeaveGroup()
+		// it stops, leaving the group, and its partitions go to another
+		// copy or to its own restart.
+		e.stop(fmt.Errorf("executor: load the operations of partitions %v: %w", partitions, err))
 		return
 	}
 	e.mu.Lock()

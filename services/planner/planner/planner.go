@@ -53,6 +53,8 @@ type planner struct {
 	owned map[int32]bool
 
 	changes changeQueue // inventory and health changes from the tables
+
+	stop context.CancelCauseFunc // ends Run with an error
 }
 
 // Run runs the planner until ctx ends.
@@ -69,8 +71,10 @@ func Run(ctx context.Context, cfg Config) error {
 		names: cfg.Backbone.Names(),
 		owned: map[int32]bool{},
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	parent := ctx
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	p.stop = cancel
 
 	inv := logtable.New(p.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (records.ClusterRecord, error) {
 		return records.DecodeClusterRecord(r.Value)
@@ -121,8 +125,8 @@ func Run(ctx context.Context, cfg Config) error {
 	for {
 		select {
 		case err := <-tableErr:
-			if ctx.Err() != nil {
-				return nil
+			if parent.Err() != nil {
+				return nil // asked to stop
 			}
 			return fmt.Errorf("planner: table: %w", err)
 		default:
@@ -131,7 +135,10 @@ func Run(ctx context.Context, cfg Config) error {
 		fetches := sess.PollFetches(pollCtx)
 		cancelPoll()
 		if ctx.Err() != nil {
-			return nil
+			if parent.Err() != nil {
+				return nil // asked to stop
+			}
+			return context.Cause(ctx)
 		}
 		fetches.EachError(func(topic string, part int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
@@ -254,8 +261,10 @@ func (p *planner) assigned(ctx context.Context, partitions []int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.load(ctx, partitions); err != nil {
-		p.log.Error("cannot load workflows; leaving the group", "partitions", partitions, "err", err)
-		go p.sess.Client().LeaveGroup()
+		// Without its workflows the planner must not decide: it stops,
+		// leaving the group, and its partitions go to another copy or to
+		// its own restart.
+		p.stop(fmt.Errorf("planner: load the workflows of partitions %v: %w", partitions, err))
 		return
 	}
 	for _, part := range partitions {
