@@ -53,12 +53,12 @@ func TestRabinKnownValues(t *testing.T) {
 func TestShippedSchemasArePinned(t *testing.T) {
 	pinned := map[string]uint64{
 		"cluster.v1.avsc":      0x53772f60ca40201f,
-		"command.v1.avsc":      0xd15acc4f0fbec4ee,
+		"command.v1.avsc":      0xf05367ff747f284b,
 		"health.v1.avsc":       0xb8b1266bfe463371,
 		"notification.v1.avsc": 0x782b4e164ae48746,
 		"operation.v1.avsc":    0xcd4d2202f2e4f42d,
-		"request.v1.avsc":      0x59628d8c478644b0,
-		"workflow.v1.avsc":     0x7d5cf10cce4d054d,
+		"request.v1.avsc":      0xc132669bfe9a8143,
+		"workflow.v1.avsc":     0x6796af50f451b36f,
 	}
 	r, err := loadRegistry(schemas.FS)
 	if err != nil {

@@ -100,14 +100,17 @@ func specNative(s rollout.Spec) map[string]any {
 		}
 	}
 	return map[string]any{
-		"on_conflict":       string(s.OnConflict),
-		"unhealthy_targets": string(s.UnhealthyTargets),
-		"windows":           windows,
-		"name":              s.Name,
-		"operation":         operationNative(s.Operation),
-		"selector":          s.Selector,
-		"clusters":          stringsNative(s.Clusters),
-		"phases":            phases,
+		"on_conflict":          string(s.OnConflict),
+		"operation_timeout_ms": s.OperationTimeout.Milliseconds(),
+		"retries":              s.Retries,
+		"retry_backoff_ms":     s.RetryBackoff.Milliseconds(),
+		"unhealthy_targets":    string(s.UnhealthyTargets),
+		"windows":              windows,
+		"name":                 s.Name,
+		"operation":            operationNative(s.Operation),
+		"selector":             s.Selector,
+		"clusters":             stringsNative(s.Clusters),
+		"phases":               phases,
 		"failure_threshold": map[string]any{
 			"count":   s.FailureThreshold.Count,
 			"percent": s.FailureThreshold.Percent,
@@ -137,6 +140,9 @@ func specFrom(x rec) rollout.Spec {
 	t := x.record("failure_threshold")
 	s.FailureThreshold = rollout.Threshold{Count: t.int("count"), Percent: t.int("percent")}
 	s.OnConflict = rollout.Conflict(x.str("on_conflict"))
+	s.OperationTimeout = x.duration("operation_timeout_ms")
+	s.Retries = x.int("retries")
+	s.RetryBackoff = x.duration("retry_backoff_ms")
 	s.UnhealthyTargets = rollout.UnhealthyPolicy(x.str("unhealthy_targets"))
 	for _, w := range x.recs("windows") {
 		s.Windows = append(s.Windows, rollout.WindowRule{Selector: w.str("selector"), Allow: w.strs("allow"), Deny: w.strs("deny")})
@@ -264,6 +270,7 @@ func targetNative(t Target) map[string]any {
 		"previous_version": t.PreviousVersion,
 		"version":          t.Version,
 		"started_at":       millis(t.StartedAt),
+		"not_before":       millis(t.NotBefore),
 		"finished_at":      millis(t.FinishedAt),
 	}
 }
@@ -318,6 +325,7 @@ func workflowRecordFrom(v any) (WorkflowRecord, error) {
 			PreviousVersion: row.str("previous_version"),
 			Version:         row.str("version"),
 			StartedAt:       row.time("started_at"),
+			NotBefore:       row.time("not_before"),
 			FinishedAt:      row.time("finished_at"),
 		}
 	default:
@@ -333,6 +341,7 @@ func commandNative(c Command) map[string]any {
 		"workflow_id": c.WorkflowID,
 		"cluster_id":  c.ClusterID,
 		"attempt":     c.Attempt,
+		"timeout_ms":  c.Timeout.Milliseconds(),
 		"operation":   operationNative(c.Operation),
 		"cluster":     clusterNative(c.Cluster),
 	}
@@ -347,6 +356,7 @@ func commandFrom(v any) (Command, error) {
 		WorkflowID: x.str("workflow_id"),
 		ClusterID:  x.str("cluster_id"),
 		Attempt:    x.int("attempt"),
+		Timeout:    x.duration("timeout_ms"),
 		Operation:  operationFrom(x.record("operation")),
 		Cluster:    clusterFrom(x.record("cluster")),
 	}

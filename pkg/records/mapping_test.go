@@ -52,6 +52,9 @@ func fullSpec() rollout.Spec {
 		},
 		FailureThreshold: rollout.Threshold{Count: 2, Percent: 10},
 		OnConflict:       rollout.ConflictReject,
+		OperationTimeout: 20 * time.Minute,
+		Retries:          2,
+		RetryBackoff:     30 * time.Second,
 		UnhealthyTargets: rollout.SkipUnhealthy,
 		Windows: []rollout.WindowRule{
 			{Allow: []string{"Mon-Fri 09:00-17:00 Europe/Paris"}},
@@ -110,6 +113,7 @@ func fullTargetRow(t time.Time) WorkflowRecord {
 		PreviousVersion: "3.8.0",
 		Version:         "3.9.1",
 		StartedAt:       t.Add(-time.Minute),
+		NotBefore:       t.Add(time.Minute),
 		FinishedAt:      t,
 	}}
 }
@@ -121,6 +125,7 @@ func fullCommand(t time.Time) Command {
 		WorkflowID: "wf-1",
 		ClusterID:  "prod-eu-1",
 		Attempt:    2,
+		Timeout:    10 * time.Minute,
 		Operation:  fullOperation(),
 		Cluster:    fullCluster(),
 	}

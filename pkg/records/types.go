@@ -186,8 +186,10 @@ type Target struct {
 	Unhealthy       bool
 	PreviousVersion string
 	Version         string
-	StartedAt       time.Time
-	FinishedAt      time.Time
+	// NotBefore holds a target waiting to retry until then.
+	NotBefore  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
 }
 
 // Command is the value of fleet.commands, keyed "workflowID/clusterID": the
@@ -198,7 +200,9 @@ type Command struct {
 	WorkflowID string
 	ClusterID  string
 	Attempt    int
-	Operation  rollout.Operation
+	// Timeout bounds this attempt (0: the executor's own limit).
+	Timeout   time.Duration
+	Operation rollout.Operation
 	// Cluster is the inventory entry at the time of the decision, so that the
 	// executor needs no inventory of its own to reach the cluster.
 	Cluster inventory.Cluster

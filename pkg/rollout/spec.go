@@ -104,6 +104,14 @@ type Spec struct {
 	// unfinished rollout: it waits for that rollout's operation on it
 	// (ConflictWait, the default), or the request is rejected.
 	OnConflict Conflict
+	// OperationTimeout bounds one attempt at the operation on a cluster
+	// (0: the executor's own limit, which also caps this one).
+	OperationTimeout time.Duration
+	// Retries is how many times a failed operation is tried again before
+	// the cluster counts as failed; RetryBackoff is the wait before the
+	// first retry, doubled for each further one.
+	Retries      int
+	RetryBackoff time.Duration
 	// UnhealthyTargets says what happens to a target that is unhealthy
 	// when its turn comes: it is held until it recovers (HoldUnhealthy,
 	// the default), or skipped and reported.

@@ -135,6 +135,15 @@ func (s Spec) Validate() error {
 	if err := s.FailureThreshold.validate(); err != nil {
 		add("failureThreshold", err)
 	}
+	if s.OperationTimeout < 0 {
+		addf("operationTimeout", "must not be negative, got %s", s.OperationTimeout)
+	}
+	if s.Retries < 0 || s.Retries > 10 {
+		addf("retries", "must be in 0..10, got %d", s.Retries)
+	}
+	if s.RetryBackoff < 0 {
+		addf("retryBackoff", "must not be negative, got %s", s.RetryBackoff)
+	}
 	switch s.OnConflict {
 	case ConflictWait, ConflictReject, "wait":
 	default:

@@ -36,6 +36,9 @@ import (
 //	failureThreshold: 2             # 2 | "10%"; absent = 1
 //	onConflict: wait                # a target in another unfinished rollout: wait | reject
 //	unhealthyTargets: hold          # a target unhealthy when its turn comes: hold | skip
+//	operationTimeout: 30m           # longest one attempt may take; absent = the executor's limit
+//	retries: 2                      # attempts after the first before a cluster counts as failed
+//	retryBackoff: 1m                # wait before the first retry, doubled for each next one
 //
 // Parsing is strict: an unknown or repeated field, a value of the wrong
 // shape (a list where a string belongs, "25 percent" as waves, "10" as a
@@ -194,7 +197,8 @@ func (d *decoder) int(path string, n *yaml.Node) int {
 }
 
 func (d *decoder) spec(n *yaml.Node) Spec {
-	f := d.fields("", n, "name", "operation", "selector", "clusters", "strategy", "failureThreshold", "windows", "onConflict", "unhealthyTargets")
+	f := d.fields("", n, "name", "operation", "selector", "clusters", "strategy", "failureThreshold", "windows", "onConflict", "unhealthyTargets",
+		"operationTimeout", "retries", "retryBackoff")
 	s := Spec{
 		Name:             d.str("name", f["name"]),
 		Operation:        d.operation("operation", f["operation"]),
@@ -204,6 +208,9 @@ func (d *decoder) spec(n *yaml.Node) Spec {
 		Windows:          d.windows("windows", f["windows"]),
 		OnConflict:       Conflict(d.str("onConflict", f["onConflict"])),
 		UnhealthyTargets: UnhealthyPolicy(d.str("unhealthyTargets", f["unhealthyTargets"])),
+		OperationTimeout: d.duration("operationTimeout", f["operationTimeout"]),
+		Retries:          d.int("retries", f["retries"]),
+		RetryBackoff:     d.duration("retryBackoff", f["retryBackoff"]),
 	}
 	// The defaults may be written out; they are kept as the zero value.
 	if s.OnConflict == "wait" {
@@ -426,6 +433,9 @@ type (
 		Windows          []yamlWindow  `yaml:"windows,omitempty"`
 		OnConflict       string        `yaml:"onConflict,omitempty"`
 		UnhealthyTargets string        `yaml:"unhealthyTargets,omitempty"`
+		OperationTimeout string        `yaml:"operationTimeout,omitempty"`
+		Retries          int           `yaml:"retries,omitempty"`
+		RetryBackoff     string        `yaml:"retryBackoff,omitempty"`
 	}
 	yamlWindow struct {
 		Selector string   `yaml:"selector,omitempty"`
@@ -470,6 +480,13 @@ func FormatYAML(s Spec) ([]byte, error) {
 		Clusters:         s.Clusters,
 		OnConflict:       string(s.OnConflict),
 		UnhealthyTargets: string(s.UnhealthyTargets),
+		Retries:          s.Retries,
+	}
+	if s.OperationTimeout != 0 {
+		doc.OperationTimeout = shortDuration(s.OperationTimeout)
+	}
+	if s.RetryBackoff != 0 {
+		doc.RetryBackoff = shortDuration(s.RetryBackoff)
 	}
 	for _, w := range s.Windows {
 		doc.Windows = append(doc.Windows, yamlWindow(w))

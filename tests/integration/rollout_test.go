@@ -282,3 +282,34 @@ func TestTwoCopiesOfEachService(t *testing.T) {
 		seen[n.Envelope.ID] = true
 	}
 }
+
+// TestFailedOperationsAreRetried runs a rollout on a fleet where some
+// operations fail: each failed one is retried after its backoff under a
+// new command, the rollout succeeds, and every cluster changed once.
+func TestFailedOperationsAreRetried(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 40, FailureRate: 0.3})
+	spec := threePhaseSpec("3.9.1")
+	spec.Retries, spec.RetryBackoff = 4, 10*time.Second
+	id := f.Submit(spec)
+	w := f.Await(id, time.Second, 2*time.Minute, "the rollout finishing", finished)
+	if w.State != records.WorkflowSucceeded {
+		t.Fatalf("state %s (%s), want succeeded after retries", w.State, w.Reason)
+	}
+	failed, retried := 0, 0
+	for _, ev := range f.Operations() {
+		if ev.WorkflowID == id && ev.Status == records.OperationFailed {
+			failed++
+		}
+	}
+	for tid, tg := range w.Targets {
+		if tg.Attempt > 1 {
+			retried++
+		}
+		if n := f.Sim.Applies(tid); n != 1 {
+			t.Errorf("%s changed %d times, want once", tid, n)
+		}
+	}
+	if failed == 0 || retried == 0 {
+		t.Fatalf("%d failed operations, %d clusters retried: the fleet's failure rate should have made some", failed, retried)
+	}
+}

@@ -259,7 +259,11 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, re
 	outcome.Envelope.CausationID = cmd.ID
 	d, err := e.cfg.Drivers.Driver(cmd.Cluster.Driver)
 	if err == nil {
-		opCtx, cancel := context.WithTimeout(part.ctx, e.cfg.Timeout)
+		timeout := e.cfg.Timeout // the operator's limit caps the rollout's
+		if cmd.Timeout > 0 && cmd.Timeout < timeout {
+			timeout = cmd.Timeout
+		}
+		opCtx, cancel := context.WithTimeout(part.ctx, timeout)
 		var res drivers.Result
 		res, err = d.Apply(opCtx, drivers.Request{CommandID: cmd.ID, Cluster: cmd.Cluster, Operation: cmd.Operation})
 		cancel()
@@ -268,7 +272,7 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, re
 		}
 		outcome.PreviousVersion, outcome.Version, outcome.Output = res.PreviousVersion, res.Version, res.Output
 		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("timed out after %s: %w", e.cfg.Timeout, err)
+			err = fmt.Errorf("timed out after %s: %w", timeout, err)
 		}
 	}
 	if err != nil {

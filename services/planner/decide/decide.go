@@ -437,8 +437,15 @@ func (d *decision) operation(ev records.OperationEvent) {
 		t.State = records.TargetSucceeded
 		t.Version = ev.Version
 	case records.OperationFailed:
+		if t.Attempt <= w.Spec.Retries {
+			d.retryLater(w, t, ev)
+			return
+		}
 		t.State = records.TargetFailed
 		t.Reason = ev.Reason
+		if t.Attempt > 1 {
+			t.Reason = fmt.Sprintf("attempt %d of %d failed: %s", t.Attempt, t.Attempt, ev.Reason)
+		}
 		w.failed++
 	default:
 		return
@@ -458,6 +465,25 @@ func (d *decision) operation(ev records.OperationEvent) {
 	d.advance(w)
 	// The cluster is free: workflows waiting for it may go on.
 	for _, other := range d.s.workflowsOn(ev.ClusterID) {
+		if other != w {
+			d.advance(other)
+		}
+	}
+}
+
+// retryLater puts a target whose operation failed back in line for
+// another attempt after a backoff that doubles with each attempt.
+func (d *decision) retryLater(w *Workflow, t *records.Target, ev records.OperationEvent) {
+	backoff := w.Spec.RetryBackoff << (t.Attempt - 1)
+	t.State = records.TargetPending
+	t.NotBefore = d.now.Add(backoff)
+	t.Reason = fmt.Sprintf("attempt %d of %d failed: %s; retrying after %s", t.Attempt, w.Spec.Retries+1, ev.Reason, t.NotBefore.Format(time.RFC3339))
+	d.changed(w, t)
+	if d.s.busy[t.ClusterID] == w.ID {
+		delete(d.s.busy, t.ClusterID)
+	}
+	d.advance(w)
+	for _, other := range d.s.workflowsOn(t.ClusterID) {
 		if other != w {
 			d.advance(other)
 		}
@@ -690,14 +716,21 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 	if limit <= 0 {
 		limit = len(pending) + running
 	}
-	var held, unhealthy int
-	var opens time.Time
-	defer func() { d.setWaiting(w, held, opens, unhealthy) }()
+	var held, unhealthy, retrying int
+	var opens, retryAt time.Time
+	defer func() { d.setWaiting(w, waits{held, opens, unhealthy, retrying, retryAt}) }()
 	for _, t := range pending {
 		if running >= limit {
 			return
 		}
 		if _, busy := d.s.busy[t.ClusterID]; busy {
+			continue
+		}
+		if d.now.Before(t.NotBefore) {
+			retrying++
+			if retryAt.IsZero() || t.NotBefore.Before(retryAt) {
+				retryAt = t.NotBefore
+			}
 			continue
 		}
 		c, ok := d.s.Inventory[t.ClusterID]
@@ -746,6 +779,7 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 			WorkflowID: w.ID,
 			ClusterID:  t.ClusterID,
 			Attempt:    t.Attempt,
+			Timeout:    w.Spec.OperationTimeout,
 			Operation:  w.Spec.Operation,
 			Cluster:    c,
 		})
@@ -753,25 +787,42 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 	}
 }
 
+// waits are why pending clusters of the current wave were not started.
+type waits struct {
+	outsideWindow int
+	windowOpens   time.Time // zero: no window opens within the horizon
+	unhealthy     int
+	retrying      int
+	retryAt       time.Time
+}
+
 // setWaiting records which clusters of the current wave wait, and why:
-// for their maintenance windows (and when the first of those opens), or to
-// recover their health. It writes a row only when that changes.
-func (d *decision) setWaiting(w *Workflow, held int, opens time.Time, unhealthy int) {
+// for their maintenance windows, to recover their health, or to retry;
+// and the earliest time at which waiting may end (a window opening, a
+// retry coming due). It writes a row only when that changes.
+func (d *decision) setWaiting(w *Workflow, why waits) {
 	var parts []string
 	switch {
-	case held > 0 && opens.IsZero():
-		parts = append(parts, fmt.Sprintf("%d clusters wait for a maintenance window that does not open within %d days", held, int(window.Horizon.Hours()/24)))
-	case held > 0:
-		parts = append(parts, fmt.Sprintf("%d clusters wait for their maintenance window, which opens at %s", held, opens.UTC().Format(time.RFC3339)))
+	case why.outsideWindow > 0 && why.windowOpens.IsZero():
+		parts = append(parts, fmt.Sprintf("%d clusters wait for a maintenance window that does not open within %d days", why.outsideWindow, int(window.Horizon.Hours()/24)))
+	case why.outsideWindow > 0:
+		parts = append(parts, fmt.Sprintf("%d clusters wait for their maintenance window, which opens at %s", why.outsideWindow, why.windowOpens.UTC().Format(time.RFC3339)))
 	}
-	if unhealthy > 0 {
-		parts = append(parts, fmt.Sprintf("%d clusters are unhealthy and wait to recover before their operation", unhealthy))
+	if why.unhealthy > 0 {
+		parts = append(parts, fmt.Sprintf("%d clusters are unhealthy and wait to recover before their operation", why.unhealthy))
+	}
+	if why.retrying > 0 {
+		parts = append(parts, fmt.Sprintf("%d clusters wait to retry a failed operation, the first at %s", why.retrying, why.retryAt.UTC().Format(time.RFC3339)))
+	}
+	until := why.windowOpens
+	if !why.retryAt.IsZero() && (until.IsZero() || why.retryAt.Before(until)) {
+		until = why.retryAt
 	}
 	waiting := strings.Join(parts, "; ")
-	if waiting == w.Waiting && opens.Equal(w.WaitUntil) {
+	if waiting == w.Waiting && until.Equal(w.WaitUntil) {
 		return
 	}
-	w.Waiting, w.WaitUntil = waiting, opens
+	w.Waiting, w.WaitUntil = waiting, until
 	if waiting != "" {
 		d.transition(w, "waiting")
 	} else {

@@ -555,3 +555,38 @@ func TestRolloutsOnIsTheSameAfterARebuild(t *testing.T) {
 		}
 	}
 }
+
+func TestFailedOperationsAreRetriedWithBackoff(t *testing.T) {
+	h := newHarness(t, fleet(2))
+	spec := upgradeSpec()
+	spec.Retries, spec.RetryBackoff, spec.OperationTimeout = 2, time.Minute, 10*time.Minute
+	first := h.submit("wf", spec).Commands
+	if first[0].Timeout != 10*time.Minute {
+		t.Fatalf("command timeout %v, want the rollout's 10m", first[0].Timeout)
+	}
+	w := h.workflow("wf")
+	h.result(first[0], records.OperationFailed, "broker did not come back")
+	tg := w.Targets["c-000"]
+	if w.State != records.WorkflowRunning || tg.State != records.TargetPending || !tg.NotBefore.Equal(t0.Add(time.Minute)) || w.Failed() != 0 {
+		t.Fatalf("after a first failure: workflow %s, target %s until %v, %d failed; want a retry in 1m, nothing counted", w.State, tg.State, tg.NotBefore, w.Failed())
+	}
+	if !strings.Contains(w.Waiting, "1 clusters wait to retry") {
+		t.Fatalf("waiting %q", w.Waiting)
+	}
+	if out := h.advance(59 * time.Second); len(out.Commands) != 0 {
+		t.Fatal("retried before the backoff")
+	}
+	second := h.advance(time.Second).Commands
+	if len(second) != 1 || second[0].Attempt != 2 || second[0].ID == first[0].ID {
+		t.Fatalf("retry = %+v, want attempt 2 under a new command ID", second)
+	}
+	h.result(second[0], records.OperationFailed, "again")
+	if !tg.NotBefore.Equal(h.now.Add(2 * time.Minute)) {
+		t.Fatalf("second backoff until %v, want twice the first (2m)", tg.NotBefore)
+	}
+	third := h.advance(2 * time.Minute).Commands
+	h.result(third[0], records.OperationFailed, "and again")
+	if tg.State != records.TargetFailed || tg.Reason != "attempt 3 of 3 failed: and again" || w.State != records.WorkflowPaused {
+		t.Fatalf("after the last attempt: target %s %q, workflow %s", tg.State, tg.Reason, w.State)
+	}
+}

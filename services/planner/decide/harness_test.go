@@ -71,6 +71,9 @@ func (h *harness) do(in Input) Outputs {
 				h.t.Fatalf("command for %s of phase %s sent before phase %s was approved as done", c.ClusterID, w.Phases[tg.Phase].Name, ph.Name)
 			}
 		}
+		if h.now.Before(tg.NotBefore) {
+			h.t.Fatalf("command for %s sent at %v, before its retry at %v", c.ClusterID, h.now, tg.NotBefore)
+		}
 		if hs, ok := h.s.Health[c.ClusterID]; ok && hs.Status == records.HealthUnhealthy {
 			h.t.Fatalf("command for %s sent while it is unhealthy", c.ClusterID)
 		}

@@ -18,7 +18,7 @@ import (
 //   - nothing starts in a paused, cancelled or finished workflow, whoever
 //     paused or cancelled it;
 //   - no cluster starts outside its maintenance windows, nor while it is
-//     unhealthy;
+//     unhealthy, nor before its retry backoff has passed;
 //   - no phase starts before its approval gate, nor after a phase whose
 //     gate after it is not approved;
 //   - a wave starts only after every earlier wave finished, baked for its
@@ -70,6 +70,7 @@ func randomSpec(r *rand.Rand) rollout.Spec {
 	if r.Intn(2) == 0 {
 		spec.UnhealthyTargets = rollout.SkipUnhealthy
 	}
+	spec.Retries, spec.RetryBackoff = r.Intn(3), time.Duration(r.Intn(120))*time.Second
 	if r.Intn(2) == 0 { // the runs start at 12:00 UTC and last a few hours
 		from := 11 + r.Intn(5)
 		spec.Windows = append(spec.Windows, rollout.WindowRule{
