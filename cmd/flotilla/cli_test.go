@@ -346,3 +346,43 @@ func TestCLIApprove(t *testing.T) {
 		t.Fatalf("approval notifications: %q", approval)
 	}
 }
+
+func TestCLIRetry(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 30, FailureRate: 0.3})
+	spec := filepath.Join(t.TempDir(), "spec.yaml")
+	if err := os.WriteFile(spec, []byte("name: flaky\noperation: {type: upgrade, version: 3.9.1}\nselector: kind=kafka\nfailureThreshold: \"100%\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, f, "rollout", "submit", "-f", spec)
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, out)
+	}
+	id := lastLine(out)
+	w := f.Await(id, time.Second, time.Minute, "the rollout ending", func(w *decide.Workflow) bool { return w.State.Terminal() })
+	if w.State != records.WorkflowFailed {
+		t.Fatalf("state %s, want failed: a third of the operations fail", w.State)
+	}
+	for round := 1; w.State == records.WorkflowFailed; round++ {
+		if round > 12 {
+			t.Fatalf("still failed after %d retries: %s", round-1, w.Reason)
+		}
+		before := w.LastControl
+		if out, err := run(t, f, "rollout", "retry", id, "--reason", "flaky brokers"); err != nil || !strings.Contains(out, "is running") {
+			t.Fatalf("retry: %v\n%s", err, out)
+		}
+		w = f.Await(id, time.Second, time.Minute, "the retried rollout ending", func(w *decide.Workflow) bool {
+			return w.LastControl != before && w.State.Terminal()
+		})
+	}
+	if w.State != records.WorkflowSucceeded {
+		t.Fatalf("state %s (%s)", w.State, w.Reason)
+	}
+	for tid := range w.Targets {
+		if n := f.Sim.Applies(tid); n != 1 {
+			t.Errorf("%s changed %d times, want once", tid, n)
+		}
+	}
+	if _, err := run(t, f, "rollout", "retry", id); err == nil || !strings.Contains(err.Error(), "nothing to retry") {
+		t.Fatalf("retry of a succeeded rollout: %v", err)
+	}
+}

@@ -29,6 +29,7 @@ func rolloutCommand() *cobra.Command {
 		rolloutControlCommand(records.ActionApprove, "Approve the gate a rollout waits at, so it goes on"),
 		rolloutControlCommand(records.ActionPause, "Pause a rollout: nothing new starts; operations in flight finish"),
 		rolloutControlCommand(records.ActionResume, "Resume a paused rollout; the failures that paused it are acknowledged"),
+		rolloutControlCommand(records.ActionRetry, "Retry a rollout's failed clusters with the same plan, from the earliest wave that has one"),
 		rolloutControlCommand(records.ActionCancel, "Cancel a rollout: nothing new starts; operations in flight finish"))
 	return cmd
 }

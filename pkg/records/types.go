@@ -55,6 +55,9 @@ const (
 	// ActionResume lets a paused workflow go on. Failures that paused it
 	// are acknowledged: the threshold counts only failures after them.
 	ActionResume ControlAction = "resume"
+	// ActionRetry puts a workflow's failed clusters back in line, with the
+	// same plan, and runs the workflow from the earliest wave that has one.
+	ActionRetry ControlAction = "retry"
 	// ActionApprove opens the approval gate a workflow waits at.
 	ActionApprove ControlAction = "approve"
 	// ActionCancel ends a workflow: nothing new starts, operations in

@@ -101,6 +101,8 @@ func FromWorkflow(rec records.WorkflowRecord) (records.Notification, bool) {
 		msg += "; approve with: flotilla rollout approve " + w.ID
 	case "approved":
 		msg = fmt.Sprintf("%s: %s", name(w), w.Reason)
+	case "retrying":
+		msg = fmt.Sprintf("%s: %s", name(w), w.Reason)
 	case "resumed":
 		msg = fmt.Sprintf("%s resumed", name(w))
 	case "cancelled":

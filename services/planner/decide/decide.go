@@ -386,6 +386,26 @@ func (d *decision) control(in Submit) {
 			d.startWave(w, "wave-started")
 		}
 		d.advance(w)
+	case records.ActionRetry:
+		if w.State == records.WorkflowCancelled || w.State == records.WorkflowSucceeded {
+			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to retry", w.ID, w.State))
+			return
+		}
+		if running := w.count(records.TargetRunning); running > 0 {
+			d.rejectControl(in, fmt.Sprintf("workflow %s has %d operations still running: retry when they have finished", w.ID, running))
+			return
+		}
+		retried := d.retryFailed(w)
+		if retried == 0 {
+			d.rejectControl(in, fmt.Sprintf("workflow %s has no failed clusters to retry", w.ID))
+			return
+		}
+		w.LastControl = reqID
+		w.State = records.WorkflowRunning
+		w.Reason = fmt.Sprintf("%d failed clusters retried by %s%s", retried, who, because)
+		d.transition(w, "retrying")
+		w.Reason = ""
+		d.advance(w)
 	case records.ActionCancel:
 		if w.State.Terminal() {
 			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to cancel", w.ID, w.State))
@@ -398,8 +418,39 @@ func (d *decision) control(in Submit) {
 		w.Gate, w.GateExpires = "", time.Time{}
 		d.transition(w, "cancelled")
 	default:
-		d.rejectControl(in, fmt.Sprintf("unknown action %q: want approve, pause, resume or cancel", c.Action))
+		d.rejectControl(in, fmt.Sprintf("unknown action %q: want approve, pause, resume, retry or cancel", c.Action))
 	}
+}
+
+// retryFailed puts every failed target of a workflow back in line, with
+// the same plan, and moves the workflow back to the earliest wave that has
+// one. Waves after it that were done pass their gate again (bake and
+// health) on the way. It returns the number of targets retried.
+func (d *decision) retryFailed(w *Workflow) int {
+	retried := 0
+	for _, t := range w.Targets {
+		if t.State != records.TargetFailed {
+			continue
+		}
+		t.State, t.Reason, t.Unhealthy, t.NotBefore = records.TargetPending, "", false, time.Time{}
+		d.changed(w, t)
+		retried++
+	}
+	if retried == 0 {
+		return 0
+	}
+	// Back to the earliest wave with a target not done.
+	for _, t := range w.Targets {
+		if (t.State == records.TargetPending || t.State == records.TargetRunning) && (t.Phase < w.Phase || (t.Phase == w.Phase && t.Wave < w.Wave)) {
+			w.Phase, w.Wave = t.Phase, t.Wave
+		}
+	}
+	w.failed, w.FailuresAcknowledged = 0, 0
+	w.BakeUntil, w.Gate, w.GateExpires = time.Time{}, "", time.Time{}
+	for id := range w.Targets {
+		d.s.watch(id, w.ID) // a finished workflow had left the index
+	}
+	return retried
 }
 
 // rejectControl records a control request that cannot be carried out as a

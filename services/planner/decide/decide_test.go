@@ -590,3 +590,45 @@ func TestFailedOperationsAreRetriedWithBackoff(t *testing.T) {
 		t.Fatalf("after the last attempt: target %s %q, workflow %s", tg.State, tg.Reason, w.State)
 	}
 }
+
+func TestRetryRequestRunsFailedClustersAgain(t *testing.T) {
+	h := newHarness(t, fleet(4))
+	spec := upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}})
+	spec.FailureThreshold = rollout.Threshold{Count: 2}
+	pending := h.submit("wf", spec).Commands
+	for len(pending) > 0 { // c-001 fails; the others succeed and are seen healthy
+		c := pending[0]
+		pending = pending[1:]
+		status := records.OperationSucceeded
+		if c.ClusterID == "c-001" {
+			status = records.OperationFailed
+		}
+		pending = append(pending, h.result(c, status, "disk full").Commands...)
+		h.now = h.now.Add(time.Second)
+		if status == records.OperationSucceeded {
+			pending = append(pending, h.probe(c.ClusterID, records.HealthHealthy).Commands...)
+		}
+	}
+	w := h.workflow("wf")
+	if w.State != records.WorkflowFailed {
+		t.Fatalf("state %s, want failed", w.State)
+	}
+	out := h.control("wf", records.ActionRetry, "disk cleaned")
+	if w.State != records.WorkflowRunning || w.Phase != 0 || w.Wave != 0 {
+		t.Fatalf("after retry: %s at %d/%d, want running from the first wave", w.State, w.Phase, w.Wave)
+	}
+	if got := clusterIDs(out.Commands); !reflect.DeepEqual(got, []string{"c-001"}) || out.Commands[0].Attempt != 2 {
+		t.Fatalf("retry started %v, want c-001 again, attempt 2", got)
+	}
+	h.result(out.Commands[0], records.OperationSucceeded, "")
+	h.now = h.now.Add(time.Second)
+	h.probe("c-001", records.HealthHealthy)
+	h.probe("c-002", records.HealthHealthy)
+	h.probe("c-003", records.HealthHealthy)
+	if w.State != records.WorkflowSucceeded {
+		t.Fatalf("state %s (%s), want succeeded once the retried cluster made it", w.State, w.Reason)
+	}
+	if out := h.control("wf", records.ActionRetry, ""); len(out.Rows) != 1 || !strings.Contains(out.Rows[0].Workflow.Reason, "is succeeded: there is nothing to retry") {
+		t.Fatalf("retry of a succeeded workflow: %+v", out.Rows)
+	}
+}

@@ -49,7 +49,7 @@ func (h *harness) do(in Input) Outputs {
 	h.rows = append(h.rows, out.Rows...)
 	resumed := map[string]bool{}
 	for _, r := range out.Rows {
-		if r.Workflow != nil && r.Workflow.Event == "resumed" {
+		if r.Workflow != nil && (r.Workflow.Event == "resumed" || r.Workflow.Event == "retrying") {
 			resumed[r.Workflow.ID] = true
 		}
 	}
@@ -85,6 +85,7 @@ func (h *harness) do(in Input) Outputs {
 			h.t.Fatalf("command for %s sent at %v, outside its maintenance window", c.ClusterID, h.now)
 		}
 	}
+	checkWaveOrder(h.t, h.s, out.Commands)
 	h.commands = append(h.commands, out.Commands...)
 	return out
 }
