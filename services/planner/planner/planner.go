@@ -154,7 +154,31 @@ func Run(ctx context.Context, cfg Config) error {
 // step decides on one batch of records, the table changes queued since
 // the last step and the passing of time, and writes the outcome in one
 // transaction.
+//
+// The state's lock is not held while writing: the session's revocation
+// wrapper holds the lock End needs while it calls our revoked callback,
+// which takes the state's lock. A revocation meanwhile makes End abort,
+// and the state is rebuilt.
 func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
+	out := p.decideBatch(fetches)
+	if out.Empty() && fetches.NumRecords() == 0 {
+		return nil
+	}
+	committed, err := p.write(ctx, out)
+	if err != nil || !committed {
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.log.Warn("transaction not committed; rebuilding from the log", "err", err)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.rebuild(ctx)
+	}
+	return nil
+}
+
+// decideBatch applies the table changes, the records and a tick to the state.
+func (p *planner) decideBatch(fetches kgo.Fetches) decide.Outputs {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.cfg.Clock.Now()
@@ -207,18 +231,7 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 		}
 	})
 	decideOn(decide.Tick{})
-	if out.Empty() && fetches.NumRecords() == 0 {
-		return nil
-	}
-	committed, err := p.write(ctx, out)
-	if err != nil || !committed {
-		if ctx.Err() != nil {
-			return nil
-		}
-		p.log.Warn("transaction not committed; rebuilding from the log", "err", err)
-		return p.rebuild(ctx)
-	}
-	return nil
+	return out
 }
 
 // write produces the outputs and commits them with the consumed offsets.
