@@ -255,6 +255,9 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 	}
 	fmt.Fprintf(out, "operation: %s\n", op)
 	fmt.Fprintf(out, "clusters:  %d: %d succeeded, %d failed, %d running, %d pending\n", p.Targets, p.Succeeded, p.Failed, p.Running, p.Pending)
+	if p.ResumeAt != nil && p.State == records.WorkflowPaused {
+		fmt.Fprintf(out, "resumes:   by itself at %s, unless a recovered cluster relapses\n", p.ResumeAt.Local().Format(time.RFC3339))
+	}
 	if p.Gate != "" {
 		fmt.Fprintf(out, "gate:      waiting for approval at %s (flotilla rollout approve %s)\n", p.Gate, p.ID)
 	}

@@ -57,8 +57,8 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"health.v1.avsc":       0xb8b1266bfe463371,
 		"notification.v1.avsc": 0x782b4e164ae48746,
 		"operation.v1.avsc":    0xcd4d2202f2e4f42d,
-		"request.v1.avsc":      0xc132669bfe9a8143,
-		"workflow.v1.avsc":     0x6796af50f451b36f,
+		"request.v1.avsc":      0x76720089dd788ae2,
+		"workflow.v1.avsc":     0x4010fe3cb29a39ba,
 	}
 	r, err := loadRegistry(schemas.FS)
 	if err != nil {

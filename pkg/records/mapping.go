@@ -104,6 +104,7 @@ func specNative(s rollout.Spec) map[string]any {
 		"operation_timeout_ms": s.OperationTimeout.Milliseconds(),
 		"retries":              s.Retries,
 		"retry_backoff_ms":     s.RetryBackoff.Milliseconds(),
+		"auto_resume_ms":       s.AutoResume.Milliseconds(),
 		"unhealthy_targets":    string(s.UnhealthyTargets),
 		"windows":              windows,
 		"name":                 s.Name,
@@ -143,6 +144,7 @@ func specFrom(x rec) rollout.Spec {
 	s.OperationTimeout = x.duration("operation_timeout_ms")
 	s.Retries = x.int("retries")
 	s.RetryBackoff = x.duration("retry_backoff_ms")
+	s.AutoResume = x.duration("auto_resume_ms")
 	s.UnhealthyTargets = rollout.UnhealthyPolicy(x.str("unhealthy_targets"))
 	for _, w := range x.recs("windows") {
 		s.Windows = append(s.Windows, rollout.WindowRule{Selector: w.str("selector"), Allow: w.strs("allow"), Deny: w.strs("deny")})
@@ -248,6 +250,8 @@ func workflowNative(w Workflow) map[string]any {
 		"gate":                  w.Gate,
 		"gate_expires":          millis(w.GateExpires),
 		"approved":              stringsNative(w.Approved),
+		"paused_by":             w.PausedBy,
+		"resume_at":             millis(w.ResumeAt),
 		"waiting":               w.Waiting,
 		"targets":               w.Targets,
 		"created_at":            millis(w.CreatedAt),
@@ -296,6 +300,8 @@ func workflowRecordFrom(v any) (WorkflowRecord, error) {
 			Gate:                 row.str("gate"),
 			GateExpires:          row.time("gate_expires"),
 			Approved:             row.strs("approved"),
+			PausedBy:             row.str("paused_by"),
+			ResumeAt:             row.time("resume_at"),
 			Waiting:              row.str("waiting"),
 			Targets:              row.int("targets"),
 			CreatedAt:            row.time("created_at"),

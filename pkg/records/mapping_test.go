@@ -55,6 +55,7 @@ func fullSpec() rollout.Spec {
 		OperationTimeout: 20 * time.Minute,
 		Retries:          2,
 		RetryBackoff:     30 * time.Second,
+		AutoResume:       10 * time.Minute,
 		UnhealthyTargets: rollout.SkipUnhealthy,
 		Windows: []rollout.WindowRule{
 			{Allow: []string{"Mon-Fri 09:00-17:00 Europe/Paris"}},
@@ -91,6 +92,8 @@ func fullWorkflowRow(t time.Time) WorkflowRecord {
 		Gate:                 "before:azure",
 		GateExpires:          t.Add(24 * time.Hour),
 		Approved:             []string{"after:internal"},
+		PausedBy:             "threshold",
+		ResumeAt:             t.Add(10 * time.Minute),
 		Waiting:              "2 clusters outside their maintenance window",
 		Targets:              9,
 		CreatedAt:            t.Add(-time.Hour),

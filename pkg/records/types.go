@@ -150,6 +150,11 @@ type Workflow struct {
 	Gate        string
 	GateExpires time.Time
 	Approved    []string
+	// PausedBy says what paused the workflow: "threshold", "person" or
+	// "gate" (an approval not given in time). ResumeAt is when a workflow
+	// paused by unhealthy clusters that all recovered resumes by itself.
+	PausedBy string
+	ResumeAt time.Time
 	// WaitUntil is when a target of the current wave held outside its
 	// maintenance window may start; Waiting says what waits and why.
 	WaitUntil time.Time

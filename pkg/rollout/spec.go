@@ -112,6 +112,11 @@ type Spec struct {
 	// first retry, doubled for each further one.
 	Retries      int
 	RetryBackoff time.Duration
+	// AutoResume lets a rollout paused because clusters turned unhealthy
+	// resume by itself once all of them have been healthy again for this
+	// long; 0 leaves it to a person. A pause with any failed operation, or
+	// by a person, always waits for a person.
+	AutoResume time.Duration
 	// UnhealthyTargets says what happens to a target that is unhealthy
 	// when its turn comes: it is held until it recovers (HoldUnhealthy,
 	// the default), or skipped and reported.

@@ -141,6 +141,9 @@ func (s Spec) Validate() error {
 	if s.Retries < 0 || s.Retries > 10 {
 		addf("retries", "must be in 0..10, got %d", s.Retries)
 	}
+	if s.AutoResume < 0 {
+		addf("autoResume", "must not be negative, got %s", s.AutoResume)
+	}
 	if s.RetryBackoff < 0 {
 		addf("retryBackoff", "must not be negative, got %s", s.RetryBackoff)
 	}

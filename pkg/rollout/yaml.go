@@ -39,6 +39,7 @@ import (
 //	operationTimeout: 30m           # longest one attempt may take; absent = the executor's limit
 //	retries: 2                      # attempts after the first before a cluster counts as failed
 //	retryBackoff: 1m                # wait before the first retry, doubled for each next one
+//	autoResume: 10m                 # paused by unhealthy clusters: resume once all are healthy this long
 //
 // Parsing is strict: an unknown or repeated field, a value of the wrong
 // shape (a list where a string belongs, "25 percent" as waves, "10" as a
@@ -198,7 +199,7 @@ func (d *decoder) int(path string, n *yaml.Node) int {
 
 func (d *decoder) spec(n *yaml.Node) Spec {
 	f := d.fields("", n, "name", "operation", "selector", "clusters", "strategy", "failureThreshold", "windows", "onConflict", "unhealthyTargets",
-		"operationTimeout", "retries", "retryBackoff")
+		"operationTimeout", "retries", "retryBackoff", "autoResume")
 	s := Spec{
 		Name:             d.str("name", f["name"]),
 		Operation:        d.operation("operation", f["operation"]),
@@ -211,6 +212,7 @@ func (d *decoder) spec(n *yaml.Node) Spec {
 		OperationTimeout: d.duration("operationTimeout", f["operationTimeout"]),
 		Retries:          d.int("retries", f["retries"]),
 		RetryBackoff:     d.duration("retryBackoff", f["retryBackoff"]),
+		AutoResume:       d.duration("autoResume", f["autoResume"]),
 	}
 	// The defaults may be written out; they are kept as the zero value.
 	if s.OnConflict == "wait" {
@@ -436,6 +438,7 @@ type (
 		OperationTimeout string        `yaml:"operationTimeout,omitempty"`
 		Retries          int           `yaml:"retries,omitempty"`
 		RetryBackoff     string        `yaml:"retryBackoff,omitempty"`
+		AutoResume       string        `yaml:"autoResume,omitempty"`
 	}
 	yamlWindow struct {
 		Selector string   `yaml:"selector,omitempty"`
@@ -487,6 +490,9 @@ func FormatYAML(s Spec) ([]byte, error) {
 	}
 	if s.RetryBackoff != 0 {
 		doc.RetryBackoff = shortDuration(s.RetryBackoff)
+	}
+	if s.AutoResume != 0 {
+		doc.AutoResume = shortDuration(s.AutoResume)
 	}
 	for _, w := range s.Windows {
 		doc.Windows = append(doc.Windows, yamlWindow(w))

@@ -130,7 +130,7 @@ func TestParseYAMLErrors(t *testing.T) {
 		{
 			name: "unknown top-level field",
 			yaml: head + "selectors: env=prod\n",
-			want: []string{`selectors: line 5: unknown field; want name, operation, selector, clusters, strategy, failureThreshold, windows, onConflict, unhealthyTargets, operationTimeout, retries or retryBackoff`},
+			want: []string{`selectors: line 5: unknown field; want name, operation, selector, clusters, strategy, failureThreshold, windows, onConflict, unhealthyTargets, operationTimeout, retries, retryBackoff or autoResume`},
 		},
 		{
 			name: "unknown phase field, wrong case",
@@ -201,7 +201,7 @@ func TestParseYAMLErrors(t *testing.T) {
 			name: "every problem is reported",
 			yaml: "nam: r\noperation:\n  kind: restart\nselector: env\nstrategy:\n  phases:\n    - name: a\n      waves: lots\n      bake: soon\n",
 			want: []string{
-				`nam: line 1: unknown field; want name, operation, selector, clusters, strategy, failureThreshold, windows, onConflict, unhealthyTargets, operationTimeout, retries or retryBackoff`,
+				`nam: line 1: unknown field; want name, operation, selector, clusters, strategy, failureThreshold, windows, onConflict, unhealthyTargets, operationTimeout, retries, retryBackoff or autoResume`,
 				`operation.kind: line 3: unknown field; want type, version or config`,
 				`strategy.phases[0].waves: line 8: "lots" is not a count, a percentage like "25%" or "exponential"`,
 				`strategy.phases[0].bake: line 9: "soon" is not a duration like "10m" or "1h30m"`,

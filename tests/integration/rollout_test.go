@@ -313,3 +313,34 @@ func TestFailedOperationsAreRetried(t *testing.T) {
 		t.Fatalf("%d failed operations, %d clusters retried: the fleet's failure rate should have made some", failed, retried)
 	}
 }
+
+// TestAutoResumeAfterRecovery pauses a rollout on a version that makes
+// clusters unhealthy, then lets the clusters recover (the version is
+// fixed in place): the rollout resumes by itself after its autoResume time
+// and finishes.
+func TestAutoResumeAfterRecovery(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 30, BadVersions: []string{"3.9.2"}})
+	spec := rollout.Spec{
+		Name: "flaky", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.2"}, Selector: "kind=kafka",
+		Phases:           []rollout.Phase{{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 3}, Bake: time.Minute}},
+		FailureThreshold: rollout.Threshold{Count: 2},
+		AutoResume:       5 * time.Minute,
+	}
+	id := f.Submit(spec)
+	f.Await(id, time.Second, time.Minute, "the pause", func(w *decide.Workflow) bool { return w.State == records.WorkflowPaused })
+	f.Sim.SetBadVersions() // the clusters recover
+	w := f.Await(id, 10*time.Second, 2*time.Minute, "the rollout finishing", finished)
+	if w.State != records.WorkflowSucceeded {
+		t.Fatalf("state %s (%s), want succeeded after resuming by itself", w.State, w.Reason)
+	}
+	f.Eventually(0, 10*time.Second, func() bool { return hasNotification(f.Notifications(), id, "workflow.recovering") })
+	var resumed string
+	for _, n := range f.Notifications() {
+		if n.WorkflowID == id && n.Kind == "workflow.resumed" {
+			resumed = n.Message
+		}
+	}
+	if !strings.Contains(resumed, "resumed by itself") {
+		t.Fatalf("resumption notification %q", resumed)
+	}
+}

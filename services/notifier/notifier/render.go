@@ -103,8 +103,14 @@ func FromWorkflow(rec records.WorkflowRecord) (records.Notification, bool) {
 		msg = fmt.Sprintf("%s: %s", name(w), w.Reason)
 	case "retrying":
 		msg = fmt.Sprintf("%s: %s", name(w), w.Reason)
+	case "recovering":
+		msg = fmt.Sprintf("%s: the clusters that paused it are healthy again; it resumes by itself at %s unless one relapses",
+			name(w), w.ResumeAt.UTC().Format(time.RFC3339))
 	case "resumed":
 		msg = fmt.Sprintf("%s resumed", name(w))
+		if w.Reason != "" {
+			msg += ": " + w.Reason
+		}
 	case "cancelled":
 		sev = records.SeverityWarning
 		msg = fmt.Sprintf("%s %s; operations in flight finish", name(w), w.Reason)

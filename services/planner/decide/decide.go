@@ -102,6 +102,9 @@ func NextDeadline(s *State) (time.Time, bool) {
 // deadline is the earliest time at which the passing of time alone can
 // move a running workflow.
 func (w *Workflow) deadline() (time.Time, bool) {
+	if w.State == records.WorkflowPaused && !w.ResumeAt.IsZero() {
+		return w.ResumeAt, true
+	}
 	if w.State != records.WorkflowRunning {
 		return time.Time{}, false
 	}
@@ -345,8 +348,9 @@ func (d *decision) control(in Submit) {
 			d.touch(w) // already paused: the request is applied all the same
 			return
 		}
-		w.State = records.WorkflowPaused
+		w.State, w.PausedBy = records.WorkflowPaused, "person"
 		w.Reason = "paused by " + who + because
+		w.ResumeAt = time.Time{}
 		d.transition(w, "paused")
 	case records.ActionResume:
 		if w.State.Terminal() {
@@ -358,7 +362,7 @@ func (d *decision) control(in Submit) {
 			d.touch(w)
 			return
 		}
-		w.State = records.WorkflowRunning
+		w.State, w.PausedBy, w.ResumeAt = records.WorkflowRunning, "", time.Time{}
 		w.FailuresAcknowledged = w.failed
 		w.Reason = ""
 		d.transition(w, "resumed")
@@ -401,7 +405,7 @@ func (d *decision) control(in Submit) {
 			return
 		}
 		w.LastControl = reqID
-		w.State = records.WorkflowRunning
+		w.State, w.PausedBy, w.ResumeAt = records.WorkflowRunning, "", time.Time{}
 		w.Reason = fmt.Sprintf("%d failed clusters retried by %s%s", retried, who, because)
 		d.transition(w, "retrying")
 		w.Reason = ""
@@ -415,7 +419,7 @@ func (d *decision) control(in Submit) {
 		w.State = records.WorkflowCancelled
 		w.Reason = "cancelled by " + who + because
 		w.BakeUntil, w.WaitUntil, w.Waiting = time.Time{}, time.Time{}, ""
-		w.Gate, w.GateExpires = "", time.Time{}
+		w.Gate, w.GateExpires, w.PausedBy, w.ResumeAt = "", time.Time{}, "", time.Time{}
 		d.transition(w, "cancelled")
 	default:
 		d.rejectControl(in, fmt.Sprintf("unknown action %q: want approve, pause, resume, retry or cancel", c.Action))
@@ -556,6 +560,9 @@ func (d *decision) health(h records.Health) {
 			d.markUnhealthy(w, t, h)
 			d.checkThreshold(w)
 		}
+		if w.State == records.WorkflowPaused {
+			d.checkRecovery(w)
+		}
 		d.advance(w)
 	}
 }
@@ -572,6 +579,56 @@ func (d *decision) changedLast(w *Workflow, t *records.Target) bool {
 		}
 	}
 	return true
+}
+
+// checkRecovery resumes by itself a workflow that its failure threshold
+// paused, when the rollout asks for it and every cluster it counted as
+// failed failed only by turning unhealthy and has been healthy again for
+// the rollout's autoResume time. A slow recovery keeps it paused: nothing
+// fails meanwhile. Any failed operation leaves the decision to a person.
+func (d *decision) checkRecovery(w *Workflow) {
+	if w.State != records.WorkflowPaused || w.PausedBy != "threshold" || w.Spec.AutoResume <= 0 {
+		return
+	}
+	var recovered []*records.Target
+	all := true
+	for _, t := range w.Targets {
+		if t.State != records.TargetFailed {
+			continue
+		}
+		h, seen := d.s.Health[t.ClusterID]
+		if !t.Unhealthy || !seen || h.Status != records.HealthHealthy {
+			all = false
+			break
+		}
+		recovered = append(recovered, t)
+	}
+	if !all || len(recovered) == 0 {
+		if !w.ResumeAt.IsZero() {
+			w.ResumeAt = time.Time{} // not recovered after all: wait again
+			d.touch(w)
+		}
+		return
+	}
+	if w.ResumeAt.IsZero() {
+		w.ResumeAt = d.now.Add(w.Spec.AutoResume)
+		d.transition(w, "recovering")
+		return
+	}
+	if d.now.Before(w.ResumeAt) {
+		return
+	}
+	for _, t := range recovered {
+		t.State, t.Unhealthy, t.Reason = records.TargetSucceeded, false, ""
+		w.failed--
+		d.changed(w, t)
+	}
+	w.FailuresAcknowledged = min(w.FailuresAcknowledged, w.failed)
+	w.State, w.PausedBy, w.ResumeAt = records.WorkflowRunning, "", time.Time{}
+	w.Reason = fmt.Sprintf("resumed by itself: %d clusters healthy again for %s", len(recovered), w.Spec.AutoResume)
+	d.transition(w, "resumed")
+	w.Reason = ""
+	d.advance(w)
 }
 
 func (d *decision) markUnhealthy(w *Workflow, t *records.Target, h records.Health) {
@@ -597,6 +654,10 @@ func (d *decision) tick() {
 		w := d.s.Workflows[id]
 		// What a deadline passing causes, the row that set it caused.
 		d.cause = rowID(w.ID, w.Seq)
+		if w.State == records.WorkflowPaused {
+			d.checkRecovery(w)
+			continue
+		}
 		d.advance(w)
 	}
 }
@@ -608,7 +669,7 @@ func (d *decision) checkThreshold(w *Workflow) {
 	if w.State != records.WorkflowRunning || w.failed-w.FailuresAcknowledged < limit {
 		return
 	}
-	w.State = records.WorkflowPaused
+	w.State, w.PausedBy = records.WorkflowPaused, "threshold"
 	w.Reason = fmt.Sprintf("%d of %d clusters failed or turned unhealthy, reaching the failure threshold of %d: %s",
 		w.failed, w.Workflow.Targets, limit, d.failureSummary(w, 3))
 	d.transition(w, "paused")
@@ -686,7 +747,7 @@ func (d *decision) advance(w *Workflow) {
 		if w.Gate != "" {
 			if !w.GateExpires.IsZero() && !d.now.Before(w.GateExpires) {
 				w.GateExpires = time.Time{} // approving later still opens it
-				w.State = records.WorkflowPaused
+				w.State, w.PausedBy = records.WorkflowPaused, "gate"
 				w.Reason = fmt.Sprintf("approval gate %s was not approved in time", w.Gate)
 				d.transition(w, "paused")
 			}

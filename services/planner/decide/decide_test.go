@@ -3,6 +3,7 @@ package decide
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -630,5 +631,62 @@ func TestRetryRequestRunsFailedClustersAgain(t *testing.T) {
 	}
 	if out := h.control("wf", records.ActionRetry, ""); len(out.Rows) != 1 || !strings.Contains(out.Rows[0].Workflow.Reason, "is succeeded: there is nothing to retry") {
 		t.Fatalf("retry of a succeeded workflow: %+v", out.Rows)
+	}
+}
+
+func TestPausedByUnhealthyClustersResumesByItselfOnceTheyRecover(t *testing.T) {
+	h := newHarness(t, fleet(6))
+	spec := upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}})
+	spec.AutoResume = 10 * time.Minute
+	first := h.submit("wf", spec).Commands
+	for _, c := range first {
+		h.result(c, records.OperationSucceeded, "")
+	}
+	h.now = h.now.Add(time.Second)
+	h.probe("c-001", records.HealthHealthy)
+	h.probe("c-000", records.HealthUnhealthy, "under-replicated")
+	w := h.workflow("wf")
+	if w.State != records.WorkflowPaused || w.PausedBy != "threshold" {
+		t.Fatalf("state %s by %q, want paused by the threshold", w.State, w.PausedBy)
+	}
+	h.now = h.now.Add(time.Minute)
+	h.probe("c-000", records.HealthHealthy)
+	if !w.ResumeAt.Equal(h.now.Add(10*time.Minute)) || w.State != records.WorkflowPaused {
+		t.Fatalf("after recovery: %s, resume at %v; want still paused, resuming in 10m", w.State, w.ResumeAt)
+	}
+	// A relapse puts the resumption off; a slow recovery keeps it paused, failing nothing.
+	h.now = h.now.Add(5 * time.Minute)
+	h.probe("c-000", records.HealthUnhealthy, "under-replicated again")
+	if !w.ResumeAt.IsZero() || w.State != records.WorkflowPaused {
+		t.Fatalf("after a relapse: %s, resume at %v", w.State, w.ResumeAt)
+	}
+	if out := h.advance(time.Hour); len(out.Commands) != 0 || w.State != records.WorkflowPaused {
+		t.Fatalf("a slow recovery: %s, started %v", w.State, clusterIDs(out.Commands))
+	}
+	h.probe("c-000", records.HealthHealthy)
+	if out := h.advance(9 * time.Minute); len(out.Commands) != 0 {
+		t.Fatal("resumed before the clusters were healthy for 10m")
+	}
+	out := h.advance(time.Minute)
+	if w.State != records.WorkflowRunning || len(out.Commands) != 2 || w.Targets["c-000"].State != records.TargetSucceeded {
+		t.Fatalf("after 10m healthy: %s, started %v, c-000 %s", w.State, clusterIDs(out.Commands), w.Targets["c-000"].State)
+	}
+	if got := events(out.Rows); !slices.Contains(got, "resumed") {
+		t.Fatalf("events %v, want the resumption told", got)
+	}
+}
+
+func TestAFailedOperationWaitsForAPerson(t *testing.T) {
+	h := newHarness(t, fleet(4))
+	spec := upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}})
+	spec.AutoResume = time.Minute
+	first := h.submit("wf", spec).Commands
+	h.result(first[0], records.OperationFailed, "disk full")
+	h.result(first[1], records.OperationSucceeded, "")
+	h.now = h.now.Add(time.Second)
+	h.probe(first[0].ClusterID, records.HealthHealthy)
+	h.probe(first[1].ClusterID, records.HealthHealthy)
+	if out := h.advance(time.Hour); len(out.Commands) != 0 || h.workflow("wf").State != records.WorkflowPaused {
+		t.Fatal("a rollout paused by a failed operation resumed by itself")
 	}
 }

@@ -21,6 +21,7 @@ type Progress struct {
 	Waiting   string                `json:"waiting,omitempty"`
 	WaitUntil *time.Time            `json:"waitUntil,omitempty"`
 	Gate      string                `json:"gate,omitempty"`
+	ResumeAt  *time.Time            `json:"resumeAt,omitempty"`
 	Approved  []string              `json:"approved,omitempty"`
 	Counts
 	Phases []PhaseProgress `json:"phases"`
@@ -92,6 +93,10 @@ func (w *Workflow) Progress() Progress {
 	}
 	p.Waiting = w.Waiting
 	p.Gate = w.Gate
+	if !w.ResumeAt.IsZero() {
+		r := w.ResumeAt
+		p.ResumeAt = &r
+	}
 	p.Approved = w.Approved
 	for pi, ph := range w.Phases {
 		pp := PhaseProgress{Name: ph.Name}

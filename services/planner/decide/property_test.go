@@ -71,6 +71,9 @@ func randomSpec(r *rand.Rand) rollout.Spec {
 		spec.UnhealthyTargets = rollout.SkipUnhealthy
 	}
 	spec.Retries, spec.RetryBackoff = r.Intn(3), time.Duration(r.Intn(120))*time.Second
+	if r.Intn(2) == 0 {
+		spec.AutoResume = time.Duration(1+r.Intn(5)) * time.Minute
+	}
 	if r.Intn(2) == 0 { // the runs start at 12:00 UTC and last a few hours
 		from := 11 + r.Intn(5)
 		spec.Windows = append(spec.Windows, rollout.WindowRule{
@@ -117,7 +120,7 @@ func runRandomRollouts(t *testing.T, seed int64) {
 			h.result(c, status, "random failure")
 		case k < 8: // the monitor reports a cluster
 			status := records.HealthHealthy
-			if r.Intn(12) == 0 {
+			if r.Intn(8) == 0 {
 				status = records.HealthUnhealthy
 			}
 			h.probe(clusters[r.Intn(len(clusters))].ID, status, "random")
