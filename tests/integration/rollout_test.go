@@ -287,9 +287,12 @@ func TestTwoCopiesOfEachService(t *testing.T) {
 // operations fail: each failed one is retried after its backoff under a
 // new command, the rollout succeeds, and every cluster changed once.
 func TestFailedOperationsAreRetried(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Options{Clusters: 40, FailureRate: 0.3})
+	// A fifth of the operations fail, each attempt independently (the sim
+	// decides by command ID): with ten retries, a cluster failing every
+	// attempt has odds of 0.2^11, about 2e-8.
+	f := fleettest.Start(t, fleettest.Options{Clusters: 40, FailureRate: 0.2})
 	spec := threePhaseSpec("3.9.1")
-	spec.Retries, spec.RetryBackoff = 4, 10*time.Second
+	spec.Retries, spec.RetryBackoff = 10, time.Second
 	id := f.Submit(spec)
 	w := f.Await(id, time.Second, 2*time.Minute, "the rollout finishing", finished)
 	if w.State != records.WorkflowSucceeded {
