@@ -289,8 +289,9 @@ func TestTwoCopiesOfEachService(t *testing.T) {
 func TestFailedOperationsAreRetried(t *testing.T) {
 	// A fifth of the operations fail, each attempt independently (the sim
 	// decides by command ID): with ten retries, a cluster failing every
-	// attempt has odds of 0.2^11, about 2e-8.
-	f := fleettest.Start(t, fleettest.Options{Clusters: 40, FailureRate: 0.2})
+	// attempt has odds of 0.2^11, about 2e-8; with some 56 targets, no
+	// failure at all has odds of 0.8^56, about 4e-6.
+	f := fleettest.Start(t, fleettest.Options{Clusters: 80, FailureRate: 0.2})
 	spec := threePhaseSpec("3.9.1")
 	spec.Retries, spec.RetryBackoff = 10, time.Second
 	id := f.Submit(spec)
