@@ -1,0 +1,223 @@
+package decide
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+)
+
+// This file holds what people do to a workflow (control requests) and the
+// automatic resume that spares them one.
+
+// control carries out a control request on a workflow of this planner.
+// Controls are idempotent: pausing a paused workflow changes nothing.
+func (d *decision) control(in Submit) {
+	c := in.Request.Control
+	reqID := in.Request.Envelope.ID
+	who := in.Request.Envelope.Principal
+	if who == "" {
+		who = "someone"
+	}
+	w, ok := d.s.Workflows[c.WorkflowID]
+	switch {
+	case reqID == "":
+		return // nothing to name it by; the shell logs it
+	case in.Key != reqID && in.Key != records.ControlKey(c.WorkflowID, reqID):
+		d.rejectControl(in, fmt.Sprintf("record key %q: a control request is keyed %q", in.Key, records.ControlKey(c.WorkflowID, reqID)))
+		return
+	case !ok || w.State == "" || w.State == records.WorkflowRejected:
+		d.rejectControl(in, fmt.Sprintf("no workflow %s here: it does not exist, or the request was not keyed %q with a partitioner that hashes the part before '/' (as the flotilla CLI does)",
+			c.WorkflowID, records.ControlKey(c.WorkflowID, reqID)))
+		return
+	case w.LastControl == reqID:
+		return // a retry of a control already applied
+	}
+	because := ""
+	if c.Reason != "" {
+		because = ": " + c.Reason
+	}
+	switch c.Action {
+	case records.ActionPause:
+		if w.State.Terminal() {
+			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to pause", w.ID, w.State))
+			return
+		}
+		w.LastControl = reqID
+		if w.State == records.WorkflowPaused {
+			d.touch(w) // already paused: the request is applied all the same
+			return
+		}
+		w.State, w.PausedBy = records.WorkflowPaused, "person"
+		w.Reason = "paused by " + who + because
+		w.ResumeAt = time.Time{}
+		d.transition(w, "paused")
+	case records.ActionResume:
+		if w.State.Terminal() {
+			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: it cannot be resumed", w.ID, w.State))
+			return
+		}
+		w.LastControl = reqID
+		if w.State == records.WorkflowRunning {
+			d.touch(w)
+			return
+		}
+		w.State, w.PausedBy, w.ResumeAt = records.WorkflowRunning, "", time.Time{}
+		w.FailuresAcknowledged = w.failed
+		w.Reason = ""
+		d.transition(w, "resumed")
+		d.advance(w)
+	case records.ActionApprove:
+		switch {
+		case w.State.Terminal():
+			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to approve", w.ID, w.State))
+			return
+		case w.Gate == "":
+			d.rejectControl(in, fmt.Sprintf("workflow %s is not waiting for an approval", w.ID))
+			return
+		case c.Phase != "" && !strings.HasSuffix(w.Gate, ":"+c.Phase):
+			d.rejectControl(in, fmt.Sprintf("workflow %s waits at gate %s, not at phase %s", w.ID, w.Gate, c.Phase))
+			return
+		}
+		gate, reason := w.Gate, w.Reason
+		w.LastControl = reqID
+		w.Approved = append(w.Approved, gate)
+		w.Gate, w.GateExpires = "", time.Time{}
+		w.Reason = fmt.Sprintf("%s approved by %s%s", gate, who, because)
+		d.transition(w, "approved")
+		w.Reason = reason // a paused workflow stays paused, for its reason
+		if strings.HasPrefix(gate, "before:") && w.State == records.WorkflowRunning {
+			d.startWave(w, "wave-started")
+		}
+		d.advance(w)
+	case records.ActionRetry:
+		if w.State == records.WorkflowCancelled || w.State == records.WorkflowSucceeded {
+			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to retry", w.ID, w.State))
+			return
+		}
+		if running := w.count(records.TargetRunning); running > 0 {
+			d.rejectControl(in, fmt.Sprintf("workflow %s has %d operations still running: retry when they have finished", w.ID, running))
+			return
+		}
+		retried := d.retryFailed(w)
+		if retried == 0 {
+			d.rejectControl(in, fmt.Sprintf("workflow %s has no failed clusters to retry", w.ID))
+			return
+		}
+		w.LastControl = reqID
+		w.State, w.PausedBy, w.ResumeAt = records.WorkflowRunning, "", time.Time{}
+		w.Reason = fmt.Sprintf("%d failed clusters retried by %s%s", retried, who, because)
+		d.transition(w, "retrying")
+		w.Reason = ""
+		d.advance(w)
+	case records.ActionCancel:
+		if w.State.Terminal() {
+			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to cancel", w.ID, w.State))
+			return
+		}
+		w.LastControl = reqID
+		w.State = records.WorkflowCancelled
+		w.Reason = "cancelled by " + who + because
+		w.BakeUntil, w.WaitUntil, w.Waiting = time.Time{}, time.Time{}, ""
+		w.Gate, w.GateExpires, w.PausedBy, w.ResumeAt = "", time.Time{}, "", time.Time{}
+		d.transition(w, "cancelled")
+	default:
+		d.rejectControl(in, fmt.Sprintf("unknown action %q: want approve, pause, resume, retry or cancel", c.Action))
+	}
+}
+
+// retryFailed puts every failed target of a workflow back in line, with
+// the same plan, and moves the workflow back to the earliest wave that has
+// one. Waves after it that were done pass their gate again (bake and
+// health) on the way. It returns the number of targets retried.
+func (d *decision) retryFailed(w *Workflow) int {
+	retried := 0
+	for _, t := range w.Targets {
+		if t.State != records.TargetFailed {
+			continue
+		}
+		t.State, t.Reason, t.Unhealthy, t.NotBefore = records.TargetPending, "", false, time.Time{}
+		d.changed(w, t)
+		retried++
+	}
+	if retried == 0 {
+		return 0
+	}
+	// Back to the earliest wave with a target not done.
+	for _, t := range w.Targets {
+		if (t.State == records.TargetPending || t.State == records.TargetRunning) && (t.Phase < w.Phase || (t.Phase == w.Phase && t.Wave < w.Wave)) {
+			w.Phase, w.Wave = t.Phase, t.Wave
+		}
+	}
+	w.failed, w.FailuresAcknowledged = 0, 0
+	w.BakeUntil, w.Gate, w.GateExpires = time.Time{}, "", time.Time{}
+	for id := range w.Targets {
+		d.s.watch(id, w.ID) // a finished workflow had left the index
+	}
+	return retried
+}
+
+// rejectControl records a control request that cannot be carried out as a
+// rejected request under its own ID, as a rejected rollout is.
+func (d *decision) rejectControl(in Submit, reason string) {
+	id := in.Request.Envelope.ID
+	if _, exists := d.s.Workflows[id]; exists {
+		return
+	}
+	w := d.s.workflow(id, in.Partition)
+	w.CreatedAt = d.now
+	w.State = records.WorkflowRejected
+	w.Reason = fmt.Sprintf("%s of workflow %s refused: %s", in.Request.Control.Action, in.Request.Control.WorkflowID, reason)
+	d.transition(w, "rejected")
+}
+
+// checkRecovery resumes by itself a workflow that its failure threshold
+// paused, when the rollout asks for it and every cluster it counted as
+// failed failed only by turning unhealthy and has been healthy again for
+// the rollout's autoResume time. A slow recovery keeps it paused: nothing
+// fails meanwhile. Any failed operation leaves the decision to a person.
+func (d *decision) checkRecovery(w *Workflow) {
+	if w.State != records.WorkflowPaused || w.PausedBy != "threshold" || w.Spec.AutoResume <= 0 {
+		return
+	}
+	var recovered []*records.Target
+	all := true
+	for _, t := range w.Targets {
+		if t.State != records.TargetFailed {
+			continue
+		}
+		h, seen := d.s.Health[t.ClusterID]
+		if !t.Unhealthy || !seen || h.Status != records.HealthHealthy {
+			all = false
+			break
+		}
+		recovered = append(recovered, t)
+	}
+	if !all || len(recovered) == 0 {
+		if !w.ResumeAt.IsZero() {
+			w.ResumeAt = time.Time{} // not recovered after all: wait again
+			d.touch(w)
+		}
+		return
+	}
+	if w.ResumeAt.IsZero() {
+		w.ResumeAt = d.now.Add(w.Spec.AutoResume)
+		d.transition(w, "recovering")
+		return
+	}
+	if d.now.Before(w.ResumeAt) {
+		return
+	}
+	for _, t := range recovered {
+		t.State, t.Unhealthy, t.Reason = records.TargetSucceeded, false, ""
+		w.failed--
+		d.changed(w, t)
+	}
+	w.FailuresAcknowledged = min(w.FailuresAcknowledged, w.failed)
+	w.State, w.PausedBy, w.ResumeAt = records.WorkflowRunning, "", time.Time{}
+	w.Reason = fmt.Sprintf("resumed by itself: %d clusters healthy again for %s", len(recovered), w.Spec.AutoResume)
+	d.transition(w, "resumed")
+	w.Reason = ""
+	d.advance(w)
+}
