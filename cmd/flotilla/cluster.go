@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -137,7 +139,7 @@ func clusterListCommand() *cobra.Command {
 				return err
 			}
 			var views []clusterView
-			for _, id := range inventory.SortedIDs(clusters) {
+			for _, id := range slices.Sorted(maps.Keys(clusters)) {
 				c := clusters[id]
 				if !s.Matches(c.Labels) {
 					continue

@@ -16,7 +16,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -184,7 +185,7 @@ func (r *Registry) Driver(name string) (Driver, error) {
 	if d, ok := r.drivers[name]; ok {
 		return d, nil
 	}
-	return nil, &unknownError{what: "driver", name: name, have: sortedKeys(r.drivers)}
+	return nil, &unknownError{what: "driver", name: name, have: slices.Sorted(maps.Keys(r.drivers))}
 }
 
 // Prober returns the prober registered under name. If there is none, the
@@ -196,7 +197,7 @@ func (r *Registry) Prober(name string) (Prober, error) {
 	if p, ok := r.probers[name]; ok {
 		return p, nil
 	}
-	return nil, &unknownError{what: "prober", name: name, have: sortedKeys(r.probers)}
+	return nil, &unknownError{what: "prober", name: name, have: slices.Sorted(maps.Keys(r.probers))}
 }
 
 // Names returns every registered name, with a driver or a prober or both,
@@ -211,14 +212,5 @@ func (r *Registry) Names() []string {
 	for n := range r.probers {
 		set[n] = true
 	}
-	return sortedKeys(set)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	return slices.Sorted(maps.Keys(set))
 }

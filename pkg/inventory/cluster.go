@@ -5,7 +5,6 @@ package inventory
 import (
 	"fmt"
 	"regexp"
-	"sort"
 )
 
 // Cluster is one member of the fleet: a Kafka cluster or one of its
@@ -50,14 +49,4 @@ func (c Cluster) Validate() error {
 		}
 	}
 	return nil
-}
-
-// SortedIDs returns the IDs of the given clusters in ascending order.
-func SortedIDs(clusters map[string]Cluster) []string {
-	ids := make([]string, 0, len(clusters))
-	for id := range clusters {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }

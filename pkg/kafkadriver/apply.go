@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -245,7 +247,7 @@ func alter(ctx context.Context, cl *client, changes []*change, validateOnly bool
 			return err
 		}
 	}
-	for _, id := range sortedKeys(brokers, func(a, b int32) bool { return a < b }) {
+	for _, id := range slices.Sorted(maps.Keys(brokers)) {
 		err := call(fmt.Sprintf("broker %d", id), brokers[id], func(ctx context.Context) (kadm.AlterConfigsResponses, error) {
 			if validateOnly {
 				return cl.adm.ValidateAlterBrokerConfigs(ctx, brokers[id], id)
@@ -256,7 +258,7 @@ func alter(ctx context.Context, cl *client, changes []*change, validateOnly bool
 			return err
 		}
 	}
-	for _, t := range sortedKeys(topics, func(a, b string) bool { return a < b }) {
+	for _, t := range slices.Sorted(maps.Keys(topics)) {
 		err := call("topic "+t, topics[t], func(ctx context.Context) (kadm.AlterConfigsResponses, error) {
 			if validateOnly {
 				return cl.adm.ValidateAlterTopicConfigs(ctx, topics[t], t)
@@ -397,13 +399,4 @@ func joinIDs(ids []int32) string {
 		s[i] = fmt.Sprint(id)
 	}
 	return strings.Join(s, ", ")
-}
-
-func sortedKeys[K comparable, V any](m map[K]V, less func(a, b K) bool) []K {
-	keys := make([]K, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return less(keys[i], keys[j]) })
-	return keys
 }

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -149,7 +150,7 @@ func TestPlanWaveModes(t *testing.T) {
 			if !reflect.DeepEqual(sizes, tt.sizes) {
 				t.Errorf("wave sizes = %v, want %v", sizes, tt.sizes)
 			}
-			if want := inventory.SortedIDs(inv); !reflect.DeepEqual(all, want) {
+			if want := slices.Sorted(maps.Keys(inv)); !reflect.DeepEqual(all, want) {
 				t.Errorf("waves hold %v, want %v in order", all, want)
 			}
 		})
@@ -216,7 +217,7 @@ func TestPlanProperties(t *testing.T) {
 			id := fmt.Sprintf("k%d-%d", rng.IntN(1000), i)
 			inv[id] = inventory.Cluster{ID: id, Labels: labels, Driver: "sim"}
 		}
-		ids := inventory.SortedIDs(inv)
+		ids := slices.Sorted(maps.Keys(inv))
 
 		s := restartSpec(pick(selectors...))
 		for range rng.IntN(3) {

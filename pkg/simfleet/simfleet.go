@@ -23,7 +23,6 @@ import (
 	"math"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -250,7 +249,7 @@ func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (drivers.Result,
 			st.Config = map[string]string{}
 		}
 		maps.Copy(st.Config, op.Config)
-		out = fmt.Sprintf("set %s on %s", strings.Join(sortedKeys(op.Config), ", "), id)
+		out = fmt.Sprintf("set %s on %s", strings.Join(slices.Sorted(maps.Keys(op.Config)), ", "), id)
 	case rollout.Restart:
 		st.Restarts++
 		out = fmt.Sprintf("restarted %s (restart %d)", id, st.Restarts)
@@ -292,7 +291,7 @@ func converged(st State, op rollout.Operation) (string, bool) {
 		if len(op.Config) == 0 {
 			return fmt.Sprintf("no config to set on %s", st.ID), true
 		}
-		return fmt.Sprintf("%s already has %s set", st.ID, strings.Join(sortedKeys(op.Config), ", ")), true
+		return fmt.Sprintf("%s already has %s set", st.ID, strings.Join(slices.Sorted(maps.Keys(op.Config)), ", ")), true
 	}
 	return "", false
 }
@@ -315,7 +314,7 @@ func failureMessage(op rollout.Operation) string {
 	case rollout.Upgrade:
 		return "simulated failure applying upgrade to " + op.Version
 	case rollout.Config:
-		return "simulated failure applying config " + strings.Join(sortedKeys(op.Config), ", ")
+		return "simulated failure applying config " + strings.Join(slices.Sorted(maps.Keys(op.Config)), ", ")
 	}
 	return "simulated failure applying " + string(op.Kind)
 }
@@ -397,7 +396,7 @@ func configHash(config map[string]string) string {
 		return ""
 	}
 	h := sha256.New()
-	for _, k := range sortedKeys(config) {
+	for _, k := range slices.Sorted(maps.Keys(config)) {
 		fmt.Fprintf(h, "%s=%s\n", k, config[k])
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
@@ -444,13 +443,4 @@ func checkID(id string) error {
 		return fmt.Errorf("sim cluster id %q: must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", id)
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -137,7 +138,7 @@ func (m *monitor) round(ctx context.Context) {
 		wg      sync.WaitGroup
 		slots   = make(chan struct{}, m.cfg.Concurrency)
 	)
-	for _, id := range sortedKeys(clusters) {
+	for _, id := range slices.Sorted(maps.Keys(clusters)) {
 		c := clusters[id].Cluster
 		slots <- struct{}{}
 		wg.Add(1)
@@ -226,13 +227,4 @@ func (m *monitor) signal(clusterID string, obs drivers.Observation, now time.Tim
 		ObservedAt:      now,
 		Heartbeat:       !changed,
 	}, true
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
