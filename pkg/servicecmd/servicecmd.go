@@ -4,10 +4,13 @@
 package servicecmd
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -258,4 +261,15 @@ func Registry(fleet *simfleet.Fleet, driversConfig string) (*drivers.Registry, f
 		cfg.Register(reg)
 	}
 	return reg, kd.Close, nil
+}
+
+// Main runs a service's command until SIGINT or SIGTERM, and exits non-zero
+// if it fails: the whole main of each service's own binary.
+func Main(cmd *cobra.Command) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := cmd.ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		os.Exit(1)
+	}
 }

@@ -3,19 +3,6 @@
 //	go run ./services/planner --brokers 127.0.0.1:9092
 package main
 
-import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
+import "github.com/flotilla-fleet/flotilla/pkg/servicecmd"
 
-	"github.com/flotilla-fleet/flotilla/pkg/servicecmd"
-)
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := servicecmd.Planner().ExecuteContext(ctx); err != nil {
-		os.Exit(1)
-	}
-}
+func main() { servicecmd.Main(servicecmd.Planner()) }

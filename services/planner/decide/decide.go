@@ -86,19 +86,6 @@ func Decide(s *State, in Input, now time.Time) Outputs {
 	return d.flush()
 }
 
-// NextDeadline returns the earliest deadline (a bake ending, a maintenance
-// window opening) among running workflows, so the shell knows when a Tick
-// can change anything.
-func NextDeadline(s *State) (time.Time, bool) {
-	var next time.Time
-	for _, w := range s.Workflows {
-		if d, ok := w.deadline(); ok && (next.IsZero() || d.Before(next)) {
-			next = d
-		}
-	}
-	return next, !next.IsZero()
-}
-
 // deadline is the earliest time at which the passing of time alone can
 // move a running workflow.
 func (w *Workflow) deadline() (time.Time, bool) {
