@@ -370,29 +370,37 @@ func (f *Fleet) Operations() []records.OperationEvent {
 	return out
 }
 
-// Health returns the last health signal of a cluster.
-func (f *Fleet) Health(clusterID string) (records.Health, bool) {
+// Healths returns the last health signal of every cluster, read once.
+func (f *Fleet) Healths() map[string]records.Health {
 	f.t.Helper()
-	var last records.Health
-	found := false
+	out := map[string]records.Health{}
 	for _, r := range f.ReadAll(f.Backbone.Names().Health) {
-		if string(r.Key) != clusterID || r.Value == nil {
+		if r.Value == nil {
+			delete(out, string(r.Key))
 			continue
 		}
 		h, err := records.DecodeHealth(r.Value)
 		if err != nil {
 			f.t.Fatalf("health %d@%d: %v", r.Partition, r.Offset, err)
 		}
-		last, found = h, true
+		out[h.ClusterID] = h
 	}
-	return last, found
+	return out
+}
+
+// Health returns the last health signal of a cluster.
+func (f *Fleet) Health(clusterID string) (records.Health, bool) {
+	f.t.Helper()
+	h, ok := f.Healths()[clusterID]
+	return h, ok
 }
 
 // HealthOf describes the last health signals of clusters, for messages.
 func (f *Fleet) HealthOf(clusters []inventory.Cluster) string {
 	var parts []string
+	healths := f.Healths()
 	for _, c := range clusters {
-		h, ok := f.Health(c.ID)
+		h, ok := healths[c.ID]
 		if !ok {
 			parts = append(parts, c.ID+": none")
 			continue
@@ -411,8 +419,8 @@ func (f *Fleet) PassTime(d time.Duration) {
 	f.t.Helper()
 	until := f.Clock.Now().Add(d)
 	reached := func() bool {
-		for _, r := range f.ReadAll(f.Backbone.Names().Health) {
-			if h, err := records.DecodeHealth(r.Value); err == nil && !h.ObservedAt.Before(until) {
+		for _, h := range f.Healths() {
+			if !h.ObservedAt.Before(until) {
 				return true
 			}
 		}

@@ -87,8 +87,9 @@ func TestConfigRolloutOnKafkaClusters(t *testing.T) {
 	// The monitor knows the targets and their current value before the change.
 	before := map[string]string{}
 	if !f.Eventually(time.Second, time.Minute, func() bool {
+		healths := f.Healths()
 		for _, c := range targets {
-			h, ok := f.Health(c.ID)
+			h, ok := healths[c.ID]
 			if !ok || h.Status != records.HealthHealthy || h.Details[detail] != "604800000" {
 				return false
 			}
@@ -109,8 +110,9 @@ func TestConfigRolloutOnKafkaClusters(t *testing.T) {
 	if w.State != records.WorkflowSucceeded || len(w.Targets) != len(targets) {
 		t.Fatalf("state %s (%s) over %d targets, want succeeded over %d", w.State, w.Reason, len(w.Targets), len(targets))
 	}
+	healths := f.Healths()
 	for _, c := range targets {
-		h, _ := f.Health(c.ID)
+		h := healths[c.ID]
 		if h.Details[detail] != "86400000" || h.ConfigHash == before[c.ID] {
 			t.Errorf("%s: the monitor reports %s=%q with hash %s (was %s), want the new value and a new hash", c.ID, key, h.Details[detail], h.ConfigHash, before[c.ID])
 		}
