@@ -28,6 +28,7 @@ const (
 	nameOperationEvent = "flotilla.OperationEvent"
 	nameHealth         = "flotilla.Health"
 	nameNotification   = "flotilla.Notification"
+	namePolicyRecord   = "flotilla.PolicyRecord"
 )
 
 var (
@@ -177,7 +178,8 @@ func registerSchema(file string, data []byte) error {
 }
 
 // Encode encodes a record for its topic: v is a ClusterRecord, Request,
-// WorkflowRecord, Command, OperationEvent, Health or Notification, or a
+// WorkflowRecord, Command, OperationEvent, Health, Notification or
+// PolicyRecord, or a
 // non-nil pointer to one.
 //
 // The result is an Avro single-object encoding: 0xC3 0x01, the 8-byte
@@ -223,6 +225,8 @@ func Encode(v any) ([]byte, error) {
 		name, native = nameHealth, healthNative(x)
 	case Notification:
 		name, native = nameNotification, notificationNative(x)
+	case PolicyRecord:
+		name, native = namePolicyRecord, policyRecordNative(x)
 	default:
 		return nil, fmt.Errorf("encode: %T is not a record type", v)
 	}
@@ -343,6 +347,12 @@ func DecodeOperationEvent(b []byte) (OperationEvent, error) {
 // zero time.Time; empty slices and maps decode as nil.
 func DecodeHealth(b []byte) (Health, error) {
 	return decodeAs(b, nameHealth, healthFrom)
+}
+
+// DecodePolicyRecord decodes a value of fleet.policies. See DecodeHealth
+// for how it fails.
+func DecodePolicyRecord(b []byte) (PolicyRecord, error) {
+	return decodeAs(b, namePolicyRecord, policyRecordFrom)
 }
 
 // DecodeNotification decodes a value of fleet.notifications. See

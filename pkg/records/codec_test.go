@@ -54,6 +54,11 @@ func TestShippedSchemasArePinned(t *testing.T) {
 	pinned := map[string]uint64{
 		"cluster.v1.avsc":      0x53772f60ca40201f,
 		"command.v1.avsc":      0xf05367ff747f284b,
+		"command.v2.avsc":      0xed71786b58b450b3,
+		"operation.v2.avsc":    0xf03d42a47bdd80c7,
+		"request.v2.avsc":      0xeab1ce73c6caff23,
+		"workflow.v2.avsc":     0x02b70b5304e75d1d,
+		"policy.v1.avsc":       0x8d9090757535e902,
 		"health.v1.avsc":       0xb8b1266bfe463371,
 		"notification.v1.avsc": 0x782b4e164ae48746,
 		"operation.v1.avsc":    0xcd4d2202f2e4f42d,
@@ -183,9 +188,9 @@ func TestDecodeErrors(t *testing.T) {
 	}
 	hugeArray := append(bytes.Clone(request[:10]), envelope...)
 	hugeArray = append(hugeArray,
-		0,       // union member 0, SubmitRollout
-		0,       // spec.name ""
-		0, 0, 0, // operation: kind "", version "", config {}
+		0,          // union member 0, SubmitRollout
+		0,          // spec.name ""
+		0, 0, 0, 0, // operation: kind "", version "", config {}, reset []
 		0,                            // selector ""
 		0x80, 0x80, 0x80, 0x80, 0x08, // clusters: block of 1<<30 items
 	)
@@ -380,4 +385,89 @@ func TestDecodeOlderVersionFillsDefaults(t *testing.T) {
 			t.Errorf("Encode wrote %s", reg.Load().byFingerprint[fp].file)
 		}
 	})
+}
+
+// TestDecodeVersion1Records checks that records written with the first
+// version of each changed schema still decode, the fields added since
+// taking their defaults: compacted topics hold them forever.
+func TestDecodeVersion1Records(t *testing.T) {
+	v1 := func(file string, native map[string]any) []byte {
+		t.Helper()
+		data, err := schemas.FS.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := goavro.NewCodec(string(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := c.SingleFromNative(nil, native) // fields v1 lacks are ignored
+		if err != nil {
+			t.Fatalf("encode with %s: %v", file, err)
+		}
+		return b
+	}
+	// What v1 could hold: the full records without the fields added in v2.
+	oldSpec := func(s rollout.Spec) rollout.Spec {
+		s.Operation.Reset, s.Policy = nil, ""
+		s.FailureThreshold.Action = ""
+		for i := range s.Phases {
+			s.Phases[i].FailureThreshold = rollout.Threshold{}
+		}
+		return s
+	}
+
+	req := fullRequest(inTime)
+	req.Submit.Spec = oldSpec(req.Submit.Spec)
+	native, err := requestNative(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotReq, err := DecodeRequest(v1("request.v1.avsc", native))
+	wantReq := fullRequest(outTime)
+	wantReq.Submit.Spec = oldSpec(wantReq.Submit.Spec)
+	if err != nil || !reflect.DeepEqual(gotReq, wantReq) {
+		t.Errorf("request v1: %v\n got %+v\nwant %+v", err, gotReq, wantReq)
+	}
+
+	strip := func(r WorkflowRecord) WorkflowRecord {
+		if w := r.Workflow; w != nil {
+			w.Spec, w.RollbackOf = oldSpec(w.Spec), ""
+			for i := range w.Phases {
+				w.Phases[i].FailureThreshold = rollout.Threshold{}
+			}
+		}
+		if tg := r.Target; tg != nil {
+			tg.Operation, tg.PreviousConfig, tg.PreviousUnset = rollout.Operation{}, nil, nil
+		}
+		return r
+	}
+	for _, full := range []func(time.Time) WorkflowRecord{fullWorkflowRow, fullTargetRow} {
+		native, err := workflowRecordNative(strip(full(inTime)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeWorkflowRecord(v1("workflow.v1.avsc", native))
+		if want := strip(full(outTime)); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("workflow v1: %v\n got %+v %+v %+v\nwant %+v %+v %+v", err, got, got.Workflow, got.Target, want, want.Workflow, want.Target)
+		}
+	}
+
+	ev := fullOperationEvent(inTime)
+	ev.PreviousConfig, ev.PreviousUnset = nil, nil
+	gotEv, err := DecodeOperationEvent(v1("operation.v1.avsc", operationEventNative(ev)))
+	wantEv := fullOperationEvent(outTime)
+	wantEv.PreviousConfig, wantEv.PreviousUnset = nil, nil
+	if err != nil || !reflect.DeepEqual(gotEv, wantEv) {
+		t.Errorf("operation v1: %v\n got %+v\nwant %+v", err, gotEv, wantEv)
+	}
+
+	cmd := fullCommand(inTime)
+	cmd.Operation.Reset = nil
+	gotCmd, err := DecodeCommand(v1("command.v1.avsc", commandNative(cmd)))
+	wantCmd := fullCommand(outTime)
+	wantCmd.Operation.Reset = nil
+	if err != nil || !reflect.DeepEqual(gotCmd, wantCmd) {
+		t.Errorf("command v1: %v\n got %+v\nwant %+v", err, gotCmd, wantCmd)
+	}
 }

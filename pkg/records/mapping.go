@@ -64,6 +64,7 @@ func operationNative(o rollout.Operation) map[string]any {
 		"kind":    string(o.Kind),
 		"version": o.Version,
 		"config":  stringMapNative(o.Config),
+		"reset":   stringsNative(o.Reset),
 	}
 }
 
@@ -72,13 +73,22 @@ func operationFrom(x rec) rollout.Operation {
 		Kind:    rollout.OperationKind(x.str("kind")),
 		Version: x.str("version"),
 		Config:  x.strMap("config"),
+		Reset:   x.strs("reset"),
 	}
 }
 
-func specNative(s rollout.Spec) map[string]any {
-	phases := make([]any, len(s.Phases))
-	for i, p := range s.Phases {
-		phases[i] = map[string]any{
+func thresholdNative(t rollout.Threshold) map[string]any {
+	return map[string]any{"count": t.Count, "percent": t.Percent, "action": string(t.Action)}
+}
+
+func thresholdFrom(x rec) rollout.Threshold {
+	return rollout.Threshold{Count: x.int("count"), Percent: x.int("percent"), Action: rollout.ThresholdAction(x.str("action"))}
+}
+
+func phasesNative(phases []rollout.Phase) []any {
+	out := make([]any, len(phases))
+	for i, p := range phases {
+		out[i] = map[string]any{
 			"name":     p.Name,
 			"selector": p.Selector,
 			"waves": map[string]any{
@@ -89,8 +99,31 @@ func specNative(s rollout.Spec) map[string]any {
 			"bake_ms":             p.Bake.Milliseconds(),
 			"approve":             string(p.Approve),
 			"approval_timeout_ms": p.ApprovalTimeout.Milliseconds(),
+			"failure_threshold":   thresholdNative(p.FailureThreshold),
 		}
 	}
+	return out
+}
+
+func phasesFrom(xs []rec) []rollout.Phase {
+	var phases []rollout.Phase
+	for _, p := range xs {
+		w := p.record("waves")
+		phases = append(phases, rollout.Phase{
+			Name:             p.str("name"),
+			Selector:         p.str("selector"),
+			Waves:            rollout.Waves{Mode: rollout.WaveMode(w.str("mode")), Value: w.int("value")},
+			MaxInFlight:      p.int("max_in_flight"),
+			Bake:             p.duration("bake_ms"),
+			Approve:          rollout.Approval(p.str("approve")),
+			ApprovalTimeout:  p.duration("approval_timeout_ms"),
+			FailureThreshold: thresholdFrom(p.record("failure_threshold")),
+		})
+	}
+	return phases
+}
+
+func specNative(s rollout.Spec) map[string]any {
 	windows := make([]any, len(s.Windows))
 	for i, w := range s.Windows {
 		windows[i] = map[string]any{
@@ -111,11 +144,9 @@ func specNative(s rollout.Spec) map[string]any {
 		"operation":            operationNative(s.Operation),
 		"selector":             s.Selector,
 		"clusters":             stringsNative(s.Clusters),
-		"phases":               phases,
-		"failure_threshold": map[string]any{
-			"count":   s.FailureThreshold.Count,
-			"percent": s.FailureThreshold.Percent,
-		},
+		"phases":               phasesNative(s.Phases),
+		"failure_threshold":    thresholdNative(s.FailureThreshold),
+		"policy":               s.Policy,
 	}
 }
 
@@ -126,20 +157,9 @@ func specFrom(x rec) rollout.Spec {
 		Selector:  x.str("selector"),
 		Clusters:  x.strs("clusters"),
 	}
-	for _, p := range x.recs("phases") {
-		w := p.record("waves")
-		s.Phases = append(s.Phases, rollout.Phase{
-			Name:            p.str("name"),
-			Selector:        p.str("selector"),
-			Waves:           rollout.Waves{Mode: rollout.WaveMode(w.str("mode")), Value: w.int("value")},
-			MaxInFlight:     p.int("max_in_flight"),
-			Bake:            p.duration("bake_ms"),
-			Approve:         rollout.Approval(p.str("approve")),
-			ApprovalTimeout: p.duration("approval_timeout_ms"),
-		})
-	}
-	t := x.record("failure_threshold")
-	s.FailureThreshold = rollout.Threshold{Count: t.int("count"), Percent: t.int("percent")}
+	s.Phases = phasesFrom(x.recs("phases"))
+	s.FailureThreshold = thresholdFrom(x.record("failure_threshold"))
+	s.Policy = x.str("policy")
 	s.OnConflict = rollout.Conflict(x.str("on_conflict"))
 	s.OperationTimeout = x.duration("operation_timeout_ms")
 	s.Retries = x.int("retries")
@@ -228,10 +248,11 @@ func workflowNative(w Workflow) map[string]any {
 	phases := make([]any, len(w.Phases))
 	for i, p := range w.Phases {
 		phases[i] = map[string]any{
-			"name":          p.Name,
-			"wave_sizes":    intsNative(p.WaveSizes),
-			"max_in_flight": p.MaxInFlight,
-			"bake_ms":       p.Bake.Milliseconds(),
+			"name":              p.Name,
+			"wave_sizes":        intsNative(p.WaveSizes),
+			"max_in_flight":     p.MaxInFlight,
+			"bake_ms":           p.Bake.Milliseconds(),
+			"failure_threshold": thresholdNative(p.FailureThreshold),
 		}
 	}
 	return map[string]any{
@@ -257,6 +278,7 @@ func workflowNative(w Workflow) map[string]any {
 		"created_at":            millis(w.CreatedAt),
 		"updated_at":            millis(w.UpdatedAt),
 		"seq":                   w.Seq,
+		"rollback_of":           w.RollbackOf,
 	}
 }
 
@@ -276,6 +298,9 @@ func targetNative(t Target) map[string]any {
 		"started_at":       millis(t.StartedAt),
 		"not_before":       millis(t.NotBefore),
 		"finished_at":      millis(t.FinishedAt),
+		"operation":        operationNative(t.Operation),
+		"previous_config":  stringMapNative(t.PreviousConfig),
+		"previous_unset":   stringsNative(t.PreviousUnset),
 	}
 }
 
@@ -307,13 +332,15 @@ func workflowRecordFrom(v any) (WorkflowRecord, error) {
 			CreatedAt:            row.time("created_at"),
 			UpdatedAt:            row.time("updated_at"),
 			Seq:                  row.long("seq"),
+			RollbackOf:           row.str("rollback_of"),
 		}
 		for _, p := range row.recs("phases") {
 			wf.Phases = append(wf.Phases, PhasePlan{
-				Name:        p.str("name"),
-				WaveSizes:   p.ints("wave_sizes"),
-				MaxInFlight: p.int("max_in_flight"),
-				Bake:        p.duration("bake_ms"),
+				Name:             p.str("name"),
+				WaveSizes:        p.ints("wave_sizes"),
+				MaxInFlight:      p.int("max_in_flight"),
+				Bake:             p.duration("bake_ms"),
+				FailureThreshold: thresholdFrom(p.record("failure_threshold")),
 			})
 		}
 		w.Workflow = wf
@@ -333,6 +360,9 @@ func workflowRecordFrom(v any) (WorkflowRecord, error) {
 			StartedAt:       row.time("started_at"),
 			NotBefore:       row.time("not_before"),
 			FinishedAt:      row.time("finished_at"),
+			Operation:       operationFrom(row.record("operation")),
+			PreviousConfig:  row.strMap("previous_config"),
+			PreviousUnset:   row.strs("previous_unset"),
 		}
 	default:
 		r.fail("row", "unknown row kind %q", member)
@@ -381,6 +411,8 @@ func operationEventNative(o OperationEvent) map[string]any {
 		"previous_version": o.PreviousVersion,
 		"version":          o.Version,
 		"output":           o.Output,
+		"previous_config":  stringMapNative(o.PreviousConfig),
+		"previous_unset":   stringsNative(o.PreviousUnset),
 	}
 }
 
@@ -398,6 +430,8 @@ func operationEventFrom(v any) (OperationEvent, error) {
 		PreviousVersion: x.str("previous_version"),
 		Version:         x.str("version"),
 		Output:          x.str("output"),
+		PreviousConfig:  x.strMap("previous_config"),
+		PreviousUnset:   x.strs("previous_unset"),
 	}
 	return o, r.err
 }
@@ -460,4 +494,30 @@ func notificationFrom(v any) (Notification, error) {
 		Fields:     x.strMap("fields"),
 	}
 	return n, r.err
+}
+
+func policyRecordNative(p PolicyRecord) map[string]any {
+	return map[string]any{
+		"envelope": envelopeNative(p.Envelope),
+		"policy": map[string]any{
+			"name":        p.Policy.Name,
+			"description": p.Policy.Description,
+			"phases":      phasesNative(p.Policy.Phases),
+		},
+	}
+}
+
+func policyRecordFrom(v any) (PolicyRecord, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	p := x.record("policy")
+	rec := PolicyRecord{
+		Envelope: envelopeFrom(x.record("envelope")),
+		Policy: rollout.Policy{
+			Name:        p.str("name"),
+			Description: p.str("description"),
+			Phases:      phasesFrom(p.recs("phases")),
+		},
+	}
+	return rec, r.err
 }

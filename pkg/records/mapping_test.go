@@ -36,7 +36,7 @@ func fullCluster() inventory.Cluster {
 }
 
 func fullOperation() rollout.Operation {
-	return rollout.Operation{Kind: rollout.Config, Version: "3.9.1", Config: map[string]string{"log.retention.ms": "604800000", "quoted \"key\"": "<&>"}}
+	return rollout.Operation{Kind: rollout.Config, Version: "3.9.1", Config: map[string]string{"log.retention.ms": "604800000", "quoted \"key\"": "<&>"}, Reset: []string{"log.cleaner.threads"}}
 }
 
 func fullSpec() rollout.Spec {
@@ -47,10 +47,12 @@ func fullSpec() rollout.Spec {
 		Clusters:  []string{"legacy-1", "legacy-2"},
 		Phases: []rollout.Phase{
 			{Name: "internal", Selector: "tier=internal", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}, MaxInFlight: 1, Bake: 10 * time.Minute, Approve: rollout.ApproveAfter, ApprovalTimeout: 24 * time.Hour},
-			{Name: "azure", Selector: "cloud=azure", Waves: rollout.Waves{Mode: rollout.WavePercent, Value: 25}, MaxInFlight: 3, Bake: 90 * time.Second},
+			{Name: "azure", Selector: "cloud=azure", Waves: rollout.Waves{Mode: rollout.WavePercent, Value: 25}, MaxInFlight: 3, Bake: 90 * time.Second,
+				FailureThreshold: rollout.Threshold{Percent: 20, Action: rollout.ThresholdAbort}},
 			{Name: "rest", Waves: rollout.Waves{Mode: rollout.WaveExponential, Value: 1}, Bake: 1500 * time.Millisecond},
 		},
-		FailureThreshold: rollout.Threshold{Count: 2, Percent: 10},
+		FailureThreshold: rollout.Threshold{Count: 2, Percent: 10, Action: rollout.ThresholdRollback},
+		Policy:           "azure-first",
 		OnConflict:       rollout.ConflictReject,
 		OperationTimeout: 20 * time.Minute,
 		Retries:          2,
@@ -81,7 +83,7 @@ func fullWorkflowRow(t time.Time) WorkflowRecord {
 		Event:  "paused",
 		Phases: []PhasePlan{
 			{Name: "internal", WaveSizes: []int{2, 2, 1}, MaxInFlight: 1, Bake: 10 * time.Minute},
-			{Name: "azure", WaveSizes: []int{4}, MaxInFlight: 3, Bake: 90 * time.Second},
+			{Name: "azure", WaveSizes: []int{4}, MaxInFlight: 3, Bake: 90 * time.Second, FailureThreshold: rollout.Threshold{Count: 1, Action: rollout.ThresholdRollback}},
 		},
 		Phase:                1,
 		Wave:                 2,
@@ -99,6 +101,7 @@ func fullWorkflowRow(t time.Time) WorkflowRecord {
 		CreatedAt:            t.Add(-time.Hour),
 		UpdatedAt:            t,
 		Seq:                  1 << 40,
+		RollbackOf:           "wf-0",
 	}}
 }
 
@@ -118,6 +121,9 @@ func fullTargetRow(t time.Time) WorkflowRecord {
 		StartedAt:       t.Add(-time.Minute),
 		NotBefore:       t.Add(time.Minute),
 		FinishedAt:      t,
+		Operation:       rollout.Operation{Kind: rollout.Upgrade, Version: "3.8.0"},
+		PreviousConfig:  map[string]string{"log.retention.ms": "86400000"},
+		PreviousUnset:   []string{"log.cleaner.threads"},
 	}}
 }
 
@@ -146,6 +152,8 @@ func fullOperationEvent(t time.Time) OperationEvent {
 		PreviousVersion: "3.8.0",
 		Version:         "3.8.0",
 		Output:          "line 1\nline 2 ✓\n",
+		PreviousConfig:  map[string]string{"log.retention.ms": "86400000"},
+		PreviousUnset:   []string{"log.cleaner.threads"},
 	}
 }
 
@@ -176,6 +184,14 @@ func fullNotification(t time.Time) Notification {
 	}
 }
 
+func fullPolicyRecord(t time.Time) PolicyRecord {
+	return PolicyRecord{Envelope: fullEnvelope(t), Policy: rollout.Policy{
+		Name:        "azure-first",
+		Description: "Azure first, then the rest",
+		Phases:      fullSpec().Phases,
+	}}
+}
+
 // decoders decode into any, so that tables can hold every type.
 var decoders = map[string]func([]byte) (any, error){
 	nameClusterRecord:  func(b []byte) (any, error) { return DecodeClusterRecord(b) },
@@ -185,6 +201,7 @@ var decoders = map[string]func([]byte) (any, error){
 	nameOperationEvent: func(b []byte) (any, error) { return DecodeOperationEvent(b) },
 	nameHealth:         func(b []byte) (any, error) { return DecodeHealth(b) },
 	nameNotification:   func(b []byte) (any, error) { return DecodeNotification(b) },
+	namePolicyRecord:   func(b []byte) (any, error) { return DecodePolicyRecord(b) },
 }
 
 // roundTrips is every record type with every field set: the value to
@@ -201,6 +218,7 @@ var roundTrips = []struct {
 	{"operation", nameOperationEvent, fullOperationEvent(inTime), fullOperationEvent(outTime)},
 	{"health", nameHealth, fullHealth(inTime), fullHealth(outTime)},
 	{"notification", nameNotification, fullNotification(inTime), fullNotification(outTime)},
+	{"policy", namePolicyRecord, fullPolicyRecord(inTime), fullPolicyRecord(outTime)},
 }
 
 func TestRoundTripEveryFieldSet(t *testing.T) {

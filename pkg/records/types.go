@@ -63,7 +63,23 @@ const (
 	// ActionCancel ends a workflow: nothing new starts, operations in
 	// flight finish, and its state is cancelled.
 	ActionCancel ControlAction = "cancel"
+	// ActionRollback ends a workflow and undoes it: once its operations in
+	// flight finish, the clusters it changed get the inverse operation,
+	// newest first, under the workflow's pacing, in a rollback workflow
+	// of their own (RollbackID).
+	ActionRollback ControlAction = "rollback"
 )
+
+// RollbackID is the ID of the workflow that rolls back workflow id. It
+// starts with id and a '/', so that its records land on id's partition.
+func RollbackID(id string) string { return id + "/rollback" }
+
+// PolicyRecord is the value of fleet.policies, keyed by the policy's
+// name: a named deployment policy. A tombstone (nil value) removes it.
+type PolicyRecord struct {
+	Envelope Envelope
+	Policy   rollout.Policy
+}
 
 // ControlKey is the record key of a control request: the workflow ID, a
 // '/', and the request ID.
@@ -84,6 +100,12 @@ const (
 	WorkflowSucceeded WorkflowState = "succeeded"
 	WorkflowFailed    WorkflowState = "failed"
 	WorkflowCancelled WorkflowState = "cancelled"
+	// WorkflowRollingBack marks a workflow being undone: its rollback
+	// workflow (RollbackID) runs, or waits for its operations in flight.
+	WorkflowRollingBack WorkflowState = "rolling-back"
+	// WorkflowRolledBack marks a workflow whose rollback finished; Reason
+	// says how it went.
+	WorkflowRolledBack WorkflowState = "rolled-back"
 	// WorkflowRejected marks a request that was never accepted: it could not
 	// be decoded or failed validation. Reason says why.
 	WorkflowRejected WorkflowState = "rejected"
@@ -92,7 +114,7 @@ const (
 // Terminal reports whether nothing more will happen to a workflow in this state.
 func (s WorkflowState) Terminal() bool {
 	switch s {
-	case WorkflowSucceeded, WorkflowFailed, WorkflowCancelled, WorkflowRejected:
+	case WorkflowSucceeded, WorkflowFailed, WorkflowCancelled, WorkflowRejected, WorkflowRolledBack:
 		return true
 	}
 	return false
@@ -116,6 +138,8 @@ type PhasePlan struct {
 	WaveSizes   []int
 	MaxInFlight int
 	Bake        time.Duration
+	// FailureThreshold is the phase's own limit; zero if it has none.
+	FailureThreshold rollout.Threshold
 }
 
 // Workflow is the planner's state of one rollout.
@@ -165,6 +189,9 @@ type Workflow struct {
 	// Seq grows by one with every row the planner writes for this workflow,
 	// so readers can tell a newer row from a stale one.
 	Seq int64
+	// RollbackOf is, for a rollback workflow, the ID of the workflow it
+	// rolls back.
+	RollbackOf string
 }
 
 // TargetState is where one target cluster is in its workflow.
@@ -198,6 +225,14 @@ type Target struct {
 	NotBefore  time.Time
 	StartedAt  time.Time
 	FinishedAt time.Time
+	// Operation is this target's own operation, when it differs from the
+	// workflow's: a rollback's inverse. Its Kind is empty otherwise.
+	Operation rollout.Operation
+	// PreviousConfig and PreviousUnset are, for a config operation, what
+	// its keys were before it: the value of each key that had one, and the
+	// keys that had none. A rollback sets the first and resets the second.
+	PreviousConfig map[string]string
+	PreviousUnset  []string
 }
 
 // Command is the value of fleet.commands, keyed "workflowID/clusterID": the
@@ -241,6 +276,11 @@ type OperationEvent struct {
 	PreviousVersion string // the cluster's version before the operation
 	Version         string // the cluster's version after it
 	Output          string // the tail of what the driver printed
+	// PreviousConfig and PreviousUnset are, for a config operation, the
+	// values its keys had before it and the keys that had none, as read
+	// before acting (see Target).
+	PreviousConfig map[string]string
+	PreviousUnset  []string
 }
 
 // HealthStatus is a cluster's health as the monitor sees it.

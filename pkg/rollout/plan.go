@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -30,6 +31,8 @@ type PlannedPhase struct {
 	Waves       [][]string
 	MaxInFlight int
 	Bake        time.Duration
+	// FailureThreshold is the phase's own limit; zero if it has none.
+	FailureThreshold Threshold
 }
 
 // maxListed is how many cluster IDs an error lists before eliding the rest.
@@ -58,6 +61,9 @@ const maxListed = 5
 func (s Spec) Plan(clusters map[string]inventory.Cluster) (Plan, error) {
 	if err := s.Validate(); err != nil {
 		return Plan{}, fmt.Errorf("invalid rollout spec: %w", err)
+	}
+	if s.Policy != "" && len(s.Phases) == 0 {
+		return Plan{}, fmt.Errorf("policy %q is not resolved: call WithPolicy first", s.Policy)
 	}
 
 	targets := map[string]bool{}
@@ -112,11 +118,12 @@ func (s Spec) Plan(clusters map[string]inventory.Cluster) (Plan, error) {
 			}
 		}
 		plan.Phases = append(plan.Phases, PlannedPhase{
-			Name:        ph.Name,
-			Selector:    ph.Selector,
-			Waves:       cutWaves(mine, ph.Waves),
-			MaxInFlight: ph.MaxInFlight,
-			Bake:        ph.Bake,
+			Name:             ph.Name,
+			Selector:         ph.Selector,
+			Waves:            cutWaves(mine, ph.Waves),
+			MaxInFlight:      ph.MaxInFlight,
+			Bake:             ph.Bake,
+			FailureThreshold: ph.FailureThreshold,
 		})
 	}
 
@@ -164,4 +171,29 @@ func cutWaves(ids []string, w Waves) [][]string {
 		}
 	}
 	return waves
+}
+
+// WithPolicy returns the spec with the phases of the deployment policy it
+// names, taken from policies (by name); a spec that names none is returned
+// as it is. A spec that names a policy and has phases of its own is an
+// error. The planner resolves the policy once, when it accepts the
+// rollout, and keeps the phases in the workflow: a later change to the
+// policy does not change a rollout already under way.
+func (s Spec) WithPolicy(policies map[string]Policy) (Spec, error) {
+	switch {
+	case s.Policy == "":
+		return s, nil
+	case len(s.Phases) > 0:
+		return s, fmt.Errorf("policy: the rollout names policy %q and has strategy.phases of its own: give one or the other", s.Policy)
+	}
+	p, ok := policies[s.Policy]
+	if !ok {
+		have := slices.Sorted(maps.Keys(policies))
+		if len(have) == 0 {
+			return s, fmt.Errorf("policy: unknown deployment policy %q (none is defined; see flotilla policy apply)", s.Policy)
+		}
+		return s, fmt.Errorf("policy: unknown deployment policy %q (have: %s)", s.Policy, strings.Join(have, ", "))
+	}
+	s.Phases = slices.Clone(p.Phases)
+	return s, nil
 }

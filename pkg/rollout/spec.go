@@ -25,6 +25,10 @@ type Operation struct {
 	Kind    OperationKind     `json:"kind"`
 	Version string            `json:"version,omitempty"` // for Upgrade: the version to run
 	Config  map[string]string `json:"config,omitempty"`  // for Config: the key/values to set
+	// Reset, for Config, names keys returned to the cluster's default:
+	// their override is removed. A rollback of a config change resets the
+	// keys that had no value before it.
+	Reset []string `json:"reset,omitempty"`
 }
 
 // WaveMode says how a phase's targets are cut into waves.
@@ -59,6 +63,11 @@ type Phase struct {
 	// ApprovalTimeout is how long a gate of the phase waits for approval
 	// before the rollout pauses; 0 waits forever.
 	ApprovalTimeout time.Duration
+	// FailureThreshold, if set, limits the failed or unhealthy clusters of
+	// this phase (a count, or a percent of the phase's targets) and says
+	// what reaching it does. The zero value sets no phase limit: only the
+	// rollout's own threshold applies.
+	FailureThreshold Threshold
 }
 
 // Approval says where a phase has manual approval gates.
@@ -78,11 +87,42 @@ func (a Approval) Before() bool { return a == ApproveBefore || a == ApproveBoth 
 func (a Approval) After() bool { return a == ApproveAfter || a == ApproveBoth }
 
 // Threshold is the number of failed or unhealthy clusters at which a
-// rollout pauses: either a Count, or a Percent of its targets (rounded up,
-// at least one). The zero value means a count of 1: the first failure pauses.
+// rollout (or one of its phases) stops, and how: either a Count, or a
+// Percent of its targets (rounded up, at least one). For a rollout the
+// zero value means a count of 1 and ThresholdPause: the first failure
+// pauses it.
 type Threshold struct {
 	Count   int
 	Percent int
+	Action  ThresholdAction
+}
+
+// IsZero reports whether the threshold sets no limit of its own.
+func (t Threshold) IsZero() bool { return t.Count == 0 && t.Percent == 0 }
+
+// ThresholdAction is what a rollout does on reaching a failure threshold.
+type ThresholdAction string
+
+const (
+	// ThresholdPause stops starting anything new and waits for a person
+	// (or for automatic resume). The default.
+	ThresholdPause ThresholdAction = ""
+	// ThresholdAbort ends the rollout as failed: nothing new starts,
+	// operations in flight finish, and nothing is undone.
+	ThresholdAbort ThresholdAction = "abort"
+	// ThresholdRollback ends the rollout and undoes it: once its operations
+	// in flight finish, the clusters it changed get the inverse operation,
+	// newest first, under the rollout's own pacing.
+	ThresholdRollback ThresholdAction = "rollback"
+)
+
+// Policy is a named deployment policy: an ordered list of phases, kept on
+// the policies topic beside the inventory, that rollouts name instead of
+// writing out their own strategy ("azure-first", "internal-first").
+type Policy struct {
+	Name        string
+	Description string
+	Phases      []Phase
 }
 
 // Spec is a rollout as requested.
@@ -94,8 +134,11 @@ type Spec struct {
 	// Clusters names targets explicitly, in addition to those the selector picks.
 	// A name that is not in the inventory rejects the request.
 	Clusters []string
-	// Phases are taken in order. None means one phase over every target.
+	// Phases are taken in order. None means one phase over every target,
+	// unless Policy names a deployment policy whose phases the planner
+	// takes when it accepts the rollout.
 	Phases           []Phase
+	Policy           string
 	FailureThreshold Threshold
 	// Windows limit when targets may be started (see WindowRule). None:
 	// any time.

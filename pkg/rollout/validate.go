@@ -76,13 +76,23 @@ func (s Spec) Validate() error {
 		addf("operation.version", "only an upgrade takes a version, not %s (got %q)", opName(op.Kind), op.Version)
 	}
 	switch {
-	case op.Kind == Config && len(op.Config) == 0:
-		addf("operation.config", "required for a config operation: at least one key")
+	case op.Kind == Config && len(op.Config) == 0 && len(op.Reset) == 0:
+		addf("operation.config", "required for a config operation: at least one key to set or reset")
 	case op.Kind != Config && len(op.Config) > 0:
 		addf("operation.config", "only a config operation takes config, not %s", opName(op.Kind))
+	case op.Kind != Config && len(op.Reset) > 0:
+		addf("operation.reset", "only a config operation resets keys, not %s", opName(op.Kind))
 	}
 	if _, ok := op.Config[""]; ok {
 		addf("operation.config", "empty key")
+	}
+	for i, k := range op.Reset {
+		switch _, set := op.Config[k]; {
+		case k == "":
+			addf(fmt.Sprintf("operation.reset[%d]", i), "empty key")
+		case set:
+			addf(fmt.Sprintf("operation.reset[%d]", i), "key %q is both set and reset", k)
+		}
 	}
 
 	if strings.TrimSpace(s.Selector) == "" && len(s.Clusters) == 0 {
@@ -97,40 +107,7 @@ func (s Spec) Validate() error {
 		}
 	}
 
-	firstByName := map[string]int{}
-	for i, ph := range s.Phases {
-		path := fmt.Sprintf("strategy.phases[%d]", i)
-		if ph.Name == "" {
-			addf(path+".name", "required")
-		} else if j, dup := firstByName[ph.Name]; dup {
-			addf(path+".name", "duplicate phase name %q (also strategy.phases[%d])", ph.Name, j)
-		} else {
-			firstByName[ph.Name] = i
-		}
-		if _, err := selector.Parse(ph.Selector); err != nil {
-			add(path+".selector", err)
-		}
-		if err := ph.Waves.validate(); err != nil {
-			add(path+".waves", err)
-		}
-		if ph.MaxInFlight < 0 {
-			addf(path+".maxInFlight", "must not be negative, got %d", ph.MaxInFlight)
-		}
-		if ph.Bake < 0 {
-			addf(path+".bake", "must not be negative, got %s", ph.Bake)
-		}
-		switch ph.Approve {
-		case ApproveNone, ApproveBefore, ApproveAfter, ApproveBoth:
-		default:
-			addf(path+".approve", "unknown gate %q: want before, after or both", ph.Approve)
-		}
-		if ph.ApprovalTimeout < 0 {
-			addf(path+".approvalTimeout", "must not be negative, got %s", ph.ApprovalTimeout)
-		}
-		if ph.ApprovalTimeout > 0 && ph.Approve == ApproveNone {
-			addf(path+".approvalTimeout", "the phase has no approval gate (set approve)")
-		}
-	}
+	errs = append(errs, validatePhases("strategy.phases", s.Phases)...)
 
 	if err := s.FailureThreshold.validate(); err != nil {
 		add("failureThreshold", err)
@@ -176,6 +153,73 @@ func (s Spec) Validate() error {
 			}
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// validatePhases checks a list of phases, as a rollout's strategy or a
+// deployment policy holds them; field is the list's path.
+func validatePhases(field string, phases []Phase) []error {
+	var errs []error
+	add := func(field string, err error) {
+		errs = append(errs, &FieldError{Field: field, Err: err})
+	}
+	addf := func(field, format string, args ...any) { add(field, fmt.Errorf(format, args...)) }
+	firstByName := map[string]int{}
+	for i, ph := range phases {
+		path := fmt.Sprintf("%s[%d]", field, i)
+		if ph.Name == "" {
+			addf(path+".name", "required")
+		} else if j, dup := firstByName[ph.Name]; dup {
+			addf(path+".name", "duplicate phase name %q (also %s[%d])", ph.Name, field, j)
+		} else {
+			firstByName[ph.Name] = i
+		}
+		if _, err := selector.Parse(ph.Selector); err != nil {
+			add(path+".selector", err)
+		}
+		if err := ph.Waves.validate(); err != nil {
+			add(path+".waves", err)
+		}
+		if ph.MaxInFlight < 0 {
+			addf(path+".maxInFlight", "must not be negative, got %d", ph.MaxInFlight)
+		}
+		if ph.Bake < 0 {
+			addf(path+".bake", "must not be negative, got %s", ph.Bake)
+		}
+		switch ph.Approve {
+		case ApproveNone, ApproveBefore, ApproveAfter, ApproveBoth:
+		default:
+			addf(path+".approve", "unknown gate %q: want before, after or both", ph.Approve)
+		}
+		if ph.ApprovalTimeout < 0 {
+			addf(path+".approvalTimeout", "must not be negative, got %s", ph.ApprovalTimeout)
+		}
+		if ph.ApprovalTimeout > 0 && ph.Approve == ApproveNone {
+			addf(path+".approvalTimeout", "the phase has no approval gate (set approve)")
+		}
+		if err := ph.FailureThreshold.validate(); err != nil {
+			add(path+".failureThreshold", err)
+		}
+	}
+	return errs
+}
+
+// Validate checks a deployment policy: a name that can key a record, and
+// phases as a rollout's strategy takes them, with a final catch-all phase
+// not required (a rollout's targets that no phase picks are reported when
+// it is planned).
+func (p Policy) Validate() error {
+	var errs []error
+	switch {
+	case p.Name == "":
+		errs = append(errs, &FieldError{Field: "name", Err: errors.New("required")})
+	case strings.ContainsAny(p.Name, "/ \t\n"):
+		errs = append(errs, &FieldError{Field: "name", Err: fmt.Errorf("%q: a policy name has no spaces or '/'", p.Name)})
+	}
+	if len(p.Phases) == 0 {
+		errs = append(errs, &FieldError{Field: "phases", Err: errors.New("a policy needs at least one phase")})
+	}
+	errs = append(errs, validatePhases("phases", p.Phases)...)
 	return errors.Join(errs...)
 }
 
@@ -258,6 +302,11 @@ func (w Waves) validate() error {
 
 func (t Threshold) validate() error {
 	var errs []error
+	switch t.Action {
+	case ThresholdPause, ThresholdAbort, ThresholdRollback, "pause":
+	default:
+		errs = append(errs, fmt.Errorf("unknown action %q: want pause, abort or rollback", t.Action))
+	}
 	if t.Count != 0 && t.Percent != 0 {
 		errs = append(errs, fmt.Errorf("both a count (%d) and a percentage (%d%%) are set: set one", t.Count, t.Percent))
 	}

@@ -60,7 +60,7 @@ func TestValidateRejects(t *testing.T) {
 		{"restart with version", func(s *Spec) { s.Operation.Kind = Restart },
 			`operation.version: only an upgrade takes a version, not a restart (got "3.9.1")`},
 		{"config without keys", func(s *Spec) { s.Operation = Operation{Kind: Config, Config: map[string]string{}} },
-			"operation.config: required for a config operation: at least one key"},
+			"operation.config: required for a config operation: at least one key to set or reset"},
 		{"upgrade with config", func(s *Spec) { s.Operation.Config = map[string]string{"a": "b"} },
 			"operation.config: only a config operation takes config, not an upgrade"},
 		{"empty config key", func(s *Spec) { s.Operation = Operation{Kind: Config, Config: map[string]string{"": "x"}} },

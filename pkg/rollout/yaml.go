@@ -21,9 +21,11 @@ import (
 //	operation:
 //	  type: upgrade                 # upgrade | restart | config
 //	  version: 3.9.1                # for upgrade
-//	  # config: {log.retention.ms: "604800000"}   # for config
+//	  # config: {log.retention.ms: "604800000"}   # for config: keys to set
+//	  # reset: [log.cleaner.threads]              # for config: keys back to the cluster default
 //	selector: "env=prod,kind=kafka"
 //	clusters: [c-1, c-2]            # added to the selector's targets
+//	# policy: azure-first           # a named deployment policy's phases, instead of strategy
 //	strategy:
 //	  phases:                       # none = one phase over all targets
 //	    - name: internal
@@ -33,7 +35,8 @@ import (
 //	      bake: 10m                 # Go duration
 //	      approve: before           # manual approval gates: before | after | both
 //	      approvalTimeout: 24h      # a gate not approved by then pauses the rollout
-//	failureThreshold: 2             # 2 | "10%"; absent = 1
+//	      failureThreshold: 1       # the phase's own limit, as below; absent = none
+//	failureThreshold: 2             # 2 | "10%" (pauses) | {limit: "10%", action: rollback}; absent = 1
 //	onConflict: wait                # a target in another unfinished rollout: wait | reject
 //	unhealthyTargets: hold          # a target unhealthy when its turn comes: hold | skip
 //	operationTimeout: 30m           # longest one attempt may take; absent = the executor's limit
@@ -56,27 +59,9 @@ import (
 // needing a version. Scalars are read as written, so "version: 3.10" is
 // "3.10", not the float 3.1.
 func ParseYAML(data []byte) (Spec, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return Spec{}, errors.New("empty rollout spec")
-		}
+	root, err := yamlRoot(data, "rollout spec", "name, operation, ...")
+	if err != nil {
 		return Spec{}, err
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return Spec{}, err
-		}
-		return Spec{}, fmt.Errorf("line %d: a second YAML document; want exactly one rollout spec", extra.Line)
-	}
-	root := resolve(doc.Content[0])
-	if isNull(root) {
-		return Spec{}, errors.New("empty rollout spec")
-	}
-	if root.Kind != yaml.MappingNode {
-		return Spec{}, fmt.Errorf("line %d: a rollout spec is a mapping of fields (name, operation, ...), found %s", root.Line, describe(root))
 	}
 	d := &decoder{}
 	s := d.spec(root)
@@ -84,6 +69,61 @@ func ParseYAML(data []byte) (Spec, error) {
 		return Spec{}, errors.Join(d.errs...)
 	}
 	return s, nil
+}
+
+// ParsePolicyYAML reads a deployment policy, strictly as ParseYAML reads a
+// rollout spec:
+//
+//	name: azure-first
+//	description: Azure clusters first, one region at a time
+//	phases:                         # as a rollout's strategy.phases
+//	  - name: azure
+//	    selector: cloud=azure
+//	    waves: 2
+//	  - name: rest
+func ParsePolicyYAML(data []byte) (Policy, error) {
+	root, err := yamlRoot(data, "deployment policy", "name, phases, ...")
+	if err != nil {
+		return Policy{}, err
+	}
+	d := &decoder{}
+	f := d.fields("", root, "name", "description", "phases")
+	p := Policy{
+		Name:        d.str("name", f["name"]),
+		Description: d.str("description", f["description"]),
+		Phases:      d.phases("phases", f["phases"]),
+	}
+	if len(d.errs) > 0 {
+		return Policy{}, errors.Join(d.errs...)
+	}
+	return p, nil
+}
+
+// yamlRoot returns the mapping at the root of the only document in data.
+func yamlRoot(data []byte, what, fields string) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("empty %s", what)
+		}
+		return nil, err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("line %d: a second YAML document; want exactly one %s", extra.Line, what)
+	}
+	root := resolve(doc.Content[0])
+	if isNull(root) {
+		return nil, fmt.Errorf("empty %s", what)
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("line %d: a %s is a mapping of fields (%s), found %s", root.Line, what, fields, describe(root))
+	}
+	return root, nil
 }
 
 // decoder walks a YAML node tree, collecting every problem it meets.
@@ -198,13 +238,14 @@ func (d *decoder) int(path string, n *yaml.Node) int {
 }
 
 func (d *decoder) spec(n *yaml.Node) Spec {
-	f := d.fields("", n, "name", "operation", "selector", "clusters", "strategy", "failureThreshold", "windows", "onConflict", "unhealthyTargets",
+	f := d.fields("", n, "name", "operation", "selector", "clusters", "policy", "strategy", "failureThreshold", "windows", "onConflict", "unhealthyTargets",
 		"operationTimeout", "retries", "retryBackoff", "autoResume")
 	s := Spec{
 		Name:             d.str("name", f["name"]),
 		Operation:        d.operation("operation", f["operation"]),
 		Selector:         d.str("selector", f["selector"]),
-		Clusters:         d.clusters("clusters", f["clusters"]),
+		Clusters:         d.names("clusters", f["clusters"], "cluster IDs"),
+		Policy:           d.str("policy", f["policy"]),
 		FailureThreshold: d.threshold("failureThreshold", f["failureThreshold"]),
 		Windows:          d.windows("windows", f["windows"]),
 		OnConflict:       Conflict(d.str("onConflict", f["onConflict"])),
@@ -232,11 +273,12 @@ func (d *decoder) operation(path string, n *yaml.Node) Operation {
 	if n == nil {
 		return Operation{}
 	}
-	f := d.fields(path, n, "type", "version", "config")
+	f := d.fields(path, n, "type", "version", "config", "reset")
 	return Operation{
 		Kind:    OperationKind(d.str(path+".type", f["type"])),
 		Version: d.str(path+".version", f["version"]),
 		Config:  d.config(path+".config", f["config"]),
+		Reset:   d.names(path+".reset", f["reset"], "config keys"),
 	}
 }
 
@@ -270,12 +312,13 @@ func (d *decoder) config(path string, n *yaml.Node) map[string]string {
 	return out
 }
 
-func (d *decoder) clusters(path string, n *yaml.Node) []string {
+// names reads a list of names, such as cluster IDs or config keys (what).
+func (d *decoder) names(path string, n *yaml.Node, what string) []string {
 	if n == nil {
 		return nil
 	}
 	if n.Kind != yaml.SequenceNode {
-		d.failf(path, n, "expected a list of cluster IDs, found %s", describe(n))
+		d.failf(path, n, "expected a list of %s, found %s", what, describe(n))
 		return nil
 	}
 	var ids []string
@@ -296,15 +339,16 @@ func (d *decoder) phases(path string, n *yaml.Node) []Phase {
 	var phases []Phase
 	for i, pn := range n.Content {
 		p := fmt.Sprintf("%s[%d]", path, i)
-		f := d.fields(p, resolve(pn), "name", "selector", "waves", "maxInFlight", "bake", "approve", "approvalTimeout")
+		f := d.fields(p, resolve(pn), "name", "selector", "waves", "maxInFlight", "bake", "approve", "approvalTimeout", "failureThreshold")
 		phases = append(phases, Phase{
-			Name:            d.str(p+".name", f["name"]),
-			Selector:        d.str(p+".selector", f["selector"]),
-			Waves:           d.waves(p+".waves", f["waves"]),
-			MaxInFlight:     d.int(p+".maxInFlight", f["maxInFlight"]),
-			Bake:            d.duration(p+".bake", f["bake"]),
-			Approve:         Approval(d.str(p+".approve", f["approve"])),
-			ApprovalTimeout: d.duration(p+".approvalTimeout", f["approvalTimeout"]),
+			Name:             d.str(p+".name", f["name"]),
+			Selector:         d.str(p+".selector", f["selector"]),
+			Waves:            d.waves(p+".waves", f["waves"]),
+			MaxInFlight:      d.int(p+".maxInFlight", f["maxInFlight"]),
+			Bake:             d.duration(p+".bake", f["bake"]),
+			Approve:          Approval(d.str(p+".approve", f["approve"])),
+			ApprovalTimeout:  d.duration(p+".approvalTimeout", f["approvalTimeout"]),
+			FailureThreshold: d.threshold(p+".failureThreshold", f["failureThreshold"]),
 		})
 	}
 	return phases
@@ -385,11 +429,27 @@ func (d *decoder) waves(path string, n *yaml.Node) Waves {
 	return Waves{}
 }
 
+// threshold reads a failure threshold: a count or a percentage, which
+// pauses, or a mapping {limit: 2 | "10%", action: pause | abort | rollback}.
 func (d *decoder) threshold(path string, n *yaml.Node) Threshold {
 	if n == nil {
 		return Threshold{}
 	}
-	const want = `a count or a percentage like "10%"`
+	if n.Kind == yaml.MappingNode {
+		f := d.fields(path, n, "limit", "action")
+		t := Threshold{Action: ThresholdAction(d.str(path+".action", f["action"]))}
+		if t.Action == "pause" {
+			t.Action = ThresholdPause
+		}
+		if f["limit"] == nil {
+			d.failf(path, n, "limit is required: a count or a percentage like %q", "10%")
+			return t
+		}
+		limit := d.threshold(path+".limit", f["limit"])
+		t.Count, t.Percent = limit.Count, limit.Percent
+		return t
+	}
+	const want = `a count, a percentage like "10%", or {limit, action}`
 	if n.Kind != yaml.ScalarNode {
 		d.failf(path, n, "expected %s, found %s", want, describe(n))
 		return Threshold{}
@@ -430,6 +490,7 @@ type (
 		Operation        yamlOperation `yaml:"operation"`
 		Selector         string        `yaml:"selector,omitempty"`
 		Clusters         []string      `yaml:"clusters,flow,omitempty"`
+		Policy           string        `yaml:"policy,omitempty"`
 		Strategy         *yamlStrategy `yaml:"strategy,omitempty"`
 		FailureThreshold any           `yaml:"failureThreshold,omitempty"`
 		Windows          []yamlWindow  `yaml:"windows,omitempty"`
@@ -449,18 +510,24 @@ type (
 		Type    string            `yaml:"type"`
 		Version string            `yaml:"version,omitempty"`
 		Config  map[string]string `yaml:"config,omitempty"`
+		Reset   []string          `yaml:"reset,flow,omitempty"`
 	}
 	yamlStrategy struct {
 		Phases []yamlPhase `yaml:"phases"`
 	}
 	yamlPhase struct {
-		Name            string `yaml:"name"`
-		Selector        string `yaml:"selector,omitempty"`
-		Waves           any    `yaml:"waves,omitempty"`
-		MaxInFlight     int    `yaml:"maxInFlight,omitempty"`
-		Bake            string `yaml:"bake,omitempty"`
-		Approve         string `yaml:"approve,omitempty"`
-		ApprovalTimeout string `yaml:"approvalTimeout,omitempty"`
+		Name             string `yaml:"name"`
+		Selector         string `yaml:"selector,omitempty"`
+		Waves            any    `yaml:"waves,omitempty"`
+		MaxInFlight      int    `yaml:"maxInFlight,omitempty"`
+		Bake             string `yaml:"bake,omitempty"`
+		Approve          string `yaml:"approve,omitempty"`
+		ApprovalTimeout  string `yaml:"approvalTimeout,omitempty"`
+		FailureThreshold any    `yaml:"failureThreshold,omitempty"`
+	}
+	yamlThreshold struct {
+		Limit  any    `yaml:"limit"`
+		Action string `yaml:"action"`
 	}
 )
 
@@ -478,7 +545,9 @@ func FormatYAML(s Spec) ([]byte, error) {
 			Type:    string(s.Operation.Kind),
 			Version: s.Operation.Version,
 			Config:  s.Operation.Config,
+			Reset:   s.Operation.Reset,
 		},
+		Policy:           s.Policy,
 		Selector:         s.Selector,
 		Clusters:         s.Clusters,
 		OnConflict:       string(s.OnConflict),
@@ -497,13 +566,9 @@ func FormatYAML(s Spec) ([]byte, error) {
 	for _, w := range s.Windows {
 		doc.Windows = append(doc.Windows, yamlWindow(w))
 	}
-	switch t := s.FailureThreshold; {
-	case t.Count != 0 && t.Percent != 0:
-		return nil, fmt.Errorf("format rollout %s: failureThreshold: both a count (%d) and a percentage (%d%%) are set", s.Name, t.Count, t.Percent)
-	case t.Count != 0:
-		doc.FailureThreshold = t.Count
-	case t.Percent != 0:
-		doc.FailureThreshold = fmt.Sprintf("%d%%", t.Percent)
+	var err error
+	if doc.FailureThreshold, err = s.FailureThreshold.yaml(); err != nil {
+		return nil, fmt.Errorf("format rollout %s: failureThreshold: %w", s.Name, err)
 	}
 	if len(s.Phases) > 0 {
 		doc.Strategy = &yamlStrategy{}
@@ -512,6 +577,9 @@ func FormatYAML(s Spec) ([]byte, error) {
 		yp := yamlPhase{Name: ph.Name, Selector: ph.Selector, MaxInFlight: ph.MaxInFlight, Approve: string(ph.Approve)}
 		if ph.ApprovalTimeout != 0 {
 			yp.ApprovalTimeout = shortDuration(ph.ApprovalTimeout)
+		}
+		if yp.FailureThreshold, err = ph.FailureThreshold.yaml(); err != nil {
+			return nil, fmt.Errorf("format rollout %s: strategy.phases[%d].failureThreshold: %w", s.Name, i, err)
 		}
 		w, err := ph.Waves.text()
 		if err != nil {
@@ -539,6 +607,27 @@ func FormatYAML(s Spec) ([]byte, error) {
 		return nil, fmt.Errorf("format rollout %s: %w", s.Name, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// yaml returns the YAML notation of t: nil when unset, a count or a
+// percentage when it pauses, else {limit, action}.
+func (t Threshold) yaml() (any, error) {
+	var limit any
+	switch {
+	case t.Count != 0 && t.Percent != 0:
+		return nil, fmt.Errorf("both a count (%d) and a percentage (%d%%) are set", t.Count, t.Percent)
+	case t.Count != 0:
+		limit = t.Count
+	case t.Percent != 0:
+		limit = fmt.Sprintf("%d%%", t.Percent)
+	}
+	switch {
+	case t.Action == ThresholdPause:
+		return limit, nil
+	case limit == nil:
+		limit = 1 // the default limit, written out so the action has one
+	}
+	return yamlThreshold{Limit: limit, Action: string(t.Action)}, nil
 }
 
 // shortDuration writes d as people do: "10m" and "1h", not "10m0s" and

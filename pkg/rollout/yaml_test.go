@@ -130,12 +130,12 @@ func TestParseYAMLErrors(t *testing.T) {
 		{
 			name: "unknown top-level field",
 			yaml: head + "selectors: env=prod\n",
-			want: []string{`selectors: line 5: unknown field; want name, operation, selector, clusters, strategy, failureThreshold, windows, onConflict, unhealthyTargets, operationTimeout, retries, retryBackoff or autoResume`},
+			want: []string{`selectors: line 5: unknown field; want name, operation, selector, clusters, policy, strategy, failureThreshold, windows, onConflict, unhealthyTargets, operationTimeout, retries, retryBackoff or autoResume`},
 		},
 		{
 			name: "unknown phase field, wrong case",
 			yaml: head + "strategy:\n  phases:\n    - name: a\n      maxinflight: 2\n",
-			want: []string{`strategy.phases[0].maxinflight: line 8: unknown field (did you mean "maxInFlight"?); want name, selector, waves, maxInFlight, bake, approve or approvalTimeout`},
+			want: []string{`strategy.phases[0].maxinflight: line 8: unknown field (did you mean "maxInFlight"?); want name, selector, waves, maxInFlight, bake, approve, approvalTimeout or failureThreshold`},
 		},
 		{
 			name: "bad waves text",
@@ -165,7 +165,7 @@ func TestParseYAMLErrors(t *testing.T) {
 		{
 			name: "bad threshold",
 			yaml: head + "failureThreshold: ten percent\n",
-			want: []string{`failureThreshold: line 5: "ten percent" is not a count or a percentage like "10%"`},
+			want: []string{`failureThreshold: line 5: "ten percent" is not a count, a percentage like "10%", or {limit, action}`},
 		},
 		{
 			name: "name as a list",
@@ -201,8 +201,8 @@ func TestParseYAMLErrors(t *testing.T) {
 			name: "every problem is reported",
 			yaml: "nam: r\noperation:\n  kind: restart\nselector: env\nstrategy:\n  phases:\n    - name: a\n      waves: lots\n      bake: soon\n",
 			want: []string{
-				`nam: line 1: unknown field; want name, operation, selector, clusters, strategy, failureThreshold, windows, onConflict, unhealthyTargets, operationTimeout, retries, retryBackoff or autoResume`,
-				`operation.kind: line 3: unknown field; want type, version or config`,
+				`nam: line 1: unknown field; want name, operation, selector, clusters, policy, strategy, failureThreshold, windows, onConflict, unhealthyTargets, operationTimeout, retries, retryBackoff or autoResume`,
+				`operation.kind: line 3: unknown field; want type, version, config or reset`,
 				`strategy.phases[0].waves: line 8: "lots" is not a count, a percentage like "25%" or "exponential"`,
 				`strategy.phases[0].bake: line 9: "soon" is not a duration like "10m" or "1h30m"`,
 			},

@@ -27,6 +27,7 @@ const DefaultNamespace = "fleet"
 type Names struct {
 	Namespace     string
 	Inventory     string // cluster ID → cluster; compacted
+	Policies      string // policy name → deployment policy; compacted
 	Requests      string // request ID → request; compacted
 	Workflows     string // workflow ID or workflowID/clusterID → workflow row; compacted
 	Commands      string // workflowID/clusterID → command; compacted
@@ -44,6 +45,7 @@ func NewNames(namespace string) Names {
 	return Names{
 		Namespace:     namespace,
 		Inventory:     namespace + ".inventory",
+		Policies:      namespace + ".policies",
 		Requests:      namespace + ".requests",
 		Workflows:     namespace + ".workflows",
 		Commands:      namespace + ".commands",
@@ -55,7 +57,7 @@ func NewNames(namespace string) Names {
 
 // All returns every topic name, in catalogue order.
 func (n Names) All() []string {
-	return []string{n.Inventory, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.Notifications}
+	return []string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.Notifications}
 }
 
 // Group returns the consumer group, and the stem of transactional IDs, of
@@ -110,6 +112,7 @@ func Catalogue(n Names, partitions int32, replicationFactor int16) []Spec {
 	}
 	return []Spec{
 		spec(n.Inventory, ByCluster, compact()),
+		spec(n.Policies, "", compact()), // every planner reads all of it
 		spec(n.Requests, ByWorkflow, compact()),
 		spec(n.Workflows, ByWorkflow, compact()),
 		spec(n.Commands, ByWorkflow, compact()),
