@@ -30,7 +30,8 @@ func rolloutCommand() *cobra.Command {
 		rolloutControlCommand(records.ActionPause, "Pause a rollout: nothing new starts; operations in flight finish"),
 		rolloutControlCommand(records.ActionResume, "Resume a paused rollout; the failures that paused it are acknowledged"),
 		rolloutControlCommand(records.ActionRetry, "Retry a rollout's failed clusters with the same plan, from the earliest wave that has one"),
-		rolloutControlCommand(records.ActionCancel, "Cancel a rollout: nothing new starts; operations in flight finish"))
+		rolloutControlCommand(records.ActionCancel, "Cancel a rollout: nothing new starts; operations in flight finish"),
+		rolloutControlCommand(records.ActionRollback, "Roll a rollout back: once its operations in flight finish, undo it on the clusters it changed, newest first, under its own pacing"))
 	return cmd
 }
 
@@ -253,7 +254,16 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 	if len(p.Operation.Config) > 0 {
 		op += " " + formatLabels(p.Operation.Config)
 	}
+	if len(p.Operation.Reset) > 0 {
+		op += " reset " + strings.Join(p.Operation.Reset, ",")
+	}
+	if p.RollbackOf != "" {
+		op += " undone: each cluster back to the version or config it had before " + p.RollbackOf
+	}
 	fmt.Fprintf(out, "operation: %s\n", op)
+	if p.Rollback != "" {
+		fmt.Fprintf(out, "rollback:  %s (flotilla rollout status %s)\n", p.Rollback, p.Rollback)
+	}
 	fmt.Fprintf(out, "clusters:  %d: %d succeeded, %d failed, %d running, %d pending\n", p.Targets, p.Succeeded, p.Failed, p.Running, p.Pending)
 	if p.ResumeAt != nil && p.State == records.WorkflowPaused {
 		fmt.Fprintf(out, "resumes:   by itself at %s, unless a recovered cluster relapses\n", p.ResumeAt.Local().Format(time.RFC3339))
@@ -284,6 +294,11 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 			fmt.Fprintf(out, "\n%s wave %d:\n", ph.Name, w.Wave)
 			for _, c := range w.Clusters {
 				line := fmt.Sprintf("  %-20s %s", c.ID, c.State)
+				if op := c.Operation; op != nil && op.Version != "" {
+					line += " (to " + op.Version + ")"
+				} else if op != nil {
+					line += " (" + formatLabels(op.Config) + " reset " + strings.Join(op.Reset, ",") + ")"
+				}
 				if c.Reason != "" {
 					line += ": " + c.Reason
 				}

@@ -57,7 +57,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"command.v2.avsc":      0xed71786b58b450b3,
 		"operation.v2.avsc":    0xf03d42a47bdd80c7,
 		"request.v2.avsc":      0xeab1ce73c6caff23,
-		"workflow.v2.avsc":     0x02b70b5304e75d1d,
+		"workflow.v2.avsc":     0xceacf9c9a222be76,
 		"policy.v1.avsc":       0x8d9090757535e902,
 		"health.v1.avsc":       0xb8b1266bfe463371,
 		"notification.v1.avsc": 0x782b4e164ae48746,
@@ -438,7 +438,7 @@ func TestDecodeVersion1Records(t *testing.T) {
 			}
 		}
 		if tg := r.Target; tg != nil {
-			tg.Operation, tg.PreviousConfig, tg.PreviousUnset = rollout.Operation{}, nil, nil
+			tg.Operation, tg.PreviousConfig, tg.PreviousUnset, tg.Order = rollout.Operation{}, nil, nil, 0
 		}
 		return r
 	}

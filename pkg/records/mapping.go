@@ -301,6 +301,7 @@ func targetNative(t Target) map[string]any {
 		"operation":        operationNative(t.Operation),
 		"previous_config":  stringMapNative(t.PreviousConfig),
 		"previous_unset":   stringsNative(t.PreviousUnset),
+		"order":            t.Order,
 	}
 }
 
@@ -363,6 +364,7 @@ func workflowRecordFrom(v any) (WorkflowRecord, error) {
 			Operation:       operationFrom(row.record("operation")),
 			PreviousConfig:  row.strMap("previous_config"),
 			PreviousUnset:   row.strs("previous_unset"),
+			Order:           row.int("order"),
 		}
 	default:
 		r.fail("row", "unknown row kind %q", member)

@@ -124,6 +124,7 @@ func fullTargetRow(t time.Time) WorkflowRecord {
 		Operation:       rollout.Operation{Kind: rollout.Upgrade, Version: "3.8.0"},
 		PreviousConfig:  map[string]string{"log.retention.ms": "86400000"},
 		PreviousUnset:   []string{"log.cleaner.threads"},
+		Order:           3,
 	}}
 }
 

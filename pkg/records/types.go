@@ -233,6 +233,9 @@ type Target struct {
 	// keys that had none. A rollback sets the first and resets the second.
 	PreviousConfig map[string]string
 	PreviousUnset  []string
+	// Order is the target's position in its wave: lower starts first, and
+	// equal orders go by cluster ID. A rollback starts the newest change first.
+	Order int
 }
 
 // Command is the value of fleet.commands, keyed "workflowID/clusterID": the

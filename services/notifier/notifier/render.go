@@ -119,6 +119,18 @@ func FromWorkflow(rec records.WorkflowRecord) (records.Notification, bool) {
 	case "failed":
 		sev = records.SeverityError
 		msg = fmt.Sprintf("%s failed: %s", name(w), w.Reason)
+	case "aborted":
+		sev = records.SeverityError
+		msg = fmt.Sprintf("%s %s; operations in flight finish, nothing is undone", name(w), w.Reason)
+	case "rolling-back":
+		sev = records.SeverityWarning
+		msg = fmt.Sprintf("%s is rolling back: %s; follow it with: flotilla rollout status %s", name(w), w.Reason, records.RollbackID(w.ID))
+	case "rolled-back":
+		sev = records.SeverityWarning
+		msg = fmt.Sprintf("%s rolled back: %s", name(w), w.Reason)
+	case "rollback-failed":
+		sev = records.SeverityError
+		msg = fmt.Sprintf("%s could not be rolled back: %s", name(w), w.Reason)
 	default:
 		msg = fmt.Sprintf("%s: %s", name(w), w.Event)
 	}
@@ -143,6 +155,9 @@ func FromWorkflow(rec records.WorkflowRecord) (records.Notification, bool) {
 
 func describeOperation(w *records.Workflow) string {
 	op := w.Spec.Operation
+	if w.RollbackOf != "" {
+		return fmt.Sprintf("%s of %s undone (each cluster back to what it had)", op.Kind, w.RollbackOf)
+	}
 	switch op.Kind {
 	case "upgrade":
 		return "upgrade to " + op.Version

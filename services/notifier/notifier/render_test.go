@@ -37,6 +37,10 @@ func TestFromWorkflow(t *testing.T) {
 		{"rejected", records.WorkflowRejected, "unknown clusters: x", records.SeverityError, `rollout "kafka-3.9.1" (wf-1) rejected: unknown clusters: x`},
 		{"succeeded", records.WorkflowSucceeded, "", records.SeverityInfo, `rollout "kafka-3.9.1" (wf-1) succeeded on all 12 clusters`},
 		{"failed", records.WorkflowFailed, "1 of 12 clusters failed", records.SeverityError, `rollout "kafka-3.9.1" (wf-1) failed: 1 of 12 clusters failed`},
+		{"aborted", records.WorkflowFailed, "aborted: 2 of 12 clusters failed", records.SeverityError, `rollout "kafka-3.9.1" (wf-1) aborted: 2 of 12 clusters failed; operations in flight finish, nothing is undone`},
+		{"rolling-back", records.WorkflowRollingBack, "rollback requested by carol", records.SeverityWarning, `rollout "kafka-3.9.1" (wf-1) is rolling back: rollback requested by carol; follow it with: flotilla rollout status wf-1/rollback`},
+		{"rolled-back", records.WorkflowRolledBack, "rollback requested by carol; done: 3 clusters rolled back", records.SeverityWarning, `rollout "kafka-3.9.1" (wf-1) rolled back: rollback requested by carol; done: 3 clusters rolled back`},
+		{"rollback-failed", records.WorkflowFailed, "the rollback paused", records.SeverityError, `rollout "kafka-3.9.1" (wf-1) could not be rolled back: the rollback paused`},
 	}
 	for _, tc := range cases {
 		n, ok := FromWorkflow(workflowRow(tc.event, tc.state, tc.reason))

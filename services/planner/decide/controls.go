@@ -2,6 +2,7 @@ package decide
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -33,6 +34,9 @@ func (d *decision) control(in Submit) {
 		return
 	case w.LastControl == reqID:
 		return // a retry of a control already applied
+	case w.State == records.WorkflowRollingBack:
+		d.rejectControl(in, fmt.Sprintf("workflow %s is rolling back: act on its rollback, workflow %s", w.ID, records.RollbackID(w.ID)))
+		return
 	}
 	because := ""
 	if c.Reason != "" {
@@ -92,7 +96,7 @@ func (d *decision) control(in Submit) {
 		}
 		d.advance(w)
 	case records.ActionRetry:
-		if w.State == records.WorkflowCancelled || w.State == records.WorkflowSucceeded {
+		if w.State == records.WorkflowCancelled || w.State == records.WorkflowSucceeded || w.State == records.WorkflowRolledBack {
 			d.rejectControl(in, fmt.Sprintf("workflow %s is %s: there is nothing to retry", w.ID, w.State))
 			return
 		}
@@ -119,12 +123,51 @@ func (d *decision) control(in Submit) {
 		w.LastControl = reqID
 		w.State = records.WorkflowCancelled
 		w.Reason = "cancelled by " + who + because
-		w.BakeUntil, w.WaitUntil, w.Waiting = time.Time{}, time.Time{}, ""
-		w.Gate, w.GateExpires, w.PausedBy, w.ResumeAt = "", time.Time{}, "", time.Time{}
+		d.clearWaits(w)
 		d.transition(w, "cancelled")
+		d.end(w)
+	case records.ActionRollback:
+		if problem := d.rollbackRefused(w); problem != "" {
+			d.rejectControl(in, problem)
+			return
+		}
+		w.LastControl = reqID
+		d.beginRollback(w, "rollback requested by "+who+because)
 	default:
-		d.rejectControl(in, fmt.Sprintf("unknown action %q: want approve, pause, resume, retry or cancel", c.Action))
+		d.rejectControl(in, fmt.Sprintf("unknown action %q: want approve, pause, resume, retry, cancel or rollback", c.Action))
 	}
+}
+
+// rollbackRefused says why workflow w cannot be rolled back now, or "".
+// A cluster that another rollout is about to change, or changing, is not
+// wrested from it: that rollout is cancelled or finishes first.
+func (d *decision) rollbackRefused(w *Workflow) string {
+	switch {
+	case w.RollbackOf != "":
+		return fmt.Sprintf("workflow %s is itself a rollback (of %s): cancel it, or submit a new rollout", w.ID, w.RollbackOf)
+	case w.State == records.WorkflowRolledBack:
+		return fmt.Sprintf("workflow %s is already rolled back", w.ID)
+	}
+	if _, exists := d.s.Workflows[records.RollbackID(w.ID)]; exists {
+		return fmt.Sprintf("workflow %s was already rolled back, by %s", w.ID, records.RollbackID(w.ID))
+	}
+	var busy []string
+	for id, t := range w.Targets {
+		if !applied(t) {
+			continue
+		}
+		for _, other := range d.s.workflowsOn(id) {
+			if other != w {
+				busy = append(busy, fmt.Sprintf("%s (in %s)", id, other.ID))
+				break
+			}
+		}
+	}
+	if len(busy) > 0 {
+		sort.Strings(busy)
+		return fmt.Sprintf("clusters it changed are in unfinished rollouts: %s; cancel those or let them finish first", listSome(busy, 5))
+	}
+	return ""
 }
 
 // retryFailed puts every failed target of a workflow back in line, with
@@ -137,6 +180,7 @@ func (d *decision) retryFailed(w *Workflow) int {
 		if t.State != records.TargetFailed {
 			continue
 		}
+		w.countFailure(t, -1)
 		t.State, t.Reason, t.Unhealthy, t.NotBefore = records.TargetPending, "", false, time.Time{}
 		d.changed(w, t)
 		retried++
@@ -150,7 +194,7 @@ func (d *decision) retryFailed(w *Workflow) int {
 			w.Phase, w.Wave = t.Phase, t.Wave
 		}
 	}
-	w.failed, w.FailuresAcknowledged = 0, 0
+	w.FailuresAcknowledged = 0
 	w.BakeUntil, w.Gate, w.GateExpires = time.Time{}, "", time.Time{}
 	for id := range w.Targets {
 		d.s.watch(id, w.ID) // a finished workflow had left the index
@@ -210,8 +254,8 @@ func (d *decision) checkRecovery(w *Workflow) {
 		return
 	}
 	for _, t := range recovered {
+		w.countFailure(t, -1)
 		t.State, t.Unhealthy, t.Reason = records.TargetSucceeded, false, ""
-		w.failed--
 		d.changed(w, t)
 	}
 	w.FailuresAcknowledged = min(w.FailuresAcknowledged, w.failed)

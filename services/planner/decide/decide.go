@@ -224,18 +224,27 @@ func (d *decision) submit(in Submit) {
 	case in.Request.Submit == nil:
 		err = errors.New("request has no body: want a rollout submission")
 	}
-	var plan rollout.Plan
-	if err == nil {
-		plan, err = in.Request.Submit.Spec.Plan(d.s.Inventory)
+	var (
+		spec rollout.Spec
+		plan rollout.Plan
+	)
+	if in.Request.Submit != nil {
+		spec = in.Request.Submit.Spec
 	}
-	if err == nil && in.Request.Submit.Spec.OnConflict == rollout.ConflictReject {
+	if err == nil {
+		// The policy's phases are copied in: a later change to the policy
+		// does not change a rollout under way.
+		spec, err = spec.WithPolicy(d.s.Policies)
+	}
+	if err == nil {
+		plan, err = spec.Plan(d.s.Inventory)
+	}
+	if err == nil && spec.OnConflict == rollout.ConflictReject {
 		err = d.conflicts(plan)
 	}
 	w := d.s.workflow(id, in.Partition)
 	w.CreatedAt = d.now
-	if in.Request.Submit != nil {
-		w.Spec = in.Request.Submit.Spec
-	}
+	w.Spec = spec
 	if err != nil {
 		w.State = records.WorkflowRejected
 		w.Reason = err.Error()
@@ -255,7 +264,7 @@ func (d *decision) submit(in Submit) {
 				d.changed(w, t)
 			}
 		}
-		w.Phases = append(w.Phases, records.PhasePlan{Name: ph.Name, WaveSizes: sizes, MaxInFlight: ph.MaxInFlight, Bake: ph.Bake})
+		w.Phases = append(w.Phases, records.PhasePlan{Name: ph.Name, WaveSizes: sizes, MaxInFlight: ph.MaxInFlight, Bake: ph.Bake, FailureThreshold: ph.FailureThreshold})
 	}
 	w.reindexTargetsCount()
 	w.reindex()
@@ -309,8 +318,9 @@ func (d *decision) operation(ev records.OperationEvent) {
 	}
 	switch ev.Status {
 	case records.OperationStarted:
-		if t.PreviousVersion == "" && ev.PreviousVersion != "" {
-			t.PreviousVersion = ev.PreviousVersion
+		// What the cluster had before is recorded before it changes, so
+		// that a rollback can restore it.
+		if d.recordPrevious(t, ev) {
 			d.changed(w, t)
 		}
 		return
@@ -322,18 +332,15 @@ func (d *decision) operation(ev records.OperationEvent) {
 			d.retryLater(w, t, ev)
 			return
 		}
-		t.State = records.TargetFailed
-		t.Reason = ev.Reason
+		reason := ev.Reason
 		if t.Attempt > 1 {
-			t.Reason = fmt.Sprintf("attempt %d of %d failed: %s", t.Attempt, t.Attempt, ev.Reason)
+			reason = fmt.Sprintf("attempt %d of %d failed: %s", t.Attempt, t.Attempt, ev.Reason)
 		}
-		w.failed++
+		w.fail(t, reason)
 	default:
 		return
 	}
-	if ev.PreviousVersion != "" {
-		t.PreviousVersion = ev.PreviousVersion
-	}
+	d.recordPrevious(t, ev)
 	t.FinishedAt = ev.Envelope.Time.UTC()
 	if t.FinishedAt.IsZero() {
 		t.FinishedAt = d.now
@@ -342,14 +349,29 @@ func (d *decision) operation(ev records.OperationEvent) {
 	if d.s.busy[ev.ClusterID] == w.ID {
 		delete(d.s.busy, ev.ClusterID)
 	}
-	d.checkThreshold(w)
+	d.checkThreshold(w, t.Phase)
 	d.advance(w)
+	d.startRollback(w) // if w is rolling back and this was its last operation in flight
 	// The cluster is free: workflows waiting for it may go on.
 	for _, other := range d.s.workflowsOn(ev.ClusterID) {
 		if other != w {
 			d.advance(other)
 		}
 	}
+}
+
+// recordPrevious copies what the cluster had before the operation from
+// an operation event into the target, where the event says and the target
+// does not know yet. It reports whether the target changed.
+func (d *decision) recordPrevious(t *records.Target, ev records.OperationEvent) bool {
+	changed := false
+	if ev.PreviousVersion != "" && t.PreviousVersion != ev.PreviousVersion {
+		t.PreviousVersion, changed = ev.PreviousVersion, true
+	}
+	if t.PreviousConfig == nil && t.PreviousUnset == nil && (ev.PreviousConfig != nil || ev.PreviousUnset != nil) {
+		t.PreviousConfig, t.PreviousUnset, changed = ev.PreviousConfig, ev.PreviousUnset, true
+	}
+	return changed
 }
 
 // retryLater puts a target whose operation failed back in line for
@@ -384,7 +406,7 @@ func (d *decision) health(h records.Health) {
 		}
 		if h.Status == records.HealthUnhealthy && d.changedLast(w, t) && !h.ObservedAt.Before(t.FinishedAt) {
 			d.markUnhealthy(w, t, h)
-			d.checkThreshold(w)
+			d.checkThreshold(w, t.Phase)
 		}
 		if w.State == records.WorkflowPaused {
 			d.checkRecovery(w)
@@ -408,13 +430,12 @@ func (d *decision) changedLast(w *Workflow, t *records.Target) bool {
 }
 
 func (d *decision) markUnhealthy(w *Workflow, t *records.Target, h records.Health) {
-	t.State = records.TargetFailed
-	t.Unhealthy = true
-	t.Reason = "unhealthy after the operation"
+	reason := "unhealthy after the operation"
 	if len(h.Reasons) > 0 {
-		t.Reason += ": " + strings.Join(h.Reasons, "; ")
+		reason += ": " + strings.Join(h.Reasons, "; ")
 	}
-	w.failed++
+	w.fail(t, reason)
+	t.Unhealthy = true
 	d.changed(w, t)
 }
 
@@ -438,17 +459,67 @@ func (d *decision) tick() {
 	}
 }
 
-// checkThreshold pauses a running workflow whose failures reached its
-// threshold. Failures a person resumed past do not count again.
-func (d *decision) checkThreshold(w *Workflow) {
-	limit := w.Spec.FailureThreshold.Limit(w.Workflow.Targets)
-	if w.State != records.WorkflowRunning || w.failed-w.FailuresAcknowledged < limit {
+// checkThreshold stops a running workflow whose failures reached its
+// threshold, or the threshold of phase (where the last failure was), as
+// the threshold's action says. Failures a person resumed past do not count
+// again towards the rollout's threshold; a phase over its own threshold
+// stops again at each further failure.
+func (d *decision) checkThreshold(w *Workflow, phase int) {
+	if w.State != records.WorkflowRunning {
 		return
 	}
-	w.State, w.PausedBy = records.WorkflowPaused, "threshold"
-	w.Reason = fmt.Sprintf("%d of %d clusters failed or turned unhealthy, reaching the failure threshold of %d: %s",
-		w.failed, w.Workflow.Targets, limit, d.failureSummary(w, 3))
-	d.transition(w, "paused")
+	action, why, reached := rollout.ThresholdPause, "", false
+	if limit := w.Spec.FailureThreshold.Limit(w.Workflow.Targets); w.failed-w.FailuresAcknowledged >= limit {
+		action, reached = w.Spec.FailureThreshold.Action, true
+		why = fmt.Sprintf("%d of %d clusters failed or turned unhealthy, reaching the failure threshold of %d", w.failed, w.Workflow.Targets, limit)
+	}
+	if phase >= 0 && phase < len(w.Phases) && w.failed > w.FailuresAcknowledged {
+		ph := w.Phases[phase]
+		size := 0
+		for _, n := range ph.WaveSizes {
+			size += n
+		}
+		limit := ph.FailureThreshold.Limit(size)
+		if !ph.FailureThreshold.IsZero() && w.failedIn[phase] >= limit && (!reached || severity(ph.FailureThreshold.Action) > severity(action)) {
+			action, reached = ph.FailureThreshold.Action, true
+			why = fmt.Sprintf("%d of %d clusters of phase %s failed or turned unhealthy, reaching its failure threshold of %d", w.failedIn[phase], size, ph.Name, limit)
+		}
+	}
+	if !reached {
+		return
+	}
+	why += ": " + d.failureSummary(w, 3)
+	switch action {
+	case rollout.ThresholdAbort:
+		w.State = records.WorkflowFailed
+		w.Reason = "aborted: " + why
+		d.clearWaits(w)
+		d.transition(w, "aborted")
+		d.end(w)
+	case rollout.ThresholdRollback:
+		d.beginRollback(w, "failure threshold reached: "+why)
+	default:
+		w.State, w.PausedBy = records.WorkflowPaused, "threshold"
+		w.Reason = why
+		d.transition(w, "paused")
+	}
+}
+
+// severity orders threshold actions from the mildest.
+func severity(a rollout.ThresholdAction) int {
+	switch a {
+	case rollout.ThresholdAbort:
+		return 1
+	case rollout.ThresholdRollback:
+		return 2
+	}
+	return 0
+}
+
+// clearWaits drops what a workflow that stops running was waiting for.
+func (d *decision) clearWaits(w *Workflow) {
+	w.BakeUntil, w.WaitUntil, w.Waiting = time.Time{}, time.Time{}, ""
+	w.Gate, w.GateExpires, w.PausedBy, w.ResumeAt = "", time.Time{}, "", time.Time{}
 }
 
 func (d *decision) failureSummary(w *Workflow, most int) string {
@@ -589,7 +660,7 @@ func (d *decision) waveSeenHealthy(w *Workflow, wave []string) bool {
 		}
 		if h.Status == records.HealthUnhealthy && d.changedLast(w, t) {
 			d.markUnhealthy(w, t, h)
-			d.checkThreshold(w)
+			d.checkThreshold(w, t.Phase)
 			all = false
 		}
 	}
@@ -623,18 +694,17 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 		}
 		c, ok := d.s.Inventory[t.ClusterID]
 		if !ok {
-			t.State = records.TargetFailed
-			t.Reason = "cluster was removed from the inventory"
+			w.fail(t, "cluster was removed from the inventory")
 			t.FinishedAt = d.now
-			w.failed++
 			d.changed(w, t)
-			d.checkThreshold(w)
+			d.checkThreshold(w, t.Phase)
 			if w.State != records.WorkflowRunning {
 				return
 			}
 			continue
 		}
-		if h, seen := d.s.Health[t.ClusterID]; seen && h.Status == records.HealthUnhealthy {
+		// A rollback is what may heal an unhealthy cluster: it is not held.
+		if h, seen := d.s.Health[t.ClusterID]; seen && h.Status == records.HealthUnhealthy && w.RollbackOf == "" {
 			if w.Spec.UnhealthyTargets == rollout.SkipUnhealthy {
 				t.State = records.TargetSkipped
 				t.Reason = "skipped: unhealthy before its operation"
@@ -661,6 +731,10 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 		t.StartedAt = d.now
 		d.s.busy[t.ClusterID] = w.ID
 		d.changed(w, t)
+		op := w.Spec.Operation
+		if t.Operation.Kind != "" {
+			op = t.Operation // a rollback's inverse, particular to the cluster
+		}
 		d.out.Commands = append(d.out.Commands, records.Command{
 			Envelope:   records.Envelope{ID: t.CommandID, Time: d.now, Principal: Principal, CausationID: d.cause},
 			ID:         t.CommandID,
@@ -668,7 +742,7 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 			ClusterID:  t.ClusterID,
 			Attempt:    t.Attempt,
 			Timeout:    w.Spec.OperationTimeout,
-			Operation:  w.Spec.Operation,
+			Operation:  op,
 			Cluster:    c,
 		})
 		running++
@@ -743,6 +817,13 @@ func (d *decision) finish(w *Workflow) {
 		}
 		d.transition(w, "succeeded")
 	}
+	d.end(w)
+}
+
+// end drops a workflow that reached a terminal state from the index of
+// workflows targeting each cluster, and tells the workflow it rolls back,
+// if any.
+func (d *decision) end(w *Workflow) {
 	for id := range w.Targets {
 		if m := d.s.byCluster[id]; m != nil {
 			delete(m, w.ID)
@@ -751,4 +832,5 @@ func (d *decision) finish(w *Workflow) {
 			}
 		}
 	}
+	d.rollbackEnded(w)
 }

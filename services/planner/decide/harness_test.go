@@ -22,6 +22,9 @@ type harness struct {
 	rows     []records.WorkflowRecord
 	commands []records.Command
 	nextID   int
+	// versions is the version each cluster runs, as a fleet that does what
+	// the commands say would run it.
+	versions map[string]string
 }
 
 func newHarness(t testing.TB, clusters []inventory.Cluster) *harness {
@@ -29,7 +32,11 @@ func newHarness(t testing.TB, clusters []inventory.Cluster) *harness {
 	for _, c := range clusters {
 		inv[c.ID] = c
 	}
-	return &harness{t: t, s: NewState(inv, nil), now: t0}
+	versions := map[string]string{}
+	for _, c := range clusters {
+		versions[c.ID] = c.Version
+	}
+	return &harness{t: t, s: NewState(inv, nil), now: t0, versions: versions}
 }
 
 func (h *harness) id(prefix string) string {
@@ -74,7 +81,7 @@ func (h *harness) do(in Input) Outputs {
 		if h.now.Before(tg.NotBefore) {
 			h.t.Fatalf("command for %s sent at %v, before its retry at %v", c.ClusterID, h.now, tg.NotBefore)
 		}
-		if hs, ok := h.s.Health[c.ClusterID]; ok && hs.Status == records.HealthUnhealthy {
+		if hs, ok := h.s.Health[c.ClusterID]; ok && hs.Status == records.HealthUnhealthy && w.RollbackOf == "" {
 			h.t.Fatalf("command for %s sent while it is unhealthy", c.ClusterID)
 		}
 		windows, err := w.Spec.CompileWindows()
@@ -86,6 +93,7 @@ func (h *harness) do(in Input) Outputs {
 		}
 	}
 	checkWaveOrder(h.t, h.s, out.Commands)
+	checkRollbackCommands(h.t, h.s, out.Commands)
 	h.commands = append(h.commands, out.Commands...)
 	return out
 }
@@ -98,17 +106,24 @@ func (h *harness) submit(id string, spec rollout.Spec) Outputs {
 	}})
 }
 
+// result reports the outcome of command c, as an executor whose cluster
+// does what the command says (an upgrade that succeeds changes its version).
 func (h *harness) result(c records.Command, status records.OperationStatus, reason string) Outputs {
 	h.t.Helper()
+	prev := h.versions[c.ClusterID]
+	if status == records.OperationSucceeded && c.Operation.Kind == rollout.Upgrade {
+		h.versions[c.ClusterID] = c.Operation.Version
+	}
 	return h.do(OperationUpdate{Event: records.OperationEvent{
-		Envelope:   records.Envelope{ID: h.id("op"), Time: h.now, Principal: "executor", CausationID: c.ID},
-		CommandID:  c.ID,
-		WorkflowID: c.WorkflowID,
-		ClusterID:  c.ClusterID,
-		Attempt:    c.Attempt,
-		Status:     status,
-		Reason:     reason,
-		Version:    c.Operation.Version,
+		Envelope:        records.Envelope{ID: h.id("op"), Time: h.now, Principal: "executor", CausationID: c.ID},
+		CommandID:       c.ID,
+		WorkflowID:      c.WorkflowID,
+		ClusterID:       c.ClusterID,
+		Attempt:         c.Attempt,
+		Status:          status,
+		Reason:          reason,
+		PreviousVersion: prev,
+		Version:         h.versions[c.ClusterID],
 	}})
 }
 

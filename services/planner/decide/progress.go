@@ -23,6 +23,10 @@ type Progress struct {
 	Gate      string                `json:"gate,omitempty"`
 	ResumeAt  *time.Time            `json:"resumeAt,omitempty"`
 	Approved  []string              `json:"approved,omitempty"`
+	// RollbackOf is, for a rollback, the workflow it rolls back;
+	// Rollback, for a workflow rolling or rolled back, its rollback.
+	RollbackOf string `json:"rollbackOf,omitempty"`
+	Rollback   string `json:"rollback,omitempty"`
 	Counts
 	Phases []PhaseProgress `json:"phases"`
 }
@@ -75,6 +79,9 @@ type ClusterProgress struct {
 	State   records.TargetState `json:"state"`
 	Version string              `json:"version,omitempty"`
 	Reason  string              `json:"reason,omitempty"`
+	// Operation is the cluster's own operation, where it differs from the
+	// workflow's (a rollback's inverse).
+	Operation *rollout.Operation `json:"operation,omitempty"`
 }
 
 // Progress computes the workflow's progress.
@@ -98,6 +105,10 @@ func (w *Workflow) Progress() Progress {
 		p.ResumeAt = &r
 	}
 	p.Approved = w.Approved
+	p.RollbackOf = w.RollbackOf
+	if w.State == records.WorkflowRollingBack || w.State == records.WorkflowRolledBack {
+		p.Rollback = records.RollbackID(w.ID)
+	}
 	for pi, ph := range w.Phases {
 		pp := PhaseProgress{Name: ph.Name}
 		for wi := range ph.WaveSizes {
@@ -107,7 +118,12 @@ func (w *Workflow) Progress() Progress {
 				wp.add(t.State)
 				pp.add(t.State)
 				p.add(t.State)
-				wp.Clusters = append(wp.Clusters, ClusterProgress{ID: id, State: t.State, Version: t.Version, Reason: t.Reason})
+				cp := ClusterProgress{ID: id, State: t.State, Version: t.Version, Reason: t.Reason}
+				if t.Operation.Kind != "" {
+					op := t.Operation
+					cp.Operation = &op
+				}
+				wp.Clusters = append(wp.Clusters, cp)
 			}
 			wp.State = w.stepState(pi, wi, wp.Counts)
 			pp.Waves = append(pp.Waves, wp)

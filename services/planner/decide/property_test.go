@@ -2,7 +2,9 @@ package decide
 
 import (
 	"fmt"
+	"maps"
 	"math/rand"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,6 +25,8 @@ import (
 //     gate after it is not approved;
 //   - a wave starts only after every earlier wave finished, baked for its
 //     bake time and was probed since;
+//   - a rollback touches only clusters its workflow changed, and sets each
+//     back to the version it ran before;
 //   - the state rebuilt from the rows written equals the live state.
 func TestInvariants(t *testing.T) {
 	seeds := 300
@@ -58,10 +62,15 @@ func randomSpec(r *rand.Rand) rollout.Spec {
 		})
 	}
 	spec.Phases = append(spec.Phases, rollout.Phase{Name: "rest", Waves: randomWaves(r), MaxInFlight: r.Intn(4), Bake: time.Duration(r.Intn(3)) * time.Minute})
+	actions := []rollout.ThresholdAction{rollout.ThresholdPause, rollout.ThresholdPause, rollout.ThresholdAbort, rollout.ThresholdRollback}
 	if r.Intn(2) == 0 {
 		spec.FailureThreshold = rollout.Threshold{Count: 1 + r.Intn(4)}
 	} else {
 		spec.FailureThreshold = rollout.Threshold{Percent: 5 + r.Intn(30)}
+	}
+	spec.FailureThreshold.Action = actions[r.Intn(len(actions))]
+	if r.Intn(3) == 0 {
+		spec.Phases[0].FailureThreshold = rollout.Threshold{Count: 1, Action: actions[r.Intn(len(actions))]}
 	}
 	if r.Intn(3) == 0 {
 		spec.Selector = ""
@@ -96,17 +105,18 @@ func runRandomRollouts(t *testing.T, seed int64) {
 		checkInvariants(t, h)
 	}
 	actions := []records.ControlAction{records.ActionPause, records.ActionResume, records.ActionResume, records.ActionCancel,
-		records.ActionApprove, records.ActionApprove, records.ActionApprove, records.ActionRetry}
+		records.ActionApprove, records.ActionApprove, records.ActionApprove, records.ActionRetry, records.ActionRollback}
 	for step := 0; step < 400; step++ {
-		if r.Intn(15) == 0 { // a person steps in
-			h.control(ids[r.Intn(len(ids))], actions[r.Intn(len(actions))], "random")
+		if r.Intn(15) == 0 { // a person steps in, on a rollout or a rollback
+			all := slices.Sorted(maps.Keys(h.s.Workflows))
+			h.control(all[r.Intn(len(all))], actions[r.Intn(len(actions))], "random")
 			checkInvariants(t, h)
 			continue
 		}
 		switch k := r.Intn(10); {
 		case k < 5: // a running operation finishes
 			var running []records.Command
-			for _, id := range ids {
+			for _, id := range slices.Sorted(maps.Keys(h.s.Workflows)) {
 				running = append(running, h.running(id)...)
 			}
 			if len(running) == 0 {
@@ -154,6 +164,31 @@ func checkInvariants(t *testing.T, h *harness) {
 			if limit := w.Phases[p].MaxInFlight; limit > 0 && n > limit {
 				t.Fatalf("%s phase %d: %d clusters in flight, limit %d", w.ID, p, n, limit)
 			}
+		}
+	}
+}
+
+// checkRollbackCommands checks that the commands of a rollback go only to
+// clusters that the workflow it rolls back changed, each back to the
+// version it ran before.
+func checkRollbackCommands(t testing.TB, s *State, sent []records.Command) {
+	t.Helper()
+	for _, c := range sent {
+		w := s.Workflows[c.WorkflowID]
+		if w.RollbackOf == "" {
+			continue
+		}
+		parent := s.Workflows[w.RollbackOf]
+		changed := parent.Targets[c.ClusterID]
+		switch {
+		case changed == nil || !applied(changed):
+			t.Fatalf("rollback %s sent a command to %s, which %s did not change (%+v)", w.ID, c.ClusterID, w.RollbackOf, changed)
+		case parent.Spec.Operation.Kind != rollout.Upgrade:
+			continue // config rollbacks are checked by TestInverseOperation
+		case changed.PreviousVersion == changed.Version:
+			t.Fatalf("rollback %s sent a command to %s, which %s left at version %s", w.ID, c.ClusterID, w.RollbackOf, changed.Version)
+		case c.Operation.Kind != rollout.Upgrade || c.Operation.Version != changed.PreviousVersion:
+			t.Fatalf("rollback %s sets %s to %+v, want version %s, which it ran before", w.ID, c.ClusterID, c.Operation, changed.PreviousVersion)
 		}
 	}
 }

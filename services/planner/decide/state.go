@@ -21,11 +21,13 @@ import (
 )
 
 // State is what the planner knows. Workflows are owned by the state; the
-// Inventory and Health maps are views the shell keeps current.
+// Inventory, Health and Policies maps are views the shell keeps current.
 type State struct {
 	Workflows map[string]*Workflow
 	Inventory map[string]inventory.Cluster
 	Health    map[string]records.Health
+	// Policies are the named deployment policies, by name.
+	Policies map[string]rollout.Policy
 
 	// Derived indexes, rebuilt by Reindex after loading rows.
 	busy      map[string]string              // cluster ID → workflow ID whose command runs on it
@@ -40,8 +42,9 @@ type Workflow struct {
 	// on; the shell uses it to drop workflows whose partition it lost.
 	Partition int32
 
-	waves  [][][]string // phase → wave → cluster IDs, sorted
-	failed int          // targets in state failed
+	waves    [][][]string // phase → wave → cluster IDs, in start order
+	failed   int          // targets in state failed
+	failedIn []int        // phase → its targets in state failed
 
 	windows         rollout.Windows // the spec's window rules, compiled on first use
 	windowsCompiled bool
@@ -69,6 +72,7 @@ func NewState(inv map[string]inventory.Cluster, health map[string]records.Health
 		Workflows: map[string]*Workflow{},
 		Inventory: inv,
 		Health:    health,
+		Policies:  map[string]rollout.Policy{},
 		busy:      map[string]string{},
 		byCluster: map[string]map[string]struct{}{},
 	}
@@ -119,14 +123,13 @@ func (s *State) Reindex() {
 }
 
 func (s *State) indexWorkflow(w *Workflow) {
-	if w.State.Terminal() {
-		return
-	}
 	for id, t := range w.Targets {
 		if t.State == records.TargetRunning {
-			s.busy[id] = w.ID
+			s.busy[id] = w.ID // an ended workflow's operations in flight still finish
 		}
-		s.watch(id, w.ID) // as when the workflow was submitted: every target
+		if !w.State.Terminal() {
+			s.watch(id, w.ID) // as when the workflow was submitted: every target
+		}
 	}
 }
 
@@ -177,19 +180,41 @@ func (w *Workflow) reindex() {
 	for p, ph := range w.Phases {
 		w.waves[p] = make([][]string, len(ph.WaveSizes))
 	}
-	w.failed = 0
+	w.failed, w.failedIn = 0, make([]int, len(w.Phases))
 	for id, t := range w.Targets {
 		if t.Phase < len(w.waves) && t.Wave < len(w.waves[t.Phase]) {
 			w.waves[t.Phase][t.Wave] = append(w.waves[t.Phase][t.Wave], id)
 		}
 		if t.State == records.TargetFailed {
-			w.failed++
+			w.countFailure(t, 1)
 		}
 	}
 	for _, ph := range w.waves {
 		for _, wave := range ph {
-			sort.Strings(wave)
+			sort.Slice(wave, func(i, j int) bool {
+				a, b := w.Targets[wave[i]], w.Targets[wave[j]]
+				if a.Order != b.Order {
+					return a.Order < b.Order
+				}
+				return a.ClusterID < b.ClusterID
+			})
 		}
+	}
+}
+
+// fail marks a target failed, for reason.
+func (w *Workflow) fail(t *records.Target, reason string) {
+	if t.State != records.TargetFailed {
+		w.countFailure(t, 1)
+	}
+	t.State, t.Reason = records.TargetFailed, reason
+}
+
+// countFailure adds delta to the failures of the workflow and of t's phase.
+func (w *Workflow) countFailure(t *records.Target, delta int) {
+	w.failed += delta
+	if t.Phase < len(w.failedIn) {
+		w.failedIn[t.Phase] += delta
 	}
 }
 
