@@ -2,8 +2,8 @@
 // follows rollouts, replays the log for audit, runs any of the four
 // services, and runs everything at once on an embedded broker (`dev`).
 //
-// Every client command only produces to the requests (or inventory) topic
-// and reads topics: any Kafka client can do the same.
+// Every client command only produces to the requests (or inventory, or
+// policies) topic and reads topics: any Kafka client can do the same.
 package main
 
 import (
@@ -34,7 +34,7 @@ func rootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(devCommand(), clusterCommand(), rolloutCommand(), watchCommand(), auditCommand())
+	root.AddCommand(devCommand(), clusterCommand(), policyCommand(), rolloutCommand(), watchCommand(), auditCommand())
 	for _, svc := range []*cobra.Command{servicecmd.Planner(), servicecmd.Executor(), servicecmd.Monitor(), servicecmd.Notifier()} {
 		svc.GroupID = "services"
 		root.AddCommand(svc)

@@ -35,15 +35,18 @@ func rolloutPlanCommand() *cobra.Command {
 		Short: "Dry run: show the phases, waves, gates, windows and an estimated duration, without submitting",
 		Long: `plan is a dry run. It reads a rollout spec (YAML), reads the inventory,
 the health table and the workflows from Kafka to their end, and lays the spec
-over the inventory with the planner's own code. It prints what the planner
+over the inventory with the planner's own code; a spec that names a
+deployment policy (policy: NAME) takes its phases from the policies topic,
+as the planner does when it accepts the rollout. It prints what the planner
 would choose now: the phases and waves with their clusters, the approval
 gates, the targets whose maintenance windows are closed now and when they
 open, warnings for targets not healthy now or in other unfinished rollouts,
 and an estimate of the duration. It writes nothing to Kafka.
 
-A spec the planner would reject (an unknown cluster, no target, targets that
-match no phase, targets in other rollouts with onConflict: reject) is
-reported with the planner's reason, and plan exits non-zero.
+A spec the planner would reject (an unknown policy, an unknown cluster, no
+target, targets that match no phase, targets in other rollouts with
+onConflict: reject) is reported with the planner's reason, and plan exits
+non-zero.
 
 The estimate simulates the planner's dispatch from now: one wave at a time;
 in a wave, clusters start in ID order, at most maxInFlight at once, each
@@ -70,6 +73,15 @@ clusters busy with other rollouts or held while unhealthy.`,
 			}
 			if err != nil {
 				return fmt.Errorf("%s:\n%w", file, err)
+			}
+			if spec.Policy != "" {
+				policies, err := readPolicies(ctx, cfg, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				if spec, err = spec.WithPolicy(policyMap(policies)); err != nil {
+					return fmt.Errorf("%s: the planner would reject this rollout: %w", file, err)
+				}
 			}
 			inv, err := planReadInventory(ctx, cfg, cmd.ErrOrStderr())
 			if err != nil {
@@ -177,6 +189,8 @@ type dryRun struct {
 	Name      string            `json:"name"`
 	Operation rollout.Operation `json:"operation"`
 	Targets   int               `json:"targets"`
+	// Policy is the deployment policy the phases come from, if any.
+	Policy string `json:"policy,omitempty"`
 	// At is the instant the plan is made for: now.
 	At time.Time `json:"at"`
 	// FailureThreshold is the number of failed or unhealthy clusters at which the rollout pauses.
@@ -291,7 +305,7 @@ func newDryRun(spec rollout.Spec, fleet fleetNow, at time.Time, m estimateModel)
 		return dryRun{}, fmt.Errorf("windows: %w", err) // Plan validated them
 	}
 	d := dryRun{
-		Name: spec.Name, Operation: spec.Operation, Targets: plan.Targets, At: at,
+		Name: spec.Name, Operation: spec.Operation, Targets: plan.Targets, Policy: spec.Policy, At: at,
 		FailureThreshold: spec.FailureThreshold.Limit(plan.Targets),
 		OnConflict:       cmp.Or(string(spec.OnConflict), "wait"),
 		UnhealthyTargets: cmp.Or(string(spec.UnhealthyTargets), "hold"),
@@ -449,6 +463,9 @@ func printDryRun(out io.Writer, d dryRun, showClusters bool) error {
 		op += " " + formatLabels(d.Operation.Config)
 	}
 	fmt.Fprintf(out, "rollout %q: %s, %s in %s\n", d.Name, op, plural(d.Targets, "cluster"), plural(len(d.Phases), "phase"))
+	if d.Policy != "" {
+		fmt.Fprintf(out, "phases from deployment policy %q\n", d.Policy)
+	}
 	fmt.Fprintf(out, "dry run at %s: nothing was submitted; this is what the planner would choose now\n", d.At.UTC().Format(time.RFC3339))
 	fmt.Fprintf(out, "failure threshold: pauses when %s failed or turned unhealthy\n", plural(d.FailureThreshold, "cluster"))
 	fmt.Fprintf(out, "policies: onConflict %s, unhealthyTargets %s\n", d.OnConflict, d.UnhealthyTargets)

@@ -399,3 +399,69 @@ func TestDryRunEstimate(t *testing.T) {
 		})
 	}
 }
+
+// TestRolloutPlanWithPolicy checks that the dry run of a spec naming a
+// deployment policy takes the policy's phases from the policies topic, says
+// so, and shows the waves the planner then takes; and that a policy that
+// is not there is the planner's reason to reject.
+func TestRolloutPlanWithPolicy(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 40})
+	const spec = "../../examples/policy-upgrade.yaml"
+
+	_, err := run(t, f, "rollout", "plan", "-f", spec)
+	if want := `would reject this rollout: policy: unknown deployment policy "azure-first" (none is defined; see flotilla policy apply)`; err == nil ||
+		!strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), spec) {
+		t.Fatalf("rollout plan with no policy stored: error %v, want it to name %s and say %q", err, spec, want)
+	}
+	for _, file := range []string{azureFirst, internalFirst} {
+		if out, err := run(t, f, "policy", "apply", "-f", file); err != nil {
+			t.Fatalf("policy apply: %v\n%s", err, out)
+		}
+	}
+	_, err = run(t, f, "rollout", "plan", "-f", writeSpec(t, "name: r\noperation: {type: restart}\nselector: kind=kafka\npolicy: azure-frist\n"))
+	if want := `policy: unknown deployment policy "azure-frist" (have: azure-first, internal-first)`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("rollout plan naming a misspelt policy: error %v, want %q", err, want)
+	}
+	both := writeSpec(t, "name: r\noperation: {type: restart}\nselector: kind=kafka\npolicy: azure-first\nstrategy:\n  phases:\n    - name: all\n")
+	if _, err := run(t, f, "rollout", "plan", "-f", both); err == nil || !strings.Contains(err.Error(), "give one or the other") {
+		t.Errorf("rollout plan of a spec with a policy and phases: error %v, want it refused", err)
+	}
+
+	text, err := run(t, f, "rollout", "plan", "-f", spec)
+	if err != nil {
+		t.Fatalf("rollout plan: %v\n%s", err, text)
+	}
+	for _, want := range []string{
+		`phases from deployment policy "azure-first"`,
+		`phase 1 "azure-westeurope" (selector cloud=azure,region=westeurope)`,
+		`phase 2 "azure-eastus" (selector cloud=azure,region=eastus)`,
+		`phase 3 "rest" (the targets left)`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("rollout plan does not say %q:\n%s", want, text)
+		}
+	}
+	d := planJSON(t, f, "-f", spec)
+	if d.Policy != "azure-first" || len(d.Phases) != 3 {
+		t.Fatalf("rollout plan -o json: policy %q, %d phases; want azure-first's 3", d.Policy, len(d.Phases))
+	}
+	assertNothingWritten(t, f)
+
+	// Restarted, the planner has read the policies before the request.
+	f.StopService("planner")
+	f.StartService("planner")
+	out, err := run(t, f, "rollout", "submit", "-f", spec)
+	if err != nil {
+		t.Fatalf("rollout submit: %v\n%s", err, out)
+	}
+	w := f.Await(lastLine(out), 0, 10*time.Second, "the planner placing the targets", func(w *decide.Workflow) bool { return len(w.Targets) == d.Targets })
+	for p, ph := range d.Phases {
+		for _, wave := range ph.Waves {
+			for _, c := range wave.Clusters {
+				if tg := w.Targets[c]; tg == nil || tg.Phase != p || tg.Wave != wave.Wave-1 {
+					t.Errorf("%s: the dry run put it in phase %d wave %d, the planner in %+v", c, p, wave.Wave-1, tg)
+				}
+			}
+		}
+	}
+}

@@ -60,7 +60,7 @@ func (c *Counts) add(s records.TargetState) {
 // PhaseProgress is one phase's progress.
 type PhaseProgress struct {
 	Name  string `json:"name"`
-	State string `json:"state"` // pending, running, baking, done
+	State string `json:"state"` // pending, running, baking, paused, stopped, done
 	Counts
 	Waves []WaveProgress `json:"waves"`
 }
@@ -141,6 +141,8 @@ func (w *Workflow) stepState(phase, wave int, c Counts) string {
 	switch {
 	case current && w.State == records.WorkflowPaused:
 		return "paused"
+	case current && w.State == records.WorkflowRollingBack:
+		return "stopped" // its rollback runs in a workflow of its own
 	case current && !w.BakeUntil.IsZero() && wave >= 0:
 		return "baking"
 	case current:

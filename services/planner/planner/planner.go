@@ -1,8 +1,8 @@
 // Package planner is the planner service: the shell around the pure
 // decision core (package decide). It consumes requests and operation
-// events through its consumer group, follows the inventory and health
-// tables, and writes workflow rows and commands in one Kafka transaction
-// per batch with a stable transactional ID.
+// events through its consumer group, follows the inventory, health and
+// deployment policy tables, and writes workflow rows and commands in one
+// Kafka transaction per batch with a stable transactional ID.
 //
 // The requests, workflows, commands and operations topics are
 // co-partitioned by workflow ID (see topics.Partitioner), so the planner
@@ -26,6 +26,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
@@ -52,7 +53,7 @@ type planner struct {
 	state *decide.State
 	owned map[int32]bool
 
-	changes changeQueue // inventory and health changes from the tables
+	changes changeQueue // inventory, health and policy changes from the tables
 
 	stop context.CancelCauseFunc // ends Run with an error
 }
@@ -86,10 +87,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}, logtable.WithLogger[records.Health](p.log), logtable.OnChange(func(key string, v records.Health, deleted bool) {
 		p.changes.push(change{key: key, health: &v, deleted: deleted})
 	}))
-	tableErr := make(chan error, 2)
+	// A policy record that is not usable removes the policy rather than
+	// being skipped: the planner then holds the same policies whether or
+	// not compaction has removed the key's earlier records.
+	policies := logtable.New(p.names.Policies, cfg.Backbone.Opts(), func(r *kgo.Record) (*rollout.Policy, error) {
+		rec, err := DecodePolicy(r)
+		if err != nil {
+			p.log.Warn("ignoring a deployment policy record", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
+			return nil, nil
+		}
+		return &rec.Policy, nil
+	}, logtable.WithLogger[*rollout.Policy](p.log), logtable.OnChange(func(key string, v *rollout.Policy, deleted bool) {
+		p.changes.push(change{key: key, policy: v, deleted: deleted || v == nil, isPolicy: true})
+	}))
+	tableErr := make(chan error, 3)
 	go func() { tableErr <- inv.Run(ctx) }()
 	go func() { tableErr <- health.Run(ctx) }()
-	for _, t := range []interface{ WaitReady(context.Context) error }{inv, health} {
+	go func() { tableErr <- policies.Run(ctx) }()
+	for _, t := range []interface{ WaitReady(context.Context) error }{inv, health, policies} {
 		if err := t.WaitReady(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -102,6 +117,11 @@ func Run(ctx context.Context, cfg Config) error {
 		invSnap[id] = rec.Cluster
 	}
 	p.state = decide.NewState(invSnap, health.Snapshot())
+	for name, pol := range policies.Snapshot() {
+		if pol != nil {
+			p.state.Policies[name] = *pol
+		}
+	}
 
 	opts := cfg.Backbone.Opts(backbone.OwnPartitions(p.names.Requests, func(ps []int32) { p.assigned(ctx, ps) }, p.revoked)...)
 	sess, err := kgo.NewGroupTransactSession(append(opts,
@@ -120,7 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	p.sess = sess
 	defer sess.Close()
-	p.log.Info("planner started", "clusters", len(invSnap))
+	p.log.Info("planner started", "clusters", len(invSnap), "policies", len(p.state.Policies))
 
 	for {
 		select {
@@ -198,6 +218,10 @@ func (p *planner) decideBatch(fetches kgo.Fetches) decide.Outputs {
 			delete(p.state.Health, c.key)
 		case c.health != nil:
 			decideOn(decide.HealthUpdate{Health: *c.health})
+		case c.isPolicy && c.deleted:
+			delete(p.state.Policies, c.key)
+		case c.isPolicy:
+			p.state.Policies[c.key] = *c.policy
 		}
 	}
 	fetches.EachRecord(func(r *kgo.Record) {
@@ -350,12 +374,35 @@ func (p *planner) rebuild(ctx context.Context) error {
 	return nil
 }
 
-// change is one inventory or health record applied to a table.
+// DecodePolicy reads a record of the policies topic as the planner takes
+// it. A policy that does not validate, or whose name is not its record's
+// key, fails like a value that cannot be decoded: the planner logs it and
+// holds no policy of that name until a good record comes, so a bad record
+// written by some other client never reaches a rollout. The CLI reads the
+// topic with it too, to show the policies the planner uses.
+func DecodePolicy(r *kgo.Record) (records.PolicyRecord, error) {
+	rec, err := records.DecodePolicyRecord(r.Value)
+	if err != nil {
+		return records.PolicyRecord{}, err
+	}
+	if rec.Policy.Name != string(r.Key) {
+		return records.PolicyRecord{}, fmt.Errorf("policy %q is keyed %q: the key must be the policy's name", rec.Policy.Name, r.Key)
+	}
+	if err := rec.Policy.Validate(); err != nil {
+		return records.PolicyRecord{}, fmt.Errorf("invalid policy %q: %w", rec.Policy.Name, err)
+	}
+	return rec, nil
+}
+
+// change is one inventory, health or policy record applied to a table.
 type change struct {
 	key     string
 	cluster *inventory.Cluster
 	health  *records.Health
-	deleted bool
+	policy  *rollout.Policy
+	// isPolicy marks a policy change; deleted ones have no policy.
+	isPolicy bool
+	deleted  bool
 }
 
 // changeQueue carries table changes from the tables' goroutines to the
