@@ -386,3 +386,51 @@ func TestCLIRetry(t *testing.T) {
 		t.Fatalf("retry of a succeeded rollout: %v", err)
 	}
 }
+
+// TestCLIRollback rolls back a config change through the CLI: every
+// cluster it changed gets its previous values back, and keys that had none
+// lose their override.
+func TestCLIRollback(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 30})
+	now = f.Clock.Now
+	t.Cleanup(func() { now = time.Now })
+	out, err := run(t, f, "rollout", "submit", "-f", "../../examples/config-undo.yaml")
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, out)
+	}
+	id := lastLine(out)
+	w := f.Await(id, time.Second, time.Minute, "the rollout finishing", func(w *decide.Workflow) bool { return w.State.Terminal() })
+	if w.State != records.WorkflowSucceeded || len(w.Targets) == 0 {
+		t.Fatalf("state %s (%s), %d targets", w.State, w.Reason, len(w.Targets))
+	}
+	for cid := range w.Targets {
+		if st, _ := f.Sim.Cluster(cid); st.Config["log.retention.ms"] != "604800000" {
+			t.Fatalf("%s config %v after the change", cid, st.Config)
+		}
+	}
+
+	out, err = run(t, f, "rollout", "rollback", id, "--reason", "consumers lag")
+	if err != nil || !strings.Contains(out, "rollback requested by") || !strings.Contains(out, "consumers lag") {
+		t.Fatalf("rollback: %v\n%s", err, out)
+	}
+	w = f.Await(id, time.Second, time.Minute, "the rollback finishing", func(w *decide.Workflow) bool { return w.State.Terminal() })
+	if w.State != records.WorkflowRolledBack {
+		t.Fatalf("state %s (%s), want rolled-back", w.State, w.Reason)
+	}
+	for cid := range w.Targets {
+		if st, _ := f.Sim.Cluster(cid); len(st.Config) != 0 {
+			t.Errorf("%s config %v after the rollback, want no overrides, as before", cid, st.Config)
+		}
+	}
+	text, err := run(t, f, "rollout", "status", id)
+	if err != nil || !strings.Contains(text, "state:     rolled-back") || !strings.Contains(text, "rollback:  "+records.RollbackID(id)) {
+		t.Fatalf("status: %v\n%s", err, text)
+	}
+	text, err = run(t, f, "rollout", "status", records.RollbackID(id), "--clusters")
+	if err != nil || !strings.Contains(text, "state:     succeeded") || !strings.Contains(text, "reset log.retention.ms") {
+		t.Fatalf("status of the rollback: %v\n%s", err, text)
+	}
+	if _, err := run(t, f, "rollout", "rollback", id); err == nil || !strings.Contains(err.Error(), "is already rolled back") {
+		t.Fatalf("second rollback: %v", err)
+	}
+}

@@ -72,6 +72,86 @@ type Driver interface {
 	Apply(ctx context.Context, req Request) (Result, error)
 }
 
+// Snapshot is what a cluster has now for the keys a config operation
+// touches: the keys it sets (Operation.Config) and those it resets
+// (Operation.Reset). Each of those keys is in exactly one of Config and
+// Unset.
+type Snapshot struct {
+	// Version is the version the cluster runs ("" if the driver cannot
+	// tell).
+	Version string
+	// Config holds the keys that have a value of their own (an override),
+	// with that value.
+	Config map[string]string
+	// Unset lists, in ascending order, the keys that have no value of
+	// their own: they are at the cluster's default.
+	Unset []string
+}
+
+// Snapshotter is implemented by a [Driver] that can read the current
+// values of config keys, which is what makes a config operation undoable.
+//
+// For a new attempt at a config operation, the executor calls Snapshot
+// before it records "started", and records what it returns in that event
+// (records.OperationEvent.PreviousConfig and PreviousUnset): what a
+// rollback needs is in the log before the cluster changes. A resumed
+// attempt is not snapshotted again, since the cluster may already have
+// changed; it keeps what its "started" event recorded. The executor does
+// not call Snapshot for other operation kinds.
+//
+// Snapshot must not change the cluster. An error means the previous state
+// could not be read (err.Error() names the cluster and the key): the
+// executor then fails the operation without acting, since it could not be
+// undone. A driver that does not implement Snapshotter records no previous
+// config, and its clusters' config changes cannot be rolled back.
+type Snapshotter interface {
+	Snapshot(ctx context.Context, req Request) (Snapshot, error)
+}
+
+// ConfigKeys returns the keys a config operation touches: those it sets and
+// those it resets, in ascending order.
+func ConfigKeys(op rollout.Operation) []string {
+	keys := slices.Collect(maps.Keys(op.Config))
+	for _, k := range op.Reset {
+		if _, set := op.Config[k]; !set {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// Check reports whether s accounts for every key op touches exactly once,
+// in Config or in Unset, and for no other key: a rollback built from an
+// incomplete snapshot would leave keys changed.
+func (s Snapshot) Check(op rollout.Operation) error {
+	want := ConfigKeys(op)
+	var problems []string
+	for _, k := range want {
+		_, set := s.Config[k]
+		switch unset := slices.Contains(s.Unset, k); {
+		case set && unset:
+			problems = append(problems, fmt.Sprintf("%s is both set and unset", k))
+		case !set && !unset:
+			problems = append(problems, fmt.Sprintf("%s is missing", k))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Config)) {
+		if !slices.Contains(want, k) {
+			problems = append(problems, fmt.Sprintf("%s is not a key of the operation", k))
+		}
+	}
+	for _, k := range s.Unset {
+		if !slices.Contains(want, k) {
+			problems = append(problems, fmt.Sprintf("%s is not a key of the operation", k))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("incomplete snapshot: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
 // Observation is what a probe saw of a cluster at one moment.
 type Observation struct {
 	// Status is the cluster's health.

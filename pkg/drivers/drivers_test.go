@@ -9,6 +9,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 )
 
 func TestRegistryLookup(t *testing.T) {
@@ -120,4 +121,40 @@ func TestRegisterEmptyNamePanics(t *testing.T) {
 		}
 	}()
 	drivers.NewRegistry().Register("", nil, nil)
+}
+
+func TestConfigKeys(t *testing.T) {
+	op := rollout.Operation{Kind: rollout.Config, Config: map[string]string{"b": "1", "a": "2"}, Reset: []string{"d", "c"}}
+	if got, want := drivers.ConfigKeys(op), []string{"a", "b", "c", "d"}; !slices.Equal(got, want) {
+		t.Fatalf("ConfigKeys = %v, want %v", got, want)
+	}
+	if got := drivers.ConfigKeys(rollout.Operation{Kind: rollout.Upgrade, Version: "4.1.0"}); len(got) != 0 {
+		t.Fatalf("ConfigKeys of an upgrade = %v, want none", got)
+	}
+}
+
+func TestSnapshotCheck(t *testing.T) {
+	op := rollout.Operation{Kind: rollout.Config, Config: map[string]string{"a": "2"}, Reset: []string{"b"}}
+	tests := []struct {
+		name    string
+		snap    drivers.Snapshot
+		wantErr string
+	}{
+		{name: "every key once", snap: drivers.Snapshot{Config: map[string]string{"a": "1"}, Unset: []string{"b"}}},
+		{name: "every key unset", snap: drivers.Snapshot{Unset: []string{"a", "b"}}},
+		{name: "key missing", snap: drivers.Snapshot{Config: map[string]string{"a": "1"}},
+			wantErr: "incomplete snapshot: b is missing"},
+		{name: "key both set and unset", snap: drivers.Snapshot{Config: map[string]string{"a": "1", "b": "1"}, Unset: []string{"b"}},
+			wantErr: "incomplete snapshot: b is both set and unset"},
+		{name: "foreign key", snap: drivers.Snapshot{Config: map[string]string{"a": "1", "z": "1"}, Unset: []string{"b", "y"}},
+			wantErr: "incomplete snapshot: z is not a key of the operation; y is not a key of the operation"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.snap.Check(op)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || err.Error() != tt.wantErr) {
+				t.Fatalf("Check = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
 }

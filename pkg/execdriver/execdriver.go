@@ -24,12 +24,28 @@
 // The executor calls Apply again with the same command ID after a crash, or
 // when a command is redelivered. A driver must then converge, not repeat:
 // the script is responsible for that. It gets the desired state
-// (FLOTILLA_OPERATION, FLOTILLA_TARGET_VERSION, FLOTILLA_CONFIG_*), should
+// (FLOTILLA_OPERATION, FLOTILLA_TARGET_VERSION, FLOTILLA_CONFIG_*,
+// FLOTILLA_RESET_*), should
 // check the cluster first and do only what is missing, and may use
 // FLOTILLA_COMMAND_ID, stable across retries, to recognise an operation it
 // started before (e.g. to skip brokers a rolling restart already did). The
 // driver guarantees that within one process the commands of one cluster
 // never run concurrently.
+//
+// # Config operations and rollback
+//
+// A config operation sets keys and resets others to the cluster's default.
+// The keys to set come as FLOTILLA_CONFIG_<KEY> (see [EnvKey]) and, with
+// their exact names, FLOTILLA_CONFIG_JSON (an object); the keys to reset,
+// whose override the script must remove, as FLOTILLA_RESET_KEYS (their
+// exact names, sorted, comma-separated; empty when there are none) and
+// FLOTILLA_RESET_JSON (a JSON array). The reset variables are not named
+// FLOTILLA_CONFIG_RESET*, which a config key "reset" would produce.
+//
+// The exec driver cannot read a cluster's config (a probe reports only a
+// hash of it), so it is no [drivers.Snapshotter]: the executor records no
+// previous values for its config operations, and a rollback cannot restore
+// them. Upgrades are undone as usual, to the version recorded before.
 package execdriver
 
 import (
@@ -330,11 +346,15 @@ func clusterVars(c inventory.Cluster) map[string]string {
 
 // operationVars describes an operation and its command to a command.
 func operationVars(req drivers.Request) map[string]string {
+	reset := slices.Sorted(slices.Values(req.Operation.Reset))
+	resetJSON, _ := json.Marshal(append([]string{}, reset...)) // []string always encodes; [] rather than null
 	vars := map[string]string{
 		"FLOTILLA_COMMAND_ID":     req.CommandID,
 		"FLOTILLA_OPERATION":      string(req.Operation.Kind),
 		"FLOTILLA_TARGET_VERSION": req.Operation.Version,
 		"FLOTILLA_CONFIG_JSON":    jsonObject(req.Operation.Config),
+		"FLOTILLA_RESET_KEYS":     strings.Join(reset, ","),
+		"FLOTILLA_RESET_JSON":     string(resetJSON),
 	}
 	prefixed(vars, "FLOTILLA_CONFIG_", req.Operation.Config)
 	return vars

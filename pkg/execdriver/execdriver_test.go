@@ -133,7 +133,8 @@ func TestApplyEnvironment(t *testing.T) {
 		fmt.Sprintf("workdir: %q", work),
 		"timeout: 10m"))
 
-	op := rollout.Operation{Kind: rollout.Config, Config: map[string]string{"retention.ms": "604800000", "min.insync.replicas": "2"}}
+	op := rollout.Operation{Kind: rollout.Config, Config: map[string]string{"retention.ms": "604800000", "min.insync.replicas": "2"},
+		Reset: []string{"topic:orders:segment.ms", "cleanup.policy"}}
 	if _, err := d.Apply(context.Background(), request(op)); err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +157,8 @@ func TestApplyEnvironment(t *testing.T) {
 		"FLOTILLA_CONFIG_RETENTION_MS":        "604800000",
 		"FLOTILLA_CONFIG_MIN_INSYNC_REPLICAS": "2",
 		"FLOTILLA_CONFIG_JSON":                `{"min.insync.replicas":"2","retention.ms":"604800000"}`,
+		"FLOTILLA_RESET_KEYS":                 "cleanup.policy,topic:orders:segment.ms",
+		"FLOTILLA_RESET_JSON":                 `["cleanup.policy","topic:orders:segment.ms"]`,
 		"FLOTILLA_COMMAND_ID":                 "cmd-42",
 		"FLOTILLA_STEP":                       "apply",
 		"FLOTILLA_TIMEOUT_SECONDS":            "600",
@@ -195,10 +198,20 @@ func TestUpgradeEnvironmentAndVerifyStep(t *testing.T) {
 	for file, step := range map[string]string{"apply.env": "apply", "verify.env": "verify"} {
 		env := readEnv(t, f.path(file))
 		if env["FLOTILLA_STEP"] != step || env["FLOTILLA_OPERATION"] != "upgrade" || env["FLOTILLA_TARGET_VERSION"] != "3.9.1" ||
-			env["FLOTILLA_CONFIG_JSON"] != "{}" || env["FLOTILLA_COMMAND_ID"] != "cmd-42" {
-			t.Errorf("%s: step %q operation %q target %q config %q command %q", file, env["FLOTILLA_STEP"], env["FLOTILLA_OPERATION"],
-				env["FLOTILLA_TARGET_VERSION"], env["FLOTILLA_CONFIG_JSON"], env["FLOTILLA_COMMAND_ID"])
+			env["FLOTILLA_CONFIG_JSON"] != "{}" || env["FLOTILLA_RESET_KEYS"] != "" || env["FLOTILLA_RESET_JSON"] != "[]" || env["FLOTILLA_COMMAND_ID"] != "cmd-42" {
+			t.Errorf("%s: step %q operation %q target %q config %q reset %q %q command %q", file, env["FLOTILLA_STEP"], env["FLOTILLA_OPERATION"],
+				env["FLOTILLA_TARGET_VERSION"], env["FLOTILLA_CONFIG_JSON"], env["FLOTILLA_RESET_KEYS"], env["FLOTILLA_RESET_JSON"], env["FLOTILLA_COMMAND_ID"])
 		}
+	}
+}
+
+// The exec driver cannot read a cluster's config, so the executor must not
+// take it for a Snapshotter: it would record previous values it never read.
+func TestIsNoSnapshotter(t *testing.T) {
+	f := newFixture(t)
+	d := f.driver(helm(f.script("noop.sh", "exit 0")))
+	if _, ok := d.(drivers.Snapshotter); ok {
+		t.Fatal("the exec driver claims to read configs")
 	}
 }
 

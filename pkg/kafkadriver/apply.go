@@ -40,38 +40,102 @@ func (e *refusedError) Error() string {
 
 func (e *refusedError) Unwrap() error { return ErrRefused }
 
-// change is one config to converge.
+// change is one config to converge: a key to set to want, or to reset.
 type change struct {
+	name    string // the key as the operation writes it
 	key     configKey
 	want    string
+	reset   bool   // remove the key's own value instead of setting one
 	was     string // as read before
-	changed bool   // set by this Apply
+	changed bool   // set or reset by this Apply
+}
+
+func (ch *change) verb() string {
+	if ch.reset {
+		return "reset"
+	}
+	return "set"
+}
+
+// parseChanges reads the keys an operation sets and resets, in the order
+// they are applied and reported.
+func parseChanges(op rollout.Operation) ([]*change, error) {
+	changes := make([]*change, 0, len(op.Config)+len(op.Reset))
+	for k, v := range op.Config {
+		key, err := parseConfigKey(k)
+		if err != nil {
+			return nil, err
+		}
+		changes = append(changes, &change{name: k, key: key, want: v})
+	}
+	for _, k := range op.Reset {
+		key, err := parseConfigKey(k)
+		if err != nil {
+			return nil, err
+		}
+		changes = append(changes, &change{name: k, key: key, reset: true})
+	}
+	sort.Slice(changes, func(i, j int) bool { return changes[i].key.less(changes[j].key) })
+	return changes, nil
+}
+
+// done reports whether cv shows the change in place: a key to set at its
+// desired value, a key to reset with no value of its own.
+func (ch *change) done(cv configView) bool {
+	if ch.reset {
+		c, ok := configOf(cv, ch.key)
+		return !ok || !overrides(ch.key, c)
+	}
+	return cv.value(ch.key) == ch.want
+}
+
+// overrides reports whether c, as read on k's resource, is a value set on
+// that resource itself (which a reset removes), rather than a static or
+// default value or one inherited from a wider scope.
+func overrides(k configKey, c kadm.Config) bool {
+	switch k.scope {
+	case scopeTopic:
+		return c.Source == kmsg.ConfigSourceDynamicTopicConfig
+	case scopeBroker:
+		return c.Source == kmsg.ConfigSourceDynamicBrokerConfig
+	}
+	// On Kafka the default broker resource lists only the cluster-wide
+	// values (DYNAMIC_DEFAULT_BROKER_CONFIG); kfake lists static and
+	// default values there too, and labels its dynamic ones
+	// DYNAMIC_BROKER_CONFIG.
+	return c.Source == kmsg.ConfigSourceDynamicDefaultBrokerConfig || c.Source == kmsg.ConfigSourceDynamicBrokerConfig
 }
 
 // Apply implements [drivers.Driver] for `config` operations. Each key of
 // Operation.Config is a broker config set cluster-wide (on the default
 // broker resource, so every broker, present and future, takes it), or, as
 // "broker:ID:key", on one broker, or, as "topic:NAME:key", on one topic.
+// Each key of Operation.Reset, written the same way, is returned to its
+// default: its value on that resource is deleted (IncrementalAlterConfigs,
+// DELETE), so the broker's static or default value applies again.
 //
 // Apply first observes the cluster as [Driver.Probe] does, then reads
-// every key and leaves alone those already at their desired value, so that
-// applying a command a second time changes nothing; when all are, it
-// succeeds with Output "already at desired values". Before it changes
+// every key and leaves alone those already at their desired value (for a
+// reset key: with no value of its own on its resource), so that applying a
+// command a second time changes nothing; when all are, it succeeds with
+// Output "already at desired values". Before it changes
 // anything it refuses an unhealthy cluster ([ErrRefused]: "refusing to
 // change cluster X: 3 partitions offline"). The keys to change are
 // validated by the brokers (IncrementalAlterConfigs with ValidateOnly)
 // before any is set, so an unknown key or an invalid value fails the
 // operation with the broker's message and changes nothing.
-// Then they are set (IncrementalAlterConfigs, SET) and Apply waits, up to
-// [Options.VerifyTimeout], until every key reads back with its desired
-// value: a cluster-wide key on the default resource and on every online
-// broker (except one that overrides it with a per-broker value, which Output
+// Then they are set (IncrementalAlterConfigs, SET or DELETE) and Apply
+// waits, up to [Options.VerifyTimeout], until every key reads back with its
+// desired value, or a reset key as no longer set on its resource: a
+// cluster-wide key on the default resource and on every online broker
+// (except one that overrides it with a per-broker value, which Output
 // mentions), since Kafka propagates it to each broker asynchronously.
 // Sensitive configs (passwords) read back as nothing and cannot be
 // compared: they are always set and not verified.
 //
 // Output says what changed ("set log.retention.ms 604800000 → 86400000 on
-// cluster default"). Version and PreviousVersion are the lowest broker
+// cluster default; reset log.cleaner.backoff.ms (was 15001) on cluster
+// default"). Version and PreviousVersion are the lowest broker
 // version guess (configs do not change it).
 //
 // Upgrade and restart fail with [ErrUnsupported]: the Kafka API cannot
@@ -91,15 +155,10 @@ func (d *Driver) Apply(ctx context.Context, req drivers.Request) (drivers.Result
 		return drivers.Result{}, fmt.Errorf("cluster %s: operation %q: %w", c.ID, req.Operation.Kind, ErrUnsupported)
 	}
 
-	changes := make([]*change, 0, len(req.Operation.Config))
-	for k, v := range req.Operation.Config {
-		key, err := parseConfigKey(k)
-		if err != nil {
-			return drivers.Result{}, fmt.Errorf("cluster %s: %w", c.ID, err)
-		}
-		changes = append(changes, &change{key: key, want: v})
+	changes, err := parseChanges(req.Operation)
+	if err != nil {
+		return drivers.Result{}, fmt.Errorf("cluster %s: %w", c.ID, err)
 	}
-	sort.Slice(changes, func(i, j int) bool { return changes[i].key.less(changes[j].key) })
 
 	cl, release, err := d.acquire(c)
 	if err != nil {
@@ -134,10 +193,10 @@ func (d *Driver) Apply(ctx context.Context, req drivers.Request) (drivers.Result
 	var todo []*change
 	for _, ch := range changes {
 		if ch.key.scope == scopeTopic && before.noTopic[ch.key.topic] {
-			return drivers.Result{}, fmt.Errorf("cluster %s: set %s: topic %s does not exist", c.ID, ch.key.key, ch.key.topic)
+			return drivers.Result{}, fmt.Errorf("cluster %s: %s %s: topic %s does not exist", c.ID, ch.verb(), ch.key.key, ch.key.topic)
 		}
 		ch.was = before.value(ch.key)
-		if ch.was != ch.want {
+		if !ch.done(before) {
 			todo = append(todo, ch)
 		}
 	}
@@ -166,9 +225,9 @@ func (d *Driver) Apply(ctx context.Context, req drivers.Request) (drivers.Result
 	return res, nil
 }
 
-// readCurrent reads the value of each key where it is set: a cluster-wide
-// key on the default broker resource, a broker key on its broker, a topic
-// key on its topic.
+// readCurrent reads each key on its own resource: a cluster-wide key on
+// the default broker resource, a broker key on its broker, a topic key on
+// its topic.
 func (d *Driver) readCurrent(ctx context.Context, cl *client, changes []*change) (configView, error) {
 	var w wanted
 	for _, ch := range changes {
@@ -193,8 +252,8 @@ func (v configView) value(k configKey) string {
 	return v.defaultValue(k.key)
 }
 
-// alter sets the changes, one IncrementalAlterConfigs round trip per
-// resource kind; with validateOnly the brokers only check them.
+// alter sets and resets the changes, one IncrementalAlterConfigs round trip
+// per resource kind; with validateOnly the brokers only check them.
 func alter(ctx context.Context, cl *client, changes []*change, validateOnly bool) error {
 	var (
 		cluster []kadm.AlterConfig
@@ -203,6 +262,9 @@ func alter(ctx context.Context, cl *client, changes []*change, validateOnly bool
 	)
 	for _, ch := range changes {
 		ac := kadm.AlterConfig{Op: kadm.SetConfig, Name: ch.key.key, Value: kmsg.StringPtr(ch.want)}
+		if ch.reset {
+			ac = kadm.AlterConfig{Op: kadm.DeleteConfig, Name: ch.key.key}
+		}
 		switch ch.key.scope {
 		case scopeCluster:
 			cluster = append(cluster, ac)
@@ -221,6 +283,9 @@ func alter(ctx context.Context, cl *client, changes []*change, validateOnly bool
 		names := make([]string, len(acs))
 		for i, ac := range acs {
 			names[i] = ac.Name
+			if ac.Op == kadm.DeleteConfig {
+				names[i] += " (reset)"
+			}
 		}
 		rctx, cancel := cl.set.roundTrip(ctx)
 		defer cancel()
@@ -304,7 +369,7 @@ func (d *Driver) verify(ctx context.Context, cl *client, changes []*change) (map
 }
 
 // check reads the changes back once and lists those not (yet) at their
-// desired value.
+// desired value, or, for a reset, still set.
 func (d *Driver) check(ctx context.Context, cl *client, changes []*change) (overridden map[string][]int32, pending []string, err error) {
 	meta, err := freshMetadata(ctx, cl)
 	if err != nil {
@@ -323,8 +388,24 @@ func (d *Driver) check(ctx context.Context, cl *client, changes []*change) (over
 	}
 	overridden = map[string][]int32{}
 	for _, ch := range changes {
-		switch ch.key.scope {
-		case scopeCluster:
+		switch {
+		case ch.reset:
+			if c, ok := configOf(cv, ch.key); ok && overrides(ch.key, c) {
+				pending = append(pending, fmt.Sprintf("%s on %s is still set to %s", ch.key.key, ch.key.resource(), show(c, ok)))
+			}
+			if ch.key.scope != scopeCluster {
+				continue
+			}
+			for _, b := range meta.Brokers {
+				switch c, ok := cv.brokers[b.NodeID][ch.key.key]; {
+				case !ok:
+				case c.Source == kmsg.ConfigSourceDynamicDefaultBrokerConfig:
+					pending = append(pending, fmt.Sprintf("%s on broker %d still reads the cluster-wide %s", ch.key.key, b.NodeID, show(c, ok)))
+				case c.Source == kmsg.ConfigSourceDynamicBrokerConfig:
+					overridden[ch.key.key] = append(overridden[ch.key.key], b.NodeID)
+				}
+			}
+		case ch.key.scope == scopeCluster:
 			if c, ok := cv.def[ch.key.key]; ok && c.Sensitive {
 				continue
 			}
@@ -366,7 +447,7 @@ func configOf(cv configView, k configKey) (kadm.Config, bool) {
 	return c, ok
 }
 
-// summary says what Apply did, one clause per key it set.
+// summary says what Apply did, one clause per key it set or reset.
 func summary(changes []*change, overridden map[string][]int32) string {
 	var set, already []string
 	for _, ch := range changes {
@@ -374,9 +455,14 @@ func summary(changes []*change, overridden map[string][]int32) string {
 			already = append(already, ch.key.String())
 			continue
 		}
-		s := fmt.Sprintf("set %s %s → %s on %s", ch.key.key, ch.was, ch.want, ch.key.resource())
-		if ch.was == sensitiveValue {
-			s = fmt.Sprintf("set %s (sensitive) on %s", ch.key.key, ch.key.resource())
+		var s string
+		switch {
+		case ch.was == sensitiveValue:
+			s = fmt.Sprintf("%s %s (sensitive) on %s", ch.verb(), ch.key.key, ch.key.resource())
+		case ch.reset:
+			s = fmt.Sprintf("reset %s (was %s) on %s", ch.key.key, ch.was, ch.key.resource())
+		default:
+			s = fmt.Sprintf("set %s %s → %s on %s", ch.key.key, ch.was, ch.want, ch.key.resource())
 		}
 		if ch.key.scope == scopeCluster && len(overridden[ch.key.key]) > 0 {
 			s += fmt.Sprintf(" (overridden on broker %s)", joinIDs(overridden[ch.key.key]))

@@ -15,9 +15,12 @@
 //
 // The driver carries out `config` operations: it sets broker configs
 // (cluster-wide, or on one broker) and topic configs with
-// IncrementalAlterConfigs, then waits until they read back. It converges:
-// keys already at their desired value are left alone, so applying a command
-// twice changes nothing the second time. It refuses to touch an unhealthy
+// IncrementalAlterConfigs, or resets them (deletes their value), then waits
+// until they read back. It converges: keys already at their desired value,
+// and keys to reset that have none, are left alone, so applying a command
+// twice changes nothing the second time. Before a config operation acts, it
+// reads what the operation's keys are set to ([Driver.Snapshot]), so that
+// the executor records what a rollback must restore. It refuses to touch an unhealthy
 // cluster. Upgrades and restarts need access to the brokers' machines, which
 // the Kafka API does not give: register such clusters with an exec driver.
 //

@@ -112,8 +112,9 @@ type Fleet struct {
 }
 
 var (
-	_ drivers.Driver = (*Fleet)(nil)
-	_ drivers.Prober = (*Fleet)(nil)
+	_ drivers.Driver      = (*Fleet)(nil)
+	_ drivers.Prober      = (*Fleet)(nil)
+	_ drivers.Snapshotter = (*Fleet)(nil)
 )
 
 // New returns a fleet configured by opts. It fails if FailureRate is not
@@ -172,15 +173,16 @@ func (f *Fleet) isBad(version string) bool {
 
 // Apply implements [drivers.Driver]: it converges the cluster named by
 // req.Cluster.ID to req.Operation. An upgrade sets the version, a config
-// operation merges its keys into the cluster's config, a restart bumps the
-// restart counter. A cluster the simulation has not met yet is created from
+// operation merges its Config keys into the cluster's config and deletes
+// its Reset keys from it, a restart bumps the restart counter. A cluster the simulation has not met yet is created from
 // req.Cluster, running req.Cluster.Version.
 //
 // Like a real driver, Apply checks the cluster before it acts, and confirms
 // at once, without waiting and without changing anything, when the command
 // was already applied (a redelivery, or a resume after an executor crash)
 // or when the cluster is already in the desired state (an upgrade to the
-// version it runs, a config it already has). Otherwise it waits OpDuration
+// version it runs, a config it already has, with the keys to reset already
+// absent). Otherwise it waits OpDuration
 // on the clock and then changes the cluster, or fails. Applies to one cluster are
 // serialised, so two racing calls for one command change it once.
 //
@@ -249,7 +251,10 @@ func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (drivers.Result,
 			st.Config = map[string]string{}
 		}
 		maps.Copy(st.Config, op.Config)
-		out = fmt.Sprintf("set %s on %s", strings.Join(slices.Sorted(maps.Keys(op.Config)), ", "), id)
+		for _, k := range op.Reset {
+			delete(st.Config, k)
+		}
+		out = fmt.Sprintf("%s on %s", configSummary(op), id)
 	case rollout.Restart:
 		st.Restarts++
 		out = fmt.Sprintf("restarted %s (restart %d)", id, st.Restarts)
@@ -288,10 +293,15 @@ func converged(st State, op rollout.Operation) (string, bool) {
 				return "", false
 			}
 		}
-		if len(op.Config) == 0 {
+		for _, k := range op.Reset {
+			if _, ok := st.Config[k]; ok {
+				return "", false
+			}
+		}
+		if len(op.Config) == 0 && len(op.Reset) == 0 {
 			return fmt.Sprintf("no config to set on %s", st.ID), true
 		}
-		return fmt.Sprintf("%s already has %s set", st.ID, strings.Join(slices.Sorted(maps.Keys(op.Config)), ", ")), true
+		return fmt.Sprintf("%s already has the desired config (%s)", st.ID, configSummary(op)), true
 	}
 	return "", false
 }
@@ -314,9 +324,58 @@ func failureMessage(op rollout.Operation) string {
 	case rollout.Upgrade:
 		return "simulated failure applying upgrade to " + op.Version
 	case rollout.Config:
-		return "simulated failure applying config " + strings.Join(slices.Sorted(maps.Keys(op.Config)), ", ")
+		return "simulated failure applying config: " + configSummary(op)
 	}
 	return "simulated failure applying " + string(op.Kind)
+}
+
+// configSummary names what a config operation does: "set a, b; reset c".
+func configSummary(op rollout.Operation) string {
+	var parts []string
+	if len(op.Config) > 0 {
+		parts = append(parts, "set "+strings.Join(slices.Sorted(maps.Keys(op.Config)), ", "))
+	}
+	if len(op.Reset) > 0 {
+		parts = append(parts, "reset "+strings.Join(slices.Sorted(slices.Values(op.Reset)), ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Snapshot implements [drivers.Snapshotter]: it reports the cluster's
+// version and, for each key req.Operation sets or resets, its value, or
+// that it has none. A cluster the simulation has not met yet is described
+// from req.Cluster, with no config. Snapshot changes nothing.
+//
+// Snapshot fails when ctx is already done, when the cluster ID cannot name
+// a sim cluster, or when its state file cannot be read.
+func (f *Fleet) Snapshot(ctx context.Context, req drivers.Request) (drivers.Snapshot, error) {
+	id := req.Cluster.ID
+	if err := ctx.Err(); err != nil {
+		return drivers.Snapshot{}, fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	if err := checkID(id); err != nil {
+		return drivers.Snapshot{}, err
+	}
+	st, found, err := f.store.load(id)
+	if err != nil {
+		return drivers.Snapshot{}, err
+	}
+	if !found {
+		st = State{ID: id, Version: req.Cluster.Version}
+	}
+	snap := drivers.Snapshot{Version: st.Version}
+	for _, k := range drivers.ConfigKeys(req.Operation) {
+		v, ok := st.Config[k]
+		if !ok {
+			snap.Unset = append(snap.Unset, k)
+			continue
+		}
+		if snap.Config == nil {
+			snap.Config = map[string]string{}
+		}
+		snap.Config[k] = v
+	}
+	return snap, nil
 }
 
 // fails decides from the command ID alone whether an operation fails, so

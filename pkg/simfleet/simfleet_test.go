@@ -91,6 +91,26 @@ func TestApplyConverges(t *testing.T) {
 			wantApplies: 1,
 		},
 		{
+			name: "reset removes keys and leaves the others",
+			ops: []rollout.Operation{
+				{Kind: rollout.Config, Config: map[string]string{"a": "1", "b": "2", "c": "3"}},
+				{Kind: rollout.Config, Config: map[string]string{"a": "4"}, Reset: []string{"b", "c"}},
+			},
+			wantVersion: "3.8.0", wantPrev: "3.8.0",
+			wantConfig:  map[string]string{"a": "4"},
+			wantApplies: 2,
+		},
+		{
+			name: "reset of absent keys is not an apply",
+			ops: []rollout.Operation{
+				{Kind: rollout.Config, Config: map[string]string{"a": "1"}},
+				{Kind: rollout.Config, Config: map[string]string{"a": "1"}, Reset: []string{"b"}},
+			},
+			wantVersion: "3.8.0", wantPrev: "3.8.0",
+			wantConfig:  map[string]string{"a": "1"},
+			wantApplies: 1,
+		},
+		{
 			name:        "upgrade to the running version is not an apply",
 			ops:         []rollout.Operation{upgrade("3.8.0")},
 			wantVersion: "3.8.0", wantPrev: "3.8.0", wantApplies: 0,
@@ -173,6 +193,74 @@ func TestApplySameCommandTwiceChangesOnce(t *testing.T) {
 				t.Errorf("restarted %d times for one command", st.Restarts)
 			}
 		})
+	}
+}
+
+// A command that resets a key, applied again after a later command set
+// that key anew (a redelivery, an executor resuming late), confirms: it
+// does not reset the key a second time.
+func TestApplySameResetTwiceChangesOnce(t *testing.T) {
+	f := newFleet(t, simfleet.Options{})
+	apply(t, f, "wf-1/kafka-1#1", kafka1, rollout.Operation{Kind: rollout.Config, Config: map[string]string{"a": "1", "b": "2"}})
+	reset := rollout.Operation{Kind: rollout.Config, Reset: []string{"b"}}
+	apply(t, f, "wf-2/kafka-1#1", kafka1, reset)
+	if st := mustCluster(t, f, kafka1.ID); !maps.Equal(st.Config, map[string]string{"a": "1"}) {
+		t.Fatalf("after the reset, config %v, want only a=1", st.Config)
+	}
+	apply(t, f, "wf-3/kafka-1#1", kafka1, rollout.Operation{Kind: rollout.Config, Config: map[string]string{"b": "5"}})
+
+	res := apply(t, f, "wf-2/kafka-1#1", kafka1, reset)
+	if !strings.Contains(res.Output, "already applied") {
+		t.Errorf("re-applying the reset said %q, want that it was already applied", res.Output)
+	}
+	st := mustCluster(t, f, kafka1.ID)
+	if want := map[string]string{"a": "1", "b": "5"}; !maps.Equal(st.Config, want) {
+		t.Errorf("config %v after re-applying the reset, want %v", st.Config, want)
+	}
+	if st.Applies != 3 {
+		t.Errorf("Applies = %d, want 3", st.Applies)
+	}
+}
+
+func TestSnapshot(t *testing.T) {
+	f := newFleet(t, simfleet.Options{Dir: t.TempDir()})
+	op := rollout.Operation{Kind: rollout.Config, Config: map[string]string{"a": "9", "c": "9"}, Reset: []string{"b", "d"}}
+	req := drivers.Request{CommandID: "wf-2/kafka-1#1", Cluster: kafka1, Operation: op}
+
+	// A cluster not met yet: its registered version, no config.
+	snap, err := f.Snapshot(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Version != "3.8.0" || len(snap.Config) != 0 || !slices.Equal(snap.Unset, []string{"a", "b", "c", "d"}) {
+		t.Errorf("snapshot of a new cluster = %+v, want version 3.8.0 and every key unset", snap)
+	}
+	if _, ok := f.Cluster(kafka1.ID); ok {
+		t.Error("Snapshot created the cluster")
+	}
+
+	apply(t, f, "wf-1/kafka-1#1", kafka1, rollout.Operation{Kind: rollout.Config, Config: map[string]string{"a": "1", "b": "2", "e": "5"}})
+	snap, err = f.Snapshot(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"a": "1", "b": "2"}; !maps.Equal(snap.Config, want) || !slices.Equal(snap.Unset, []string{"c", "d"}) {
+		t.Errorf("snapshot = %+v, want config %v (not e: the operation does not touch it), unset [c d]", snap, want)
+	}
+	if err := snap.Check(op); err != nil {
+		t.Error(err)
+	}
+	if st := mustCluster(t, f, kafka1.ID); st.Applies != 1 || len(st.AppliedCommands) != 1 {
+		t.Errorf("Snapshot changed the cluster: %+v", st)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := f.Snapshot(ctx, req); !errors.Is(err, context.Canceled) {
+		t.Errorf("snapshot with a cancelled context: %v", err)
+	}
+	if _, err := f.Snapshot(context.Background(), drivers.Request{Cluster: inventory.Cluster{ID: "../x"}, Operation: op}); err == nil || !strings.Contains(err.Error(), `sim cluster id "../x"`) {
+		t.Errorf("snapshot of a bad id: %v", err)
 	}
 }
 

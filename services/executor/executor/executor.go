@@ -9,6 +9,12 @@
 // finished (the executor died in between) is resumed through the driver,
 // which converges and never changes a cluster twice; any other is started.
 // It commits no offsets: the log is its only state.
+//
+// Before it starts a config operation, it reads what the operation's keys
+// are set to through the driver, when the driver can ([drivers.Snapshotter]),
+// and records that in the "started" event and the outcome, so that a
+// rollback can restore them. An operation whose keys could not be read
+// fails without acting; a resumed one keeps what its start recorded.
 package executor
 
 import (
@@ -27,6 +33,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
 )
 
@@ -210,7 +217,10 @@ func (e *executor) handle(p int32, cmd records.Command) {
 		e.mu.Unlock()
 		return // already running
 	}
-	resume := seen && last.CommandID == cmd.ID && last.Status == records.OperationStarted
+	var started *records.OperationEvent // set when resuming
+	if seen && last.CommandID == cmd.ID && last.Status == records.OperationStarted {
+		started = &last
+	}
 	part.running[key] = cmd.ID
 	part.wg.Add(1)
 	e.wg.Add(1)
@@ -225,7 +235,7 @@ func (e *executor) handle(p int32, cmd records.Command) {
 	go func() {
 		defer func() { <-e.slots }()
 		defer e.done(part, key, cmd.ID)
-		e.carryOut(part, key, cmd, resume)
+		e.carryOut(part, key, cmd, started)
 	}()
 }
 
@@ -240,40 +250,55 @@ func (e *executor) done(part *partition, key, commandID string) {
 }
 
 // carryOut records the start of an operation, applies it through the
-// cluster's driver and records the outcome. If the partition is revoked or
-// the executor stops meanwhile, it records nothing more: the next owner
-// resumes from the "started" record.
-func (e *executor) carryOut(part *partition, key string, cmd records.Command, resume bool) {
+// cluster's driver and records the outcome. started is the "started" event
+// of an attempt being resumed, nil for a new one. If the partition is
+// revoked or the executor stops meanwhile, it records nothing more: the next
+// owner resumes from the "started" record.
+func (e *executor) carryOut(part *partition, key string, cmd records.Command, started *records.OperationEvent) {
 	log := e.log.With("workflow", cmd.WorkflowID, "cluster", cmd.ClusterID, "command", cmd.ID)
-	if !resume {
-		started := e.event(cmd, records.OperationStarted)
-		started.PreviousVersion = cmd.Cluster.Version
-		if err := e.record(part, key, started); err != nil {
-			log.Warn("could not record the start; not acting", "err", err)
-			return
-		}
-	} else {
-		log.Info("resuming an operation started before a restart")
-	}
 	outcome := e.event(cmd, records.OperationSucceeded)
 	outcome.Envelope.CausationID = cmd.ID
+	timeout := e.cfg.Timeout // the operator's limit caps the rollout's
+	if cmd.Timeout > 0 && cmd.Timeout < timeout {
+		timeout = cmd.Timeout
+	}
+	opCtx, cancel := context.WithTimeout(part.ctx, timeout)
+	defer cancel()
 	d, err := e.cfg.Drivers.Driver(cmd.Cluster.Driver)
 	if err == nil {
-		timeout := e.cfg.Timeout // the operator's limit caps the rollout's
-		if cmd.Timeout > 0 && cmd.Timeout < timeout {
-			timeout = cmd.Timeout
+		if started == nil {
+			ev := e.event(cmd, records.OperationStarted)
+			ev.PreviousVersion = cmd.Cluster.Version
+			err = e.snapshot(opCtx, d, cmd, &ev)
+			if part.ctx.Err() != nil {
+				return // revoked or stopping: the next owner starts it afresh
+			}
+			if err == nil {
+				if err := e.record(part, key, ev); err != nil {
+					log.Warn("could not record the start; not acting", "err", err)
+					return
+				}
+				started = &ev
+			}
+		} else {
+			log.Info("resuming an operation started before a restart")
 		}
-		opCtx, cancel := context.WithTimeout(part.ctx, timeout)
+	}
+	if started != nil {
+		// What the cluster had before is what the start recorded: a
+		// resumed attempt may find it changed already.
+		outcome.PreviousConfig, outcome.PreviousUnset = started.PreviousConfig, started.PreviousUnset
+	}
+	if err == nil {
 		var res drivers.Result
 		res, err = d.Apply(opCtx, drivers.Request{CommandID: cmd.ID, Cluster: cmd.Cluster, Operation: cmd.Operation})
-		cancel()
 		if part.ctx.Err() != nil {
 			return // revoked or stopping: the next owner resumes
 		}
 		outcome.PreviousVersion, outcome.Version, outcome.Output = res.PreviousVersion, res.Version, res.Output
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("timed out after %s: %w", timeout, err)
-		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("timed out after %s: %w", timeout, err)
 	}
 	if err != nil {
 		outcome.Status = records.OperationFailed
@@ -285,6 +310,29 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, re
 		return
 	}
 	log.Info("operation finished", "status", outcome.Status, "reason", outcome.Reason)
+}
+
+// snapshot records in the started event ev what the cluster has now for
+// the keys of a config operation, when its driver can read them, so that
+// the operation can be undone. An error means the previous state could
+// not be recorded: the operation must not act.
+func (e *executor) snapshot(ctx context.Context, d drivers.Driver, cmd records.Command, ev *records.OperationEvent) error {
+	s, ok := d.(drivers.Snapshotter)
+	if !ok || cmd.Operation.Kind != rollout.Config {
+		return nil
+	}
+	snap, err := s.Snapshot(ctx, drivers.Request{CommandID: cmd.ID, Cluster: cmd.Cluster, Operation: cmd.Operation})
+	if err == nil {
+		err = snap.Check(cmd.Operation)
+	}
+	if err != nil {
+		return fmt.Errorf("could not record the config of %s before changing it, so left it alone: %w", cmd.ClusterID, err)
+	}
+	if snap.Version != "" {
+		ev.PreviousVersion = snap.Version
+	}
+	ev.PreviousConfig, ev.PreviousUnset = snap.Config, snap.Unset
+	return nil
 }
 
 func (e *executor) event(cmd records.Command, status records.OperationStatus) records.OperationEvent {

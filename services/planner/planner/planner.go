@@ -180,7 +180,14 @@ func Run(ctx context.Context, cfg Config) error {
 // which takes the state's lock. A revocation meanwhile makes End abort,
 // and the state is rebuilt.
 func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
-	out := p.decideBatch(fetches)
+	policies, err := p.policiesFor(ctx, fetches)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("read deployment policies: %w", err)
+	}
+	out := p.decideBatch(fetches, policies)
 	if out.Empty() && fetches.NumRecords() == 0 {
 		return nil
 	}
@@ -197,8 +204,49 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 	return nil
 }
 
-// decideBatch applies the table changes, the records and a tick to the state.
-func (p *planner) decideBatch(fetches kgo.Fetches) decide.Outputs {
+// policiesFor returns the deployment policies read afresh from the log,
+// when a rollout in fetches names one the planner does not know; nil
+// otherwise. The policies table follows the log on its own, so a rollout
+// submitted right after its policy was applied could reach the planner
+// first: reading the (small) topic to its end, after the request was
+// written, sees every policy applied before it.
+func (p *planner) policiesFor(ctx context.Context, fetches kgo.Fetches) (map[string]rollout.Policy, error) {
+	var missing bool
+	p.mu.Lock()
+	fetches.EachRecord(func(r *kgo.Record) {
+		if missing || r.Topic != p.names.Requests || r.Value == nil || !p.owned[r.Partition] {
+			return
+		}
+		req, err := records.DecodeRequest(r.Value)
+		if err != nil || req.Submit == nil || req.Submit.Spec.Policy == "" {
+			return
+		}
+		_, known := p.state.Policies[req.Submit.Spec.Policy]
+		missing = !known
+	})
+	p.mu.Unlock()
+	if !missing {
+		return nil, nil
+	}
+	fresh := map[string]rollout.Policy{}
+	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Policies, nil, func(r *kgo.Record) {
+		if r.Value == nil {
+			delete(fresh, string(r.Key))
+			return
+		}
+		rec, err := DecodePolicy(r)
+		if err != nil {
+			delete(fresh, string(r.Key)) // as the table does: see Run
+			return
+		}
+		fresh[string(r.Key)] = rec.Policy
+	})
+	return fresh, err
+}
+
+// decideBatch applies the table changes, the records and a tick to the
+// state, with policies (if not nil) in place of the policies it holds.
+func (p *planner) decideBatch(fetches kgo.Fetches, policies map[string]rollout.Policy) decide.Outputs {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.cfg.Clock.Now()
@@ -223,6 +271,9 @@ func (p *planner) decideBatch(fetches kgo.Fetches) decide.Outputs {
 		case c.isPolicy:
 			p.state.Policies[c.key] = *c.policy
 		}
+	}
+	if policies != nil {
+		p.state.Policies = policies
 	}
 	fetches.EachRecord(func(r *kgo.Record) {
 		if !p.owned[r.Partition] {
