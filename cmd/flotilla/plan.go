@@ -193,8 +193,11 @@ type dryRun struct {
 	Policy string `json:"policy,omitempty"`
 	// At is the instant the plan is made for: now.
 	At time.Time `json:"at"`
-	// FailureThreshold is the number of failed or unhealthy clusters at which the rollout pauses.
-	FailureThreshold int `json:"failureThreshold"`
+	// FailureThreshold is the number of failed or unhealthy clusters at
+	// which the rollout stops; FailureAction says how: pause, abort or
+	// rollback.
+	FailureThreshold int    `json:"failureThreshold"`
+	FailureAction    string `json:"failureAction"`
 	// OnConflict (wait or reject) and UnhealthyTargets (hold or skip) are the spec's policies.
 	OnConflict       string        `json:"onConflict"`
 	UnhealthyTargets string        `json:"unhealthyTargets"`
@@ -219,6 +222,9 @@ type dryRunPhase struct {
 	Approve         rollout.Approval `json:"approve,omitempty"`
 	ApprovalTimeout string           `json:"approvalTimeout,omitempty"`
 	MaxInFlight     int              `json:"maxInFlight"` // 0: the whole wave
+	// FailureThreshold and FailureAction are the phase's own limit, if any.
+	FailureThreshold int    `json:"failureThreshold,omitempty"`
+	FailureAction    string `json:"failureAction,omitempty"`
 	Bake            string           `json:"bake"`
 	Waves           []dryRunWave     `json:"waves"`
 	// WaitingForWindow are the phase's targets whose windows are closed now.
@@ -307,6 +313,7 @@ func newDryRun(spec rollout.Spec, fleet fleetNow, at time.Time, m estimateModel)
 	d := dryRun{
 		Name: spec.Name, Operation: spec.Operation, Targets: plan.Targets, Policy: spec.Policy, At: at,
 		FailureThreshold: spec.FailureThreshold.Limit(plan.Targets),
+		FailureAction:    cmp.Or(string(spec.FailureThreshold.Action), "pause"),
 		OnConflict:       cmp.Or(string(spec.OnConflict), "wait"),
 		UnhealthyTargets: cmp.Or(string(spec.UnhealthyTargets), "hold"),
 		NotHealthy:       []dryRunHealth{},
@@ -325,6 +332,13 @@ func newDryRun(spec rollout.Spec, fleet fleetNow, at time.Time, m estimateModel)
 			Waves: []dryRunWave{}, WaitingForWindow: []dryRunWaiting{},
 		}
 		if p < len(spec.Phases) { // a spec without phases has one phase "all" and no gates
+			if th := spec.Phases[p].FailureThreshold; !th.IsZero() {
+				size := 0
+				for _, wave := range ph.Waves {
+					size += len(wave)
+				}
+				out.FailureThreshold, out.FailureAction = th.Limit(size), cmp.Or(string(th.Action), "pause")
+			}
 			out.Approve = spec.Phases[p].Approve
 			if to := spec.Phases[p].ApprovalTimeout; to > 0 {
 				out.ApprovalTimeout = to.String()
@@ -462,12 +476,15 @@ func printDryRun(out io.Writer, d dryRun, showClusters bool) error {
 	if len(d.Operation.Config) > 0 {
 		op += " " + formatLabels(d.Operation.Config)
 	}
+	if len(d.Operation.Reset) > 0 {
+		op += " reset " + strings.Join(d.Operation.Reset, ",")
+	}
 	fmt.Fprintf(out, "rollout %q: %s, %s in %s\n", d.Name, op, plural(d.Targets, "cluster"), plural(len(d.Phases), "phase"))
 	if d.Policy != "" {
 		fmt.Fprintf(out, "phases from deployment policy %q\n", d.Policy)
 	}
 	fmt.Fprintf(out, "dry run at %s: nothing was submitted; this is what the planner would choose now\n", d.At.UTC().Format(time.RFC3339))
-	fmt.Fprintf(out, "failure threshold: pauses when %s failed or turned unhealthy\n", plural(d.FailureThreshold, "cluster"))
+	fmt.Fprintf(out, "failure threshold: %s when %s failed or turned unhealthy\n", thresholdVerb(d.FailureAction), plural(d.FailureThreshold, "cluster"))
 	fmt.Fprintf(out, "policies: onConflict %s, unhealthyTargets %s\n", d.OnConflict, d.UnhealthyTargets)
 
 	for i, ph := range d.Phases {
@@ -487,6 +504,9 @@ func printDryRun(out io.Writer, d dryRun, showClusters bool) error {
 		fmt.Fprintf(out, "%s in %s, maxInFlight %s, bake %s\n", plural(ph.Targets, "cluster"), plural(len(ph.Waves), "wave"), inFlight, shortDur(ph.Bake))
 		if g := gateText(ph); g != "" {
 			fmt.Fprintf(out, "  gate: %s\n", g)
+		}
+		if ph.FailureThreshold > 0 {
+			fmt.Fprintf(out, "  failure threshold: %s when %s of the phase failed or turned unhealthy\n", thresholdVerb(ph.FailureAction), plural(ph.FailureThreshold, "cluster"))
 		}
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  WAVE\tSIZE\tSTARTS\tTAKES\tCLUSTERS")
@@ -590,6 +610,17 @@ func wrap(text, indent string, width int) string {
 	}
 	b.WriteString(line + "\n")
 	return b.String()
+}
+
+// thresholdVerb says what reaching a failure threshold does.
+func thresholdVerb(action string) string {
+	switch rollout.ThresholdAction(action) {
+	case rollout.ThresholdAbort:
+		return "aborts"
+	case rollout.ThresholdRollback:
+		return "rolls back"
+	}
+	return "pauses"
 }
 
 func gateText(ph dryRunPhase) string {

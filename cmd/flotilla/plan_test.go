@@ -465,3 +465,27 @@ func TestRolloutPlanWithPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestRolloutPlanShowsThresholdActions checks that the dry run says what
+// each failure threshold does: the rollout's and a phase's own.
+func TestRolloutPlanShowsThresholdActions(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 60})
+	const spec = "../../examples/canary-rollback.yaml"
+	text, err := run(t, f, "rollout", "plan", "-f", spec)
+	if err != nil {
+		t.Fatalf("rollout plan: %v\n%s", err, text)
+	}
+	d := planJSON(t, f, "-f", spec)
+	want := []string{
+		fmt.Sprintf("failure threshold: aborts when %d clusters failed or turned unhealthy", d.FailureThreshold),
+		"failure threshold: rolls back when 1 cluster of the phase failed or turned unhealthy",
+	}
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("the dry run does not say %q:\n%s", w, text)
+		}
+	}
+	if d.FailureAction != "abort" || d.Phases[0].FailureAction != "rollback" || d.Phases[0].FailureThreshold != 1 || d.Phases[1].FailureThreshold != 0 {
+		t.Errorf("json: rollout %d %s, phases %+v", d.FailureThreshold, d.FailureAction, d.Phases)
+	}
+}
