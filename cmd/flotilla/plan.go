@@ -223,10 +223,10 @@ type dryRunPhase struct {
 	ApprovalTimeout string           `json:"approvalTimeout,omitempty"`
 	MaxInFlight     int              `json:"maxInFlight"` // 0: the whole wave
 	// FailureThreshold and FailureAction are the phase's own limit, if any.
-	FailureThreshold int    `json:"failureThreshold,omitempty"`
-	FailureAction    string `json:"failureAction,omitempty"`
-	Bake            string           `json:"bake"`
-	Waves           []dryRunWave     `json:"waves"`
+	FailureThreshold int          `json:"failureThreshold,omitempty"`
+	FailureAction    string       `json:"failureAction,omitempty"`
+	Bake             string       `json:"bake"`
+	Waves            []dryRunWave `json:"waves"`
 	// WaitingForWindow are the phase's targets whose windows are closed now.
 	WaitingForWindow []dryRunWaiting `json:"waitingForWindow"`
 	// FirstWindowOpens is when the first of WaitingForWindow may start.
