@@ -348,15 +348,18 @@ func clusterVars(c inventory.Cluster) map[string]string {
 func operationVars(req drivers.Request) map[string]string {
 	reset := slices.Sorted(slices.Values(req.Operation.Reset))
 	resetJSON, _ := json.Marshal(append([]string{}, reset...)) // []string always encodes; [] rather than null
-	vars := map[string]string{
+	vars := map[string]string{}
+	// The per-key variables first: a key named "json" must not hide
+	// FLOTILLA_CONFIG_JSON, which holds every key exactly.
+	prefixed(vars, "FLOTILLA_CONFIG_", req.Operation.Config)
+	maps.Copy(vars, map[string]string{
 		"FLOTILLA_COMMAND_ID":     req.CommandID,
 		"FLOTILLA_OPERATION":      string(req.Operation.Kind),
 		"FLOTILLA_TARGET_VERSION": req.Operation.Version,
 		"FLOTILLA_CONFIG_JSON":    jsonObject(req.Operation.Config),
 		"FLOTILLA_RESET_KEYS":     strings.Join(reset, ","),
 		"FLOTILLA_RESET_JSON":     string(resetJSON),
-	}
-	prefixed(vars, "FLOTILLA_CONFIG_", req.Operation.Config)
+	})
 	return vars
 }
 
