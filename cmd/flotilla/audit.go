@@ -97,6 +97,23 @@ func readAudit(ctx context.Context, cfg backbone.Config) ([]auditEntry, error) {
 			c := rec.Cluster
 			add(r, rec.Envelope, "inventory", "", c.ID, fmt.Sprintf("registered cluster %s: driver %s, version %s, labels %s", c.ID, c.Driver, c.Version, formatLabels(c.Labels)))
 		}},
+		{names.Policies, func(r *kgo.Record) {
+			if r.Value == nil {
+				entries = append(entries, auditEntry{Time: r.Timestamp, Kind: "policy", Principal: "?",
+					What: fmt.Sprintf("deployment policy %s removed", r.Key), Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
+				return
+			}
+			rec, err := records.DecodePolicyRecord(r.Value)
+			if err != nil {
+				undecodable(r, "policy", err)
+				return
+			}
+			var phases []string
+			for _, ph := range rec.Policy.Phases {
+				phases = append(phases, ph.Name)
+			}
+			add(r, rec.Envelope, "policy", "", "", fmt.Sprintf("applied deployment policy %s: phases %s", rec.Policy.Name, strings.Join(phases, ", ")))
+		}},
 		{names.Requests, func(r *kgo.Record) {
 			req, err := records.DecodeRequest(r.Value)
 			if err != nil {
@@ -185,7 +202,7 @@ func readAudit(ctx context.Context, cfg backbone.Config) ([]auditEntry, error) {
 	}
 	for _, rd := range readers {
 		err := logtable.ReadToEnd(ctx, cfg.Opts(), rd.topic, nil, func(r *kgo.Record) {
-			if r.Value == nil && rd.topic != names.Inventory {
+			if r.Value == nil && rd.topic != names.Inventory && rd.topic != names.Policies {
 				return
 			}
 			rd.read(r)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,11 @@ func TestPolicyCommands(t *testing.T) {
 		if string(r.Key) != rec.Policy.Name || env.Principal != "alice" || !env.Time.Equal(f.Clock.Now()) || uuid.Validate(env.ID) != nil {
 			t.Errorf("record keyed %q: policy %q, envelope %+v; want keyed by name, by alice, at %v, with a UUID", r.Key, rec.Policy.Name, env, f.Clock.Now())
 		}
+	}
+
+	// The audit trail says who applied what.
+	if out, err := run(t, f, "audit"); err != nil || !regexp.MustCompile(`alice\s+policy\s+applied deployment policy azure-first: phases azure-westeurope, azure-eastus, rest`).MatchString(out) {
+		t.Fatalf("audit: %v\n%s", err, out)
 	}
 
 	out, err = run(t, f, "policy", "list")
