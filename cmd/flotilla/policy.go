@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -148,7 +147,7 @@ func policyShowCommand() *cobra.Command {
 				}
 				return printJSON(cmd.OutOrStdout(), doc)
 			}
-			text, err := formatPolicyYAML(rec.Policy)
+			text, err := rollout.FormatPolicyYAML(rec.Policy)
 			if err != nil {
 				return err
 			}
@@ -241,43 +240,10 @@ func phaseSummary(phases []rollout.Phase) string {
 	return strings.Join(parts, ", ")
 }
 
-// formatPolicyYAML writes p in the format ParsePolicyYAML reads. The
-// phases are written by rollout.FormatYAML, as a rollout's strategy.phases,
-// so that phases have one notation wherever they appear.
-func formatPolicyYAML(p rollout.Policy) ([]byte, error) {
-	specText, err := rollout.FormatYAML(rollout.Spec{Name: p.Name, Phases: p.Phases})
-	if err != nil {
-		return nil, fmt.Errorf("format policy %s: %w", p.Name, err)
-	}
-	var spec struct {
-		Strategy struct {
-			Phases yaml.Node `yaml:"phases"`
-		} `yaml:"strategy"`
-	}
-	if err := yaml.Unmarshal(specText, &spec); err != nil {
-		return nil, fmt.Errorf("format policy %s: %w", p.Name, err)
-	}
-	doc := struct {
-		Name        string     `yaml:"name"`
-		Description string     `yaml:"description,omitempty"`
-		Phases      *yaml.Node `yaml:"phases"`
-	}{p.Name, p.Description, &spec.Strategy.Phases}
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(doc); err != nil {
-		return nil, fmt.Errorf("format policy %s: %w", p.Name, err)
-	}
-	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("format policy %s: %w", p.Name, err)
-	}
-	return buf.Bytes(), nil
-}
-
 // policyDocument is p as -o json shows it: the fields of its YAML format,
 // with durations such as bake written "10m".
 func policyDocument(p rollout.Policy) (map[string]any, error) {
-	text, err := formatPolicyYAML(p)
+	text, err := rollout.FormatPolicyYAML(p)
 	if err != nil {
 		return nil, err
 	}

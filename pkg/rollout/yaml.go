@@ -571,19 +571,54 @@ func FormatYAML(s Spec) ([]byte, error) {
 		return nil, fmt.Errorf("format rollout %s: failureThreshold: %w", s.Name, err)
 	}
 	if len(s.Phases) > 0 {
-		doc.Strategy = &yamlStrategy{}
+		phases, err := formatPhases("strategy.phases", s.Phases)
+		if err != nil {
+			return nil, fmt.Errorf("format rollout %s: %w", s.Name, err)
+		}
+		doc.Strategy = &yamlStrategy{Phases: phases}
 	}
-	for i, ph := range s.Phases {
+	out, err := encodeYAML(doc)
+	if err != nil {
+		return nil, fmt.Errorf("format rollout %s: %w", s.Name, err)
+	}
+	return out, nil
+}
+
+// FormatPolicyYAML writes p in the format ParsePolicyYAML reads, its
+// phases as FormatYAML writes a rollout's, so that
+// ParsePolicyYAML(FormatPolicyYAML(p)) gives p back.
+func FormatPolicyYAML(p Policy) ([]byte, error) {
+	phases, err := formatPhases("phases", p.Phases)
+	if err != nil {
+		return nil, fmt.Errorf("format policy %s: %w", p.Name, err)
+	}
+	doc := struct {
+		Name        string      `yaml:"name"`
+		Description string      `yaml:"description,omitempty"`
+		Phases      []yamlPhase `yaml:"phases"`
+	}{p.Name, p.Description, phases}
+	out, err := encodeYAML(doc)
+	if err != nil {
+		return nil, fmt.Errorf("format policy %s: %w", p.Name, err)
+	}
+	return out, nil
+}
+
+// formatPhases returns the YAML form of phases; field is their path.
+func formatPhases(field string, phases []Phase) ([]yamlPhase, error) {
+	var out []yamlPhase
+	for i, ph := range phases {
 		yp := yamlPhase{Name: ph.Name, Selector: ph.Selector, MaxInFlight: ph.MaxInFlight, Approve: string(ph.Approve)}
 		if ph.ApprovalTimeout != 0 {
 			yp.ApprovalTimeout = shortDuration(ph.ApprovalTimeout)
 		}
+		var err error
 		if yp.FailureThreshold, err = ph.FailureThreshold.yaml(); err != nil {
-			return nil, fmt.Errorf("format rollout %s: strategy.phases[%d].failureThreshold: %w", s.Name, i, err)
+			return nil, fmt.Errorf("%s[%d].failureThreshold: %w", field, i, err)
 		}
 		w, err := ph.Waves.text()
 		if err != nil {
-			return nil, fmt.Errorf("format rollout %s: strategy.phases[%d].waves: %w", s.Name, i, err)
+			return nil, fmt.Errorf("%s[%d].waves: %w", field, i, err)
 		}
 		switch {
 		case ph.Waves.Mode == WaveCount:
@@ -594,17 +629,21 @@ func FormatYAML(s Spec) ([]byte, error) {
 		if ph.Bake != 0 {
 			yp.Bake = shortDuration(ph.Bake)
 		}
-		doc.Strategy.Phases = append(doc.Strategy.Phases, yp)
+		out = append(out, yp)
 	}
+	return out, nil
+}
 
+// encodeYAML writes doc as YAML indented by two spaces.
+func encodeYAML(doc any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
 	if err := enc.Encode(doc); err != nil {
-		return nil, fmt.Errorf("format rollout %s: %w", s.Name, err)
+		return nil, err
 	}
 	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("format rollout %s: %w", s.Name, err)
+		return nil, err
 	}
 	return buf.Bytes(), nil
 }

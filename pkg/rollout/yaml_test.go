@@ -314,6 +314,26 @@ func TestYAMLRoundTrip(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			s.Operation.Config = map[string]string{str(): str(), "k": str()}
 		}
+		for range rng.IntN(3) {
+			s.Operation.Reset = append(s.Operation.Reset, str())
+		}
+		if rng.IntN(3) == 0 {
+			s.Policy = str()
+		}
+		actions := []ThresholdAction{ThresholdPause, ThresholdAbort, ThresholdRollback, "explode"}
+		threshold := func() Threshold {
+			var t Threshold
+			switch rng.IntN(3) {
+			case 1:
+				t.Count = rng.IntN(5) - 1
+			case 2:
+				t.Percent = rng.IntN(110)
+			}
+			if !t.IsZero() { // an action alone is written with the default limit, 1
+				t.Action = actions[rng.IntN(len(actions))]
+			}
+			return t
+		}
 		for range rng.IntN(4) {
 			s.Clusters = append(s.Clusters, str())
 		}
@@ -321,16 +341,12 @@ func TestYAMLRoundTrip(t *testing.T) {
 			waves := []Waves{{}, {WaveCount, rng.IntN(10) - 1}, {WavePercent, rng.IntN(120)}, {WaveExponential, 1 + rng.IntN(5)}}[rng.IntN(4)]
 			s.Phases = append(s.Phases, Phase{
 				Name: str(), Selector: str(), Waves: waves,
-				MaxInFlight: rng.IntN(5) - 1,
-				Bake:        time.Duration(rng.IntN(3)) * []time.Duration{time.Second, time.Minute, time.Hour, 1500 * time.Millisecond}[rng.IntN(4)],
+				MaxInFlight:      rng.IntN(5) - 1,
+				Bake:             time.Duration(rng.IntN(3)) * []time.Duration{time.Second, time.Minute, time.Hour, 1500 * time.Millisecond}[rng.IntN(4)],
+				FailureThreshold: threshold(),
 			})
 		}
-		switch rng.IntN(3) {
-		case 1:
-			s.FailureThreshold.Count = rng.IntN(5) - 1
-		case 2:
-			s.FailureThreshold.Percent = rng.IntN(110)
-		}
+		s.FailureThreshold = threshold()
 		data, err := FormatYAML(s)
 		if err != nil {
 			t.Fatalf("spec %d: FormatYAML(%+v): %v", i, s, err)
@@ -341,6 +357,14 @@ func TestYAMLRoundTrip(t *testing.T) {
 		}
 		if !reflect.DeepEqual(back, s) {
 			t.Fatalf("spec %d: round trip of\n%s\n got %+v\nwant %+v", i, data, back, s)
+		}
+
+		policy := Policy{Name: s.Name, Description: str(), Phases: s.Phases}
+		if data, err = FormatPolicyYAML(policy); err != nil {
+			t.Fatalf("policy %d: FormatPolicyYAML(%+v): %v", i, policy, err)
+		}
+		if back, err := ParsePolicyYAML(data); err != nil || !reflect.DeepEqual(back, policy) {
+			t.Fatalf("policy %d: round trip of\n%s: %v\n got %+v\nwant %+v", i, data, err, back, policy)
 		}
 	}
 }
