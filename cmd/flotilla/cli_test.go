@@ -413,7 +413,10 @@ func TestCLIRollback(t *testing.T) {
 	if err != nil || !strings.Contains(out, "rollback requested by") || !strings.Contains(out, "consumers lag") {
 		t.Fatalf("rollback: %v\n%s", err, out)
 	}
-	w = f.Await(id, time.Second, time.Minute, "the rollback finishing", func(w *decide.Workflow) bool { return w.State.Terminal() })
+	// The fleet's view may still show the rollout succeeded: wait past that.
+	w = f.Await(id, time.Second, time.Minute, "the rollback finishing", func(w *decide.Workflow) bool {
+		return w.State.Terminal() && w.State != records.WorkflowSucceeded
+	})
 	if w.State != records.WorkflowRolledBack {
 		t.Fatalf("state %s (%s), want rolled-back", w.State, w.Reason)
 	}

@@ -95,6 +95,9 @@ func Run(ctx context.Context, cfg Config) error {
 		m.last[h.ClusterID] = h
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while reading
+		}
 		return fmt.Errorf("monitor: read health: %w", err)
 	}
 	m.inv = logtable.New(m.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (records.ClusterRecord, error) {
