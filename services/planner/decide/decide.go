@@ -386,6 +386,7 @@ func (d *decision) retryLater(w *Workflow, t *records.Target, ev records.Operati
 		delete(d.s.busy, t.ClusterID)
 	}
 	d.advance(w)
+	d.startRollback(w) // a retry is moot once w is rolling back
 	for _, other := range d.s.workflowsOn(t.ClusterID) {
 		if other != w {
 			d.advance(other)

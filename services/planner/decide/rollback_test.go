@@ -356,3 +356,23 @@ func TestPolicyGivesTheRolloutItsPhases(t *testing.T) {
 		t.Fatalf("unknown policy: %s (%s)", w.State, w.Reason)
 	}
 }
+
+// TestRollbackWaitsForOperationsThatWouldRetry: an operation in flight
+// when the rollback was asked for fails with retries left; it is not
+// retried, and the rollback goes on.
+func TestRollbackWaitsForOperationsThatWouldRetry(t *testing.T) {
+	h := newHarness(t, fleet(2))
+	spec := upgradeSpec()
+	spec.Retries, spec.RetryBackoff = 3, time.Minute
+	first := h.submit("wf", spec).Commands
+	h.result(first[0], records.OperationSucceeded, "")
+	h.control("wf", records.ActionRollback, "")
+	out := h.result(first[1], records.OperationFailed, "disk full")
+	if got := clusterIDs(out.Commands); !reflect.DeepEqual(got, []string{first[0].ClusterID}) || out.Commands[0].WorkflowID != records.RollbackID("wf") {
+		t.Fatalf("commands %v, want the rollback of %s alone", got, first[0].ClusterID)
+	}
+	h.advance(time.Hour)
+	if w := h.workflow("wf"); w.Targets[first[1].ClusterID].State == records.TargetRunning {
+		t.Fatal("the failed operation was retried while the rollout rolls back")
+	}
+}
