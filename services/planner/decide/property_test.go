@@ -26,7 +26,8 @@ import (
 //   - a wave starts only after every earlier wave finished, baked for its
 //     bake time and was probed since;
 //   - a rollback touches only clusters its workflow changed, and sets each
-//     back to the version it ran before;
+//     back to the version it ran before; it starts as soon as no
+//     operation of its workflow is in flight;
 //   - the state rebuilt from the rows written equals the live state.
 func TestInvariants(t *testing.T) {
 	seeds := 300
@@ -146,6 +147,9 @@ func checkInvariants(t *testing.T, h *harness) {
 	t.Helper()
 	inFlight := map[string]string{}
 	for _, w := range h.s.Workflows {
+		if _, started := h.s.Workflows[records.RollbackID(w.ID)]; w.State == records.WorkflowRollingBack && !started && w.count(records.TargetRunning) == 0 {
+			t.Fatalf("%s is rolling back with no operation in flight, but its rollback has not started", w.ID)
+		}
 		perPhase := map[int]int{}
 		for _, tg := range w.Targets {
 			if tg.State != records.TargetRunning {
