@@ -283,12 +283,15 @@ func assertSameState(t testing.TB, live, rebuilt *State) {
 		if !reflect.DeepEqual(w.Workflow, r.Workflow) {
 			t.Fatalf("workflow %s header differs:\nlive    %+v\nrebuilt %+v", id, w.Workflow, r.Workflow)
 		}
-		if !reflect.DeepEqual(w.Targets, r.Targets) || w.failed != r.failed {
+		if !reflect.DeepEqual(w.Targets, r.Targets) || w.failed != r.failed || !slices.Equal(w.failedIn, r.failedIn) {
 			t.Fatalf("workflow %s targets differ after rebuild", id)
 		}
 	}
 	if !reflect.DeepEqual(live.busy, rebuilt.busy) {
 		t.Fatalf("busy clusters differ: live %v rebuilt %v", live.busy, rebuilt.busy)
+	}
+	if !reflect.DeepEqual(live.byCluster, rebuilt.byCluster) {
+		t.Fatalf("workflows by cluster differ: live %v rebuilt %v", live.byCluster, rebuilt.byCluster)
 	}
 }
 

@@ -26,6 +26,9 @@ func (d *decision) beginRollback(w *Workflow, why string) {
 	d.clearWaits(w)
 	w.State = records.WorkflowRollingBack
 	w.Reason = why
+	for id := range w.Targets {
+		d.s.watch(id, w.ID) // a finished workflow had left the index
+	}
 	d.transition(w, "rolling-back")
 	d.startRollback(w)
 }
