@@ -60,7 +60,7 @@ func (c *Counts) add(s records.TargetState) {
 // PhaseProgress is one phase's progress.
 type PhaseProgress struct {
 	Name  string `json:"name"`
-	State string `json:"state"` // pending, running, baking, paused, stopped, done
+	State string `json:"state"` // pending, running, baking, paused, stopped, not run, done
 	Counts
 	Waves []WaveProgress `json:"waves"`
 }
@@ -147,6 +147,10 @@ func (w *Workflow) stepState(phase, wave int, c Counts) string {
 		return "baking"
 	case current:
 		return "running"
+	case w.State.Terminal() && c.Pending > 0 && c.Pending == c.Targets:
+		return "not run" // the workflow ended before it
+	case w.State.Terminal() && c.Pending > 0:
+		return "stopped"
 	case before || c.Pending == 0 && c.Running == 0 && c.Targets > 0:
 		return "done"
 	}

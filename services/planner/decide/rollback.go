@@ -46,7 +46,7 @@ func (d *decision) startRollback(w *Workflow) {
 	phases, undo, problems := rollbackPlan(w)
 	note := ""
 	if len(problems) > 0 {
-		note = fmt.Sprintf("; %d changed clusters cannot be rolled back: %s", len(problems), listSome(problems, 3))
+		note = fmt.Sprintf("; %s changed but cannot be rolled back: %s", clusters(len(problems)), listSome(problems, 3))
 	}
 	switch {
 	case len(undo) == 0 && len(problems) > 0:
@@ -88,7 +88,7 @@ func (d *decision) startRollback(w *Workflow) {
 	r.reindexTargetsCount()
 	r.reindex()
 
-	w.Reason = fmt.Sprintf("%s; rolling back %d clusters in %s%s", w.Reason, len(undo), id, note)
+	w.Reason = fmt.Sprintf("%s; rolling back %s in %s%s", w.Reason, clusters(len(undo)), id, note)
 	d.touch(w)
 	d.transition(r, "submitted")
 	d.startWave(r, "wave-started")
@@ -227,7 +227,7 @@ func (d *decision) rollbackEnded(w *Workflow) {
 	d.cause = rowID(w.ID, w.Seq)
 	if w.State == records.WorkflowSucceeded {
 		parent.State = records.WorkflowRolledBack
-		parent.Reason = fmt.Sprintf("%s; done: %d clusters rolled back", parent.Reason, w.Workflow.Targets)
+		parent.Reason = fmt.Sprintf("%s; done: %s rolled back", parent.Reason, clusters(w.Workflow.Targets))
 		d.transition(parent, "rolled-back")
 	} else {
 		parent.State = records.WorkflowFailed
@@ -235,6 +235,14 @@ func (d *decision) rollbackEnded(w *Workflow) {
 		d.transition(parent, "rollback-failed")
 	}
 	d.end(parent)
+}
+
+// clusters writes "1 cluster" or "n clusters".
+func clusters(n int) string {
+	if n == 1 {
+		return "1 cluster"
+	}
+	return fmt.Sprintf("%d clusters", n)
 }
 
 // listSome writes the first most items and how many more there are.
