@@ -309,3 +309,51 @@ func TestOperationTimeout(t *testing.T) {
 		t.Fatal("the operation cut off by its timeout changed the cluster")
 	}
 }
+
+// TestApprovalGateExpires leaves a gate unapproved past its timeout: the
+// rollout pauses, saying why; approved and resumed later, it goes on.
+func TestApprovalGateExpires(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 20})
+	id := f.Submit(rollout.Spec{Name: "gated", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, Selector: "kind=kafka",
+		Phases: []rollout.Phase{{Name: "all", Approve: rollout.ApproveBefore, ApprovalTimeout: time.Hour}}})
+	f.Await(id, 0, time.Minute, "the gate", func(w *decide.Workflow) bool { return w.Gate == "before:all" })
+	w := f.Await(id, time.Minute, time.Minute, "the gate expiring", func(w *decide.Workflow) bool { return w.State == records.WorkflowPaused })
+	if w.PausedBy != "gate" || !strings.Contains(w.Reason, "approval gate before:all was not approved in time") || f.Sim.TotalApplies() != 0 {
+		t.Fatalf("paused by %q (%s), %d clusters changed; want paused by the gate, nothing changed", w.PausedBy, w.Reason, f.Sim.TotalApplies())
+	}
+	control(f, id, records.ActionApprove, "CHG-7")
+	control(f, id, records.ActionResume, "")
+	if w := f.Await(id, time.Second, time.Minute, "the rollout finishing", finished); w.State != records.WorkflowSucceeded {
+		t.Fatalf("state %s (%s), want succeeded once approved and resumed", w.State, w.Reason)
+	}
+}
+
+// TestBlackoutHoldsTheClustersItCovers: a blackout (an absolute deny
+// window) over the GCP clusters holds them until it ends, while the others
+// go on.
+func TestBlackoutHoldsTheClustersItCovers(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 40})
+	until := time.Date(2026, 11, 22, 18, 0, 0, 0, time.UTC)
+	spec := rollout.Spec{Name: "freeze", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, Selector: "kind=kafka",
+		Windows: []rollout.WindowRule{{Selector: "cloud=gcp", Deny: []string{"2026-11-22T00:00:00Z/" + until.Format(time.RFC3339)}}}}
+	id := f.Submit(spec)
+	frozen := targetsOf(t, f, "cloud=gcp,kind=kafka")
+	w := f.Await(id, time.Second, time.Minute, "the others done, the frozen waiting", func(w *decide.Workflow) bool {
+		p := w.Progress()
+		return p.Succeeded == len(w.Targets)-len(frozen) && w.WaitUntil.Equal(until)
+	})
+	for cid := range frozen {
+		if n := f.Sim.Applies(cid); n != 0 || w.Targets[cid].State != records.TargetPending {
+			t.Fatalf("%s changed %d times during its blackout (%s)", cid, n, w.Targets[cid].State)
+		}
+	}
+	w = f.Await(id, 10*time.Minute, 2*time.Minute, "the rollout finishing after the blackout", finished)
+	if w.State != records.WorkflowSucceeded {
+		t.Fatalf("state %s (%s)", w.State, w.Reason)
+	}
+	for cid := range frozen {
+		if started := w.Targets[cid].StartedAt; started.Before(until) {
+			t.Errorf("%s started at %v, before its blackout ended at %v", cid, started, until)
+		}
+	}
+}
