@@ -343,15 +343,9 @@ func hasPolicy(policy, want string) bool {
 
 // TargetKey returns the record key of a workflow's row about one cluster:
 // "workflowID/clusterID". Partitioner puts it on the partition of workflowID.
+// A cluster ID may itself contain '/'.
 func TargetKey(workflowID, clusterID string) string {
 	return workflowID + "/" + clusterID
-}
-
-// SplitTargetKey splits a key made by TargetKey. ok is false for a key with no
-// '/', such as a bare workflow ID. Only the first '/' separates, so a cluster
-// ID may itself contain '/'; a workflow ID must not.
-func SplitTargetKey(key string) (workflowID, clusterID string, ok bool) {
-	return strings.Cut(key, "/")
 }
 
 // Partitioner returns the partitioner every Flotilla producer uses. A key

@@ -57,23 +57,6 @@ func TestNewNames(t *testing.T) {
 	}
 }
 
-func TestTargetKey(t *testing.T) {
-	for _, tc := range []struct {
-		key               string
-		workflow, cluster string
-		ok                bool
-	}{
-		{TargetKey("w1", "c1"), "w1", "c1", true},
-		{TargetKey("w1", "eu/c1"), "w1", "eu/c1", true},
-		{"w1", "w1", "", false},
-	} {
-		w, c, ok := SplitTargetKey(tc.key)
-		if w != tc.workflow || c != tc.cluster || ok != tc.ok {
-			t.Errorf("SplitTargetKey(%q) = %q, %q, %v; want %q, %q, %v", tc.key, w, c, ok, tc.workflow, tc.cluster, tc.ok)
-		}
-	}
-}
-
 func TestCatalogue(t *testing.T) {
 	n := NewNames("")
 	specs := Catalogue(n, 6, 3)

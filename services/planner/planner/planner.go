@@ -382,13 +382,7 @@ func (p *planner) revoked(partitions []int32) {
 func (p *planner) load(ctx context.Context, partitions []int32) error {
 	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Workflows, partitions, func(r *kgo.Record) {
 		if r.Value == nil { // a tombstone removes a target or a whole workflow
-			if wf, cluster, ok := topics.SplitTargetKey(string(r.Key)); ok {
-				if w := p.state.Workflows[wf]; w != nil {
-					delete(w.Targets, cluster)
-				}
-			} else {
-				p.state.Forget(string(r.Key))
-			}
+			p.forgetRow(string(r.Key))
 			return
 		}
 		rec, err := records.DecodeWorkflowRecord(r.Value)
@@ -400,6 +394,26 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 	})
 	p.state.Reindex()
 	return err
+}
+
+// forgetRow applies the tombstone of a workflows row: key is a workflow
+// ID, or a workflow ID, '/' and a cluster ID. A rollback's workflow ID has
+// a '/' of its own (records.RollbackID), so the workflow is the longest
+// known prefix.
+func (p *planner) forgetRow(key string) {
+	if _, ok := p.state.Workflows[key]; ok {
+		p.state.Forget(key)
+		return
+	}
+	for i := len(key) - 1; i > 0; i-- {
+		if key[i] != '/' {
+			continue
+		}
+		if w := p.state.Workflows[key[:i]]; w != nil {
+			delete(w.Targets, key[i+1:])
+			return
+		}
+	}
 }
 
 // rebuild throws away what was decided but not committed and reloads the
