@@ -29,6 +29,7 @@ const (
 	nameHealth         = "flotilla.Health"
 	nameNotification   = "flotilla.Notification"
 	namePolicyRecord   = "flotilla.PolicyRecord"
+	nameClaimRecord    = "flotilla.ClaimRecord"
 )
 
 var (
@@ -178,8 +179,8 @@ func registerSchema(file string, data []byte) error {
 }
 
 // Encode encodes a record for its topic: v is a ClusterRecord, Request,
-// WorkflowRecord, Command, OperationEvent, Health, Notification or
-// PolicyRecord, or a
+// WorkflowRecord, Command, OperationEvent, Health, Notification,
+// PolicyRecord or ClaimRecord, or a
 // non-nil pointer to one.
 //
 // The result is an Avro single-object encoding: 0xC3 0x01, the 8-byte
@@ -227,6 +228,8 @@ func Encode(v any) ([]byte, error) {
 		name, native = nameNotification, notificationNative(x)
 	case PolicyRecord:
 		name, native = namePolicyRecord, policyRecordNative(x)
+	case ClaimRecord:
+		name, native = nameClaimRecord, claimRecordNative(x)
 	default:
 		return nil, fmt.Errorf("encode: %T is not a record type", v)
 	}
@@ -353,6 +356,12 @@ func DecodeHealth(b []byte) (Health, error) {
 // for how it fails.
 func DecodePolicyRecord(b []byte) (PolicyRecord, error) {
 	return decodeAs(b, namePolicyRecord, policyRecordFrom)
+}
+
+// DecodeClaimRecord decodes a value of fleet.claims. See DecodeHealth for
+// how it fails.
+func DecodeClaimRecord(b []byte) (ClaimRecord, error) {
+	return decodeAs(b, nameClaimRecord, claimRecordFrom)
 }
 
 // DecodeNotification decodes a value of fleet.notifications. See

@@ -59,6 +59,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"request.v2.avsc":      0xeab1ce73c6caff23,
 		"workflow.v2.avsc":     0xceacf9c9a222be76,
 		"policy.v1.avsc":       0x8d9090757535e902,
+		"claim.v1.avsc":        0x0f5580a0c49d582f,
 		"health.v1.avsc":       0xb8b1266bfe463371,
 		"notification.v1.avsc": 0x782b4e164ae48746,
 		"operation.v1.avsc":    0xcd4d2202f2e4f42d,

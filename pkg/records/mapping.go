@@ -523,3 +523,26 @@ func policyRecordFrom(v any) (PolicyRecord, error) {
 	}
 	return rec, r.err
 }
+
+func claimRecordNative(c ClaimRecord) map[string]any {
+	return map[string]any{
+		"envelope":          envelopeNative(c.Envelope),
+		"cluster_id":        c.ClusterID,
+		"command_id":        c.CommandID,
+		"workflow_id":       c.WorkflowID,
+		"command_partition": int(c.CommandPartition),
+	}
+}
+
+func claimRecordFrom(v any) (ClaimRecord, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	c := ClaimRecord{
+		Envelope:         envelopeFrom(x.record("envelope")),
+		ClusterID:        x.str("cluster_id"),
+		CommandID:        x.str("command_id"),
+		WorkflowID:       x.str("workflow_id"),
+		CommandPartition: int32(x.int("command_partition")),
+	}
+	return c, r.err
+}

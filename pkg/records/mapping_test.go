@@ -193,6 +193,10 @@ func fullPolicyRecord(t time.Time) PolicyRecord {
 	}}
 }
 
+func fullClaimRecord(t time.Time) ClaimRecord {
+	return ClaimRecord{Envelope: fullEnvelope(t), ClusterID: "prod-eu-1", CommandID: "wf-1/prod-eu-1/2", WorkflowID: "wf-1", CommandPartition: 5}
+}
+
 // decoders decode into any, so that tables can hold every type.
 var decoders = map[string]func([]byte) (any, error){
 	nameClusterRecord:  func(b []byte) (any, error) { return DecodeClusterRecord(b) },
@@ -203,6 +207,7 @@ var decoders = map[string]func([]byte) (any, error){
 	nameHealth:         func(b []byte) (any, error) { return DecodeHealth(b) },
 	nameNotification:   func(b []byte) (any, error) { return DecodeNotification(b) },
 	namePolicyRecord:   func(b []byte) (any, error) { return DecodePolicyRecord(b) },
+	nameClaimRecord:    func(b []byte) (any, error) { return DecodeClaimRecord(b) },
 }
 
 // roundTrips is every record type with every field set: the value to
@@ -220,6 +225,7 @@ var roundTrips = []struct {
 	{"health", nameHealth, fullHealth(inTime), fullHealth(outTime)},
 	{"notification", nameNotification, fullNotification(inTime), fullNotification(outTime)},
 	{"policy", namePolicyRecord, fullPolicyRecord(inTime), fullPolicyRecord(outTime)},
+	{"claim", nameClaimRecord, fullClaimRecord(inTime), fullClaimRecord(outTime)},
 }
 
 func TestRoundTripEveryFieldSet(t *testing.T) {

@@ -74,6 +74,24 @@ const (
 // starts with id and a '/', so that its records land on id's partition.
 func RollbackID(id string) string { return id + "/rollback" }
 
+// ClaimRecord is the value of fleet.claims, keyed ClaimKey(ClusterID,
+// CommandID): an executor's claim on a cluster for one command. The
+// earliest live claim on a cluster in log order holds the cluster; a
+// tombstone (nil value) releases a claim.
+type ClaimRecord struct {
+	Envelope   Envelope
+	ClusterID  string
+	CommandID  string
+	WorkflowID string
+	// CommandPartition is the partition of the commands topic the command
+	// is on: its executor releases a claim left behind by a crash.
+	CommandPartition int32
+}
+
+// ClaimKey is the record key of a claim: the cluster ID, a '/', and the
+// command ID, so that every claim on a cluster lands on one partition.
+func ClaimKey(clusterID, commandID string) string { return clusterID + "/" + commandID }
+
 // PolicyRecord is the value of fleet.policies, keyed by the policy's
 // name: a named deployment policy. A tombstone (nil value) removes it.
 type PolicyRecord struct {

@@ -33,6 +33,7 @@ type Names struct {
 	Commands      string // workflowID/clusterID → command; compacted
 	Operations    string // workflowID/clusterID → operation; compacted
 	Health        string // cluster ID → health; compacted
+	Claims        string // clusterID/commandID → claim on a cluster; compacted
 	Notifications string // workflow or cluster ID → notification; deleted after retention
 }
 
@@ -51,13 +52,14 @@ func NewNames(namespace string) Names {
 		Commands:      namespace + ".commands",
 		Operations:    namespace + ".operations",
 		Health:        namespace + ".health",
+		Claims:        namespace + ".claims",
 		Notifications: namespace + ".notifications",
 	}
 }
 
 // All returns every topic name, in catalogue order.
 func (n Names) All() []string {
-	return []string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.Notifications}
+	return []string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.Claims, n.Notifications}
 }
 
 // Group returns the consumer group, and the stem of transactional IDs, of
@@ -118,6 +120,7 @@ func Catalogue(n Names, partitions int32, replicationFactor int16) []Spec {
 		spec(n.Commands, ByWorkflow, compact()),
 		spec(n.Operations, ByWorkflow, compact()),
 		spec(n.Health, ByCluster, compact()),
+		spec(n.Claims, ByCluster, compact()),
 		spec(n.Notifications, "", map[string]*string{
 			"cleanup.policy": kadm.StringPtr("delete"),
 			"retention.ms":   kadm.StringPtr(strconv.FormatInt(retentionYear.Milliseconds(), 10)),

@@ -1,16 +1,19 @@
 package integration
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
 
@@ -354,6 +357,63 @@ func TestBlackoutHoldsTheClustersItCovers(t *testing.T) {
 	for cid := range frozen {
 		if started := w.Targets[cid].StartedAt; started.Before(until) {
 			t.Errorf("%s started at %v, before its blackout ended at %v", cid, started, until)
+		}
+	}
+}
+
+// TestOneOperationPerClusterAcrossPlanners runs two planners, each owning
+// some of the workflows' partitions, and three rollouts over the same
+// clusters, one on each partition: the planners do not know each other's
+// workflows, but the executors' claims on the clusters keep every
+// cluster in one operation at a time.
+func TestOneOperationPerClusterAcrossPlanners(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 10, OpDuration: 10 * time.Second})
+	f.StartService("planner#2")
+	targets := []string{f.Clusters[0].ID, f.Clusters[1].ID, f.Clusters[2].ID, f.Clusters[3].ID}
+	names := f.Backbone.Names()
+	partitioner := topics.Partitioner().ForTopic(names.Requests)
+	var ids []string
+	for taken := map[int]bool{}; len(ids) < 3; {
+		id := uuid.NewString()
+		if p := partitioner.Partition(&kgo.Record{Key: []byte(id)}, 3); !taken[p] {
+			taken[p] = true
+			ids = append(ids, id)
+		}
+	}
+	for i, id := range ids {
+		f.Produce(f.Record(names.Requests, id, records.Request{
+			Envelope: records.Envelope{ID: id, Time: f.Clock.Now(), Principal: "alice"},
+			Submit: &records.SubmitRollout{Spec: rollout.Spec{Name: fmt.Sprintf("restart-%d", i), Operation: rollout.Operation{Kind: rollout.Restart},
+				Clusters: targets}},
+		}))
+	}
+	for _, id := range ids {
+		if w := f.Await(id, time.Second, 2*time.Minute, "every rollout finishing", finished); w.State != records.WorkflowSucceeded {
+			t.Fatalf("%s: %s (%s)", id, w.State, w.Reason)
+		}
+	}
+	type span struct{ from, to time.Time }
+	spans := map[string][]span{}
+	started := map[string]time.Time{}
+	for _, ev := range f.Operations() {
+		switch ev.Status {
+		case records.OperationStarted:
+			started[ev.CommandID] = ev.Envelope.Time
+		case records.OperationSucceeded, records.OperationFailed:
+			spans[ev.ClusterID] = append(spans[ev.ClusterID], span{started[ev.CommandID], ev.Envelope.Time})
+		}
+	}
+	for _, cid := range targets {
+		ss := spans[cid]
+		if len(ss) != 3 {
+			t.Errorf("%s ran %d operations, want one per rollout", cid, len(ss))
+		}
+		for i := range ss {
+			for j := i + 1; j < len(ss); j++ {
+				if ss[i].from.Before(ss[j].to) && ss[j].from.Before(ss[i].to) {
+					t.Errorf("%s ran two operations at once: %v-%v and %v-%v", cid, ss[i].from, ss[i].to, ss[j].from, ss[j].to)
+				}
+			}
 		}
 	}
 }

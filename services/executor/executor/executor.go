@@ -10,6 +10,10 @@
 // which converges and never changes a cluster twice; any other is started.
 // It commits no offsets: the log is its only state.
 //
+// Before it acts on a cluster it claims it (package claims): of the
+// operations sent for one cluster, by any planner, one runs at a time and
+// the others wait, whichever executors carry them out.
+//
 // Before it starts a config operation, it reads what the operation's keys
 // are set to through the driver, when the driver can ([drivers.Snapshotter]),
 // and records that in the "started" event and the outcome, so that a
@@ -30,6 +34,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/claims"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -53,12 +58,13 @@ type Config struct {
 }
 
 type executor struct {
-	cfg   Config
-	log   *slog.Logger
-	names topics.Names
-	cl    *kgo.Client
-	slots chan struct{}
-	wg    sync.WaitGroup // every running operation
+	cfg    Config
+	log    *slog.Logger
+	names  topics.Names
+	cl     *kgo.Client
+	claims *claims.Claims
+	slots  chan struct{}
+	wg     sync.WaitGroup // every running operation
 
 	mu    sync.Mutex
 	parts map[int32]*partition // owned partitions of the commands topic
@@ -68,6 +74,7 @@ type executor struct {
 
 // partition is what the executor holds for one owned partition.
 type partition struct {
+	id      int32
 	ctx     context.Context // cancelled when the partition is revoked
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup                    // operations running for it
@@ -116,8 +123,26 @@ func Run(ctx context.Context, cfg Config) error {
 		e.wg.Wait()
 		cl.Close()
 	}()
+	e.claims = claims.New(e.names.Claims, cfg.Backbone.Opts(), cl, e.log)
+	claimsErr := make(chan error, 1)
+	go func() { claimsErr <- e.claims.Run(ctx) }()
+	if err := e.claims.WaitReady(ctx); err != nil {
+		if parent.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("executor: %w", err)
+	}
 	e.log.Info("executor started", "concurrency", cfg.Concurrency)
 	for {
+		select {
+		case err := <-claimsErr:
+			if parent.Err() != nil {
+				return nil
+			}
+			// Without the claims it cannot know who holds a cluster.
+			return fmt.Errorf("executor: %w", err)
+		default:
+		}
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			if parent.Err() != nil {
@@ -172,13 +197,34 @@ func (e *executor) assigned(ctx context.Context, partitions []int32) {
 		e.stop(fmt.Errorf("executor: load the operations of partitions %v: %w", partitions, err))
 		return
 	}
+	e.releaseLeftBehind(ctx, loaded)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, p := range partitions {
 		pctx, cancel := context.WithCancel(ctx)
-		e.parts[p] = &partition{ctx: pctx, cancel: cancel, ops: loaded[p], running: map[string]string{}}
+		e.parts[p] = &partition{id: p, ctx: pctx, cancel: cancel, ops: loaded[p], running: map[string]string{}}
 	}
 	e.log.Info("partitions assigned", "partitions", partitions)
+}
+
+// releaseLeftBehind releases the claims of the commands of newly owned
+// partitions whose operation has ended (or been superseded by a later
+// command): an executor that stopped between recording the outcome and
+// releasing the claim left them, and they would hold their cluster forever.
+func (e *executor) releaseLeftBehind(ctx context.Context, loaded map[int32]map[string]records.OperationEvent) {
+	for _, c := range e.claims.Live() {
+		ops, mine := loaded[c.CommandPartition]
+		if !mine {
+			continue
+		}
+		last, seen := ops[topics.TargetKey(c.WorkflowID, c.ClusterID)]
+		if !seen || (last.CommandID == c.CommandID && !last.Status.Terminal()) {
+			continue // not started yet, or running: its command is carried out again
+		}
+		if err := e.claims.Release(ctx, c.ClusterID, c.CommandID); err != nil {
+			e.log.Warn("could not release a claim left behind", "cluster", c.ClusterID, "command", c.CommandID, "err", err)
+		}
+	}
 }
 
 // revoked stops the operations of lost partitions and forgets them: their
@@ -256,6 +302,17 @@ func (e *executor) done(part *partition, key, commandID string) {
 // owner resumes from the "started" record.
 func (e *executor) carryOut(part *partition, key string, cmd records.Command, started *records.OperationEvent) {
 	log := e.log.With("workflow", cmd.WorkflowID, "cluster", cmd.ClusterID, "command", cmd.ID)
+	// Waiting for the cluster does not count against the timeout.
+	claim := records.ClaimRecord{
+		Envelope:  records.Envelope{ID: uuid.NewString(), Time: e.cfg.Clock.Now().UTC(), Principal: Principal, CausationID: cmd.ID},
+		ClusterID: cmd.ClusterID, CommandID: cmd.ID, WorkflowID: cmd.WorkflowID, CommandPartition: part.id,
+	}
+	if err := e.claims.Acquire(part.ctx, claim); err != nil {
+		if part.ctx.Err() == nil {
+			log.Warn("could not claim the cluster; not acting", "err", err)
+		}
+		return // the command is carried out again on the partition's next assignment
+	}
 	outcome := e.event(cmd, records.OperationSucceeded)
 	outcome.Envelope.CausationID = cmd.ID
 	timeout := e.cfg.Timeout // the operator's limit caps the rollout's
@@ -310,6 +367,9 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 		return
 	}
 	log.Info("operation finished", "status", outcome.Status, "reason", outcome.Reason)
+	if err := e.claims.Release(part.ctx, cmd.ClusterID, cmd.ID); err != nil {
+		log.Warn("could not release the claim on the cluster; the partition's next owner does", "err", err)
+	}
 }
 
 // snapshot records in the started event ev what the cluster has now for
