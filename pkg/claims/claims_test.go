@@ -129,7 +129,10 @@ func TestClaimsSurviveARestart(t *testing.T) {
 	first, stop := run()
 	for _, cmd := range []string{"cmd-1", "cmd-2"} {
 		go first.Acquire(ctx, claim("c1", cmd))
-		waitFor(t, func() bool { _, ok := first.Holder("c1"); return ok && len(first.Live()) == map[string]int{"cmd-1": 1, "cmd-2": 2}[cmd] })
+		waitFor(t, func() bool {
+			_, ok := first.Holder("c1")
+			return ok && len(first.Live()) == map[string]int{"cmd-1": 1, "cmd-2": 2}[cmd]
+		})
 	}
 	if err := first.Release(ctx, "c1", "cmd-1"); err != nil {
 		t.Fatal(err)
