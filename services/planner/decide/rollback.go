@@ -69,7 +69,9 @@ func (d *decision) startRollback(w *Workflow) {
 	r.Spec = rollout.Spec{
 		Name:      "rollback of " + w.Spec.Name,
 		Operation: rollout.Operation{Kind: w.Spec.Operation.Kind},
-		Clusters:  slices.Sorted(maps.Keys(undo)),
+		// No Clusters: the target rows hold them, and a header row is
+		// written at every transition.
+
 		// A failing rollback pauses for a person: there is nothing left
 		// to undo it with.
 		FailureThreshold: rollout.Threshold{Count: w.Spec.FailureThreshold.Count, Percent: w.Spec.FailureThreshold.Percent},
@@ -81,9 +83,9 @@ func (d *decision) startRollback(w *Workflow) {
 	r.State = records.WorkflowRunning
 	r.Phases = phases
 	r.Targets = undo
-	for clusterID, t := range undo {
+	for _, clusterID := range slices.Sorted(maps.Keys(undo)) { // rows in a stable order
 		d.s.watch(clusterID, id)
-		d.changed(r, t)
+		d.changed(r, undo[clusterID])
 	}
 	r.reindexTargetsCount()
 	r.reindex()
