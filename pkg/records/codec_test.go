@@ -55,7 +55,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"cluster.v1.avsc":      0x53772f60ca40201f,
 		"command.v1.avsc":      0xf05367ff747f284b,
 		"command.v2.avsc":      0xed71786b58b450b3,
-		"operation.v2.avsc":    0xf03d42a47bdd80c7,
+		"operation.v2.avsc":    0xb95eacd54557cbdc,
 		"request.v2.avsc":      0xeab1ce73c6caff23,
 		"workflow.v2.avsc":     0xceacf9c9a222be76,
 		"policy.v1.avsc":       0x8d9090757535e902,
@@ -455,10 +455,10 @@ func TestDecodeVersion1Records(t *testing.T) {
 	}
 
 	ev := fullOperationEvent(inTime)
-	ev.PreviousConfig, ev.PreviousUnset = nil, nil
+	ev.PreviousConfig, ev.PreviousUnset, ev.Deadline = nil, nil, time.Time{}
 	gotEv, err := DecodeOperationEvent(v1("operation.v1.avsc", operationEventNative(ev)))
 	wantEv := fullOperationEvent(outTime)
-	wantEv.PreviousConfig, wantEv.PreviousUnset = nil, nil
+	wantEv.PreviousConfig, wantEv.PreviousUnset, wantEv.Deadline = nil, nil, time.Time{}
 	if err != nil || !reflect.DeepEqual(gotEv, wantEv) {
 		t.Errorf("operation v1: %v\n got %+v\nwant %+v", err, gotEv, wantEv)
 	}

@@ -415,6 +415,7 @@ func operationEventNative(o OperationEvent) map[string]any {
 		"output":           o.Output,
 		"previous_config":  stringMapNative(o.PreviousConfig),
 		"previous_unset":   stringsNative(o.PreviousUnset),
+		"deadline":         millis(o.Deadline),
 	}
 }
 
@@ -434,6 +435,7 @@ func operationEventFrom(v any) (OperationEvent, error) {
 		Output:          x.str("output"),
 		PreviousConfig:  x.strMap("previous_config"),
 		PreviousUnset:   x.strs("previous_unset"),
+		Deadline:        x.time("deadline"),
 	}
 	return o, r.err
 }

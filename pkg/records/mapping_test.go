@@ -155,6 +155,7 @@ func fullOperationEvent(t time.Time) OperationEvent {
 		Output:          "line 1\nline 2 ✓\n",
 		PreviousConfig:  map[string]string{"log.retention.ms": "86400000"},
 		PreviousUnset:   []string{"log.cleaner.threads"},
+		Deadline:        t.Add(30 * time.Minute),
 	}
 }
 

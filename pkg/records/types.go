@@ -302,6 +302,9 @@ type OperationEvent struct {
 	// before acting (see Target).
 	PreviousConfig map[string]string
 	PreviousUnset  []string
+	// Deadline is when the attempt times out, set when it starts, so that
+	// an attempt resumed after a restart does not get a whole timeout again.
+	Deadline time.Time
 }
 
 // HealthStatus is a cluster's health as the monitor sees it.

@@ -319,13 +319,18 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 	if cmd.Timeout > 0 && cmd.Timeout < timeout {
 		timeout = cmd.Timeout
 	}
-	opCtx, cancel := context.WithTimeout(part.ctx, timeout)
+	deadline := e.cfg.Clock.Now().Add(timeout)
+	if started != nil && !started.Deadline.IsZero() {
+		deadline = started.Deadline // a resumed attempt has what is left of its time
+	}
+	opCtx, cancel := context.WithTimeout(part.ctx, deadline.Sub(e.cfg.Clock.Now()))
 	defer cancel()
 	d, err := e.cfg.Drivers.Driver(cmd.Cluster.Driver)
 	if err == nil {
 		if started == nil {
 			ev := e.event(cmd, records.OperationStarted)
 			ev.PreviousVersion = cmd.Cluster.Version
+			ev.Deadline = deadline
 			err = e.snapshot(opCtx, d, cmd, &ev)
 			if part.ctx.Err() != nil {
 				return // revoked or stopping: the next owner starts it afresh
@@ -345,6 +350,9 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 		// What the cluster had before is what the start recorded: a
 		// resumed attempt may find it changed already.
 		outcome.PreviousConfig, outcome.PreviousUnset = started.PreviousConfig, started.PreviousUnset
+	}
+	if err == nil {
+		err = opCtx.Err() // a resumed attempt whose time has run out does not start again
 	}
 	if err == nil {
 		var res drivers.Result

@@ -305,3 +305,43 @@ func TestSnapshotFailureFailsWithoutActing(t *testing.T) {
 		})
 	}
 }
+
+// An attempt resumed after a restart has what is left of its time, as its
+// start recorded it, not a whole timeout again: here, nothing.
+func TestResumedAttemptKeepsItsDeadline(t *testing.T) {
+	bb := newBackbone(t)
+	cmd := command(rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"})
+	produce(t, bb, bb.Names().Operations, records.OperationEvent{
+		Envelope:   records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: executor.Principal, CausationID: cmd.Envelope.ID},
+		CommandID:  cmd.ID,
+		WorkflowID: cmd.WorkflowID,
+		ClusterID:  cmd.ClusterID,
+		Attempt:    cmd.Attempt,
+		Status:     records.OperationStarted,
+		Deadline:   time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC), // long before the executor's (fake) now
+	})
+	d := &fakeDriver{bb: bb}
+	runExecutor(t, bb, d)
+	produce(t, bb, bb.Names().Commands, cmd)
+
+	evs := awaitFinished(t, bb)
+	if calls, _ := d.seen(); len(calls) != 0 {
+		t.Fatalf("driver calls %q, want none: the attempt's time had run out", calls)
+	}
+	if last := evs[len(evs)-1]; last.Status != records.OperationFailed || !strings.Contains(last.Reason, "timed out") {
+		t.Fatalf("outcome %s (%q), want failed, timed out", last.Status, last.Reason)
+	}
+}
+
+// A new attempt records its deadline when it starts.
+func TestStartRecordsTheDeadline(t *testing.T) {
+	bb := newBackbone(t)
+	cmd := command(rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"})
+	cmd.Timeout = 5 * time.Minute
+	runExecutor(t, bb, &fakeDriver{bb: bb})
+	produce(t, bb, bb.Names().Commands, cmd)
+	evs := awaitFinished(t, bb)
+	if started := evs[0]; started.Status != records.OperationStarted || started.Deadline.Sub(started.Envelope.Time) != 5*time.Minute {
+		t.Fatalf("started event %+v: want a deadline 5m after its start", started)
+	}
+}
