@@ -231,7 +231,7 @@ func countKind(ns []records.Notification, workflowID, kind string) int {
 // cluster is upgraded exactly once and every notification is written once.
 func TestTwoCopiesOfEachService(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Options{Clusters: 120, OpDuration: 10 * time.Second, Partitions: 6})
-	for _, s := range []string{"planner#2", "executor#2", "notifier#2"} {
+	for _, s := range []string{"planner#2", "executor#2", "notifier#2", "monitor#2"} {
 		f.StartService(s)
 	}
 	var ids []string
@@ -250,7 +250,7 @@ func TestTwoCopiesOfEachService(t *testing.T) {
 		}
 		return false
 	})
-	for _, s := range []string{"planner", "executor#2", "notifier"} {
+	for _, s := range []string{"planner", "executor#2", "notifier", "monitor"} {
 		f.StopService(s) // their partitions move to the other copy
 	}
 	for _, id := range ids {
@@ -280,6 +280,18 @@ func TestTwoCopiesOfEachService(t *testing.T) {
 			t.Fatalf("notification %q written twice", n.Message)
 		}
 		seen[n.Envelope.ID] = true
+	}
+	// The two monitors shared the clusters: none was announced twice.
+	first := map[string]int{}
+	for _, r := range f.ReadAll(f.Backbone.Names().Health) {
+		if h, err := records.DecodeHealth(r.Value); err == nil && h.PreviousStatus == records.HealthUnknown {
+			first[h.ClusterID]++
+		}
+	}
+	for id, n := range first {
+		if n > 1 {
+			t.Errorf("%s was first seen %d times: both monitors probed it", id, n)
+		}
 	}
 }
 

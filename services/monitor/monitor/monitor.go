@@ -1,10 +1,13 @@
-// Package monitor is the monitor service: it probes every cluster of the
+// Package monitor is the monitor service: it probes the clusters of the
 // inventory on an interval and publishes health signals, keyed by cluster,
 // when a cluster's health changes and as a periodic heartbeat.
 //
-// Its state is the last signal it published per cluster, read back from
-// the health topic at start, so a restarted monitor neither repeats a
-// change nor misses one.
+// Copies of the monitor share the fleet through their consumer group on
+// the inventory topic: each probes the clusters of the inventory
+// partitions it owns. Its state is the last signal published per cluster
+// of those partitions, read back from the health topic (co-partitioned
+// with the inventory) when it gains them, so a restarted monitor, or the
+// next owner of a partition, neither repeats a change nor misses one.
 package monitor
 
 import (
@@ -53,8 +56,22 @@ type monitor struct {
 	log   *slog.Logger
 	names topics.Names
 	cl    *kgo.Client
-	inv   *logtable.Table[records.ClusterRecord]
-	last  map[string]records.Health // last signal published per cluster
+	inv   *logtable.Table[entry]
+
+	// mu guards the partitions owned and what was published for them: a
+	// revocation waits for a publication under way, so that the next
+	// owner reads it back.
+	mu   sync.Mutex
+	last map[int32]map[string]records.Health // owned partition → cluster → last signal published
+
+	stop   context.CancelCauseFunc // ends Run with an error
+	gained chan struct{}           // a partition was gained: probe it now
+}
+
+// entry is an inventory entry and the partition it is on.
+type entry struct {
+	cluster   inventory.Cluster
+	partition int32
 }
 
 // Run runs the monitor until ctx ends.
@@ -74,43 +91,45 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 32
 	}
-	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(), last: map[string]records.Health{}}
-	cl, err := cfg.Backbone.Client()
+	parent := ctx
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(), last: map[int32]map[string]records.Health{}, stop: cancel,
+		gained: make(chan struct{}, 1)}
+
+	m.inv = logtable.New(m.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (entry, error) {
+		rec, err := records.DecodeClusterRecord(r.Value)
+		return entry{cluster: rec.Cluster, partition: r.Partition}, err
+	}, logtable.WithLogger[entry](m.log))
+	invDone := make(chan error, 1)
+	go func() { invDone <- m.inv.Run(ctx) }()
+	if err := m.inv.WaitReady(ctx); err != nil {
+		if parent.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("monitor: inventory table: %w", err)
+	}
+
+	// The group only shares out the inventory's partitions: the table
+	// above has their clusters, so the member reads from the end.
+	cl, err := cfg.Backbone.Client(append([]kgo.Opt{
+		kgo.ConsumerGroup(m.names.Group("monitor")),
+		kgo.ConsumeTopics(m.names.Inventory),
+		kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
+	}, backbone.OwnPartitions(m.names.Inventory, func(ps []int32) { m.assigned(ctx, ps) }, m.revoked)...)...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	m.cl = cl
-
-	err = logtable.ReadToEnd(ctx, cfg.Backbone.Opts(), m.names.Health, nil, func(r *kgo.Record) {
-		if r.Value == nil {
-			delete(m.last, string(r.Key))
-			return
+	go func() {
+		for ctx.Err() == nil {
+			if cl.PollFetches(ctx).IsClientClosed() { // the records themselves are not needed
+				return
+			}
 		}
-		h, err := records.DecodeHealth(r.Value)
-		if err != nil {
-			m.log.Error("skipping a health record that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "err", err)
-			return
-		}
-		m.last[h.ClusterID] = h
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // asked to stop while reading
-		}
-		return fmt.Errorf("monitor: read health: %w", err)
-	}
-	m.inv = logtable.New(m.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (records.ClusterRecord, error) {
-		return records.DecodeClusterRecord(r.Value)
-	}, logtable.WithLogger[records.ClusterRecord](m.log))
-	invDone := make(chan error, 1)
-	go func() { invDone <- m.inv.Run(ctx) }()
-	if err := m.inv.WaitReady(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("monitor: inventory table: %w", err)
-	}
+	}()
 	m.log.Info("monitor started", "clusters", m.inv.Len(), "interval", cfg.Interval)
 
 	ticker := cfg.Clock.NewTicker(cfg.Interval)
@@ -119,21 +138,86 @@ func Run(ctx context.Context, cfg Config) error {
 		m.round(ctx)
 		select {
 		case <-ctx.Done():
-			return nil
+			if parent.Err() != nil {
+				return nil
+			}
+			return context.Cause(ctx)
 		case err := <-invDone:
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("monitor: inventory table: %w", err)
 		case <-ticker.Chan():
+		case <-m.gained:
 		}
 	}
 }
 
-// round probes every cluster once and publishes what changed, what is due
-// a heartbeat, and tombstones for clusters that left the inventory.
+// assigned reads back the last signal published for each cluster of newly
+// owned partitions. kgo calls it before the member is given more.
+func (m *monitor) assigned(ctx context.Context, partitions []int32) {
+	if len(partitions) == 0 {
+		return
+	}
+	loaded := map[int32]map[string]records.Health{}
+	for _, p := range partitions {
+		loaded[p] = map[string]records.Health{}
+	}
+	err := logtable.ReadToEnd(ctx, m.cfg.Backbone.Opts(), m.names.Health, partitions, func(r *kgo.Record) {
+		if r.Value == nil {
+			delete(loaded[r.Partition], string(r.Key))
+			return
+		}
+		h, err := records.DecodeHealth(r.Value)
+		if err != nil {
+			m.log.Error("skipping a health record that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "err", err)
+			return
+		}
+		loaded[r.Partition][h.ClusterID] = h
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			// Without what it published, it would repeat changes: stop,
+			// and let the partitions go to another copy or a restart.
+			m.stop(fmt.Errorf("monitor: read the health of partitions %v: %w", partitions, err))
+		}
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	maps.Copy(m.last, loaded)
+	m.log.Info("partitions assigned", "partitions", partitions)
+	select {
+	case m.gained <- struct{}{}:
+	default: // a round is due already
+	}
+}
+
+// revoked forgets lost partitions, once a publication under way is done.
+func (m *monitor) revoked(partitions []int32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range partitions {
+		delete(m.last, p)
+	}
+}
+
+// round probes every cluster of the owned partitions once and publishes
+// what changed, what is due a heartbeat, and tombstones for clusters that
+// left the inventory.
 func (m *monitor) round(ctx context.Context) {
-	clusters := m.inv.Snapshot()
+	m.mu.Lock()
+	owned := map[int32]bool{}
+	for p := range m.last {
+		owned[p] = true
+	}
+	m.mu.Unlock()
+	clusters := map[string]entry{}
+	for id, e := range m.inv.Snapshot() {
+		if owned[e.partition] {
+			clusters[id] = e
+		}
+	}
 	now := m.cfg.Clock.Now().UTC()
 	var (
 		mu      sync.Mutex
@@ -142,13 +226,16 @@ func (m *monitor) round(ctx context.Context) {
 		slots   = make(chan struct{}, m.cfg.Concurrency)
 	)
 	for _, id := range slices.Sorted(maps.Keys(clusters)) {
-		c := clusters[id].Cluster
+		e := clusters[id]
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			obs := m.probe(ctx, c)
-			if h, ok := m.signal(c.ID, obs, now); ok {
+			obs := m.probe(ctx, e.cluster)
+			m.mu.Lock()
+			prev, seen := m.last[e.partition][e.cluster.ID]
+			m.mu.Unlock()
+			if h, ok := m.signal(prev, seen, e.cluster.ID, obs, now); ok {
 				mu.Lock()
 				signals = append(signals, h)
 				mu.Unlock()
@@ -159,20 +246,41 @@ func (m *monitor) round(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	m.publish(ctx, clusters, signals)
+}
+
+// publish writes the signals of a round, and tombstones for clusters of
+// owned partitions that left the inventory, leaving out partitions lost
+// during the round.
+func (m *monitor) publish(ctx context.Context, clusters map[string]entry, signals []records.Health) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var recs []*kgo.Record
+	var published []records.Health
 	for _, h := range signals {
+		p := clusters[h.ClusterID].partition
+		if m.last[p] == nil {
+			continue // lost meanwhile: its next owner probes it
+		}
 		value, err := records.Encode(h)
 		if err != nil {
 			m.log.Error("encode health", "cluster", h.ClusterID, "err", err)
 			continue
 		}
 		recs = append(recs, &kgo.Record{Topic: m.names.Health, Key: []byte(h.ClusterID), Value: value})
+		published = append(published, h)
 	}
-	var gone []string
-	for id := range m.last {
-		if _, ok := clusters[id]; !ok {
-			gone = append(gone, id)
-			recs = append(recs, &kgo.Record{Topic: m.names.Health, Key: []byte(id)})
+	type gone struct {
+		partition int32
+		id        string
+	}
+	var left []gone
+	for p, last := range m.last {
+		for id := range last {
+			if _, ok := m.inv.Get(id); !ok {
+				left = append(left, gone{p, id})
+				recs = append(recs, &kgo.Record{Topic: m.names.Health, Key: []byte(id)})
+			}
 		}
 	}
 	if len(recs) == 0 {
@@ -182,11 +290,11 @@ func (m *monitor) round(ctx context.Context) {
 		m.log.Warn("publish health; retrying next round", "err", err)
 		return
 	}
-	for _, h := range signals {
-		m.last[h.ClusterID] = h
+	for _, h := range published {
+		m.last[clusters[h.ClusterID].partition][h.ClusterID] = h
 	}
-	for _, id := range gone {
-		delete(m.last, id)
+	for _, g := range left {
+		delete(m.last[g.partition], g.id)
 	}
 }
 
@@ -207,8 +315,8 @@ func (m *monitor) probe(ctx context.Context, c inventory.Cluster) drivers.Observ
 // signal returns the health signal to publish for an observation, if any:
 // on a change of status, reasons, version or managed configs, or when a
 // heartbeat is due. Details alone (measurements) do not make a change.
-func (m *monitor) signal(clusterID string, obs drivers.Observation, now time.Time) (records.Health, bool) {
-	prev, seen := m.last[clusterID]
+// prev is the last signal published for the cluster, if seen.
+func (m *monitor) signal(prev records.Health, seen bool, clusterID string, obs drivers.Observation, now time.Time) (records.Health, bool) {
 	changed := !seen || prev.Status != obs.Status || prev.ObservedVersion != obs.Version || prev.ConfigHash != obs.ConfigHash ||
 		!slices.Equal(prev.Reasons, obs.Reasons)
 	if !changed && now.Sub(prev.ObservedAt) < m.cfg.Heartbeat {
