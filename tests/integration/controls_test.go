@@ -409,3 +409,24 @@ func checkOneOperationAtATime(t *testing.T, f *fleettest.Fleet, want int, cluste
 		}
 	}
 }
+
+// TestMonitorProbesAClusterAsItsOperationEnds: when an operation ends, the
+// monitor probes its cluster at once and says what it sees, even if
+// nothing changed, so that the next wave does not wait for a heartbeat.
+func TestMonitorProbesAClusterAsItsOperationEnds(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 5})
+	id := f.Clusters[2].ID
+	if !f.Eventually(0, 30*time.Second, func() bool { _, ok := f.Health(id); return ok }) {
+		t.Fatalf("no health for %s", id)
+	}
+	f.Clock.Advance(time.Second) // less than the probe interval and the heartbeat
+	ended := f.Clock.Now()
+	f.Produce(f.Record(f.Backbone.Names().Operations, topics.TargetKey("wf-x", id), records.OperationEvent{
+		Envelope:  records.Envelope{ID: uuid.NewString(), Time: ended, Principal: "executor"},
+		CommandID: "cmd-x", WorkflowID: "wf-x", ClusterID: id, Attempt: 1, Status: records.OperationSucceeded,
+	}))
+	if !f.Eventually(0, 30*time.Second, func() bool { h, ok := f.Health(id); return ok && !h.ObservedAt.Before(ended) }) {
+		h, _ := f.Health(id)
+		t.Fatalf("%s last seen at %v, not since its operation ended at %v", id, h.ObservedAt, ended)
+	}
+}

@@ -8,6 +8,12 @@
 // of those partitions, read back from the health topic (co-partitioned
 // with the inventory) when it gains them, so a restarted monitor, or the
 // next owner of a partition, neither repeats a change nor misses one.
+//
+// It also follows the operations topic: when an operation on one of its
+// clusters ends, it probes that cluster at once and publishes what it sees
+// even if nothing changed (a restart changes nothing a probe sees), so
+// that the planner's wave gate, which waits for a probe after each
+// operation, does not wait for the next heartbeat.
 package monitor
 
 import (
@@ -66,6 +72,10 @@ type monitor struct {
 
 	stop   context.CancelCauseFunc // ends Run with an error
 	gained chan struct{}           // a partition was gained: probe it now
+
+	operatedMu sync.Mutex
+	operated   map[string]bool // clusters whose operation just ended: probe them now
+	operatedCh chan struct{}
 }
 
 // entry is an inventory entry and the partition it is on.
@@ -95,7 +105,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(), last: map[int32]map[string]records.Health{}, stop: cancel,
-		gained: make(chan struct{}, 1)}
+		gained: make(chan struct{}, 1), operated: map[string]bool{}, operatedCh: make(chan struct{}, 1)}
 
 	m.inv = logtable.New(m.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (entry, error) {
 		rec, err := records.DecodeClusterRecord(r.Value)
@@ -130,12 +140,22 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}()
+	// From now on, by the records' own (wall clock) timestamps: an
+	// operation that ends once the monitor runs is not missed.
+	ops, err := cfg.Backbone.Client(kgo.ConsumeTopics(m.names.Operations), kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(time.Now().UnixMilli())))
+	if err != nil {
+		return err
+	}
+	defer ops.Close()
+	go m.followOperations(ctx, ops)
 	m.log.Info("monitor started", "clusters", m.inv.Len(), "interval", cfg.Interval)
 
 	ticker := cfg.Clock.NewTicker(cfg.Interval)
 	defer ticker.Stop()
+	var only map[string]bool // the clusters of the next round; nil = all
 	for {
-		m.round(ctx)
+		m.round(ctx, only)
+		only = nil
 		select {
 		case <-ctx.Done():
 			if parent.Err() != nil {
@@ -149,7 +169,37 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("monitor: inventory table: %w", err)
 		case <-ticker.Chan():
 		case <-m.gained:
+		case <-m.operatedCh:
+			m.operatedMu.Lock()
+			only, m.operated = m.operated, map[string]bool{}
+			m.operatedMu.Unlock()
 		}
+	}
+}
+
+// followOperations notes the clusters whose operation ends, from now on.
+func (m *monitor) followOperations(ctx context.Context, cl *kgo.Client) {
+	for ctx.Err() == nil {
+		fetches := cl.PollFetches(ctx)
+		if fetches.IsClientClosed() {
+			return
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			if r.Value == nil {
+				return
+			}
+			ev, err := records.DecodeOperationEvent(r.Value)
+			if err != nil || !ev.Status.Terminal() {
+				return // the executor's records; the planner reports what it cannot read
+			}
+			m.operatedMu.Lock()
+			m.operated[ev.ClusterID] = true
+			m.operatedMu.Unlock()
+			select {
+			case m.operatedCh <- struct{}{}:
+			default:
+			}
+		})
 	}
 }
 
@@ -202,10 +252,11 @@ func (m *monitor) revoked(partitions []int32) {
 	}
 }
 
-// round probes every cluster of the owned partitions once and publishes
-// what changed, what is due a heartbeat, and tombstones for clusters that
+// round probes every cluster of the owned partitions once (or those of
+// only, if not nil) and publishes what changed, what is due a heartbeat,
+// what it saw of the clusters in only, and tombstones for clusters that
 // left the inventory.
-func (m *monitor) round(ctx context.Context) {
+func (m *monitor) round(ctx context.Context, only map[string]bool) {
 	m.mu.Lock()
 	owned := map[int32]bool{}
 	for p := range m.last {
@@ -214,7 +265,7 @@ func (m *monitor) round(ctx context.Context) {
 	m.mu.Unlock()
 	clusters := map[string]entry{}
 	for id, e := range m.inv.Snapshot() {
-		if owned[e.partition] {
+		if owned[e.partition] && (only == nil || only[id]) {
 			clusters[id] = e
 		}
 	}
@@ -235,7 +286,7 @@ func (m *monitor) round(ctx context.Context) {
 			m.mu.Lock()
 			prev, seen := m.last[e.partition][e.cluster.ID]
 			m.mu.Unlock()
-			if h, ok := m.signal(prev, seen, e.cluster.ID, obs, now); ok {
+			if h, ok := m.signal(prev, seen, e.cluster.ID, obs, now, only[e.cluster.ID]); ok {
 				mu.Lock()
 				signals = append(signals, h)
 				mu.Unlock()
@@ -315,11 +366,12 @@ func (m *monitor) probe(ctx context.Context, c inventory.Cluster) drivers.Observ
 // signal returns the health signal to publish for an observation, if any:
 // on a change of status, reasons, version or managed configs, or when a
 // heartbeat is due. Details alone (measurements) do not make a change.
-// prev is the last signal published for the cluster, if seen.
-func (m *monitor) signal(prev records.Health, seen bool, clusterID string, obs drivers.Observation, now time.Time) (records.Health, bool) {
+// prev is the last signal published for the cluster, if seen; fresh asks
+// for a signal whatever it says (the cluster's operation just ended).
+func (m *monitor) signal(prev records.Health, seen bool, clusterID string, obs drivers.Observation, now time.Time, fresh bool) (records.Health, bool) {
 	changed := !seen || prev.Status != obs.Status || prev.ObservedVersion != obs.Version || prev.ConfigHash != obs.ConfigHash ||
 		!slices.Equal(prev.Reasons, obs.Reasons)
-	if !changed && now.Sub(prev.ObservedAt) < m.cfg.Heartbeat {
+	if !changed && !fresh && now.Sub(prev.ObservedAt) < m.cfg.Heartbeat {
 		return records.Health{}, false
 	}
 	previous := records.HealthUnknown
