@@ -241,21 +241,27 @@ func TestNoSnapshotForOtherOperations(t *testing.T) {
 	}
 }
 
+// startedEvent is the "started" event an executor that stopped in the
+// middle of cmd left behind.
+func startedEvent(cmd records.Command) records.OperationEvent {
+	return records.OperationEvent{
+		Envelope:   records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: executor.Principal, CausationID: cmd.Envelope.ID},
+		CommandID:  cmd.ID,
+		WorkflowID: cmd.WorkflowID,
+		ClusterID:  cmd.ClusterID,
+		Attempt:    cmd.Attempt,
+		Status:     records.OperationStarted,
+	}
+}
+
 // A resumed attempt may find the cluster changed already: it keeps what
 // the first attempt recorded and reads nothing again.
 func TestResumeKeepsRecordedConfig(t *testing.T) {
 	bb := newBackbone(t)
 	cmd := command(configChange)
-	produce(t, bb, bb.Names().Operations, records.OperationEvent{
-		Envelope:       records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: executor.Principal, CausationID: cmd.Envelope.ID},
-		CommandID:      cmd.ID,
-		WorkflowID:     cmd.WorkflowID,
-		ClusterID:      cmd.ClusterID,
-		Attempt:        cmd.Attempt,
-		Status:         records.OperationStarted,
-		PreviousConfig: map[string]string{"a": "0"},
-		PreviousUnset:  []string{"b"},
-	})
+	started := startedEvent(cmd)
+	started.PreviousConfig, started.PreviousUnset = map[string]string{"a": "0"}, []string{"b"}
+	produce(t, bb, bb.Names().Operations, started)
 	// What the cluster has now, after the first attempt changed it.
 	d := &fakeDriver{bb: bb, snap: drivers.Snapshot{Config: map[string]string{"a": "2"}, Unset: []string{"b"}}}
 	runExecutor(t, bb, d)
@@ -311,15 +317,9 @@ func TestSnapshotFailureFailsWithoutActing(t *testing.T) {
 func TestResumedAttemptKeepsItsDeadline(t *testing.T) {
 	bb := newBackbone(t)
 	cmd := command(rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"})
-	produce(t, bb, bb.Names().Operations, records.OperationEvent{
-		Envelope:   records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: executor.Principal, CausationID: cmd.Envelope.ID},
-		CommandID:  cmd.ID,
-		WorkflowID: cmd.WorkflowID,
-		ClusterID:  cmd.ClusterID,
-		Attempt:    cmd.Attempt,
-		Status:     records.OperationStarted,
-		Deadline:   time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC), // long before the executor's (fake) now
-	})
+	started := startedEvent(cmd)
+	started.Deadline = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC) // long before the executor's (fake) now
+	produce(t, bb, bb.Names().Operations, started)
 	d := &fakeDriver{bb: bb}
 	runExecutor(t, bb, d)
 	produce(t, bb, bb.Names().Commands, cmd)
