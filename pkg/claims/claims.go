@@ -39,7 +39,7 @@ type Claims struct {
 	table    *logtable.Table[claim]
 
 	mu        sync.Mutex
-	indexed   bool
+	indexed   chan struct{}      // closed once the claims read at start are indexed
 	byCluster map[string][]claim // live claims on a cluster, earliest first
 	changed   chan struct{}      // closed and replaced on every change
 }
@@ -54,7 +54,7 @@ type claim struct {
 // and written with producer (whose partitioner must hash a key's part
 // before '/', as topics.Partitioner does). It does nothing until Run.
 func New(topic string, clientOpts []kgo.Opt, producer *kgo.Client, log *slog.Logger) *Claims {
-	c := &Claims{topic: topic, producer: producer, byCluster: map[string][]claim{}, changed: make(chan struct{})}
+	c := &Claims{topic: topic, producer: producer, byCluster: map[string][]claim{}, changed: make(chan struct{}), indexed: make(chan struct{})}
 	decode := func(r *kgo.Record) (claim, error) {
 		rec, err := records.DecodeClaimRecord(r.Value)
 		return claim{ClaimRecord: rec, offset: r.Offset}, err
@@ -64,7 +64,26 @@ func New(topic string, clientOpts []kgo.Opt, producer *kgo.Client, log *slog.Log
 }
 
 // Run follows the topic until ctx ends (see logtable.Table.Run).
-func (c *Claims) Run(ctx context.Context) error { return c.table.Run(ctx) }
+func (c *Claims) Run(ctx context.Context) error {
+	go func() {
+		if c.table.WaitReady(ctx) == nil {
+			c.index()
+		}
+	}()
+	return c.table.Run(ctx)
+}
+
+// index indexes the claims read at start. Changes from then on reach
+// apply, which waits for the lock; one it applies again changes nothing.
+func (c *Claims) index() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cl := range c.table.Snapshot() {
+		c.add(cl)
+	}
+	close(c.indexed)
+	c.broadcast()
+}
 
 // WaitReady blocks until the claims have been read to the end of the log
 // as it was when Run started. Acquire waits for it too.
@@ -72,31 +91,33 @@ func (c *Claims) WaitReady(ctx context.Context) error {
 	if err := c.table.WaitReady(ctx); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.indexed {
-		// Changes from now on reach apply, which waits for this lock; a
-		// change it then applies again changes nothing.
-		for _, cl := range c.table.Snapshot() {
-			c.add(cl)
-		}
-		c.indexed = true
+	select {
+	case <-c.indexed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for claims on %s: %w", c.topic, ctx.Err())
 	}
-	return nil
 }
 
 // apply keeps the index of live claims as the table changes.
 func (c *Claims) apply(key string, v claim, deleted bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.indexed {
-		return // WaitReady indexes the snapshot, which has this change
+	select {
+	case <-c.indexed:
+	default:
+		return // index has yet to read the snapshot, which has this change
 	}
 	if deleted {
 		c.remove(key)
 	} else {
 		c.add(v)
 	}
+	c.broadcast()
+}
+
+// broadcast wakes those waiting for a change. Callers hold c.mu.
+func (c *Claims) broadcast() {
 	close(c.changed)
 	c.changed = make(chan struct{})
 }

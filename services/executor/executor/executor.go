@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -132,6 +133,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return fmt.Errorf("executor: %w", err)
 	}
+	go e.sweepEvery(ctx, time.Minute)
 	e.log.Info("executor started", "concurrency", cfg.Concurrency)
 	for {
 		select {
@@ -207,10 +209,33 @@ func (e *executor) assigned(ctx context.Context, partitions []int32) {
 	e.log.Info("partitions assigned", "partitions", partitions)
 }
 
-// releaseLeftBehind releases the claims of the commands of newly owned
-// partitions whose operation has ended (or been superseded by a later
-// command): an executor that stopped between recording the outcome and
-// releasing the claim left them, and they would hold their cluster forever.
+// sweepEvery releases, every interval, the claims of operations that have
+// ended in the partitions owned: a release that failed (the broker was
+// away) would otherwise hold the cluster until the partition moves.
+func (e *executor) sweepEvery(ctx context.Context, interval time.Duration) {
+	ticker := e.cfg.Clock.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.Chan():
+		}
+		owned := map[int32]map[string]records.OperationEvent{}
+		e.mu.Lock()
+		for p, part := range e.parts {
+			owned[p] = maps.Clone(part.ops)
+		}
+		e.mu.Unlock()
+		e.releaseLeftBehind(ctx, owned)
+	}
+}
+
+// releaseLeftBehind releases the claims of the commands of the partitions
+// in loaded (their operations, by target) whose operation has ended, or
+// been superseded by a later command: left by an executor that stopped,
+// or failed to release, after recording the outcome, they would hold
+// their cluster forever.
 func (e *executor) releaseLeftBehind(ctx context.Context, loaded map[int32]map[string]records.OperationEvent) {
 	for _, c := range e.claims.Live() {
 		ops, mine := loaded[c.CommandPartition]

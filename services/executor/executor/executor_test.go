@@ -18,6 +18,7 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest/brokertest"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/claims"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
@@ -98,14 +99,15 @@ func newBackbone(t *testing.T) backbone.Config {
 
 // runExecutor runs an executor with d registered as "fake" until the test
 // ends.
-func runExecutor(t *testing.T, bb backbone.Config, d drivers.Driver) {
+func runExecutor(t *testing.T, bb backbone.Config, d drivers.Driver) *clockwork.FakeClock {
 	t.Helper()
 	reg := drivers.NewRegistry()
 	reg.Register("fake", d, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	clock := clockwork.NewFakeClock()
 	go func() {
-		done <- executor.Run(ctx, executor.Config{Backbone: bb, Drivers: reg, Clock: clockwork.NewFakeClock()})
+		done <- executor.Run(ctx, executor.Config{Backbone: bb, Drivers: reg, Clock: clock})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -118,6 +120,7 @@ func runExecutor(t *testing.T, bb backbone.Config, d drivers.Driver) {
 			t.Error("executor did not stop within 30s")
 		}
 	})
+	return clock
 }
 
 func produce(t *testing.T, bb backbone.Config, topic string, v any) {
@@ -132,6 +135,8 @@ func produce(t *testing.T, bb backbone.Config, topic string, v any) {
 		key = topics.TargetKey(v.WorkflowID, v.ClusterID)
 	case records.OperationEvent:
 		key = topics.TargetKey(v.WorkflowID, v.ClusterID)
+	case records.ClaimRecord:
+		key = records.ClaimKey(v.ClusterID, v.CommandID)
 	}
 	cl, err := bb.Client()
 	if err != nil {
@@ -344,4 +349,76 @@ func TestStartRecordsTheDeadline(t *testing.T) {
 	if started := evs[0]; started.Status != records.OperationStarted || started.Deadline.Sub(started.Envelope.Time) != 5*time.Minute {
 		t.Fatalf("started event %+v: want a deadline 5m after its start", started)
 	}
+}
+
+// Claims of operations that have ended are released even when their
+// executor did not: at the partition's assignment, and every minute.
+func TestClaimsLeftBehindAreReleased(t *testing.T) {
+	bb := newBackbone(t)
+	names := bb.Names()
+	ended := func(id string) records.Command {
+		cmd := command(rollout.Operation{Kind: rollout.Restart})
+		cmd.ID, cmd.WorkflowID = id, "wf-"+id
+		produce(t, bb, names.Operations, startedEvent(cmd))
+		done := startedEvent(cmd)
+		done.Status = records.OperationSucceeded
+		produce(t, bb, names.Operations, done)
+		return cmd
+	}
+	claim := func(cmd records.Command) {
+		produce(t, bb, names.Claims, records.ClaimRecord{Envelope: records.Envelope{ID: uuid.NewString(), Time: time.Now()},
+			ClusterID: cmd.ClusterID, CommandID: cmd.ID, WorkflowID: cmd.WorkflowID})
+	}
+	before, after := ended("before"), ended("after")
+	running := command(rollout.Operation{Kind: rollout.Restart})
+	running.ID, running.WorkflowID = "running", "wf-running"
+	produce(t, bb, names.Operations, startedEvent(running)) // its executor died; its command is not sent again here
+	claim(before)
+	claim(running)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	live := followClaims(t, ctx, bb)
+	clock := runExecutor(t, bb, &fakeDriver{bb: bb})
+	waitLive(t, live, running.ID) // released at assignment: before's claim
+
+	claim(after) // as if its release had failed
+	waitLive(t, live, running.ID, after.ID)
+	if err := clock.BlockUntilContext(ctx, 1); err != nil { // the sweep's ticker
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	waitLive(t, live, running.ID)
+}
+
+// followClaims follows the claims topic, as an executor does.
+func followClaims(t *testing.T, ctx context.Context, bb backbone.Config) *claims.Claims {
+	t.Helper()
+	cl, err := bb.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	c := claims.New(bb.Names().Claims, bb.Opts(), cl, bb.Log())
+	go c.Run(ctx)
+	return c
+}
+
+// waitLive waits until the live claims are those of the given commands.
+func waitLive(t *testing.T, c *claims.Claims, commands ...string) {
+	t.Helper()
+	var got []string
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		got = got[:0]
+		for _, r := range c.Live() {
+			got = append(got, r.CommandID)
+		}
+		slices.Sort(got)
+		if slices.Equal(got, slices.Sorted(slices.Values(commands))) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("live claims %v, want %v", got, commands)
 }
