@@ -163,7 +163,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return context.Cause(ctx)
 		case err := <-invDone:
-			if ctx.Err() != nil {
+			if parent.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("monitor: inventory table: %w", err)
