@@ -109,14 +109,11 @@ type Snapshotter interface {
 }
 
 // ConfigKeys returns the keys a config operation touches: those it sets and
-// those it resets, in ascending order.
+// those it resets, in ascending order. (Keys it expects values of are
+// among them: see rollout.Spec.Validate.)
 func ConfigKeys(op rollout.Operation) []string {
 	keys := slices.Collect(maps.Keys(op.Config))
-	for _, k := range op.Reset {
-		if _, set := op.Config[k]; !set {
-			keys = append(keys, k)
-		}
-	}
+	keys = append(keys, op.Reset...)
 	slices.Sort(keys)
 	return slices.Compact(keys)
 }

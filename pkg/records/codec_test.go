@@ -54,10 +54,10 @@ func TestShippedSchemasArePinned(t *testing.T) {
 	pinned := map[string]uint64{
 		"cluster.v1.avsc":      0x53772f60ca40201f,
 		"command.v1.avsc":      0xf05367ff747f284b,
-		"command.v2.avsc":      0xed71786b58b450b3,
+		"command.v2.avsc":      0x653fb89639d88ffb,
 		"operation.v2.avsc":    0xb95eacd54557cbdc,
-		"request.v2.avsc":      0xeab1ce73c6caff23,
-		"workflow.v2.avsc":     0xceacf9c9a222be76,
+		"request.v2.avsc":      0x2439f2bd73fc794c,
+		"workflow.v2.avsc":     0x38b9954314ff8520,
 		"policy.v1.avsc":       0x8d9090757535e902,
 		"claim.v1.avsc":        0x0f5580a0c49d582f,
 		"health.v1.avsc":       0xb8b1266bfe463371,
@@ -410,7 +410,7 @@ func TestDecodeVersion1Records(t *testing.T) {
 	}
 	// What v1 could hold: the full records without the fields added in v2.
 	oldSpec := func(s rollout.Spec) rollout.Spec {
-		s.Operation.Reset, s.Policy = nil, ""
+		s.Operation.Reset, s.Operation.ExpectVersion, s.Operation.ExpectConfig, s.Policy = nil, "", nil, ""
 		s.FailureThreshold.Action = ""
 		for i := range s.Phases {
 			s.Phases[i].FailureThreshold = rollout.Threshold{}
@@ -464,10 +464,10 @@ func TestDecodeVersion1Records(t *testing.T) {
 	}
 
 	cmd := fullCommand(inTime)
-	cmd.Operation.Reset = nil
+	cmd.Operation.Reset, cmd.Operation.ExpectVersion, cmd.Operation.ExpectConfig = nil, "", nil
 	gotCmd, err := DecodeCommand(v1("command.v1.avsc", commandNative(cmd)))
 	wantCmd := fullCommand(outTime)
-	wantCmd.Operation.Reset = nil
+	wantCmd.Operation.Reset, wantCmd.Operation.ExpectVersion, wantCmd.Operation.ExpectConfig = nil, "", nil
 	if err != nil || !reflect.DeepEqual(gotCmd, wantCmd) {
 		t.Errorf("command v1: %v\n got %+v\nwant %+v", err, gotCmd, wantCmd)
 	}

@@ -65,6 +65,9 @@ func operationNative(o rollout.Operation) map[string]any {
 		"version": o.Version,
 		"config":  stringMapNative(o.Config),
 		"reset":   stringsNative(o.Reset),
+
+		"expect_version": o.ExpectVersion,
+		"expect_config":  stringMapNative(o.ExpectConfig),
 	}
 }
 
@@ -74,6 +77,9 @@ func operationFrom(x rec) rollout.Operation {
 		Version: x.str("version"),
 		Config:  x.strMap("config"),
 		Reset:   x.strs("reset"),
+
+		ExpectVersion: x.str("expect_version"),
+		ExpectConfig:  x.strMap("expect_config"),
 	}
 }
 

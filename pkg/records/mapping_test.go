@@ -36,7 +36,8 @@ func fullCluster() inventory.Cluster {
 }
 
 func fullOperation() rollout.Operation {
-	return rollout.Operation{Kind: rollout.Config, Version: "3.9.1", Config: map[string]string{"log.retention.ms": "604800000", "quoted \"key\"": "<&>"}, Reset: []string{"log.cleaner.threads"}}
+	return rollout.Operation{Kind: rollout.Config, Version: "3.9.1", Config: map[string]string{"log.retention.ms": "604800000", "quoted \"key\"": "<&>"}, Reset: []string{"log.cleaner.threads"},
+		ExpectVersion: "3.8.0", ExpectConfig: map[string]string{"log.retention.ms": "86400000"}}
 }
 
 func fullSpec() rollout.Spec {

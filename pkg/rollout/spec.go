@@ -29,6 +29,12 @@ type Operation struct {
 	// their override is removed. A rollback of a config change resets the
 	// keys that had no value before it.
 	Reset []string `json:"reset,omitempty"`
+	// ExpectVersion and ExpectConfig are preconditions: the operation acts
+	// only on a cluster that runs this version, and whose keys have these
+	// values, now (empty: any). A rollback expects what the change it
+	// undoes left, so that it never undoes a later change.
+	ExpectVersion string            `json:"expectVersion,omitempty"`
+	ExpectConfig  map[string]string `json:"expectConfig,omitempty"`
 }
 
 // WaveMode says how a phase's targets are cut into waves.

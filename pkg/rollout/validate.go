@@ -3,6 +3,8 @@ package rollout
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -85,6 +87,12 @@ func (s Spec) Validate() error {
 	}
 	if _, ok := op.Config[""]; ok {
 		addf("operation.config", "empty key")
+	}
+	for _, k := range slices.Sorted(maps.Keys(op.ExpectConfig)) {
+		_, set := op.Config[k]
+		if !set && !slices.Contains(op.Reset, k) {
+			addf("operation.expect.config", "key %q is neither set nor reset by the operation", k)
+		}
 	}
 	for i, k := range op.Reset {
 		switch _, set := op.Config[k]; {

@@ -65,6 +65,13 @@ func TestValidateRejects(t *testing.T) {
 			"operation.config: only a config operation takes config, not an upgrade"},
 		{"empty config key", func(s *Spec) { s.Operation = Operation{Kind: Config, Config: map[string]string{"": "x"}} },
 			"operation.config: empty key"},
+		{"reset and set", func(s *Spec) {
+			s.Operation = Operation{Kind: Config, Config: map[string]string{"a": "1"}, Reset: []string{"a"}}
+		}, `operation.reset[0]: key "a" is both set and reset`},
+		{"reset on an upgrade", func(s *Spec) { s.Operation.Reset = []string{"a"} }, "operation.reset: only a config operation resets keys, not an upgrade"},
+		{"expecting a key the operation leaves alone", func(s *Spec) {
+			s.Operation = Operation{Kind: Config, Config: map[string]string{"a": "1"}, ExpectConfig: map[string]string{"b": "2"}}
+		}, `operation.expect.config: key "b" is neither set nor reset by the operation`},
 		{"no targets", func(s *Spec) { s.Selector = " " }, "selector: a selector or explicit clusters are required"},
 		{"bad selector", func(s *Spec) { s.Selector = "env in (a" },
 			`selector: selector "env in (a": at column 10: expected ',' or ')', found end of input`},

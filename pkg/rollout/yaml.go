@@ -23,6 +23,7 @@ import (
 //	  version: 3.9.1                # for upgrade
 //	  # config: {log.retention.ms: "604800000"}   # for config: keys to set
 //	  # reset: [log.cleaner.threads]              # for config: keys back to the cluster default
+//	  # expect: {version: 3.8.0}                  # act only on clusters that run this now
 //	selector: "env=prod,kind=kafka"
 //	clusters: [c-1, c-2]            # added to the selector's targets
 //	# policy: azure-first           # a named deployment policy's phases, instead of strategy
@@ -273,13 +274,19 @@ func (d *decoder) operation(path string, n *yaml.Node) Operation {
 	if n == nil {
 		return Operation{}
 	}
-	f := d.fields(path, n, "type", "version", "config", "reset")
-	return Operation{
+	f := d.fields(path, n, "type", "version", "config", "reset", "expect")
+	op := Operation{
 		Kind:    OperationKind(d.str(path+".type", f["type"])),
 		Version: d.str(path+".version", f["version"]),
 		Config:  d.config(path+".config", f["config"]),
 		Reset:   d.names(path+".reset", f["reset"], "config keys"),
 	}
+	if e := f["expect"]; e != nil {
+		ef := d.fields(path+".expect", e, "version", "config")
+		op.ExpectVersion = d.str(path+".expect.version", ef["version"])
+		op.ExpectConfig = d.config(path+".expect.config", ef["config"])
+	}
+	return op
 }
 
 func (d *decoder) config(path string, n *yaml.Node) map[string]string {
@@ -511,6 +518,11 @@ type (
 		Version string            `yaml:"version,omitempty"`
 		Config  map[string]string `yaml:"config,omitempty"`
 		Reset   []string          `yaml:"reset,flow,omitempty"`
+		Expect  *yamlExpect       `yaml:"expect,omitempty"`
+	}
+	yamlExpect struct {
+		Version string            `yaml:"version,omitempty"`
+		Config  map[string]string `yaml:"config,omitempty"`
 	}
 	yamlStrategy struct {
 		Phases []yamlPhase `yaml:"phases"`
@@ -553,6 +565,9 @@ func FormatYAML(s Spec) ([]byte, error) {
 		OnConflict:       string(s.OnConflict),
 		UnhealthyTargets: string(s.UnhealthyTargets),
 		Retries:          s.Retries,
+	}
+	if s.Operation.ExpectVersion != "" || len(s.Operation.ExpectConfig) > 0 {
+		doc.Operation.Expect = &yamlExpect{Version: s.Operation.ExpectVersion, Config: s.Operation.ExpectConfig}
 	}
 	if s.OperationTimeout != 0 {
 		doc.OperationTimeout = shortDuration(s.OperationTimeout)

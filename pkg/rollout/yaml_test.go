@@ -202,7 +202,7 @@ func TestParseYAMLErrors(t *testing.T) {
 			yaml: "nam: r\noperation:\n  kind: restart\nselector: env\nstrategy:\n  phases:\n    - name: a\n      waves: lots\n      bake: soon\n",
 			want: []string{
 				`nam: line 1: unknown field; want name, operation, selector, clusters, policy, strategy, failureThreshold, windows, onConflict, unhealthyTargets, operationTimeout, retries, retryBackoff or autoResume`,
-				`operation.kind: line 3: unknown field; want type, version, config or reset`,
+				`operation.kind: line 3: unknown field; want type, version, config, reset or expect`,
 				`strategy.phases[0].waves: line 8: "lots" is not a count, a percentage like "25%" or "exponential"`,
 				`strategy.phases[0].bake: line 9: "soon" is not a duration like "10m" or "1h30m"`,
 			},
@@ -316,6 +316,12 @@ func TestYAMLRoundTrip(t *testing.T) {
 		}
 		for range rng.IntN(3) {
 			s.Operation.Reset = append(s.Operation.Reset, str())
+		}
+		if rng.IntN(3) == 0 {
+			s.Operation.ExpectVersion = str()
+		}
+		if rng.IntN(3) == 0 {
+			s.Operation.ExpectConfig = map[string]string{str(): str()}
 		}
 		if rng.IntN(3) == 0 {
 			s.Policy = str()

@@ -430,3 +430,36 @@ func TestMonitorProbesAClusterAsItsOperationEnds(t *testing.T) {
 		t.Fatalf("%s last seen at %v, not since its operation ended at %v", id, h.ObservedAt, ended)
 	}
 }
+
+// TestRollbackLeavesALaterChangeAlone rolls back a finished upgrade after a
+// later rollout upgraded one of its clusters again: that cluster is left
+// as the later rollout made it, the rollback pausing on it for a person;
+// the others go back.
+func TestRollbackLeavesALaterChangeAlone(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 12})
+	first := f.Submit(rollout.Spec{Name: "to-3.9.1", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, Selector: "kind=kafka"})
+	w := f.Await(first, time.Second, time.Minute, "the first upgrade finishing", finished)
+	var later string
+	for id := range w.Targets {
+		later = id
+		break
+	}
+	second := f.Submit(rollout.Spec{Name: "to-3.9.3", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.3"}, Clusters: []string{later}})
+	f.Await(second, time.Second, time.Minute, "the later upgrade finishing", finished)
+
+	control(f, first, records.ActionRollback, "")
+	r := f.Await(records.RollbackID(first), time.Second, time.Minute, "the rollback stopping", func(w *decide.Workflow) bool {
+		return w.State == records.WorkflowPaused && w.Progress().Running == 0
+	})
+	if st, _ := f.Sim.Cluster(later); st.Version != "3.9.3" {
+		t.Fatalf("%s runs %s after the rollback, want 3.9.3 as the later rollout left it", later, st.Version)
+	}
+	if tg := r.Targets[later]; tg.State != records.TargetFailed || !strings.Contains(tg.Reason, "runs 3.9.3, not 3.9.1 as expected") {
+		t.Fatalf("rollback of %s: %s (%q), want failed, saying it changed since", later, tg.State, tg.Reason)
+	}
+	for id, tg := range r.Targets {
+		if st, _ := f.Sim.Cluster(id); id != later && (tg.State != records.TargetSucceeded || st.Version != "3.8.0") {
+			t.Errorf("%s: %s, runs %s; want rolled back to 3.8.0", id, tg.State, st.Version)
+		}
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -356,7 +357,10 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 			ev := e.event(cmd, records.OperationStarted)
 			ev.PreviousVersion = cmd.Cluster.Version
 			ev.Deadline = deadline
-			err = e.snapshot(opCtx, d, cmd, &ev)
+			err = e.checkExpected(opCtx, d, cmd)
+			if err == nil {
+				err = e.snapshot(opCtx, d, cmd, &ev)
+			}
 			if part.ctx.Err() != nil {
 				return // revoked or stopping: the next owner starts it afresh
 			}
@@ -403,6 +407,42 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 	if err := e.claims.Release(part.ctx, cmd.ClusterID, cmd.ID); err != nil {
 		log.Warn("could not release the claim on the cluster; the partition's next owner does", "err", err)
 	}
+}
+
+// checkExpected fails when the cluster is not as the operation expects it
+// to be (its ExpectVersion, ExpectConfig): a rollback must not undo a
+// change made since the one it undoes. The version is read through the
+// driver's Snapshot, else its probe; what cannot be read is not held
+// against the cluster (a broken cluster, which a rollback may heal, may
+// not answer).
+func (e *executor) checkExpected(ctx context.Context, d drivers.Driver, cmd records.Command) error {
+	op := cmd.Operation
+	if op.ExpectVersion == "" && len(op.ExpectConfig) == 0 {
+		return nil
+	}
+	var snap drivers.Snapshot
+	read := false
+	if s, ok := d.(drivers.Snapshotter); ok {
+		var err error
+		snap, err = s.Snapshot(ctx, drivers.Request{CommandID: cmd.ID, Cluster: cmd.Cluster, Operation: op})
+		read = err == nil
+	}
+	if snap.Version == "" && op.ExpectVersion != "" {
+		if p, err := e.cfg.Drivers.Prober(cmd.Cluster.Driver); err == nil {
+			if obs, err := p.Probe(ctx, cmd.Cluster); err == nil {
+				snap.Version = obs.Version
+			}
+		}
+	}
+	if op.ExpectVersion != "" && snap.Version != "" && snap.Version != op.ExpectVersion {
+		return fmt.Errorf("%s runs %s, not %s as expected: it was changed since, so it was left alone", cmd.ClusterID, snap.Version, op.ExpectVersion)
+	}
+	for _, k := range slices.Sorted(maps.Keys(op.ExpectConfig)) {
+		if cur, set := snap.Config[k]; read && (!set || cur != op.ExpectConfig[k]) {
+			return fmt.Errorf("%s has %s=%q, not %q as expected: it was changed since, so it was left alone", cmd.ClusterID, k, cur, op.ExpectConfig[k])
+		}
+	}
+	return nil
 }
 
 // snapshot records in the started event ev what the cluster has now for

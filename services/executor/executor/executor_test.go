@@ -422,3 +422,41 @@ func waitLive(t *testing.T, c *claims.Claims, commands ...string) {
 	}
 	t.Fatalf("live claims %v, want %v", got, commands)
 }
+
+// An operation that expects the cluster as a change left it (a rollback)
+// leaves alone a cluster changed since, and acts on one as expected.
+func TestExpectationsGuardTheCluster(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		op     rollout.Operation
+		snap   drivers.Snapshot
+		reason string // "" = it acts
+	}{
+		{"version changed since", rollout.Operation{Kind: rollout.Upgrade, Version: "3.8.0", ExpectVersion: "3.9.1"},
+			drivers.Snapshot{Version: "3.10.0"}, "kafka-1 runs 3.10.0, not 3.9.1 as expected: it was changed since, so it was left alone"},
+		{"version as expected", rollout.Operation{Kind: rollout.Upgrade, Version: "3.8.0", ExpectVersion: "3.9.1"},
+			drivers.Snapshot{Version: "3.9.1"}, ""},
+		{"config changed since", rollout.Operation{Kind: rollout.Config, Config: map[string]string{"a": "0"}, ExpectConfig: map[string]string{"a": "1"}},
+			drivers.Snapshot{Config: map[string]string{"a": "7"}}, `kafka-1 has a="7", not "1" as expected: it was changed since, so it was left alone`},
+		{"config as expected", rollout.Operation{Kind: rollout.Config, Config: map[string]string{"a": "0"}, ExpectConfig: map[string]string{"a": "1"}},
+			drivers.Snapshot{Config: map[string]string{"a": "1"}}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			bb := newBackbone(t)
+			d := &fakeDriver{bb: bb, snap: tt.snap}
+			runExecutor(t, bb, d)
+			cmd := command(tt.op)
+			produce(t, bb, bb.Names().Commands, cmd)
+			evs := awaitFinished(t, bb)
+			last := evs[len(evs)-1]
+			calls, _ := d.seen()
+			applied := slices.Contains(calls, "apply "+cmd.ID)
+			switch {
+			case tt.reason == "" && (last.Status != records.OperationSucceeded || !applied):
+				t.Fatalf("outcome %s (%q), applied %v: want it to act", last.Status, last.Reason, applied)
+			case tt.reason != "" && (last.Status != records.OperationFailed || last.Reason != tt.reason || applied):
+				t.Fatalf("outcome %s (%q), applied %v: want it left alone, failed with %q", last.Status, last.Reason, applied, tt.reason)
+			}
+		})
+	}
+}

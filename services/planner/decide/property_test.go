@@ -191,7 +191,7 @@ func checkRollbackCommands(t testing.TB, s *State, sent []records.Command) {
 			continue // config rollbacks are checked by TestInverseOperation
 		case changed.PreviousVersion == changed.Version:
 			t.Fatalf("rollback %s sent a command to %s, which %s left at version %s", w.ID, c.ClusterID, w.RollbackOf, changed.Version)
-		case c.Operation.Kind != rollout.Upgrade || c.Operation.Version != changed.PreviousVersion:
+		case c.Operation.Kind != rollout.Upgrade || c.Operation.Version != changed.PreviousVersion || c.Operation.ExpectVersion != changed.Version:
 			t.Fatalf("rollback %s sets %s to %+v, want version %s, which it ran before", w.ID, c.ClusterID, c.Operation, changed.PreviousVersion)
 		}
 	}

@@ -169,9 +169,11 @@ func applied(t *records.Target) bool {
 
 // inverse returns the operation that undoes op on target t: the previous
 // version, or the previous values of the config keys it changed (keys that
-// had no value are reset). ok is false when op changed nothing on t (a
-// restart, a version or config already in place); problem says why a
-// change cannot be undone (what it replaced was not recorded).
+// had no value are reset). It expects the cluster to be as op left it (the
+// version, the values set), so that a later change is never undone. ok is
+// false when op changed nothing on t (a restart, a version or config
+// already in place); problem says why a change cannot be undone (what it
+// replaced was not recorded).
 func inverse(op rollout.Operation, t *records.Target) (inv rollout.Operation, ok bool, problem string) {
 	switch op.Kind {
 	case rollout.Upgrade:
@@ -181,12 +183,12 @@ func inverse(op rollout.Operation, t *records.Target) (inv rollout.Operation, ok
 		case t.PreviousVersion == t.Version:
 			return inv, false, ""
 		}
-		return rollout.Operation{Kind: rollout.Upgrade, Version: t.PreviousVersion}, true, ""
+		return rollout.Operation{Kind: rollout.Upgrade, Version: t.PreviousVersion, ExpectVersion: t.Version}, true, ""
 	case rollout.Config:
 		if t.PreviousConfig == nil && t.PreviousUnset == nil {
 			return inv, false, "its previous config was not recorded (its driver cannot read configs)"
 		}
-		inv = rollout.Operation{Kind: rollout.Config, Config: map[string]string{}}
+		inv = rollout.Operation{Kind: rollout.Config, Config: map[string]string{}, ExpectConfig: map[string]string{}}
 		restore := func(key string) {
 			if prev, had := t.PreviousConfig[key]; had {
 				inv.Config[key] = prev
@@ -197,6 +199,7 @@ func inverse(op rollout.Operation, t *records.Target) (inv rollout.Operation, ok
 		for key, v := range op.Config {
 			if prev, had := t.PreviousConfig[key]; !had || prev != v {
 				restore(key)
+				inv.ExpectConfig[key] = v
 			}
 		}
 		for _, key := range op.Reset {
@@ -209,6 +212,9 @@ func inverse(op rollout.Operation, t *records.Target) (inv rollout.Operation, ok
 		}
 		if len(inv.Config) == 0 {
 			inv.Config = nil
+		}
+		if len(inv.ExpectConfig) == 0 {
+			inv.ExpectConfig = nil // a key reset has no value to expect
 		}
 		sort.Strings(inv.Reset)
 		return inv, true, ""

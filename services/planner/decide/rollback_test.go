@@ -139,7 +139,7 @@ func TestRollbackUndoesChangedClustersNewestFirstUnderTheSamePacing(t *testing.T
 	var got []string
 	for _, c := range undone {
 		got = append(got, c.ClusterID)
-		if c.WorkflowID != r.ID || !reflect.DeepEqual(c.Operation, rollout.Operation{Kind: rollout.Upgrade, Version: "3.8.0"}) {
+		if c.WorkflowID != r.ID || !reflect.DeepEqual(c.Operation, rollout.Operation{Kind: rollout.Upgrade, Version: "3.8.0", ExpectVersion: "3.9.1"}) {
 			t.Errorf("rollback command %+v, want an upgrade of %s back to 3.8.0", c.Operation, c.ClusterID)
 		}
 	}
@@ -285,7 +285,7 @@ func TestInverseOperation(t *testing.T) {
 		problem string
 	}{
 		{"upgrade", rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, records.Target{PreviousVersion: "3.8.0", Version: "3.9.1"},
-			rollout.Operation{Kind: rollout.Upgrade, Version: "3.8.0"}, true, ""},
+			rollout.Operation{Kind: rollout.Upgrade, Version: "3.8.0", ExpectVersion: "3.9.1"}, true, ""},
 		{"upgrade that changed nothing", rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, records.Target{PreviousVersion: "3.9.1", Version: "3.9.1"},
 			rollout.Operation{}, false, ""},
 		{"upgrade from an unknown version", rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, records.Target{Version: "3.9.1"},
@@ -294,7 +294,8 @@ func TestInverseOperation(t *testing.T) {
 		{"config", cfg, records.Target{
 			PreviousConfig: map[string]string{"a": "0", "b": "2", "d": "4"}, // c and e had no value; b was already 2
 			PreviousUnset:  []string{"c", "e"},
-		}, rollout.Operation{Kind: rollout.Config, Config: map[string]string{"a": "0", "d": "4"}, Reset: []string{"c"}}, true, ""},
+		}, rollout.Operation{Kind: rollout.Config, Config: map[string]string{"a": "0", "d": "4"}, Reset: []string{"c"},
+			ExpectConfig: map[string]string{"a": "1", "c": "3"}}, true, ""},
 		{"config already in place", cfg, records.Target{PreviousConfig: map[string]string{"a": "1", "b": "2", "c": "3"}, PreviousUnset: []string{"d", "e"}},
 			rollout.Operation{}, false, ""},
 		{"config not recorded", cfg, records.Target{}, rollout.Operation{}, false, "its previous config was not recorded (its driver cannot read configs)"},
@@ -323,7 +324,8 @@ func TestConfigRollbackUsesThePreviousConfigRecordedBeforeTheChange(t *testing.T
 		t.Fatalf("rollback targets %v", r.Targets)
 	}
 	cmds := append(out.Commands, h.running(r.ID)...)
-	if len(cmds) != 1 || !reflect.DeepEqual(cmds[0].Operation, rollout.Operation{Kind: rollout.Config, Config: map[string]string{"log.retention.ms": "604800000"}}) {
+	if len(cmds) != 1 || !reflect.DeepEqual(cmds[0].Operation, rollout.Operation{Kind: rollout.Config, Config: map[string]string{"log.retention.ms": "604800000"},
+		ExpectConfig: map[string]string{"log.retention.ms": "1"}}) {
 		t.Fatalf("rollback commands %+v, want log.retention.ms back to 604800000", cmds)
 	}
 }
