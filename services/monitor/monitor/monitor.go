@@ -264,9 +264,20 @@ func (m *monitor) round(ctx context.Context, only map[string]bool) {
 	}
 	m.mu.Unlock()
 	clusters := map[string]entry{}
-	for id, e := range m.inv.Snapshot() {
-		if owned[e.partition] && (only == nil || only[id]) {
+	add := func(id string, e entry) {
+		if owned[e.partition] {
 			clusters[id] = e
+		}
+	}
+	if only != nil { // a few clusters: no copy of the whole inventory
+		for id := range only {
+			if e, ok := m.inv.Get(id); ok {
+				add(id, e)
+			}
+		}
+	} else {
+		for id, e := range m.inv.Snapshot() {
+			add(id, e)
 		}
 	}
 	now := m.cfg.Clock.Now().UTC()
