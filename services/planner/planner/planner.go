@@ -180,14 +180,15 @@ func Run(ctx context.Context, cfg Config) error {
 // which takes the state's lock. A revocation meanwhile makes End abort,
 // and the state is rebuilt.
 func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
-	policies, err := p.policiesFor(ctx, fetches)
+	requests := p.decodeRequests(fetches)
+	policies, err := p.policiesFor(ctx, requests)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("read deployment policies: %w", err)
 	}
-	out := p.decideBatch(fetches, policies)
+	out := p.decideBatch(fetches, requests, policies)
 	if out.Empty() && fetches.NumRecords() == 0 {
 		return nil
 	}
@@ -210,20 +211,15 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 // submitted right after its policy was applied could reach the planner
 // first: reading the (small) topic to its end, after the request was
 // written, sees every policy applied before it.
-func (p *planner) policiesFor(ctx context.Context, fetches kgo.Fetches) (map[string]rollout.Policy, error) {
-	var missing bool
+func (p *planner) policiesFor(ctx context.Context, requests map[*kgo.Record]decodedRequest) (map[string]rollout.Policy, error) {
+	missing := false
 	p.mu.Lock()
-	fetches.EachRecord(func(r *kgo.Record) {
-		if missing || r.Topic != p.names.Requests || r.Value == nil || !p.owned[r.Partition] {
-			return
+	for _, d := range requests {
+		if d.err == nil && d.req.Submit != nil && d.req.Submit.Spec.Policy != "" {
+			_, known := p.state.Policies[d.req.Submit.Spec.Policy]
+			missing = missing || !known
 		}
-		req, err := records.DecodeRequest(r.Value)
-		if err != nil || req.Submit == nil || req.Submit.Spec.Policy == "" {
-			return
-		}
-		_, known := p.state.Policies[req.Submit.Spec.Policy]
-		missing = !known
-	})
+	}
 	p.mu.Unlock()
 	if !missing {
 		return nil, nil
@@ -244,9 +240,29 @@ func (p *planner) policiesFor(ctx context.Context, fetches kgo.Fetches) (map[str
 	return fresh, err
 }
 
-// decideBatch applies the table changes, the records and a tick to the
-// state, with policies (if not nil) in place of the policies it holds.
-func (p *planner) decideBatch(fetches kgo.Fetches, policies map[string]rollout.Policy) decide.Outputs {
+// decodedRequest is a record of the requests topic, decoded.
+type decodedRequest struct {
+	req records.Request
+	err error
+}
+
+// decodeRequests decodes the requests of a batch once, for policiesFor
+// and decideBatch.
+func (p *planner) decodeRequests(fetches kgo.Fetches) map[*kgo.Record]decodedRequest {
+	out := map[*kgo.Record]decodedRequest{}
+	fetches.EachRecord(func(r *kgo.Record) {
+		if r.Topic == p.names.Requests && r.Value != nil {
+			req, err := records.DecodeRequest(r.Value)
+			out[r] = decodedRequest{req, err}
+		}
+	})
+	return out
+}
+
+// decideBatch applies the table changes, the records (with their decoded
+// requests) and a tick to the state, with policies (if not nil) in place
+// of the policies it holds.
+func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]decodedRequest, policies map[string]rollout.Policy) decide.Outputs {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.cfg.Clock.Now()
@@ -281,10 +297,11 @@ func (p *planner) decideBatch(fetches kgo.Fetches, policies map[string]rollout.P
 		}
 		switch r.Topic {
 		case p.names.Requests:
-			if r.Value == nil {
-				return
+			d, ok := requests[r]
+			if !ok {
+				return // a tombstone
 			}
-			req, err := records.DecodeRequest(r.Value)
+			req, err := d.req, d.err
 			if err != nil {
 				p.log.Warn("rejecting a request that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
 			}

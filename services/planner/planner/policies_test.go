@@ -57,11 +57,11 @@ func TestPoliciesAreReadAfreshForARolloutNamingAnUnknownOne(t *testing.T) {
 	p := &planner{cfg: Config{Backbone: bb}, names: names, owned: map[int32]bool{0: true}, state: decide.NewState(nil, nil)}
 	p.state.Policies["gone"] = rollout.Policy{Name: "gone", Phases: []rollout.Phase{{Name: "all"}}}
 
-	fresh, err := p.policiesFor(ctx, request("gone"))
+	fresh, err := p.policiesFor(ctx, p.decodeRequests(request("gone")))
 	if err != nil || fresh != nil {
 		t.Fatalf("a rollout naming a known policy: %v, %v; want the table as it is", fresh, err)
 	}
-	fresh, err = p.policiesFor(ctx, request(canary.Name))
+	fresh, err = p.policiesFor(ctx, p.decodeRequests(request(canary.Name)))
 	if err != nil {
 		t.Fatal(err)
 	}
