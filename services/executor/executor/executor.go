@@ -357,10 +357,7 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 			ev := e.event(cmd, records.OperationStarted)
 			ev.PreviousVersion = cmd.Cluster.Version
 			ev.Deadline = deadline
-			err = e.checkExpected(opCtx, d, cmd)
-			if err == nil {
-				err = e.snapshot(opCtx, d, cmd, &ev)
-			}
+			err = e.readBefore(opCtx, d, cmd, &ev)
 			if part.ctx.Err() != nil {
 				return // revoked or stopping: the next owner starts it afresh
 			}
@@ -409,22 +406,34 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 	}
 }
 
-// checkExpected fails when the cluster is not as the operation expects it
-// to be (its ExpectVersion, ExpectConfig): a rollback must not undo a
-// change made since the one it undoes. The version is read through the
-// driver's Snapshot, else its probe; what cannot be read is not held
-// against the cluster (a broken cluster, which a rollback may heal, may
-// not answer).
-func (e *executor) checkExpected(ctx context.Context, d drivers.Driver, cmd records.Command) error {
+// readBefore reads the cluster, once, before an operation acts on it:
+//
+//   - for a config operation, through the driver's Snapshot when it has
+//     one, what the operation's keys are now, recorded in the started
+//     event ev so that the operation can be undone; if they cannot be
+//     read, the operation must not act;
+//   - for an operation with expectations (ExpectVersion, ExpectConfig: a
+//     rollback must not undo a change made since the one it undoes),
+//     whether the cluster is as expected. The version is read through
+//     Snapshot, else the driver's probe; what cannot be read is not held
+//     against the cluster (a broken cluster, which a rollback may heal,
+//     may not answer).
+func (e *executor) readBefore(ctx context.Context, d drivers.Driver, cmd records.Command, ev *records.OperationEvent) error {
 	op := cmd.Operation
-	if op.ExpectVersion == "" && len(op.ExpectConfig) == 0 {
-		return nil
-	}
+	config := op.Kind == rollout.Config
+	expects := op.ExpectVersion != "" || len(op.ExpectConfig) > 0
+	s, ok := d.(drivers.Snapshotter)
 	var snap drivers.Snapshot
 	read := false
-	if s, ok := d.(drivers.Snapshotter); ok {
+	if ok && (config || expects) {
 		var err error
 		snap, err = s.Snapshot(ctx, drivers.Request{CommandID: cmd.ID, Cluster: cmd.Cluster, Operation: op})
+		if err == nil && config {
+			err = snap.Check(op)
+		}
+		if err != nil && config {
+			return fmt.Errorf("could not record the config of %s before changing it, so left it alone: %w", cmd.ClusterID, err)
+		}
 		read = err == nil
 	}
 	if snap.Version == "" && op.ExpectVersion != "" {
@@ -442,29 +451,12 @@ func (e *executor) checkExpected(ctx context.Context, d drivers.Driver, cmd reco
 			return fmt.Errorf("%s has %s=%q, not %q as expected: it was changed since, so it was left alone", cmd.ClusterID, k, cur, op.ExpectConfig[k])
 		}
 	}
-	return nil
-}
-
-// snapshot records in the started event ev what the cluster has now for
-// the keys of a config operation, when its driver can read them, so that
-// the operation can be undone. An error means the previous state could
-// not be recorded: the operation must not act.
-func (e *executor) snapshot(ctx context.Context, d drivers.Driver, cmd records.Command, ev *records.OperationEvent) error {
-	s, ok := d.(drivers.Snapshotter)
-	if !ok || cmd.Operation.Kind != rollout.Config {
-		return nil
+	if read && config {
+		if snap.Version != "" {
+			ev.PreviousVersion = snap.Version
+		}
+		ev.PreviousConfig, ev.PreviousUnset = snap.Config, snap.Unset
 	}
-	snap, err := s.Snapshot(ctx, drivers.Request{CommandID: cmd.ID, Cluster: cmd.Cluster, Operation: cmd.Operation})
-	if err == nil {
-		err = snap.Check(cmd.Operation)
-	}
-	if err != nil {
-		return fmt.Errorf("could not record the config of %s before changing it, so left it alone: %w", cmd.ClusterID, err)
-	}
-	if snap.Version != "" {
-		ev.PreviousVersion = snap.Version
-	}
-	ev.PreviousConfig, ev.PreviousUnset = snap.Config, snap.Unset
 	return nil
 }
 

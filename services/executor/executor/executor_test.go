@@ -470,8 +470,8 @@ func TestExpectationsGuardTheCluster(t *testing.T) {
 			calls, _ := d.seen()
 			applied := slices.Contains(calls, "apply "+cmd.ID)
 			switch {
-			case tt.reason == "" && (last.Status != records.OperationSucceeded || !applied):
-				t.Fatalf("outcome %s (%q), applied %v: want it to act", last.Status, last.Reason, applied)
+			case tt.reason == "" && (last.Status != records.OperationSucceeded || !slices.Equal(calls, []string{"snapshot " + cmd.ID, "apply " + cmd.ID})):
+				t.Fatalf("outcome %s (%q), driver calls %q: want it to read the cluster once, then act", last.Status, last.Reason, calls)
 			case tt.reason != "" && (last.Status != records.OperationFailed || last.Reason != tt.reason || applied):
 				t.Fatalf("outcome %s (%q), applied %v: want it left alone, failed with %q", last.Status, last.Reason, applied, tt.reason)
 			}
