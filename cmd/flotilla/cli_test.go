@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest"
+	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
-	"github.com/flotilla-fleet/flotilla/pkg/servicecmd"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
 

@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
-	"github.com/flotilla-fleet/flotilla/pkg/servicecmd"
 )
 
 // clientFlags are the flags of every client command.

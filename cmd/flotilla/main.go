@@ -15,7 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/flotilla-fleet/flotilla/pkg/servicecmd"
+	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 )
 
 func main() {
