@@ -30,6 +30,7 @@ const (
 	nameNotification   = "flotilla.Notification"
 	namePolicyRecord   = "flotilla.PolicyRecord"
 	nameClaimRecord    = "flotilla.ClaimRecord"
+	nameLeaseRecord    = "flotilla.LeaseRecord"
 )
 
 var (
@@ -180,7 +181,7 @@ func registerSchema(file string, data []byte) error {
 
 // Encode encodes a record for its topic: v is a ClusterRecord, Request,
 // WorkflowRecord, Command, OperationEvent, Health, Notification,
-// PolicyRecord or ClaimRecord, or a
+// PolicyRecord, ClaimRecord or LeaseRecord, or a
 // non-nil pointer to one.
 //
 // The result is an Avro single-object encoding: 0xC3 0x01, the 8-byte
@@ -230,6 +231,8 @@ func Encode(v any) ([]byte, error) {
 		name, native = namePolicyRecord, policyRecordNative(x)
 	case ClaimRecord:
 		name, native = nameClaimRecord, claimRecordNative(x)
+	case LeaseRecord:
+		name, native = nameLeaseRecord, leaseRecordNative(x)
 	default:
 		return nil, fmt.Errorf("encode: %T is not a record type", v)
 	}
@@ -362,6 +365,12 @@ func DecodePolicyRecord(b []byte) (PolicyRecord, error) {
 // how it fails.
 func DecodeClaimRecord(b []byte) (ClaimRecord, error) {
 	return decodeAs(b, nameClaimRecord, claimRecordFrom)
+}
+
+// DecodeLeaseRecord decodes a value of fleet.leases. See DecodeHealth for
+// how it fails.
+func DecodeLeaseRecord(b []byte) (LeaseRecord, error) {
+	return decodeAs(b, nameLeaseRecord, leaseRecordFrom)
 }
 
 // DecodeNotification decodes a value of fleet.notifications. See

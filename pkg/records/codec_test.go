@@ -60,6 +60,9 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"workflow.v2.avsc":     0x38b9954314ff8520,
 		"policy.v1.avsc":       0x8d9090757535e902,
 		"claim.v1.avsc":        0x0f5580a0c49d582f,
+		"claim.v2.avsc":        0x3b96f00a77886fc3,
+		"lease.v1.avsc":        0xba7e5d4cd5e2161e,
+		"operation.v3.avsc":    0x24e8602ce1b4a8ae,
 		"health.v1.avsc":       0xb8b1266bfe463371,
 		"notification.v1.avsc": 0x782b4e164ae48746,
 		"operation.v1.avsc":    0xcd4d2202f2e4f42d,
@@ -455,12 +458,22 @@ func TestDecodeVersion1Records(t *testing.T) {
 	}
 
 	ev := fullOperationEvent(inTime)
-	ev.PreviousConfig, ev.PreviousUnset, ev.Deadline = nil, nil, time.Time{}
+	ev.PreviousConfig, ev.PreviousUnset, ev.Deadline, ev.Executor, ev.FencingToken = nil, nil, time.Time{}, "", 0
 	gotEv, err := DecodeOperationEvent(v1("operation.v1.avsc", operationEventNative(ev)))
 	wantEv := fullOperationEvent(outTime)
-	wantEv.PreviousConfig, wantEv.PreviousUnset, wantEv.Deadline = nil, nil, time.Time{}
+	wantEv.PreviousConfig, wantEv.PreviousUnset, wantEv.Deadline, wantEv.Executor, wantEv.FencingToken = nil, nil, time.Time{}, "", 0
 	if err != nil || !reflect.DeepEqual(gotEv, wantEv) {
 		t.Errorf("operation v1: %v\n got %+v\nwant %+v", err, gotEv, wantEv)
+	}
+
+	// A claim written before v2 keeps its place by its own offset.
+	cl := fullClaimRecord(inTime)
+	cl.QueuedOffset, cl.Holder = 0, ""
+	gotClaim, err := DecodeClaimRecord(v1("claim.v1.avsc", claimRecordNative(cl)))
+	wantClaim := fullClaimRecord(outTime)
+	wantClaim.QueuedOffset, wantClaim.Holder = -1, ""
+	if err != nil || !reflect.DeepEqual(gotClaim, wantClaim) {
+		t.Errorf("claim v1: %v\n got %+v\nwant %+v", err, gotClaim, wantClaim)
 	}
 
 	cmd := fullCommand(inTime)

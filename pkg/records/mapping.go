@@ -422,6 +422,8 @@ func operationEventNative(o OperationEvent) map[string]any {
 		"previous_config":  stringMapNative(o.PreviousConfig),
 		"previous_unset":   stringsNative(o.PreviousUnset),
 		"deadline":         millis(o.Deadline),
+		"executor":         o.Executor,
+		"fencing_token":    o.FencingToken,
 	}
 }
 
@@ -442,6 +444,8 @@ func operationEventFrom(v any) (OperationEvent, error) {
 		PreviousConfig:  x.strMap("previous_config"),
 		PreviousUnset:   x.strs("previous_unset"),
 		Deadline:        x.time("deadline"),
+		Executor:        x.str("executor"),
+		FencingToken:    x.long("fencing_token"),
 	}
 	return o, r.err
 }
@@ -539,6 +543,8 @@ func claimRecordNative(c ClaimRecord) map[string]any {
 		"command_id":        c.CommandID,
 		"workflow_id":       c.WorkflowID,
 		"command_partition": int(c.CommandPartition),
+		"queued_offset":     c.QueuedOffset,
+		"holder":            c.Holder,
 	}
 }
 
@@ -551,6 +557,31 @@ func claimRecordFrom(v any) (ClaimRecord, error) {
 		CommandID:        x.str("command_id"),
 		WorkflowID:       x.str("workflow_id"),
 		CommandPartition: int32(x.int("command_partition")),
+		QueuedOffset:     x.long("queued_offset"),
+		Holder:           x.str("holder"),
 	}
 	return c, r.err
+}
+
+func leaseRecordNative(l LeaseRecord) map[string]any {
+	return map[string]any{
+		"envelope":    envelopeNative(l.Envelope),
+		"partition":   int(l.Partition),
+		"holder":      l.Holder,
+		"renewed_at":  millis(l.RenewedAt),
+		"duration_ms": l.Duration.Milliseconds(),
+	}
+}
+
+func leaseRecordFrom(v any) (LeaseRecord, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	l := LeaseRecord{
+		Envelope:  envelopeFrom(x.record("envelope")),
+		Partition: int32(x.int("partition")),
+		Holder:    x.str("holder"),
+		RenewedAt: x.time("renewed_at"),
+		Duration:  x.duration("duration_ms"),
+	}
+	return l, r.err
 }

@@ -157,6 +157,8 @@ func fullOperationEvent(t time.Time) OperationEvent {
 		PreviousConfig:  map[string]string{"log.retention.ms": "86400000"},
 		PreviousUnset:   []string{"log.cleaner.threads"},
 		Deadline:        t.Add(30 * time.Minute),
+		Executor:        "executor-a",
+		FencingToken:    4711,
 	}
 }
 
@@ -196,7 +198,11 @@ func fullPolicyRecord(t time.Time) PolicyRecord {
 }
 
 func fullClaimRecord(t time.Time) ClaimRecord {
-	return ClaimRecord{Envelope: fullEnvelope(t), ClusterID: "prod-eu-1", CommandID: "wf-1/prod-eu-1/2", WorkflowID: "wf-1", CommandPartition: 5}
+	return ClaimRecord{Envelope: fullEnvelope(t), ClusterID: "prod-eu-1", CommandID: "wf-1/prod-eu-1/2", WorkflowID: "wf-1", CommandPartition: 5, QueuedOffset: 42, Holder: "executor-a"}
+}
+
+func fullLeaseRecord(t time.Time) LeaseRecord {
+	return LeaseRecord{Envelope: fullEnvelope(t), Partition: 3, Holder: "executor-a", RenewedAt: t, Duration: 15 * time.Second}
 }
 
 // decoders decode into any, so that tables can hold every type.
@@ -210,6 +216,7 @@ var decoders = map[string]func([]byte) (any, error){
 	nameNotification:   func(b []byte) (any, error) { return DecodeNotification(b) },
 	namePolicyRecord:   func(b []byte) (any, error) { return DecodePolicyRecord(b) },
 	nameClaimRecord:    func(b []byte) (any, error) { return DecodeClaimRecord(b) },
+	nameLeaseRecord:    func(b []byte) (any, error) { return DecodeLeaseRecord(b) },
 }
 
 // roundTrips is every record type with every field set: the value to
@@ -228,6 +235,7 @@ var roundTrips = []struct {
 	{"notification", nameNotification, fullNotification(inTime), fullNotification(outTime)},
 	{"policy", namePolicyRecord, fullPolicyRecord(inTime), fullPolicyRecord(outTime)},
 	{"claim", nameClaimRecord, fullClaimRecord(inTime), fullClaimRecord(outTime)},
+	{"lease", nameLeaseRecord, fullLeaseRecord(inTime), fullLeaseRecord(outTime)},
 }
 
 func TestRoundTripEveryFieldSet(t *testing.T) {

@@ -3,6 +3,7 @@
 package records
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
@@ -86,7 +87,34 @@ type ClaimRecord struct {
 	// CommandPartition is the partition of the commands topic the command
 	// is on: its executor releases a claim left behind by a crash.
 	CommandPartition int32
+	// QueuedOffset is the offset of the claim's first record, its place in
+	// line, repeated by the records that follow it (the grant); -1 means
+	// the record's own offset. Ordering by it, rather than by the offset
+	// of a key's latest record, keeps every reader in agreement whether it
+	// followed the log or rebuilt it after compaction.
+	QueuedOffset int64
+	// Holder is the executor instance the claim was granted to when it
+	// reached the front of the line; empty while it waits. The grant's own
+	// offset is the fencing token of the operation it lets act.
+	Holder string
 }
+
+// LeaseRecord is the value of fleet.leases, keyed LeaseKey(Partition): the
+// lease of the executor that owns a partition of fleet.commands. It renews
+// it while it acts; a new owner waits for it to lapse before resuming what
+// the old owner had in flight.
+type LeaseRecord struct {
+	Envelope  Envelope
+	Partition int32
+	Holder    string
+	// RenewedAt is when the holder sent this renewal, on its own clock:
+	// its lease ends Duration later, and it stops acting by then.
+	RenewedAt time.Time
+	Duration  time.Duration
+}
+
+// LeaseKey is the record key of the lease on a partition of fleet.commands.
+func LeaseKey(partition int32) string { return "commands-" + strconv.Itoa(int(partition)) }
 
 // ClaimKey is the record key of a claim: the cluster ID, a '/', and the
 // command ID, so that every claim on a cluster lands on one partition.
@@ -305,6 +333,11 @@ type OperationEvent struct {
 	// Deadline is when the attempt times out, set when it starts, so that
 	// an attempt resumed after a restart does not get a whole timeout again.
 	Deadline time.Time
+	// Executor is the executor instance that wrote the event, and
+	// FencingToken the token its attempt acted under (the offset of its
+	// claim's grant; 0 when none was written).
+	Executor     string
+	FencingToken int64
 }
 
 // HealthStatus is a cluster's health as the monitor sees it.

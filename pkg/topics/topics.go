@@ -34,6 +34,7 @@ type Names struct {
 	Operations    string // workflowID/clusterID → operation; compacted
 	Health        string // cluster ID → health; compacted
 	Claims        string // clusterID/commandID → claim on a cluster; compacted
+	Leases        string // "commands-N" → lease of the executor owning partition N of commands; compacted
 	Notifications string // workflow or cluster ID → notification; deleted after retention
 }
 
@@ -53,13 +54,14 @@ func NewNames(namespace string) Names {
 		Operations:    namespace + ".operations",
 		Health:        namespace + ".health",
 		Claims:        namespace + ".claims",
+		Leases:        namespace + ".leases",
 		Notifications: namespace + ".notifications",
 	}
 }
 
 // All returns every topic name, in catalogue order.
 func (n Names) All() []string {
-	return []string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.Claims, n.Notifications}
+	return []string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.Claims, n.Leases, n.Notifications}
 }
 
 // Group returns the consumer group, and the stem of transactional IDs, of
@@ -121,6 +123,7 @@ func Catalogue(n Names, partitions int32, replicationFactor int16) []Spec {
 		spec(n.Operations, ByWorkflow, compact()),
 		spec(n.Health, ByCluster, compact()),
 		spec(n.Claims, ByCluster, compact()),
+		spec(n.Leases, "", compact()), // a key per partition of commands; read whole
 		spec(n.Notifications, "", map[string]*string{
 			"cleanup.policy": kadm.StringPtr("delete"),
 			"retention.ms":   kadm.StringPtr(strconv.FormatInt(retentionYear.Milliseconds(), 10)),

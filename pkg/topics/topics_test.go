@@ -41,15 +41,15 @@ func TestNewNames(t *testing.T) {
 		namespace string
 		want      Names
 	}{
-		{"", Names{"fleet", "fleet.inventory", "fleet.policies", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.claims", "fleet.notifications"}},
-		{"staging", Names{"staging", "staging.inventory", "staging.policies", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.claims", "staging.notifications"}},
+		{"", Names{"fleet", "fleet.inventory", "fleet.policies", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.claims", "fleet.leases", "fleet.notifications"}},
+		{"staging", Names{"staging", "staging.inventory", "staging.policies", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.claims", "staging.leases", "staging.notifications"}},
 	} {
 		if got := NewNames(tc.namespace); got != tc.want {
 			t.Errorf("NewNames(%q) = %+v, want %+v", tc.namespace, got, tc.want)
 		}
 	}
 	n := NewNames("")
-	if got := n.All(); len(got) != 9 || got[0] != "fleet.inventory" || got[8] != "fleet.notifications" {
+	if got := n.All(); len(got) != 10 || got[0] != "fleet.inventory" || got[9] != "fleet.notifications" {
 		t.Errorf("All() = %v", got)
 	}
 	if got := n.Group("planner"); got != "fleet.planner" {
