@@ -2,18 +2,22 @@
 // operation events and health changes into human-readable notifications on
 // the notifications topic.
 //
-// It consumes and produces in one Kafka transaction per batch, with a
-// stable transactional ID, so every source record yields its notification
-// exactly once across crashes: no duplicates and no gaps. Each notification
-// also carries an ID derived from its source record, for readers that
-// consume without read-committed isolation.
+// It consumes and produces in one Kafka transaction per batch that makes a
+// notification, with a stable transactional ID, so every source record
+// yields its notification exactly once across crashes: no duplicates and
+// no gaps. Each notification also carries an ID derived from its source
+// record, for readers that consume without read-committed isolation.
 package notifier
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
+	"github.com/jonboulle/clockwork"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
@@ -27,71 +31,268 @@ type Config struct {
 	// InstanceID makes the transactional ID of this copy of the notifier;
 	// it must be stable across restarts of the copy and differ between copies.
 	InstanceID string
+	// Clock tells when consumed records that made no notification are
+	// due a commit of their own (a real clock if nil).
+	Clock clockwork.Clock
+	// IdleCommit is how long the offsets of consumed records that made no
+	// notification (heartbeats, progress rows) wait to be committed with
+	// the next transaction that writes one, before they are committed in
+	// a transaction of their own (default 5s). See Run.
+	IdleCommit time.Duration
+
+	// ending, if set, is called before a transaction ends, and ended
+	// after, with how it ended (tests count aborts).
+	ending func()
+	ended  func(committed bool, err error)
 }
 
-// Run runs the notifier until ctx ends.
+const (
+	// endTimeout bounds the end of a transaction while the notifier runs.
+	endTimeout = 15 * time.Second
+	// stopGrace is how long a stopping notifier gives the broker to abort
+	// its open transaction and to take its leave of the group, in real
+	// time, before it cuts its client off: a broker that does not answer
+	// does not hold up the stop.
+	stopGrace = time.Second
+)
+
+// Run runs the notifier until ctx ends, and returns nil then.
+//
+// A batch of source records that makes no notification is not a
+// transaction of its own: its offsets are committed with the next
+// transaction that writes a notification, or after IdleCommit without
+// one. Kafka completes a transaction (writes its markers) after it has
+// answered EndTxn, and answers a TxnOffsetCommit of the next transaction
+// that comes meanwhile CONCURRENT_TRANSACTIONS, on which kgo's
+// GroupTransactSession aborts; a produce in the transaction waits that
+// out first. So a transaction that only commits offsets, right after
+// another, was aborted and its batch consumed again, again and again in a
+// fleet that mostly sends heartbeats.
+//
+// When ctx ends, Run aborts the transaction under way, if any, and leaves
+// the group, giving the broker a second for both: with a broker that does
+// not answer, it returns all the same, and the transaction left open is
+// aborted by the next notifier of the same instance ID as it starts (or
+// by Kafka's transaction timeout).
+//
+// Run ends with an error on a fatal Kafka error: the transactional ID was
+// taken by another producer (a second copy running with the same
+// instance ID fences this one), the producer ID is no longer known, or
+// the notifier is not authorised. Any other error aborts the batch, which
+// is consumed again.
 func Run(ctx context.Context, cfg Config) error {
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.IdleCommit <= 0 {
+		cfg.IdleCommit = 5 * time.Second
+	}
 	names := cfg.Backbone.Names()
-	log := cfg.Backbone.Log().With("service", "notifier")
+	n := &notifier{cfg: cfg, names: names, log: cfg.Backbone.Log().With("service", "notifier"),
+		txnID: names.Group("notifier") + "-" + cfg.InstanceID}
+
+	// The client outlives ctx by stopGrace at most: long enough to abort
+	// and leave the group, not so long as to hang on a silent broker.
+	clientCtx, cutOff := context.WithCancel(context.WithoutCancel(ctx))
+	defer cutOff()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cutOff) })()
 	sess, err := kgo.NewGroupTransactSession(cfg.Backbone.Opts(
+		kgo.WithContext(clientCtx),
 		kgo.ConsumerGroup(names.Group("notifier")),
 		kgo.ConsumeTopics(names.Workflows, names.Operations, names.Health),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.TransactionalID(names.Group("notifier")+"-"+cfg.InstanceID),
-		kgo.RequireStableFetchOffsets(),
+		kgo.TransactionalID(n.txnID),
 	)...)
 	if err != nil {
 		return fmt.Errorf("notifier: %w", err)
 	}
-	defer sess.Close()
-	log.Info("notifier started")
+	defer func() {
+		if ctx.Err() == nil { // ending on an error: the same grace to leave
+			time.AfterFunc(stopGrace, cutOff)
+		}
+		sess.Close()
+	}()
+	n.sess, n.clientCtx = sess, clientCtx
+	n.log.Info("notifier started", "transactional_id", n.txnID)
+
+	// idleSince is when records that made no notification were first
+	// left uncommitted (zero: none are).
+	var idleSince time.Time
 	for {
-		fetches := sess.PollFetches(ctx)
+		fetches := n.poll(ctx, idleSince)
 		if ctx.Err() != nil {
-			return nil
+			return nil // no transaction is open between batches
 		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			log.Warn("fetch", "topic", topic, "partition", p, "err", err)
-		})
-		if fetches.NumRecords() == 0 {
-			continue
+		if err := n.fetchError(fetches); err != nil {
+			return err
 		}
-		var out []*kgo.Record
-		fetches.EachRecord(func(r *kgo.Record) {
-			n, ok, err := fromRecord(names, r)
-			if err != nil {
-				log.Error("skipping a record that cannot be decoded", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-				n, ok = Undecodable(r.Topic, r.Partition, r.Offset, string(r.Key), r.Timestamp, err), true
+		out := n.render(fetches)
+		if len(out) == 0 {
+			if fetches.NumRecords() > 0 && idleSince.IsZero() {
+				idleSince = cfg.Clock.Now()
 			}
-			if !ok {
-				return
+			if idleSince.IsZero() || cfg.Clock.Since(idleSince) < cfg.IdleCommit {
+				continue
 			}
-			value, err := records.Encode(n)
-			if err != nil {
-				log.Error("encode notification", "kind", n.Kind, "err", err)
-				return
+		}
+		if err := sess.Begin(); err != nil { // the producer is in a state kgo cannot recover from
+			if fatal(err) {
+				return n.fatalError(err)
 			}
-			key := n.WorkflowID
-			if key == "" {
-				key = n.ClusterID
-			}
-			out = append(out, &kgo.Record{Topic: names.Notifications, Key: []byte(key), Value: value})
-		})
-		if err := sess.Begin(); err != nil {
 			return fmt.Errorf("notifier: begin transaction: %w", err)
 		}
-		promise := kgo.AbortingFirstErrPromise(sess.Client())
-		for _, r := range out {
-			sess.Produce(ctx, r, promise.Promise())
+		committed, err := n.transact(ctx, out)
+		// Committed, every offset consumed is; aborted, the session has
+		// rewound to the last commit and reads the records again.
+		idleSince = time.Time{}
+		switch {
+		case err != nil && fatal(err):
+			return n.fatalError(err)
+		case err != nil && ctx.Err() == nil:
+			n.log.Warn("transaction failed; the batch is consumed again", "err", err)
+		case !committed && ctx.Err() == nil:
+			n.log.Info("transaction aborted; the batch is consumed again", "records", fetches.NumRecords())
 		}
-		committed, err := backbone.EndTransaction(ctx, sess, promise.Err() == nil)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			log.Warn("transaction failed; the batch is consumed again", "err", err)
+	}
+}
+
+type notifier struct {
+	cfg       Config
+	names     topics.Names
+	log       *slog.Logger
+	txnID     string
+	sess      *kgo.GroupTransactSession
+	clientCtx context.Context
+}
+
+// poll returns the next fetches, or none once records left uncommitted
+// since idleSince are due a commit of their own.
+func (n *notifier) poll(ctx context.Context, idleSince time.Time) kgo.Fetches {
+	if idleSince.IsZero() {
+		return n.sess.PollFetches(ctx)
+	}
+	pollCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	due := n.cfg.Clock.AfterFunc(n.cfg.IdleCommit-n.cfg.Clock.Since(idleSince), cancel)
+	defer due.Stop()
+	return n.sess.PollFetches(pollCtx)
+}
+
+// fetchError logs the fetch errors of fetches, and returns the first that
+// ends the notifier, if any.
+func (n *notifier) fetchError(fetches kgo.Fetches) error {
+	var end error
+	fetches.EachError(func(topic string, p int32, err error) {
+		switch {
+		case end != nil:
+		case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+			// the poll was cut short: records are due a commit
+		case errors.Is(err, kgo.ErrClientClosed):
+			end = fmt.Errorf("notifier: %w", err)
+		case fatal(err):
+			end = n.fatalError(fmt.Errorf("fetch %s partition %d: %w", topic, p, err))
+		default:
+			n.log.Warn("fetch", "topic", topic, "partition", p, "err", err)
 		}
-		if !committed {
-			log.Info("transaction aborted; the batch is consumed again", "records", fetches.NumRecords())
+	})
+	return end
+}
+
+// render turns the records of fetches into notifications.
+func (n *notifier) render(fetches kgo.Fetches) []*kgo.Record {
+	var out []*kgo.Record
+	fetches.EachRecord(func(r *kgo.Record) {
+		note, ok, err := fromRecord(n.names, r)
+		if err != nil {
+			n.log.Error("skipping a record that cannot be decoded", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+			note, ok = Undecodable(r.Topic, r.Partition, r.Offset, string(r.Key), r.Timestamp, err), true
 		}
+		if !ok {
+			return
+		}
+		value, err := records.Encode(note)
+		if err != nil {
+			n.log.Error("encode notification", "kind", note.Kind, "err", err)
+			return
+		}
+		key := note.WorkflowID
+		if key == "" {
+			key = note.ClusterID
+		}
+		out = append(out, &kgo.Record{Topic: n.names.Notifications, Key: []byte(key), Value: value})
+	})
+	return out
+}
+
+// transact writes out and commits the offsets consumed so far in the
+// transaction begun. It commits only if every record was written and ctx
+// is still live; else it aborts.
+func (n *notifier) transact(ctx context.Context, out []*kgo.Record) (bool, error) {
+	promise := kgo.AbortingFirstErrPromise(n.sess.Client())
+	for _, r := range out {
+		n.sess.Produce(ctx, r, promise.Promise())
+	}
+	if n.cfg.ending != nil {
+		n.cfg.ending()
+	}
+	// Not ctx: a stopping notifier still aborts, within stopGrace.
+	endCtx, cancel := context.WithTimeout(n.clientCtx, endTimeout)
+	defer cancel()
+	// Every record is written, or failed, before the choice: kgo would
+	// commit the records written and drop the others.
+	commit := kgo.TryCommit
+	if err := n.sess.Client().Flush(endCtx); err != nil {
+		commit = kgo.TryAbort
+	} else if err := promise.Err(); err != nil {
+		commit = kgo.TryAbort
+		if ctx.Err() == nil {
+			n.log.Warn("produce notifications; the batch is consumed again", "err", err)
+		}
+		if fatal(err) {
+			_, _ = n.sess.End(endCtx, kgo.TryAbort)
+			return false, fmt.Errorf("produce: %w", err)
+		}
+	}
+	if ctx.Err() != nil {
+		commit = kgo.TryAbort
+	}
+	committed, err := n.sess.End(endCtx, commit)
+	if n.cfg.ended != nil {
+		n.cfg.ended(committed, err)
+	}
+	if err != nil {
+		return false, fmt.Errorf("end transaction: %w", err)
+	}
+	return committed, nil
+}
+
+// fatal reports whether a Kafka error ends the notifier rather than its
+// batch: its transactional ID was taken over (fenced), its producer ID is
+// unknown, or it is not authorised. (A local classifier: pkg/backbone has
+// none yet.)
+func fatal(err error) bool {
+	for _, e := range []error{
+		kerr.ProducerFenced, kerr.InvalidProducerEpoch, kerr.UnknownProducerID, kerr.FencedInstanceID,
+		kerr.TransactionalIDAuthorizationFailed, kerr.GroupAuthorizationFailed,
+		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// fatalError says what a fatal error means for the notifier.
+func (n *notifier) fatalError(err error) error {
+	switch {
+	case errors.Is(err, kerr.ProducerFenced), errors.Is(err, kerr.InvalidProducerEpoch), errors.Is(err, kerr.FencedInstanceID):
+		return fmt.Errorf("notifier: fenced: another producer took transactional ID %s (a second copy with instance ID %q?); stopping: %w", n.txnID, n.cfg.InstanceID, err)
+	case errors.Is(err, kerr.UnknownProducerID):
+		return fmt.Errorf("notifier: the broker no longer knows the producer of transactional ID %s; stopping: %w", n.txnID, err)
+	default:
+		return fmt.Errorf("notifier: not authorised (transactional ID %s, group %s); stopping: %w", n.txnID, n.names.Group("notifier"), err)
 	}
 }
 
