@@ -6,7 +6,8 @@
 //
 // "Caught up" is measured against end offsets captured once, at the start:
 // the last stable offsets (read-committed), so a transaction still open at
-// that moment is neither waited for nor read. Transaction markers occupy
+// that moment is neither waited for nor read — unless ReadToEnd is told to
+// wait for it (AwaitOpenTransactions), as a new owner of partitions must. Transaction markers occupy
 // offsets too, so reading counts them: a partition whose log ends in a
 // marker is caught up once the marker is read.
 package logtable
@@ -58,39 +59,97 @@ type catchUp struct {
 // offsets of partitions of topic (nil: all). A partition whose end is not past
 // its start has nothing to read and is not pending.
 func capture(ctx context.Context, cl *kgo.Client, clientOpts []kgo.Opt, topic string, partitions []int32) (*catchUp, error) {
+	return captureWith(ctx, cl, clientOpts, topic, partitions, readConfig{})
+}
+
+// captureWith is capture with ReadToEnd's options.
+func captureWith(ctx context.Context, cl *kgo.Client, clientOpts []kgo.Opt, topic string, partitions []int32, rc readConfig) (*catchUp, error) {
 	adm := kadm.NewClient(cl)
 	// Ends first: if retention moves the start in between, start >= end
 	// and the partition is rightly seen as empty.
-	ends, err := listOffsets(ctx, topic, adm.ListCommittedOffsets)
+	listEnds := adm.ListCommittedOffsets // last stable offsets
+	if rc.awaitOpen {
+		listEnds = adm.ListEndOffsets // high watermarks
+	}
+	all, err := listOffsets(ctx, topic, listEnds)
 	if err != nil {
 		return nil, fmt.Errorf("list end offsets of %s: %w", topic, err)
+	}
+	if partitions == nil {
+		partitions = slices.Collect(maps.Keys(all))
+	}
+	ends := make(map[int32]int64, len(partitions))
+	for _, p := range partitions {
+		end, ok := all[p]
+		if !ok {
+			return nil, fmt.Errorf("topic %s has no partition %d (it has %d)", topic, p, len(all))
+		}
+		ends[p] = end
+	}
+	if rc.onEnds != nil {
+		rc.onEnds(maps.Clone(ends))
+	}
+	if rc.awaitOpen {
+		if err := awaitStable(ctx, adm, topic, ends); err != nil {
+			return nil, err
+		}
 	}
 	starts, err := listOffsets(ctx, topic, adm.ListStartOffsets)
 	if err != nil {
 		return nil, fmt.Errorf("list start offsets of %s: %w", topic, err)
 	}
-	if partitions == nil {
-		partitions = slices.Collect(maps.Keys(ends))
-	}
 	c := &catchUp{
 		topic:      topic,
 		clientOpts: clientOpts,
-		ends:       make(map[int32]int64),
+		ends:       ends,
 		next:       make(map[int32]int64),
 		progress:   time.Now(),
 	}
-	for _, p := range partitions {
-		end, ok := ends[p]
-		if !ok {
-			return nil, fmt.Errorf("topic %s has no partition %d (it has %d)", topic, p, len(ends))
-		}
-		c.ends[p] = end
+	for p, end := range ends {
 		if start := starts[p]; start < end {
 			c.next[p] = start
 		}
 	}
 	return c, nil
 }
+
+// awaitStable waits until the last stable offset of every partition in ends
+// has reached its end there (a high watermark): until every transaction
+// that wrote below those ends has committed or aborted. It polls with
+// backoff, and fails when ctx ends first.
+func awaitStable(ctx context.Context, adm *kadm.Client, topic string, ends map[int32]int64) error {
+	began := time.Now()
+	warned := false
+	for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, 250*time.Millisecond) {
+		stable, err := listOffsets(ctx, topic, adm.ListCommittedOffsets)
+		if err != nil {
+			return fmt.Errorf("list last stable offsets of %s: %w", topic, err)
+		}
+		var open []int32
+		for p, end := range ends {
+			if stable[p] < end {
+				open = append(open, p)
+			}
+		}
+		if len(open) == 0 {
+			return nil
+		}
+		slices.Sort(open)
+		if !warned && time.Since(began) >= openWarning {
+			warned = true
+			slog.Default().Warn("still waiting for transactions open on table partitions to end; a producer that stopped without ending its transaction holds them until the transaction times out",
+				"topic", topic, "partitions", open, "waited", time.Since(began).Round(time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the transactions open on %s partitions %v to end: %w", topic, open, ctx.Err())
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// openWarning is how long AwaitOpenTransactions waits before it says so.
+const openWarning = 5 * time.Second
 
 // listOffsets lists offsets of topic with list, retrying while the broker
 // answers with a retriable error (such as a leader election in progress).
@@ -292,19 +351,27 @@ func (c *catchUp) probe(ctx context.Context) error {
 // (Value == nil); transaction markers are counted but not applied, and
 // records of aborted transactions never are.
 //
+// With AwaitOpenTransactions it waits for the transactions open when it is
+// called to end, and reads what they committed (see there); OnEnds tells
+// the caller the ends captured.
+//
 // clientOpts carry the connection settings (kgo.SeedBrokers, TLS, SASL...);
 // they must not configure consuming. ReadToEnd creates its own client and
 // closes it before returning. It returns nil once every partition has reached
 // its captured end (at once for empty partitions or an empty topic), and an
 // error if topic or a requested partition does not exist, if a partition
 // cannot be fetched, or if ctx ends first.
-func ReadToEnd(ctx context.Context, clientOpts []kgo.Opt, topic string, partitions []int32, apply func(*kgo.Record)) error {
+func ReadToEnd(ctx context.Context, clientOpts []kgo.Opt, topic string, partitions []int32, apply func(*kgo.Record), opts ...ReadOption) error {
+	var rc readConfig
+	for _, o := range opts {
+		o(&rc)
+	}
 	cl, err := kgo.NewClient(readerOpts(clientOpts)...)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", topic, err)
 	}
 	defer cl.Close()
-	c, err := capture(ctx, cl, clientOpts, topic, partitions)
+	c, err := captureWith(ctx, cl, clientOpts, topic, partitions, rc)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", topic, err)
 	}
@@ -329,4 +396,38 @@ func ReadToEnd(ctx context.Context, clientOpts []kgo.Opt, topic string, partitio
 		}
 	}
 	return nil
+}
+
+// ReadOption configures ReadToEnd.
+type ReadOption func(*readConfig)
+
+type readConfig struct {
+	awaitOpen bool                  // AwaitOpenTransactions
+	onEnds    func(map[int32]int64) // OnEnds
+}
+
+// AwaitOpenTransactions makes ReadToEnd read what transactions open when
+// it is called will have written, once they end: it captures the high
+// watermarks rather than the last stable offsets, waits (polling with
+// backoff) until each partition's last stable offset has reached its high
+// watermark — every transaction below it has committed or aborted — and
+// then reads up to the high watermarks, committed records only.
+//
+// A service that takes over partitions needs it when it rebuilds its state
+// of them: the previous owner's last transaction may still be open, and
+// the consumed offsets it commits (which a consumer fetching offsets with
+// kgo.RequireStableFetchOffsets waits for) would make the new owner start
+// after a batch whose outputs its state lacks. The wait lasts until the
+// open transactions end, or time out on the broker (a producer that died
+// without ending one; initialising its transactional ID again aborts it at
+// once), or ctx ends: bound ctx accordingly.
+func AwaitOpenTransactions() ReadOption {
+	return func(rc *readConfig) { rc.awaitOpen = true }
+}
+
+// OnEnds sets fn to be told the end offsets ReadToEnd captured, per
+// requested partition, before it reads (and, with AwaitOpenTransactions,
+// before it waits): the offsets it reads up to. fn gets a map of its own.
+func OnEnds(fn func(ends map[int32]int64)) ReadOption {
+	return func(rc *readConfig) { rc.onEnds = fn }
 }
