@@ -41,6 +41,19 @@ type Config struct {
 	// PollInterval is the longest the planner waits for records before it
 	// looks at health changes and deadlines (default 100ms).
 	PollInterval time.Duration
+
+	hooks *testHooks // nil but in this package's tests
+}
+
+// testHooks let the package's tests see what Run does at points no record
+// shows, so that they wait on conditions rather than sleep.
+type testHooks struct {
+	// loadEnds is told the end offsets a load of partitions captured,
+	// before it reads (or waits for open transactions).
+	loadEnds func(partitions []int32, ends map[int32]int64)
+	// assigned is told the workflows the planner holds once it loaded
+	// newly assigned partitions. It is called with the state's lock held.
+	assigned func(partitions []int32, workflows map[string]*decide.Workflow)
 }
 
 type planner struct {
@@ -48,6 +61,7 @@ type planner struct {
 	log   *slog.Logger
 	names topics.Names
 	sess  *kgo.GroupTransactSession
+	txnID string
 
 	mu    sync.Mutex // guards state against the rebalance callbacks
 	state *decide.State
@@ -58,7 +72,13 @@ type planner struct {
 	stop context.CancelCauseFunc // ends Run with an error
 }
 
-// Run runs the planner until ctx ends.
+// Run runs the planner until ctx ends, and then returns nil promptly,
+// whatever the broker's state: a transaction being ended and the leaving
+// of the group get backbone.StopGrace each. It returns an error, to end
+// the process, if a table or the planner's partitions cannot be read, or
+// if a transaction fails: fenced by another copy with the same InstanceID,
+// not authorised, or ended with any other error (see step). Only an abort
+// without an error makes it rebuild its state and carry on.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
@@ -123,6 +143,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 
+	txnID := p.names.Group("planner") + "-" + cfg.InstanceID
 	opts := cfg.Backbone.Opts(backbone.OwnPartitions(p.names.Requests, func(ps []int32) { p.assigned(ctx, ps) }, p.revoked)...)
 	sess, err := kgo.NewGroupTransactSession(append(opts,
 		kgo.ConsumerGroup(p.names.Group("planner")),
@@ -133,13 +154,25 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
-		kgo.TransactionalID(p.names.Group("planner")+"-"+cfg.InstanceID),
+		kgo.TransactionalID(txnID),
 	)...)
 	if err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
 	p.sess = sess
-	defer sess.Close()
+	p.txnID = txnID
+	// Closing waits for the group to be left: bounded, so that a planner
+	// asked to stop does so promptly even if the broker does not answer.
+	defer backbone.CloseSession(sess)
+	// Initialising the transactional ID now aborts a transaction that a
+	// previous run of this copy left open, which would otherwise hold up
+	// the loading of this copy's partitions (see load) until it times out.
+	if _, _, err := sess.Client().ProducerID(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return p.txnFailed(fmt.Errorf("initialise transactional ID %s: %w", txnID, err))
+	}
 	p.log.Info("planner started", "clusters", len(invSnap), "policies", len(p.state.Policies))
 
 	for {
@@ -175,6 +208,13 @@ func Run(ctx context.Context, cfg Config) error {
 // the last step and the passing of time, and writes the outcome in one
 // transaction.
 //
+// Only a transaction aborted without an error (a rebalance meanwhile, an
+// offset commit the group refused as stale) is answered by rebuilding the
+// state from the log and carrying on. Any error of the transaction ends
+// the planner (see txnFailed): a fenced or failed transactional producer
+// cannot commit anymore, and a planner that carried on would keep its
+// partitions without ever committing, re-reading everything on every batch.
+//
 // The state's lock is not held while writing: the session's revocation
 // wrapper holds the lock End needs while it calls our revoked callback,
 // which takes the state's lock. A revocation meanwhile makes End abort,
@@ -193,16 +233,31 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 		return nil
 	}
 	committed, err := p.write(ctx, out)
-	if err != nil || !committed {
-		if ctx.Err() != nil {
-			return nil
-		}
-		p.log.Warn("transaction not committed; rebuilding from the log", "err", err)
+	switch {
+	case ctx.Err() != nil:
+		return nil // stopping: the transaction was aborted, or is left to the restart
+	case err != nil:
+		return p.txnFailed(err)
+	case !committed:
+		p.log.Warn("transaction aborted; rebuilding from the log")
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return p.rebuild(ctx)
 	}
 	return nil
+}
+
+// txnFailed is the error that ends the planner after its transaction
+// failed with err, saying why when the error says it.
+func (p *planner) txnFailed(err error) error {
+	switch {
+	case backbone.FencedTxnError(err):
+		return fmt.Errorf("planner: fenced: a newer producer took transactional ID %s (is another planner running with instance ID %q?); stopping: %w", p.txnID, p.cfg.InstanceID, err)
+	case backbone.FatalTxnError(err):
+		return fmt.Errorf("planner: transactional ID %s can no longer be used; stopping (a restart initialises it again and aborts the open transaction): %w", p.txnID, err)
+	default:
+		return fmt.Errorf("planner: transaction failed; stopping, since a transaction that failed leaves the producer unreliable (a restart initialises transactional ID %s again and aborts the open transaction): %w", p.txnID, err)
+	}
 }
 
 // policiesFor returns the deployment policies read afresh from the log,
@@ -327,6 +382,9 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 }
 
 // write produces the outputs and commits them with the consumed offsets.
+// It returns whether the transaction committed, and the first error of
+// beginning it, of producing in it (the transaction is then aborted) or of
+// ending it.
 func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 	if err := p.sess.Begin(); err != nil {
 		return false, fmt.Errorf("begin transaction: %w", err)
@@ -345,7 +403,15 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 	for _, c := range out.Commands {
 		p.produce(ctx, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise)
 	}
-	return backbone.EndTransaction(ctx, p.sess, promise.Err() == nil)
+	produceErr := promise.Err()
+	committed, err := backbone.EndTransactionPromptly(ctx, p.sess, produceErr == nil)
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("end transaction: %w", err)
+	case produceErr != nil:
+		return false, fmt.Errorf("produce (the transaction was aborted): %w", produceErr)
+	}
+	return committed, nil
 }
 
 func (p *planner) produce(ctx context.Context, topic, key string, v any, promise *kgo.FirstErrPromise) {
@@ -376,6 +442,9 @@ func (p *planner) assigned(ctx context.Context, partitions []int32) {
 		p.owned[part] = true
 	}
 	p.log.Info("partitions assigned", "partitions", partitions, "workflows", len(p.state.Workflows))
+	if h := p.cfg.hooks; h != nil && h.assigned != nil {
+		h.assigned(partitions, p.state.Workflows)
+	}
 }
 
 func (p *planner) revoked(partitions []int32) {
@@ -396,6 +465,13 @@ func (p *planner) revoked(partitions []int32) {
 
 // load reads the rows of the given partitions of the workflows topic into
 // the state. Callers hold p.mu.
+//
+// It reads what every transaction open on those partitions when it starts
+// commits, waiting for them to end (logtable.AwaitOpenTransactions): on a
+// hand-off, the previous owner's last transaction may still be open, and
+// the consumed offsets it commits — which the group's offset fetch waits
+// for (kgo.RequireStableFetchOffsets) — start this planner after the batch
+// it answers; without its rows the state would lack that batch's outcome.
 func (p *planner) load(ctx context.Context, partitions []int32) error {
 	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Workflows, partitions, func(r *kgo.Record) {
 		if r.Value == nil { // a tombstone removes a target or a whole workflow
@@ -408,7 +484,11 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 			return
 		}
 		p.state.ApplyRow(r.Partition, rec)
-	})
+	}, logtable.AwaitOpenTransactions(), logtable.OnEnds(func(ends map[int32]int64) {
+		if h := p.cfg.hooks; h != nil && h.loadEnds != nil {
+			h.loadEnds(partitions, ends)
+		}
+	}))
 	p.state.Reindex()
 	return err
 }
