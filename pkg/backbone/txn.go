@@ -32,8 +32,9 @@ const (
 // service must end (with a clear message) rather than rebuild and carry on:
 //
 //   - fenced: a newer producer initialised the same transactional ID
-//     (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH, TRANSACTION_COORDINATOR_FENCED)
-//     — another copy runs with the same instance ID;
+//     (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH, TRANSACTION_COORDINATOR_FENCED),
+//     or a newer group member took the same static instance ID
+//     (FENCED_INSTANCE_ID) — another copy runs with the same instance ID;
 //   - the broker no longer knows the producer (UNKNOWN_PRODUCER_ID,
 //     INVALID_PRODUCER_ID_MAPPING, TRANSACTIONAL_ID_NOT_FOUND) or its
 //     transaction (INVALID_TXN_STATE);
@@ -60,6 +61,7 @@ func FatalTxnError(err error) bool {
 		kerr.ProducerFenced,
 		kerr.InvalidProducerEpoch,
 		kerr.TransactionCoordinatorFenced,
+		kerr.FencedInstanceID,
 		kerr.UnknownProducerID,
 		kerr.InvalidProducerIDMapping,
 		kerr.TransactionalIDNotFound,
@@ -80,13 +82,15 @@ func FatalTxnError(err error) bool {
 
 // FencedTxnError reports whether err says that a newer producer took the
 // transactional ID (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH,
-// TRANSACTION_COORDINATOR_FENCED): usually a second copy of the service
+// TRANSACTION_COORDINATOR_FENCED) or a newer member the static group
+// instance ID (FENCED_INSTANCE_ID): usually a second copy of the service
 // running with the same instance ID. It is one of the FatalTxnError cases,
 // for messages that name the likely cause.
 func FencedTxnError(err error) bool {
 	return errors.Is(err, kerr.ProducerFenced) ||
 		errors.Is(err, kerr.InvalidProducerEpoch) ||
-		errors.Is(err, kerr.TransactionCoordinatorFenced)
+		errors.Is(err, kerr.TransactionCoordinatorFenced) ||
+		errors.Is(err, kerr.FencedInstanceID)
 }
 
 // EndTransactionPromptly ends a GroupTransactSession's transaction: it
