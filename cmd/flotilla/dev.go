@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +33,7 @@ func devCommand() *cobra.Command {
 		clusters                           int
 		df                                 servicecmd.DriverFlags
 		probeInterval, heartbeat           time.Duration
+		brokerOnly                         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -38,7 +42,12 @@ func devCommand() *cobra.Command {
 creates Flotilla's topics, registers a simulated fleet of --sim-clusters
 clusters with varied labels, and runs the planner, executor, monitor and
 notifier in this process. Ctrl-C stops it cleanly; started again on the
-same data directory it carries on where it stopped.`,
+same data directory it carries on where it stopped.
+
+With --broker-only it runs the broker, the topics and the simulated fleet
+but no service, and prints how to run each service as a process of its
+own against it; the executor and the monitor share the simulated
+clusters' state through --sim-dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := servicecmd.NewLogger(logLevel, "text")
@@ -48,10 +57,26 @@ same data directory it carries on where it stopped.`,
 			if df.Sim.Dir == "" {
 				df.Sim.Dir = filepath.Join(dataDir, "sim")
 			}
-			return runDev(cmd.Context(), devOptions{
+			o := devOptions{
 				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Drivers: df,
 				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log,
-			})
+			}
+			if brokerOnly {
+				o.BrokerOnly = true
+				o.Out = cmd.OutOrStdout()
+				// The simulation's flags given to dev go to the services
+				// that use the simulated fleet.
+				for _, name := range []string{"sim-op-duration", "sim-failure-rate", "sim-bad-versions", "drivers-config"} {
+					if f := cmd.Flags().Lookup(name); f.Changed {
+						v := f.Value.String()
+						if name == "drivers-config" {
+							v = absPath(v)
+						}
+						o.DriverArgs = append(o.DriverArgs, "--"+name, v)
+					}
+				}
+			}
+			return runDev(cmd.Context(), o)
 		},
 	}
 	fs := cmd.Flags()
@@ -62,6 +87,7 @@ same data directory it carries on where it stopped.`,
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&probeInterval, "probe-interval", 2*time.Second, "time between two probes of a cluster")
 	fs.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "longest time without a health signal for a cluster")
+	fs.BoolVar(&brokerOnly, "broker-only", false, "run the broker, the topics and the simulated fleet without the services, and print how to run each service against them")
 	df.Bind(fs)
 	return cmd
 }
@@ -74,6 +100,12 @@ type devOptions struct {
 	Log                      *slog.Logger
 	// OnReady, if set, is told the broker's addresses once everything runs.
 	OnReady func(brokers []string)
+	// BrokerOnly runs no service: it prints to Out how to run each one.
+	BrokerOnly bool
+	Out        io.Writer
+	// DriverArgs are flags of the simulated fleet and drivers to pass on
+	// to the executor and the monitor (BrokerOnly).
+	DriverArgs []string
 }
 
 func runDev(ctx context.Context, o devOptions) error {
@@ -83,12 +115,27 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	defer broker.Close()
 	cfg := backbone.Config{Brokers: broker.Addrs(), Namespace: o.Namespace, Logger: o.Log}
-	if err := cfg.EnsureTopics(ctx, 6, 1); err != nil {
-		return fmt.Errorf("create topics: %w", err)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ids, err := cfg.SetUpTopics(ctx, 6, 1)
+	if err != nil {
+		return fmt.Errorf("topics: %w", err)
 	}
+	go cfg.KeepTopicIDs(ctx, ids)
 	added, err := registerSimFleet(ctx, cfg, o.Clusters)
 	if err != nil {
 		return fmt.Errorf("register the simulated fleet: %w", err)
+	}
+	if o.BrokerOnly {
+		printServiceCommands(o, broker.Addrs())
+		if o.OnReady != nil {
+			o.OnReady(broker.Addrs())
+		}
+		o.Log.Info("flotilla dev --broker-only is running; Ctrl-C stops it",
+			"brokers", broker.Addrs(), "data_dir", o.DataDir, "clusters_registered_now", added)
+		<-ctx.Done()
+		o.Log.Info("flotilla dev stopped")
+		return nil
 	}
 	reg, closeDrivers, err := o.Drivers.Registry()
 	if err != nil {
@@ -96,8 +143,6 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	defer closeDrivers()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	services := map[string]func(context.Context) error{
 		"planner": func(ctx context.Context) error {
 			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev"})
@@ -138,6 +183,51 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	o.Log.Info("flotilla dev stopped")
 	return errors.Join(all...)
+}
+
+// printServiceCommands tells how to run each service as a process of its
+// own against the broker of `dev --broker-only`.
+func printServiceCommands(o devOptions, brokers []string) {
+	simDir := absPath(o.Drivers.Sim.Dir)
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	common := []string{"--brokers", strings.Join(brokers, ","), "--namespace", o.Namespace}
+	sim := append([]string{"--sim-dir", simDir}, o.DriverArgs...)
+	lines := [][]string{
+		append([]string{"planner"}, common...),
+		append(append([]string{"executor"}, common...), sim...),
+		append(append(append([]string{"monitor"}, common...), sim...),
+			"--interval", o.ProbeInterval.String(), "--heartbeat", o.Heartbeat.String()),
+		append([]string{"notifier"}, common...),
+	}
+	fmt.Fprintf(o.Out, "The broker runs at %s, with Flotilla's topics (namespace %s) and a simulated fleet of %d clusters.\n",
+		strings.Join(brokers, ","), o.Namespace, o.Clusters)
+	fmt.Fprintf(o.Out, "Run each service against it, each in a terminal of its own (or as go run ./services/NAME with the same flags):\n\n")
+	for _, l := range lines {
+		for i, arg := range l {
+			l[i] = shellQuote(arg)
+		}
+		fmt.Fprintf(o.Out, "  flotilla %s\n", strings.Join(l, " "))
+	}
+	fmt.Fprintf(o.Out, "\nThe executor and the monitor share the simulated clusters' state in %s. Ctrl-C stops the broker.\n", simDir)
+}
+
+// absPath returns path made absolute, so that a command printed works from
+// any directory, or path itself if it cannot.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
+}
+
+// shellQuote quotes s for a POSIX shell, unless it needs none.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:,=@%+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // registerSimFleet adds to the inventory the simulated clusters it lacks,

@@ -120,6 +120,12 @@ func (f *SimFlags) Fleet() (*simfleet.Fleet, error) {
 	return simfleet.New(simfleet.Options{Dir: f.Dir, OpDuration: f.OpDuration, FailureRate: f.FailureRate, BadVersions: bad})
 }
 
+// staticInstanceUsage describes the --instance flag of the executor and
+// the monitor.
+var staticInstanceUsage = fmt.Sprintf("stable name of this copy, its identity in its consumer group (static membership): "+
+	"a copy restarted under the same name takes its partitions back at once, and one stopped holds them for up to %v; distinct per copy",
+	backbone.StaticSessionTimeout)
+
 func defaultInstance() string {
 	if h, err := os.Hostname(); err == nil && h != "" {
 		return h
@@ -128,7 +134,8 @@ func defaultInstance() string {
 }
 
 // serviceCommand builds a service's command: it parses the shared flags,
-// creates the topics if needed, and runs the service until interrupted.
+// sets up the topics (backbone.Config.SetUpTopics: creates those missing,
+// refuses to start over lost ones), and runs the service until interrupted.
 func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(cmd *cobra.Command, cfg backbone.Config) error) *cobra.Command {
 	var bb BackboneFlags
 	var tf TopicFlags
@@ -142,9 +149,16 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 			if err != nil {
 				return err
 			}
-			if err := cfg.EnsureTopics(cmd.Context(), tf.Partitions, tf.ReplicationFactor); err != nil {
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			// Creates missing topics, but never over lost ones: a
+			// service refuses to start on topics deleted, or deleted
+			// and created again, since the last start.
+			ids, err := cfg.SetUpTopics(ctx, tf.Partitions, tf.ReplicationFactor)
+			if err != nil {
 				return fmt.Errorf("%s: topics: %w", name, err)
 			}
+			go cfg.KeepTopicIDs(ctx, ids)
 			return run(cmd, cfg)
 		},
 	}
@@ -171,10 +185,12 @@ func Planner() *cobra.Command {
 // Executor returns the executor's command.
 func Executor() *cobra.Command {
 	var df DriverFlags
+	var instance string
 	var concurrency int
 	var timeout time.Duration
 	return serviceCommand("executor", "Carry out operations on clusters through drivers", func(fs *pflag.FlagSet) {
 		df.Bind(fs)
+		fs.StringVar(&instance, "instance", defaultInstance(), staticInstanceUsage)
 		fs.IntVar(&concurrency, "concurrency", 64, "most operations run at once")
 		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "longest an operation may take before it fails")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
@@ -183,6 +199,7 @@ func Executor() *cobra.Command {
 			return err
 		}
 		defer closeDrivers()
+		// instance becomes executor.Config.InstanceID once the field exists (issue 8).
 		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, Concurrency: concurrency, Timeout: timeout})
 	})
 }
@@ -190,9 +207,11 @@ func Executor() *cobra.Command {
 // Monitor returns the monitor's command.
 func Monitor() *cobra.Command {
 	var df DriverFlags
+	var instance string
 	var interval, heartbeat time.Duration
 	return serviceCommand("monitor", "Probe every cluster and publish health signals", func(fs *pflag.FlagSet) {
 		df.Bind(fs)
+		fs.StringVar(&instance, "instance", defaultInstance(), staticInstanceUsage)
 		fs.DurationVar(&interval, "interval", 10*time.Second, "time between two probes of a cluster")
 		fs.DurationVar(&heartbeat, "heartbeat", time.Minute, "longest time without a signal for a cluster whose health does not change")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
@@ -201,6 +220,7 @@ func Monitor() *cobra.Command {
 			return err
 		}
 		defer closeDrivers()
+		// instance becomes monitor.Config.InstanceID once the field exists (issue 8).
 		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, Interval: interval, Heartbeat: heartbeat})
 	})
 }

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/services/planner/decide"
+)
+
+// TestDevBrokerOnly runs `flotilla dev --broker-only`: the broker, the
+// topics and the simulated fleet, and no service. The inventory holds the
+// fleet and no service's group exists; then the four service commands it
+// prints, each run as a command of its own (as separate processes would),
+// carry a rollout through, the executor and the monitor sharing the
+// simulated clusters through --sim-dir. Without --broker-only, dev runs
+// the services itself and their groups appear.
+func TestDevBrokerOnly(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	pr, pw := io.Pipe()
+	devDone := make(chan error, 1)
+	go func() {
+		cmd := rootCommand()
+		cmd.SetOut(pw)
+		cmd.SetArgs([]string{"dev", "--broker-only", "--addr", "127.0.0.1:0", "--data-dir", dir, "--sim-clusters", "12",
+			"--sim-op-duration", "100ms", "--probe-interval", "200ms", "--heartbeat", "1s", "--log-level", "warn"})
+		devDone <- cmd.ExecuteContext(ctx)
+		pw.Close()
+	}()
+	// The service commands dev prints, by service.
+	printed := map[string][]string{}
+	var shown bytes.Buffer
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		lines := bufio.NewScanner(pr)
+		for len(printed) < 4 && lines.Scan() {
+			shown.WriteString(lines.Text() + "\n")
+			if args, ok := strings.CutPrefix(lines.Text(), "  flotilla "); ok {
+				f := strings.Fields(args)
+				printed[f[0]] = f
+			}
+		}
+	}()
+	select {
+	case <-read:
+	case <-time.After(30 * time.Second):
+		cancel()
+		<-read
+	}
+	if len(printed) < 4 {
+		t.Fatalf("dev --broker-only did not print the four service commands:\n%s", shown.String())
+	}
+	go io.Copy(io.Discard, pr)
+	t.Logf("dev --broker-only printed:\n%s", shown.String())
+
+	exec := printed["executor"]
+	brokers := exec[slices.Index(exec, "--brokers")+1]
+	simDir := filepath.Join(dir, "sim")
+	for _, service := range []string{"executor", "monitor"} {
+		args := strings.Join(printed[service], " ")
+		if !strings.Contains(args, "--sim-dir "+simDir) || !strings.Contains(args, "--sim-op-duration 100ms") {
+			t.Errorf("the %s's command does not share the simulated fleet: %s", service, args)
+		}
+	}
+	if m := strings.Join(printed["monitor"], " "); !strings.Contains(m, "--interval 200ms") {
+		t.Errorf("the monitor's command does not probe as dev would: %s", m)
+	}
+
+	cli := func(args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		cmd := rootCommand()
+		cmd.SetOut(&out)
+		cmd.SetArgs(append(args, "--brokers", brokers))
+		if err := cmd.ExecuteContext(ctx); err != nil {
+			t.Fatalf("flotilla %v: %v\n%s", args, err, out.String())
+		}
+		return out.String()
+	}
+	var fleet []clusterView
+	if err := json.Unmarshal([]byte(cli("cluster", "list", "-o", "json")), &fleet); err != nil {
+		t.Fatal(err)
+	}
+	if len(fleet) != 12 {
+		t.Fatalf("the inventory holds %d clusters, want the 12 of --sim-clusters", len(fleet))
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	serviceGroups := func() []string {
+		listed, err := adm.ListGroups(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found []string
+		for _, g := range listed.Groups() {
+			for _, service := range []string{"planner", "executor", "monitor", "notifier"} {
+				if g == "fleet."+service {
+					found = append(found, g)
+				}
+			}
+		}
+		return found
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if found := serviceGroups(); len(found) > 0 {
+			t.Fatalf("dev --broker-only runs services: groups %v exist", found)
+		}
+	}
+
+	// Each service as dev said, as a command of its own.
+	var services sync.WaitGroup
+	defer services.Wait()
+	defer cancel()
+	for name, args := range printed {
+		services.Add(1)
+		go func() {
+			defer services.Done()
+			cmd := rootCommand()
+			cmd.SetArgs(append(slices.Clone(args), "--log-level", "warn"))
+			if err := cmd.ExecuteContext(ctx); err != nil {
+				t.Errorf("flotilla %s: %v", name, err)
+			}
+		}()
+	}
+	spec := filepath.Join(dir, "spec.yaml")
+	if err := os.WriteFile(spec, []byte("name: up\noperation: {type: upgrade, version: 3.9.1}\nselector: kind=kafka\nstrategy:\n  phases:\n    - name: all\n      waves: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := lastLine(cli("rollout", "submit", "-f", spec))
+	var p decide.Progress
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if err := json.Unmarshal([]byte(cli("rollout", "status", id, "-o", "json")), &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.State.Terminal() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rollout did not finish within a minute: %+v", p)
+		}
+	}
+	if p.State != records.WorkflowSucceeded {
+		t.Fatalf("the rollout ended %s (%s)", p.State, p.Reason)
+	}
+	upgraded := 0
+	for _, ph := range p.Phases {
+		for _, w := range ph.Waves {
+			for _, c := range w.Clusters {
+				raw, err := os.ReadFile(filepath.Join(simDir, c.ID+".json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var st struct{ Version string }
+				if err := json.Unmarshal(raw, &st); err != nil {
+					t.Fatal(err)
+				}
+				if st.Version != "3.9.1" {
+					t.Errorf("%s runs %s in %s, want 3.9.1", c.ID, st.Version, simDir)
+				}
+				upgraded++
+			}
+		}
+	}
+	if upgraded == 0 {
+		t.Fatal("the rollout upgraded no cluster")
+	}
+	cancel()
+	services.Wait()
+	if err := <-devDone; err != nil {
+		t.Errorf("dev --broker-only stopped with: %v", err)
+	}
+}
