@@ -4,25 +4,34 @@
 //
 // Before it acts on a cluster, an executor produces a claim to the claims
 // topic, keyed "clusterID/commandID": every claim on a cluster lands on the
-// same partition, so the log orders them. The earliest live claim on a
-// cluster holds it; the others wait. When the operation has ended and its
-// outcome is recorded, the executor releases the claim with a tombstone,
-// and the next claim holds the cluster. Every executor reads every claim,
-// so they all agree on who holds what, without talking to each other.
+// same partition, so the log orders them. The claim first in line holds the
+// cluster; the others wait. When the operation has ended, the executor
+// releases the claim with a tombstone, and the next claim holds the
+// cluster. Every executor reads every claim, so they all agree on who holds
+// what, without talking to each other.
 //
-// A claim is idempotent by command: claiming again for a command whose
-// claim is live changes nothing, and keeps its place. A claim left behind
-// by an executor that died after recording its outcome is released by the
-// executor that next owns the command's partition (see Live).
+// A claim's place in line is the offset of its first record. Records that
+// follow it for the same key (the grant, which names the executor that
+// acts and whose own offset is the operation's fencing token) repeat that
+// place in QueuedOffset; a key written again without one (a claim written
+// twice before it was read back) takes the place of its latest record.
+// Either way the place comes from the key's latest record alone, which is
+// what compaction keeps: a reader that followed the log and one that
+// rebuilt it after a restart agree on the order.
+//
+// The claims of a command are written by the executor that owns the
+// command's partition of the commands topic, through its fenced,
+// transactional writer: a former owner cannot write a claim once a new one
+// took over, so a key never has two writers.
 package claims
 
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -31,32 +40,55 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 )
 
+// Writer writes records and returns once Kafka has them (committed, for a
+// transactional writer), with their offsets set.
+type Writer func(ctx context.Context, recs ...*kgo.Record) error
+
+// ProduceWith is a Writer producing through cl, which must hash a key's
+// part before '/' (topics.Partitioner). Tests and tools use it; the
+// executor writes through its fenced writer instead.
+func ProduceWith(cl *kgo.Client) Writer {
+	return func(ctx context.Context, recs ...*kgo.Record) error {
+		return cl.ProduceSync(ctx, recs...).FirstErr()
+	}
+}
+
 // Claims is the claims topic, followed: who holds each cluster, and who
 // waits. It is safe for concurrent use.
 type Claims struct {
-	topic    string
-	producer *kgo.Client
-	table    *logtable.Table[claim]
+	topic string
+	table *logtable.Table[claim]
 
 	mu        sync.Mutex
 	indexed   chan struct{}      // closed once the claims read at start are indexed
-	byCluster map[string][]claim // live claims on a cluster, earliest first
+	byKey     map[string]claim   // live claims by record key
+	byCluster map[string][]claim // live claims on a cluster, first in line first
 	changed   chan struct{}      // closed and replaced on every change
 }
 
-// claim is a live claim and its place in the log.
+// claim is a live claim and the offset of its latest record.
 type claim struct {
 	records.ClaimRecord
 	offset int64
 }
 
-// New returns the claims of topic, read with a client made from clientOpts
-// and written with producer (whose partitioner must hash a key's part
-// before '/', as topics.Partitioner does). It does nothing until Run.
-func New(topic string, clientOpts []kgo.Opt, producer *kgo.Client, log *slog.Logger) *Claims {
-	c := &Claims{topic: topic, producer: producer, byCluster: map[string][]claim{}, changed: make(chan struct{}), indexed: make(chan struct{})}
+// place is the claim's place in line.
+func (c claim) place() int64 {
+	if c.QueuedOffset >= 0 {
+		return c.QueuedOffset
+	}
+	return c.offset
+}
+
+// New returns the claims of topic, read with a client made from
+// clientOpts. It does nothing until Run.
+func New(topic string, clientOpts []kgo.Opt, log *slog.Logger) *Claims {
+	c := &Claims{topic: topic, byKey: map[string]claim{}, byCluster: map[string][]claim{}, changed: make(chan struct{}), indexed: make(chan struct{})}
 	decode := func(r *kgo.Record) (claim, error) {
 		rec, err := records.DecodeClaimRecord(r.Value)
+		if err == nil && records.ClaimKey(rec.ClusterID, rec.CommandID) != string(r.Key) {
+			err = fmt.Errorf("claim of %s for command %s is keyed %q", rec.ClusterID, rec.CommandID, r.Key)
+		}
 		return claim{ClaimRecord: rec, offset: r.Offset}, err
 	}
 	c.table = logtable.New(topic, clientOpts, decode, logtable.OnChange(c.apply), logtable.WithLogger[claim](log))
@@ -78,8 +110,8 @@ func (c *Claims) Run(ctx context.Context) error {
 func (c *Claims) index() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, cl := range c.table.Snapshot() {
-		c.add(cl)
+	for key, cl := range c.table.Snapshot() {
+		c.put(key, cl)
 	}
 	close(c.indexed)
 	c.broadcast()
@@ -111,7 +143,7 @@ func (c *Claims) apply(key string, v claim, deleted bool) {
 	if deleted {
 		c.remove(key)
 	} else {
-		c.add(v)
+		c.put(key, v)
 	}
 	c.broadcast()
 }
@@ -122,76 +154,118 @@ func (c *Claims) broadcast() {
 	c.changed = make(chan struct{})
 }
 
-// add indexes a live claim. A claim already live keeps its first place.
-func (c *Claims) add(v claim) {
+// put indexes the latest record of a live claim, at its place in line.
+// Callers hold c.mu.
+func (c *Claims) put(key string, v claim) {
+	c.remove(key)
+	c.byKey[key] = v
 	list := c.byCluster[v.ClusterID]
-	if slices.ContainsFunc(list, func(o claim) bool { return o.CommandID == v.CommandID }) {
-		return
-	}
-	i, _ := slices.BinarySearchFunc(list, v.offset, func(o claim, off int64) int { return cmp.Compare(o.offset, off) })
+	i, _ := slices.BinarySearchFunc(list, v.place(), func(o claim, place int64) int { return cmp.Compare(o.place(), place) })
 	c.byCluster[v.ClusterID] = slices.Insert(list, i, v)
 }
 
-// remove drops the claim with record key key, if live. Command IDs have
-// no '/' (cluster IDs may): the last one ends the cluster ID.
+// remove drops the claim with record key key, if live. Callers hold c.mu.
 func (c *Claims) remove(key string) {
-	i := strings.LastIndexByte(key, '/')
-	if i < 0 {
+	old, ok := c.byKey[key]
+	if !ok {
 		return
 	}
-	cluster, command := key[:i], key[i+1:]
-	list := slices.DeleteFunc(c.byCluster[cluster], func(o claim) bool { return o.CommandID == command })
+	delete(c.byKey, key)
+	list := slices.DeleteFunc(c.byCluster[old.ClusterID], func(o claim) bool { return o.CommandID == old.CommandID })
 	if len(list) == 0 {
-		delete(c.byCluster, cluster)
+		delete(c.byCluster, old.ClusterID)
 	} else {
-		c.byCluster[cluster] = list
+		c.byCluster[old.ClusterID] = list
 	}
 }
 
-// Acquire claims a cluster for a command and returns once the claim holds
-// it: when every earlier claim on the cluster has been released. It fails
-// if the claim cannot be written, or with ctx's error.
-func (c *Claims) Acquire(ctx context.Context, r records.ClaimRecord) error {
-	if err := c.WaitReady(ctx); err != nil {
-		return err
+// record returns the record of a claim.
+func (c *Claims) record(r records.ClaimRecord) (*kgo.Record, error) {
+	value, err := records.Encode(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode the claim on %s for command %s: %w", r.ClusterID, r.CommandID, err)
 	}
-	if !c.live(r.ClusterID, r.CommandID) {
-		value, err := records.Encode(r)
+	return &kgo.Record{Topic: c.topic, Key: []byte(records.ClaimKey(r.ClusterID, r.CommandID)), Value: value}, nil
+}
+
+// Acquire puts a claim for r's command in line for r's cluster, writing r
+// with w unless the command's claim is in line already, and returns once
+// it is first in line: when every claim before it has been released. It
+// returns the claim as it stands in line, its QueuedOffset set to its
+// place, for Grant. It fails if the claim cannot be written, or with ctx's
+// error.
+func (c *Claims) Acquire(ctx context.Context, w Writer, r records.ClaimRecord) (records.ClaimRecord, error) {
+	if err := c.WaitReady(ctx); err != nil {
+		return records.ClaimRecord{}, err
+	}
+	key := records.ClaimKey(r.ClusterID, r.CommandID)
+	c.mu.Lock()
+	_, live := c.byKey[key]
+	c.mu.Unlock()
+	written := int64(-1)
+	if !live {
+		r.QueuedOffset, r.Holder = -1, ""
+		rec, err := c.record(r)
 		if err != nil {
-			return err
+			return records.ClaimRecord{}, err
 		}
-		rec := &kgo.Record{Topic: c.topic, Key: []byte(records.ClaimKey(r.ClusterID, r.CommandID)), Value: value}
-		if err := c.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
-			return fmt.Errorf("claim %s for command %s: %w", r.ClusterID, r.CommandID, err)
+		if err := w(ctx, rec); err != nil {
+			return records.ClaimRecord{}, fmt.Errorf("claim %s for command %s: %w", r.ClusterID, r.CommandID, err)
 		}
+		written = rec.Offset
 	}
 	for {
 		c.mu.Lock()
 		list, changed := c.byCluster[r.ClusterID], c.changed
-		holds := len(list) > 0 && list[0].CommandID == r.CommandID
+		var first claim
+		if len(list) > 0 {
+			first = list[0]
+		}
+		cur, found := c.byKey[key]
 		c.mu.Unlock()
-		if holds {
-			return nil
+		// Until the index has read back what was just written, what it
+		// holds for the key is older.
+		if found && cur.offset >= written && first.CommandID == r.CommandID {
+			held := cur.ClaimRecord
+			held.QueuedOffset = cur.place()
+			return held, nil
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return fmt.Errorf("wait for cluster %s: %w", r.ClusterID, ctx.Err())
+			return records.ClaimRecord{}, fmt.Errorf("wait for cluster %s: %w", r.ClusterID, ctx.Err())
 		}
 	}
 }
 
-// Release releases the claim of a command on a cluster; releasing a claim
-// that is not live is harmless.
-func (c *Claims) Release(ctx context.Context, clusterID, commandID string) error {
-	rec := &kgo.Record{Topic: c.topic, Key: []byte(records.ClaimKey(clusterID, commandID))}
-	if err := c.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
+// Grant returns the record that grants a held claim (as Acquire returned
+// it) to holder, keeping its place in line. Its offset, once written, is
+// the fencing token of the operation: it is greater than that of every
+// grant before it on the cluster, since those were written before the
+// claims ahead of this one were released.
+func (c *Claims) Grant(held records.ClaimRecord, holder string) (*kgo.Record, error) {
+	if held.QueuedOffset < 0 {
+		return nil, errors.New("grant: the claim has no place in line (use what Acquire returned)")
+	}
+	held.Holder = holder
+	return c.record(held)
+}
+
+// ReleaseRecord returns the tombstone that releases the claim of a command
+// on a cluster; releasing a claim that is not live is harmless.
+func (c *Claims) ReleaseRecord(clusterID, commandID string) *kgo.Record {
+	return &kgo.Record{Topic: c.topic, Key: []byte(records.ClaimKey(clusterID, commandID))}
+}
+
+// Release writes the release of a claim with w.
+func (c *Claims) Release(ctx context.Context, w Writer, clusterID, commandID string) error {
+	if err := w(ctx, c.ReleaseRecord(clusterID, commandID)); err != nil {
 		return fmt.Errorf("release the claim on %s for command %s: %w", clusterID, commandID, err)
 	}
 	return nil
 }
 
-// Holder returns the claim that holds a cluster, if any.
+// Holder returns the claim first in line for a cluster, if any.
 func (c *Claims) Holder(clusterID string) (records.ClaimRecord, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -205,17 +279,9 @@ func (c *Claims) Holder(clusterID string) (records.ClaimRecord, bool) {
 func (c *Claims) Live() []records.ClaimRecord {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []records.ClaimRecord
-	for _, list := range c.byCluster {
-		for _, cl := range list {
-			out = append(out, cl.ClaimRecord)
-		}
+	out := make([]records.ClaimRecord, 0, len(c.byKey))
+	for _, cl := range c.byKey {
+		out = append(out, cl.ClaimRecord)
 	}
 	return out
-}
-
-func (c *Claims) live(clusterID, commandID string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.ContainsFunc(c.byCluster[clusterID], func(o claim) bool { return o.CommandID == commandID })
 }

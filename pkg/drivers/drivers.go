@@ -38,6 +38,32 @@ type Request struct {
 	Cluster inventory.Cluster
 	// Operation is the desired state ("version = 3.9.1"), never a step.
 	Operation rollout.Operation
+	// FencingToken grows with every grant of the cluster to an operation
+	// (it is the offset of the grant on the claims topic): an attempt
+	// acting under a lower token than one the cluster has seen was
+	// superseded, and a driver that can keep the highest token it saw at
+	// the cluster should refuse it. 0 means none (a dry run, a test).
+	FencingToken int64
+	// Fence, when set, reports whether the executor still holds the
+	// cluster for this attempt; a driver calls it right before each step
+	// that changes the cluster and stops, changing nothing more, when it
+	// returns an error. An executor that was frozen past its lease, or
+	// lost its partition, must not act: the cluster's next holder may be
+	// acting already. Its error wraps ErrFenced.
+	Fence func() error
+}
+
+// ErrFenced is wrapped by the error of an Apply that stopped because the
+// executor no longer holds the cluster (Request.Fence) or because the
+// cluster has seen a higher fencing token.
+var ErrFenced = errors.New("fenced")
+
+// CheckFence calls req.Fence, if set.
+func (req Request) CheckFence() error {
+	if req.Fence == nil {
+		return nil
+	}
+	return req.Fence()
 }
 
 // Result is what a driver reports after a successful Apply. The executor

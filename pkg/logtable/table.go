@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -48,6 +49,13 @@ func OnDecodeError[V any](fn func(r *kgo.Record, err error)) Option[V] {
 	return func(t *Table[V]) { t.onDecodeError = fn }
 }
 
+// Partitions limits the table to some partitions of its topic: those a
+// service owns, such as the executor's partition of commands. Without it
+// the table reads every partition, including partitions added later.
+func Partitions[V any](ps ...int32) Option[V] {
+	return func(t *Table[V]) { t.partitions = slices.Clone(ps) }
+}
+
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger[V any](l *slog.Logger) Option[V] {
 	return func(t *Table[V]) { t.log = l }
@@ -68,6 +76,7 @@ type Table[V any] struct {
 	onChange      func(key string, v V, deleted bool)
 	onDecodeError func(r *kgo.Record, err error)
 	log           *slog.Logger
+	partitions    []int32 // nil: every partition
 
 	mu      sync.RWMutex
 	m       map[string]V
@@ -123,12 +132,20 @@ func (t *Table[V]) Run(ctx context.Context) (err error) {
 	t.mu.Unlock()
 	defer func() { t.stop(err) }()
 
-	cl, err := kgo.NewClient(readerOpts(t.clientOpts, kgo.ConsumeTopics(t.topic))...)
+	consume := kgo.ConsumeTopics(t.topic)
+	if t.partitions != nil {
+		start := map[int32]kgo.Offset{}
+		for _, p := range t.partitions {
+			start[p] = kgo.NewOffset().AtStart()
+		}
+		consume = kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{t.topic: start})
+	}
+	cl, err := kgo.NewClient(readerOpts(t.clientOpts, consume)...)
 	if err != nil {
 		return fmt.Errorf("table %s: %w", t.topic, err)
 	}
 	defer cl.Close()
-	c, err := capture(ctx, cl, t.clientOpts, t.topic, nil)
+	c, err := capture(ctx, cl, t.clientOpts, t.topic, t.partitions)
 	if err != nil {
 		return fmt.Errorf("table %s: %w", t.topic, err)
 	}

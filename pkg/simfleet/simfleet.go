@@ -83,6 +83,9 @@ type State struct {
 	// before that command, so that confirming a command reports the same
 	// PreviousVersion as applying it did.
 	PreviousVersions map[string]string `json:"previousVersions,omitempty"`
+	// FencingToken is the highest fencing token an Apply came with: one
+	// with a lower token was superseded and is refused.
+	FencingToken int64 `json:"fencingToken,omitempty"`
 }
 
 func (s State) clone() State {
@@ -216,6 +219,16 @@ func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (drivers.Result,
 	if !found {
 		st = State{ID: id, Version: req.Cluster.Version}
 	}
+	if req.FencingToken != 0 && req.FencingToken < st.FencingToken {
+		return drivers.Result{}, fmt.Errorf("%s refused command %s: fencing token %d is older than %d, which it has seen: %w",
+			id, req.CommandID, req.FencingToken, st.FencingToken, drivers.ErrFenced)
+	}
+	if req.FencingToken > st.FencingToken {
+		st.FencingToken = req.FencingToken
+		if err := f.store.save(st); err != nil {
+			return drivers.Result{}, err
+		}
+	}
 
 	if st.applied(req.CommandID) {
 		prev, ok := st.PreviousVersions[req.CommandID]
@@ -236,6 +249,11 @@ func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (drivers.Result,
 
 	if err := f.sleep(ctx); err != nil {
 		return drivers.Result{}, fmt.Errorf("%s of %s interrupted: %w", req.Operation.Kind, id, err)
+	}
+	// The wait may have outlived the executor's hold on the cluster (it
+	// was frozen, or lost its partition): check before changing anything.
+	if err := req.CheckFence(); err != nil {
+		return drivers.Result{}, fmt.Errorf("%s of %s stopped before changing it: %w", req.Operation.Kind, id, err)
 	}
 	if f.fails(req.CommandID) {
 		return drivers.Result{}, errors.New(failureMessage(req.Operation))

@@ -646,3 +646,26 @@ func TestProbeReportsConfigHash(t *testing.T) {
 		t.Fatalf("hash after a config change %q, again %q: want a stable non-empty hash", after.ConfigHash, again.ConfigHash)
 	}
 }
+
+// TestApplyIsFenced: an attempt that comes with an older fencing token than
+// the cluster has seen, or whose executor lost its hold while it waited,
+// changes nothing.
+func TestApplyIsFenced(t *testing.T) {
+	f := newFleet(t, simfleet.Options{})
+	ctx := context.Background()
+	if _, err := f.Apply(ctx, drivers.Request{CommandID: "cmd-2", Cluster: kafka1, Operation: upgrade("3.9.1"), FencingToken: 10}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.Apply(ctx, drivers.Request{CommandID: "cmd-1", Cluster: kafka1, Operation: upgrade("3.8.5"), FencingToken: 5})
+	if !errors.Is(err, drivers.ErrFenced) {
+		t.Fatalf("an older token: %v; want ErrFenced", err)
+	}
+	lost := func() error { return fmt.Errorf("lease lapsed: %w", drivers.ErrFenced) }
+	_, err = f.Apply(ctx, drivers.Request{CommandID: "cmd-3", Cluster: kafka1, Operation: upgrade("4.0.0"), FencingToken: 11, Fence: lost})
+	if !errors.Is(err, drivers.ErrFenced) {
+		t.Fatalf("a lost hold: %v; want ErrFenced", err)
+	}
+	if st, _ := f.Cluster(kafka1.ID); st.Version != "3.9.1" || st.Applies != 1 {
+		t.Fatalf("cluster %+v; want 3.9.1 from the one attempt that held it", st)
+	}
+}

@@ -3,16 +3,32 @@
 // operations topic.
 //
 // The executor owns partitions of the commands topic through its consumer
-// group. On every assignment it reads the operations it recorded for those
-// partitions, then the commands from the log start: a command with a
-// finished operation is done; one whose operation was started but never
-// finished (the executor died in between) is resumed through the driver,
-// which converges and never changes a cluster twice; any other is started.
+// group. For each partition it owns it:
+//
+//   - initialises the partition's transactional producer (one ID per
+//     partition, not per instance), which fences the partition's previous
+//     owner at the broker: nothing it writes after that becomes visible;
+//   - reads the partition's lease: the previous owner stops acting when
+//     its lease ends, so an operation it had in flight is resumed only
+//     once that lease has lapsed;
+//   - reads the partition's operations and commands, each to the end of
+//     the log (a table per partition, package logtable), and then acts on
+//     the last command of each target: a command whose operation finished,
+//     or that a later attempt superseded, is done; one whose operation was
+//     started but never finished is resumed through the driver, which
+//     converges and never changes a cluster twice; any other is started;
+//   - renews its lease every third of it, and stops acting (the process
+//     exits) if it cannot renew it in time or finds itself fenced.
+//
 // It commits no offsets: the log is its only state.
 //
 // Before it acts on a cluster it claims it (package claims): of the
 // operations sent for one cluster, by any planner, one runs at a time and
-// the others wait, whichever executors carry them out.
+// the others wait, whichever executors carry them out. Once its claim is
+// first in line it writes a grant, whose offset is the operation's fencing
+// token: drivers get it, with a check of the lease to call before each
+// change (drivers.Request.Fence). Waiting for a cluster holds no slot of
+// --concurrency: only acting does.
 //
 // Before it starts a config operation, it reads what the operation's keys
 // are set to through the driver, when the driver can ([drivers.Snapshotter]),
@@ -47,26 +63,50 @@ import (
 // Principal is the name the executor writes its records under.
 const Principal = "executor"
 
+// clockSkew is how far apart executors' clocks may be. A new owner takes
+// the previous owner's lease to end at its last renewal's time plus the
+// lease plus this; it never waits longer than one lease from when it
+// fenced the previous owner, which needs no clock agreement at all.
+const clockSkew = 2 * time.Second
+
 // Config configures an executor.
 type Config struct {
 	Backbone backbone.Config
 	Drivers  *drivers.Registry
 	Clock    clockwork.Clock
-	// Concurrency is the most operations run at once (default 64).
+	// InstanceID names this copy of the executor, stable across its
+	// restarts and distinct between copies: the holder of its leases and
+	// grants (default "0").
+	InstanceID string
+	// Concurrency is the most operations acting at once (default 64);
+	// operations waiting for their cluster do not count.
 	Concurrency int
 	// Timeout bounds one operation (default 30 minutes); past it the
 	// operation fails.
 	Timeout time.Duration
+	// Lease is how long the lease on an owned partition lasts after each
+	// renewal (default 15s); it is renewed every third of it. An executor
+	// that cannot renew its lease in time stops acting; a new owner waits
+	// for a previous owner's lease to lapse before resuming what it had in
+	// flight.
+	Lease time.Duration
+	// LeaseClock measures leases and the waits for the broker between
+	// retries (default the real clock, whatever Clock is): a lease bounds
+	// how long this process may have been cut off from Kafka or frozen,
+	// which a test's fake passing of time does not change. Tests of the
+	// leases themselves set it.
+	LeaseClock clockwork.Clock
+	// GroupOpts are added to the consumer group's options (static
+	// membership, session timeout).
+	GroupOpts []kgo.Opt
 }
 
 type executor struct {
 	cfg    Config
 	log    *slog.Logger
 	names  topics.Names
-	cl     *kgo.Client
 	claims *claims.Claims
 	slots  chan struct{}
-	wg     sync.WaitGroup // every running operation
 
 	mu    sync.Mutex
 	parts map[int32]*partition // owned partitions of the commands topic
@@ -76,12 +116,23 @@ type executor struct {
 
 // partition is what the executor holds for one owned partition.
 type partition struct {
-	id      int32
-	ctx     context.Context // cancelled when the partition is revoked
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup                    // operations running for it
-	ops     map[string]records.OperationEvent // last event per "workflow/cluster"
-	running map[string]string                 // key → ID of the command being carried out
+	id       int32
+	ctx      context.Context // ended when the partition is revoked, or the executor stops
+	cancel   context.CancelFunc
+	w        *writer
+	commands *logtable.Table[records.Command]
+	ops      *logtable.Table[records.OperationEvent]
+	tables   sync.WaitGroup // the tables' and the writer's goroutines
+	wg       sync.WaitGroup // operations running for it
+	// inherited is when the previous owner's lease lapses: an operation it
+	// had in flight is resumed only after it.
+	inherited time.Time
+
+	// guarded by executor.mu
+	ready     bool                              // both tables read: commands are handled
+	written   map[string]records.OperationEvent // events written since the partition was gained, by target
+	running   map[string]bool                   // command IDs being carried out
+	leaseEnds time.Time                         // the lease's end, on this executor's clock
 }
 
 // Run runs the executor until ctx ends.
@@ -89,11 +140,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
+	if cfg.LeaseClock == nil {
+		cfg.LeaseClock = clockwork.NewRealClock()
+	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 64
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Minute
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 15 * time.Second
+	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = "0"
 	}
 	if cfg.Drivers == nil {
 		return errors.New("executor: no drivers registered")
@@ -104,28 +164,12 @@ func Run(ctx context.Context, cfg Config) error {
 	e := &executor{
 		stop:  cancel,
 		cfg:   cfg,
-		log:   cfg.Backbone.Log().With("service", "executor"),
+		log:   cfg.Backbone.Log().With("service", "executor", "instance", cfg.InstanceID),
 		names: cfg.Backbone.Names(),
 		slots: make(chan struct{}, cfg.Concurrency),
 		parts: map[int32]*partition{},
 	}
-	opts := append([]kgo.Opt{
-		kgo.ConsumerGroup(e.names.Group("executor")),
-		kgo.ConsumeTopics(e.names.Commands),
-		kgo.DisableAutoCommit(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	}, backbone.OwnPartitions(e.names.Commands, func(ps []int32) { e.assigned(ctx, ps) }, e.revoked)...)
-	cl, err := cfg.Backbone.Client(opts...)
-	if err != nil {
-		return err
-	}
-	e.cl = cl
-	defer func() {
-		e.wg.Wait()
-		cl.Close()
-	}()
-	e.claims = claims.New(e.names.Claims, cfg.Backbone.Opts(), cl, e.log)
+	e.claims = claims.New(e.names.Claims, cfg.Backbone.Opts(), e.log)
 	claimsErr := make(chan error, 1)
 	go func() { claimsErr <- e.claims.Run(ctx) }()
 	if err := e.claims.WaitReady(ctx); err != nil {
@@ -134,85 +178,241 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return fmt.Errorf("executor: %w", err)
 	}
+
+	// The group only shares out the partitions of commands: each
+	// partition's own tables read them.
+	opts := append([]kgo.Opt{
+		kgo.ConsumerGroup(e.names.Group("executor")),
+		kgo.ConsumeTopics(e.names.Commands),
+		kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
+	}, cfg.GroupOpts...)
+	opts = append(opts, backbone.OwnPartitions(e.names.Commands, func(ps []int32) { e.assigned(ctx, ps) }, e.revoked)...)
+	group, err := cfg.Backbone.Client(opts...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		e.revokeAll()
+		group.Close()
+	}()
+	group.PauseFetchTopics(e.names.Commands)
+	go func() {
+		for ctx.Err() == nil {
+			if group.PollFetches(ctx).IsClientClosed() {
+				return
+			}
+		}
+	}()
 	go e.sweepEvery(ctx, time.Minute)
-	e.log.Info("executor started", "concurrency", cfg.Concurrency)
-	for {
-		select {
-		case err := <-claimsErr:
-			if parent.Err() != nil {
-				return nil
-			}
-			// Without the claims it cannot know who holds a cluster.
-			return fmt.Errorf("executor: %w", err)
-		default:
+	e.log.Info("executor started", "concurrency", cfg.Concurrency, "lease", cfg.Lease)
+	select {
+	case err := <-claimsErr:
+		if parent.Err() != nil {
+			return nil
 		}
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			if parent.Err() != nil {
-				return nil // asked to stop
-			}
-			return context.Cause(ctx)
+		// Without the claims it cannot know who holds a cluster.
+		return fmt.Errorf("executor: %w", err)
+	case <-ctx.Done():
+		if parent.Err() != nil {
+			return nil // asked to stop
 		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			e.log.Warn("fetch", "topic", topic, "partition", p, "err", err)
-		})
-		fetches.EachRecord(func(r *kgo.Record) {
-			if r.Value == nil {
-				return
-			}
-			cmd, err := records.DecodeCommand(r.Value)
-			if err != nil {
-				e.log.Error("skipping a command that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
-				return
-			}
-			e.handle(r.Partition, cmd)
-		})
+		return context.Cause(ctx)
 	}
 }
 
-// assigned loads the operations recorded for newly owned partitions. kgo
-// calls it before fetching of those partitions begins.
+// assigned takes over newly owned partitions. kgo calls it before the
+// member is given more; the partitions are taken over in parallel.
 func (e *executor) assigned(ctx context.Context, partitions []int32) {
-	if len(partitions) == 0 {
-		return
-	}
-	loaded := map[int32]map[string]records.OperationEvent{}
+	var wg sync.WaitGroup
 	for _, p := range partitions {
-		loaded[p] = map[string]records.OperationEvent{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.takeOver(ctx, p); err != nil && ctx.Err() == nil {
+				// Without its record of what it did, the executor must
+				// not act: it stops, leaving the group, and its
+				// partitions go to another copy or to its own restart.
+				e.stop(fmt.Errorf("executor: take over partition %d of %s: %w", p, e.names.Commands, err))
+			}
+		}()
 	}
-	err := logtable.ReadToEnd(ctx, e.cfg.Backbone.Opts(), e.names.Operations, partitions, func(r *kgo.Record) {
-		ops := loaded[r.Partition]
-		if r.Value == nil {
-			delete(ops, string(r.Key))
+	wg.Wait()
+	if len(partitions) > 0 && ctx.Err() == nil {
+		e.log.Info("partitions assigned", "partitions", partitions)
+	}
+}
+
+// takeOver fences the partition's previous owner, reads its lease, takes
+// the lease, rebuilds the partition's tables and starts its commands.
+func (e *executor) takeOver(ctx context.Context, p int32) error {
+	pctx, cancel := context.WithCancel(ctx)
+	part := &partition{id: p, ctx: pctx, cancel: cancel, written: map[string]records.OperationEvent{}, running: map[string]bool{}}
+	ok := false
+	defer func() {
+		if !ok {
+			cancel()
+			part.tables.Wait()
+		}
+	}()
+	w, err := newWriter(pctx, e.cfg.Backbone, fmt.Sprintf("%s-%d", e.names.Group("executor"), p))
+	if err != nil {
+		return err
+	}
+	fencedAt := e.cfg.LeaseClock.Now()
+	part.w = w
+	part.tables.Add(1)
+	go func() {
+		defer part.tables.Done()
+		if err := w.run(pctx); err != nil {
+			e.lost(part, err)
+		}
+	}()
+	// Without a lease on record no executor has acted on the partition
+	// under one: there is nothing to wait for.
+	err = logtable.ReadToEnd(pctx, e.cfg.Backbone.Opts(), e.names.Leases, nil, func(r *kgo.Record) {
+		if string(r.Key) != records.LeaseKey(p) || r.Value == nil {
 			return
 		}
-		ev, err := records.DecodeOperationEvent(r.Value)
+		prev, err := records.DecodeLeaseRecord(r.Value)
 		if err != nil {
-			e.log.Error("skipping an operation record that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "err", err)
+			e.log.Warn("skipping a lease record that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "err", err)
 			return
 		}
-		ops[string(r.Key)] = ev
+		part.inherited = fencedAt.Add(prev.Duration)
+		if byRecord := prev.RenewedAt.Add(prev.Duration + clockSkew); byRecord.Before(part.inherited) {
+			part.inherited = byRecord
+		}
 	})
 	if err != nil {
-		// Without its record of what it did, the executor must not act:
-		// it stops, leaving the group, and its partitions go to another
-		// copy or to its own restart.
-		e.stop(fmt.Errorf("executor: load the operations of partitions %v: %w", partitions, err))
-		return
+		return fmt.Errorf("read the lease: %w", err)
 	}
-	e.releaseLeftBehind(ctx, loaded)
+	if err := e.renew(part); err != nil {
+		return fmt.Errorf("take the lease: %w", err)
+	}
+
+	part.ops = logtable.New(e.names.Operations, e.cfg.Backbone.Opts(), func(r *kgo.Record) (records.OperationEvent, error) {
+		return records.DecodeOperationEvent(r.Value)
+	}, logtable.Partitions[records.OperationEvent](p), logtable.WithLogger[records.OperationEvent](e.log))
+	part.commands = logtable.New(e.names.Commands, e.cfg.Backbone.Opts(), func(r *kgo.Record) (records.Command, error) {
+		return records.DecodeCommand(r.Value)
+	}, logtable.Partitions[records.Command](p), logtable.WithLogger[records.Command](e.log),
+		logtable.OnChange(func(_ string, cmd records.Command, deleted bool) {
+			if !deleted {
+				e.handle(part, cmd)
+			}
+		}))
+	for _, t := range []interface{ Run(context.Context) error }{part.ops, part.commands} {
+		part.tables.Add(1)
+		go func() {
+			defer part.tables.Done()
+			if err := t.Run(pctx); err != nil && pctx.Err() == nil {
+				e.lost(part, err)
+			}
+		}()
+	}
+	if err := part.ops.WaitReady(pctx); err != nil {
+		return err
+	}
+	if err := part.commands.WaitReady(pctx); err != nil {
+		return err
+	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, p := range partitions {
-		pctx, cancel := context.WithCancel(ctx)
-		e.parts[p] = &partition{id: p, ctx: pctx, cancel: cancel, ops: loaded[p], running: map[string]string{}}
+	e.parts[p] = part
+	part.ready = true // from now on new commands are handled as they come
+	e.mu.Unlock()
+	ok = true
+	go e.renewEvery(part)
+	for _, cmd := range part.commands.Snapshot() {
+		e.handle(part, cmd)
 	}
-	e.log.Info("partitions assigned", "partitions", partitions)
+	e.sweep(part)
+	return nil
 }
 
-// sweepEvery releases, every interval, the claims of operations that have
-// ended in the partitions owned: a release that failed (the broker was
-// away) would otherwise hold the cluster until the partition moves.
+// lost stops the executor when a partition's writer or tables fail: it
+// cannot know what it did, or record what it does, anymore.
+func (e *executor) lost(part *partition, err error) {
+	if fenced(err) {
+		err = fmt.Errorf("fenced: another executor has taken partition %d over: %w", part.id, err)
+	}
+	e.stop(fmt.Errorf("executor: partition %d: %w", part.id, err))
+}
+
+// renew writes the partition's lease and, once it is committed, moves the
+// lease's end to a lease after the renewal was sent.
+func (e *executor) renew(part *partition) error {
+	sent := e.cfg.LeaseClock.Now()
+	lease := records.LeaseRecord{
+		Envelope:  records.Envelope{ID: uuid.NewString(), Time: sent.UTC(), Principal: Principal},
+		Partition: part.id, Holder: e.cfg.InstanceID, RenewedAt: sent.UTC(), Duration: e.cfg.Lease,
+	}
+	value, err := records.Encode(lease)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(part.ctx, e.cfg.Lease/3)
+	defer cancel()
+	if err := part.w.write(ctx, &kgo.Record{Topic: e.names.Leases, Key: []byte(records.LeaseKey(part.id)), Value: value}); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	part.leaseEnds = sent.Add(e.cfg.Lease)
+	e.mu.Unlock()
+	return nil
+}
+
+// renewEvery renews the partition's lease every third of it until the
+// partition is revoked. If the lease ends before a renewal succeeds, the
+// executor stops: its operations may no longer act, and the partition's
+// work restarts from the log.
+func (e *executor) renewEvery(part *partition) {
+	ticker := e.cfg.LeaseClock.NewTicker(e.cfg.Lease / 3)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-part.ctx.Done():
+			return
+		case <-ticker.Chan():
+		}
+		err := e.renew(part)
+		if part.ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			continue
+		}
+		if fenced(err) || errors.Is(err, errWriterClosed) {
+			e.lost(part, err)
+			return
+		}
+		if e.fence(part) != nil {
+			e.lost(part, fmt.Errorf("could not renew the lease before it ended: %w", err))
+			return
+		}
+		e.log.Warn("could not renew the lease; retrying", "partition", part.id, "err", err)
+	}
+}
+
+// fence reports whether the executor still holds the partition's lease
+// now: the check drivers make before each change (drivers.Request.Fence).
+// It compares times rather than waiting for a timer, so that a process
+// resumed after being frozen past its lease sees at once that it lapsed.
+func (e *executor) fence(part *partition) error {
+	if err := part.ctx.Err(); err != nil {
+		return fmt.Errorf("partition %d is no longer owned: %w", part.id, drivers.ErrFenced)
+	}
+	e.mu.Lock()
+	ends := part.leaseEnds
+	e.mu.Unlock()
+	if now := e.cfg.LeaseClock.Now(); !now.Before(ends) {
+		return fmt.Errorf("the lease on partition %d ended at %s: %w", part.id, ends.UTC().Format(time.RFC3339Nano), drivers.ErrFenced)
+	}
+	return nil
+}
+
+// sweepEvery releases, every interval, the claims left behind in the
+// partitions owned.
 func (e *executor) sweepEvery(ctx context.Context, interval time.Duration) {
 	ticker := e.cfg.Clock.NewTicker(interval)
 	defer ticker.Stop()
@@ -222,32 +422,33 @@ func (e *executor) sweepEvery(ctx context.Context, interval time.Duration) {
 			return
 		case <-ticker.Chan():
 		}
-		owned := map[int32]map[string]records.OperationEvent{}
 		e.mu.Lock()
-		for p, part := range e.parts {
-			owned[p] = maps.Clone(part.ops)
-		}
+		parts := slices.Collect(maps.Values(e.parts))
 		e.mu.Unlock()
-		e.releaseLeftBehind(ctx, owned)
+		for _, part := range parts {
+			e.sweep(part)
+		}
 	}
 }
 
-// releaseLeftBehind releases the claims of the commands of the partitions
-// in loaded (their operations, by target) whose operation has ended, or
-// been superseded by a later command: left by an executor that stopped,
-// or failed to release, after recording the outcome, they would hold
-// their cluster forever.
-func (e *executor) releaseLeftBehind(ctx context.Context, loaded map[int32]map[string]records.OperationEvent) {
+// sweep releases the live claims of a partition's commands that no
+// operation of this executor is carrying out or waiting to: the owner of
+// the partition is the only one acting on its commands, so such a claim
+// was left behind (by an owner that stopped after recording the outcome,
+// or before its command was superseded) and would hold its cluster
+// forever.
+func (e *executor) sweep(part *partition) {
 	for _, c := range e.claims.Live() {
-		ops, mine := loaded[c.CommandPartition]
-		if !mine {
+		if c.CommandPartition != part.id {
 			continue
 		}
-		last, seen := ops[topics.TargetKey(c.WorkflowID, c.ClusterID)]
-		if !seen || (last.CommandID == c.CommandID && !last.Status.Terminal()) {
-			continue // not started yet, or running: its command is carried out again
+		e.mu.Lock()
+		active := part.running[c.CommandID]
+		e.mu.Unlock()
+		if active {
+			continue
 		}
-		if err := e.claims.Release(ctx, c.ClusterID, c.CommandID); err != nil {
+		if err := e.claims.Release(part.ctx, part.w.write, c.ClusterID, c.CommandID); err != nil && part.ctx.Err() == nil {
 			e.log.Warn("could not release a claim left behind", "cluster", c.ClusterID, "command", c.CommandID, "err", err)
 		}
 	}
@@ -260,86 +461,138 @@ func (e *executor) revoked(partitions []int32) {
 	e.mu.Lock()
 	for _, p := range partitions {
 		if part := e.parts[p]; part != nil {
-			part.cancel()
 			gone = append(gone, part)
 			delete(e.parts, p)
 		}
 	}
 	e.mu.Unlock()
 	for _, part := range gone {
+		part.cancel()
 		part.wg.Wait()
+		part.tables.Wait()
 	}
 }
 
+func (e *executor) revokeAll() {
+	e.mu.Lock()
+	ps := slices.Collect(maps.Keys(e.parts))
+	e.mu.Unlock()
+	e.revoked(ps)
+}
+
+// last returns the latest operation event of a target: the one this
+// executor wrote, which the table may not have read back yet, else the
+// table's.
+func (e *executor) last(part *partition, key string) (records.OperationEvent, bool) {
+	if ev, ok := part.written[key]; ok {
+		return ev, true
+	}
+	return part.ops.Get(key)
+}
+
 // handle starts, resumes or skips one command.
-func (e *executor) handle(p int32, cmd records.Command) {
+func (e *executor) handle(part *partition, cmd records.Command) {
 	key := topics.TargetKey(cmd.WorkflowID, cmd.ClusterID)
 	e.mu.Lock()
-	part := e.parts[p]
-	if part == nil {
-		e.mu.Unlock()
-		return // revoked meanwhile
+	defer e.mu.Unlock()
+	if !part.ready || part.ctx.Err() != nil || part.running[cmd.ID] {
+		return // being taken over (it is in the snapshot), revoked, or running
 	}
-	last, seen := part.ops[key]
-	if seen && last.CommandID == cmd.ID && last.Status.Terminal() {
-		e.mu.Unlock()
+	last, seen := e.last(part, key)
+	switch {
+	case seen && last.CommandID == cmd.ID && last.Status.Terminal():
 		return // done before
-	}
-	if part.running[key] == cmd.ID {
-		e.mu.Unlock()
-		return // already running
+	case seen && last.CommandID != cmd.ID && last.Attempt > cmd.Attempt:
+		return // superseded by a later attempt, which ran: never run it again
 	}
 	var started *records.OperationEvent // set when resuming
 	if seen && last.CommandID == cmd.ID && last.Status == records.OperationStarted {
 		started = &last
 	}
-	part.running[key] = cmd.ID
+	part.running[cmd.ID] = true
 	part.wg.Add(1)
-	e.wg.Add(1)
-	e.mu.Unlock()
-
-	select {
-	case e.slots <- struct{}{}:
-	case <-part.ctx.Done():
-		e.done(part, key, cmd.ID)
-		return
-	}
 	go func() {
-		defer func() { <-e.slots }()
-		defer e.done(part, key, cmd.ID)
+		defer e.done(part, cmd.ID)
 		e.carryOut(part, key, cmd, started)
 	}()
 }
 
-func (e *executor) done(part *partition, key, commandID string) {
+func (e *executor) done(part *partition, commandID string) {
 	e.mu.Lock()
-	if part.running[key] == commandID {
-		delete(part.running, key)
-	}
+	delete(part.running, commandID)
 	e.mu.Unlock()
 	part.wg.Done()
-	e.wg.Done()
 }
 
-// carryOut records the start of an operation, applies it through the
-// cluster's driver and records the outcome. started is the "started" event
-// of an attempt being resumed, nil for a new one. If the partition is
-// revoked or the executor stops meanwhile, it records nothing more: the next
-// owner resumes from the "started" record.
+// retry calls fn until it succeeds or ctx ends, backing off between
+// attempts: a write fails only while the broker is away.
+func (e *executor) retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		err := fn()
+		if err == nil || ctx.Err() != nil || errors.Is(err, errWriterClosed) {
+			return err
+		}
+		log.Warn("could not "+what+"; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-e.cfg.LeaseClock.After(backoff):
+		}
+	}
+}
+
+// carryOut claims the cluster, records the start of the operation,
+// applies it through the cluster's driver and records the outcome.
+// started is the "started" event of an attempt being resumed, nil for a
+// new one. If the partition is revoked or the executor stops meanwhile, it
+// records nothing more: the next owner resumes from the "started" record.
 func (e *executor) carryOut(part *partition, key string, cmd records.Command, started *records.OperationEvent) {
 	log := e.log.With("workflow", cmd.WorkflowID, "cluster", cmd.ClusterID, "command", cmd.ID)
-	// Waiting for the cluster does not count against the timeout.
-	claim := records.ClaimRecord{
+	ctx := part.ctx
+	if started != nil {
+		// Its previous owner may still be carrying it out until its
+		// lease lapses (a frozen process that has not noticed yet).
+		if wait := part.inherited.Sub(e.cfg.LeaseClock.Now()); wait > 0 {
+			log.Info("waiting for the previous owner's lease to lapse before resuming", "until", part.inherited.UTC())
+			select {
+			case <-ctx.Done():
+				return
+			case <-e.cfg.LeaseClock.After(wait):
+			}
+		}
+	}
+	// Waiting for the cluster does not count against the timeout, nor
+	// hold a slot.
+	req := records.ClaimRecord{
 		Envelope:  records.Envelope{ID: uuid.NewString(), Time: e.cfg.Clock.Now().UTC(), Principal: Principal, CausationID: cmd.ID},
 		ClusterID: cmd.ClusterID, CommandID: cmd.ID, WorkflowID: cmd.WorkflowID, CommandPartition: part.id,
 	}
-	if err := e.claims.Acquire(part.ctx, claim); err != nil {
-		if part.ctx.Err() == nil {
-			log.Warn("could not claim the cluster; not acting", "err", err)
-		}
-		return // the command is carried out again on the partition's next assignment
+	var held records.ClaimRecord
+	if err := e.retry(ctx, log, "claim the cluster", func() (err error) {
+		held, err = e.claims.Acquire(ctx, part.w.write, req)
+		return err
+	}); err != nil {
+		return // revoked or stopping: the next owner carries it out
 	}
-	outcome := e.event(cmd, records.OperationSucceeded)
+	select {
+	case e.slots <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-e.slots }()
+
+	// The grant: its offset is the attempt's fencing token.
+	grant, err := e.claims.Grant(held, e.cfg.InstanceID)
+	if err != nil {
+		log.Error("cannot grant the claim", "err", err)
+		return
+	}
+	if err := e.retry(ctx, log, "grant the claim", func() error { return part.w.write(ctx, grant) }); err != nil {
+		return
+	}
+	token := grant.Offset
+
+	outcome := e.event(cmd, records.OperationSucceeded, token)
 	outcome.Envelope.CausationID = cmd.ID
 	timeout := e.cfg.Timeout // the operator's limit caps the rollout's
 	if cmd.Timeout > 0 && cmd.Timeout < timeout {
@@ -349,22 +602,21 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 	if started != nil && !started.Deadline.IsZero() {
 		deadline = started.Deadline // a resumed attempt has what is left of its time
 	}
-	opCtx, cancel := context.WithTimeout(part.ctx, deadline.Sub(e.cfg.Clock.Now()))
+	opCtx, cancel := context.WithTimeout(ctx, deadline.Sub(e.cfg.Clock.Now()))
 	defer cancel()
 	d, err := e.cfg.Drivers.Driver(cmd.Cluster.Driver)
 	if err == nil {
 		if started == nil {
-			ev := e.event(cmd, records.OperationStarted)
+			ev := e.event(cmd, records.OperationStarted, token)
 			ev.PreviousVersion = cmd.Cluster.Version
 			ev.Deadline = deadline
 			err = e.readBefore(opCtx, d, cmd, &ev)
-			if part.ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return // revoked or stopping: the next owner starts it afresh
 			}
 			if err == nil {
-				if err := e.record(part, key, ev); err != nil {
-					log.Warn("could not record the start; not acting", "err", err)
-					return
+				if err := e.retry(ctx, log, "record the start", func() error { return e.record(part, key, ev) }); err != nil {
+					return // not started: the next owner starts it
 				}
 				started = &ev
 			}
@@ -382,9 +634,18 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 	}
 	if err == nil {
 		var res drivers.Result
-		res, err = d.Apply(opCtx, drivers.Request{CommandID: cmd.ID, Cluster: cmd.Cluster, Operation: cmd.Operation})
-		if part.ctx.Err() != nil {
+		res, err = d.Apply(opCtx, drivers.Request{
+			CommandID: cmd.ID, Cluster: cmd.Cluster, Operation: cmd.Operation,
+			FencingToken: token, Fence: func() error { return e.fence(part) },
+		})
+		if ctx.Err() != nil {
 			return // revoked or stopping: the next owner resumes
+		}
+		if errors.Is(err, drivers.ErrFenced) {
+			// Not a failure of the operation: this executor may no
+			// longer act, and whoever holds the cluster now records it.
+			e.lost(part, fmt.Errorf("operation %s on %s: %w", cmd.ID, cmd.ClusterID, err))
+			return
 		}
 		outcome.PreviousVersion, outcome.Version, outcome.Output = res.PreviousVersion, res.Version, res.Output
 	}
@@ -396,14 +657,14 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 		outcome.Reason = err.Error()
 	}
 	outcome.Envelope.Time = e.cfg.Clock.Now().UTC() // when the operation ended, not when it began
-	if err := e.record(part, key, outcome); err != nil {
-		log.Warn("could not record the outcome; it is resumed after a restart", "err", err)
-		return
+	// The outcome and the release commit together: no claim is left
+	// behind by a crash in between.
+	if err := e.retry(ctx, log, "record the outcome", func() error {
+		return e.record(part, key, outcome, e.claims.ReleaseRecord(cmd.ClusterID, cmd.ID))
+	}); err != nil {
+		return // the next owner resumes it, and the driver confirms
 	}
 	log.Info("operation finished", "status", outcome.Status, "reason", outcome.Reason)
-	if err := e.claims.Release(part.ctx, cmd.ClusterID, cmd.ID); err != nil {
-		log.Warn("could not release the claim on the cluster; the partition's next owner does", "err", err)
-	}
 }
 
 // readBefore reads the cluster, once, before an operation acts on it:
@@ -460,29 +721,32 @@ func (e *executor) readBefore(ctx context.Context, d drivers.Driver, cmd records
 	return nil
 }
 
-func (e *executor) event(cmd records.Command, status records.OperationStatus) records.OperationEvent {
+func (e *executor) event(cmd records.Command, status records.OperationStatus, token int64) records.OperationEvent {
 	return records.OperationEvent{
-		Envelope:   records.Envelope{ID: uuid.NewString(), Time: e.cfg.Clock.Now().UTC(), Principal: Principal, CausationID: cmd.Envelope.ID},
-		CommandID:  cmd.ID,
-		WorkflowID: cmd.WorkflowID,
-		ClusterID:  cmd.ClusterID,
-		Attempt:    cmd.Attempt,
-		Status:     status,
+		Envelope:     records.Envelope{ID: uuid.NewString(), Time: e.cfg.Clock.Now().UTC(), Principal: Principal, CausationID: cmd.Envelope.ID},
+		CommandID:    cmd.ID,
+		WorkflowID:   cmd.WorkflowID,
+		ClusterID:    cmd.ClusterID,
+		Attempt:      cmd.Attempt,
+		Status:       status,
+		Executor:     e.cfg.InstanceID,
+		FencingToken: token,
 	}
 }
 
-// record writes an operation event and waits until Kafka has it.
-func (e *executor) record(part *partition, key string, ev records.OperationEvent) error {
+// record writes an operation event, with other records in the same
+// transaction, and returns once it is committed.
+func (e *executor) record(part *partition, key string, ev records.OperationEvent, with ...*kgo.Record) error {
 	value, err := records.Encode(ev)
 	if err != nil {
 		return fmt.Errorf("encode operation event: %w", err)
 	}
 	rec := &kgo.Record{Topic: e.names.Operations, Key: []byte(key), Value: value}
-	if err := e.cl.ProduceSync(part.ctx, rec).FirstErr(); err != nil {
+	if err := part.w.write(part.ctx, append([]*kgo.Record{rec}, with...)...); err != nil {
 		return fmt.Errorf("produce operation event: %w", err)
 	}
 	e.mu.Lock()
-	part.ops[key] = ev
+	part.written[key] = ev
 	e.mu.Unlock()
 	return nil
 }

@@ -101,26 +101,55 @@ func newBackbone(t *testing.T) backbone.Config {
 // ends.
 func runExecutor(t *testing.T, bb backbone.Config, d drivers.Driver) *clockwork.FakeClock {
 	t.Helper()
-	reg := drivers.NewRegistry()
-	reg.Register("fake", d, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	return runExecutorWith(t, bb, d, nil)
+}
+
+// runExecutorWith is runExecutor with the config changed by edit.
+func runExecutorWith(t *testing.T, bb backbone.Config, d drivers.Driver, edit func(*executor.Config)) *clockwork.FakeClock {
+	t.Helper()
 	clock := clockwork.NewFakeClock()
-	go func() {
-		done <- executor.Run(ctx, executor.Config{Backbone: bb, Drivers: reg, Clock: clock})
-	}()
+	done := startExecutor(t, bb, d, clock, edit)
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("executor: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("executor did not stop within 30s")
+		if err := done(); err != nil {
+			t.Errorf("executor: %v", err)
 		}
 	})
 	return clock
+}
+
+// startExecutor starts an executor and returns the function that stops it
+// and returns what Run returned.
+func startExecutor(t *testing.T, bb backbone.Config, d drivers.Driver, clock clockwork.Clock, edit func(*executor.Config)) (stop func() error) {
+	stop, _ = startExecutorExited(t, bb, d, clock, edit)
+	return stop
+}
+
+// startExecutorExited is startExecutor, and also returns a channel closed
+// once Run has returned by itself or been stopped; stop returns its error.
+func startExecutorExited(t *testing.T, bb backbone.Config, d drivers.Driver, clock clockwork.Clock, edit func(*executor.Config)) (stop func() error, exited <-chan struct{}) {
+	t.Helper()
+	reg := drivers.NewRegistry()
+	reg.Register("fake", d, nil)
+	cfg := executor.Config{Backbone: bb, Drivers: reg, Clock: clock, LeaseClock: clock}
+	if edit != nil {
+		edit(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var err error
+	go func() {
+		err = executor.Run(ctx, cfg)
+		close(done)
+	}()
+	return sync.OnceValue(func() error {
+		cancel()
+		select {
+		case <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("executor did not stop within 30s")
+		}
+	}), done
 }
 
 func produce(t *testing.T, bb backbone.Config, topic string, v any) {
@@ -351,53 +380,56 @@ func TestStartRecordsTheDeadline(t *testing.T) {
 	}
 }
 
-// Claims of operations that have ended are released even when their
-// executor did not: at the partition's assignment, and every minute.
+// Claims of commands of the partition that no operation of the executor
+// carries out are released: at the partition's assignment, and every
+// minute. Those of operations in progress, or waiting for their cluster,
+// are kept.
 func TestClaimsLeftBehindAreReleased(t *testing.T) {
 	bb := newBackbone(t)
 	names := bb.Names()
 	ended := func(id string) records.Command {
 		cmd := command(rollout.Operation{Kind: rollout.Restart})
 		cmd.ID, cmd.WorkflowID = id, "wf-"+id
+		produce(t, bb, names.Commands, cmd)
 		produce(t, bb, names.Operations, startedEvent(cmd))
 		done := startedEvent(cmd)
 		done.Status = records.OperationSucceeded
 		produce(t, bb, names.Operations, done)
 		return cmd
 	}
-	claim := func(cmd records.Command) {
-		produce(t, bb, names.Claims, records.ClaimRecord{Envelope: records.Envelope{ID: uuid.NewString(), Time: time.Now()},
-			ClusterID: cmd.ClusterID, CommandID: cmd.ID, WorkflowID: cmd.WorkflowID})
-	}
 	before, after := ended("before"), ended("after")
-	running := command(rollout.Operation{Kind: rollout.Restart})
-	running.ID, running.WorkflowID = "running", "wf-running"
-	produce(t, bb, names.Operations, startedEvent(running)) // its executor died; its command is not sent again here
-	claim(before)
-	claim(running)
+	gone := command(rollout.Operation{Kind: rollout.Restart}) // its command was never sent
+	gone.ID, gone.WorkflowID = "gone", "wf-gone"
+	claim(t, bb, before.ClusterID, before.ID, 0)
+	claim(t, bb, gone.ClusterID, gone.ID, 0)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	live := followClaims(t, ctx, bb)
-	clock := runExecutor(t, bb, &fakeDriver{bb: bb})
-	waitLive(t, live, running.ID) // released at assignment: before's claim
+	d := newRecordingDriver()
+	d.block = make(chan struct{})
+	clock := runExecutorWith(t, bb, d, func(c *executor.Config) { c.Lease = time.Hour }) // minutes pass below
+	waitLive(t, live)                                                                    // released at assignment
 
-	claim(after) // as if its release had failed
-	waitLive(t, live, running.ID, after.ID)
-	if err := clock.BlockUntilContext(ctx, 1); err != nil { // the sweep's ticker
-		t.Fatal(err)
-	}
+	inProgress := command(rollout.Operation{Kind: rollout.Restart})
+	inProgress.ID, inProgress.WorkflowID, inProgress.ClusterID, inProgress.Cluster.ID = "in-progress", "wf-in-progress", "kafka-2", "kafka-2"
+	produce(t, bb, names.Commands, inProgress)
+	d.waitCalled(t, "in-progress")
+	claim(t, bb, after.ClusterID, after.ID, 0) // as if its release had failed
+	waitLive(t, live, inProgress.ID, after.ID)
 	// A minute passes at a time until a sweep releases it: the first
 	// sweep may come before the executor has read the claim.
 	for minutes := 1; ; minutes++ {
 		clock.Advance(time.Minute)
-		if eventually(2*time.Second, func() bool { return liveAre(live, running.ID) }) {
-			return
+		if eventually(2*time.Second, func() bool { return liveAre(live, inProgress.ID) }) {
+			break
 		}
 		if minutes == 10 {
-			t.Fatalf("the claim left behind is still live after %d sweeps", minutes)
+			t.Fatalf("the claim left behind is still live after %d sweeps: %v", minutes, live.Live())
 		}
 	}
+	close(d.block)
+	waitLive(t, live)
 }
 
 // eventually reports whether cond holds within d of real time.
@@ -423,12 +455,7 @@ func liveAre(c *claims.Claims, commands ...string) bool {
 // followClaims follows the claims topic, as an executor does.
 func followClaims(t *testing.T, ctx context.Context, bb backbone.Config) *claims.Claims {
 	t.Helper()
-	cl, err := bb.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	c := claims.New(bb.Names().Claims, bb.Opts(), cl, bb.Log())
+	c := claims.New(bb.Names().Claims, bb.Opts(), bb.Log())
 	go c.Run(ctx)
 	return c
 }
@@ -476,5 +503,339 @@ func TestExpectationsGuardTheCluster(t *testing.T) {
 				t.Fatalf("outcome %s (%q), applied %v: want it left alone, failed with %q", last.Status, last.Reason, applied, tt.reason)
 			}
 		})
+	}
+}
+
+// recordingDriver is a driver that really changes (in memory) and really
+// fails: it keeps each cluster's version and records every Apply call,
+// repeats included. Commands in fail fail; while block is open, Apply
+// waits for it to close, then checks its fence before changing anything.
+type recordingDriver struct {
+	mu      sync.Mutex
+	calls   []drivers.Request
+	version map[string]string
+	fail    map[string]bool
+	block   chan struct{}
+	called  chan struct{} // closed and replaced on every call
+}
+
+func newRecordingDriver() *recordingDriver {
+	return &recordingDriver{version: map[string]string{}, fail: map[string]bool{}, called: make(chan struct{})}
+}
+
+func (d *recordingDriver) Apply(ctx context.Context, req drivers.Request) (drivers.Result, error) {
+	d.mu.Lock()
+	d.calls = append(d.calls, req)
+	close(d.called)
+	d.called = make(chan struct{})
+	block, fail := d.block, d.fail[req.CommandID]
+	d.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return drivers.Result{}, ctx.Err()
+		}
+	}
+	if err := req.CheckFence(); err != nil {
+		return drivers.Result{}, err
+	}
+	if fail {
+		return drivers.Result{}, fmt.Errorf("applying %s to %s failed", req.Operation.Version, req.Cluster.ID)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	prev := d.version[req.Cluster.ID]
+	if req.Operation.Kind == rollout.Upgrade {
+		d.version[req.Cluster.ID] = req.Operation.Version
+	}
+	return drivers.Result{PreviousVersion: prev, Version: d.version[req.Cluster.ID]}, nil
+}
+
+// applied returns the command IDs of every Apply call so far, in order.
+func (d *recordingDriver) applied() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, r := range d.calls {
+		out = append(out, r.CommandID)
+	}
+	return out
+}
+
+// waitCalled waits until Apply has been called for command.
+func (d *recordingDriver) waitCalled(t *testing.T, command string) drivers.Request {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		d.mu.Lock()
+		called := d.called
+		for _, r := range d.calls {
+			if r.CommandID == command {
+				d.mu.Unlock()
+				return r
+			}
+		}
+		d.mu.Unlock()
+		select {
+		case <-called:
+		case <-deadline:
+			t.Fatalf("Apply not called for %s within 20s; calls %v", command, d.applied())
+		}
+	}
+}
+
+// attempt is the command of attempt n at cluster in workflow wf.
+func attempt(wf, cluster string, n int, version string) records.Command {
+	return records.Command{
+		Envelope:   records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: "planner"},
+		ID:         fmt.Sprintf("%s/%s#%d", wf, cluster, n),
+		WorkflowID: wf,
+		ClusterID:  cluster,
+		Attempt:    n,
+		Operation:  rollout.Operation{Kind: rollout.Upgrade, Version: version},
+		Cluster:    inventory.Cluster{ID: cluster, Driver: "fake", Version: "3.8.0"},
+	}
+}
+
+// awaitOutcome waits until the operations log holds the outcome of a
+// command, and returns it.
+func awaitOutcome(t *testing.T, bb backbone.Config, commandID string) records.OperationEvent {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		evs, err := readOperations(ctx, bb)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.CommandID == commandID && ev.Status.Terminal() {
+				return ev
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no outcome of %s within 30s; the log holds %+v", commandID, evs)
+		}
+		time.Sleep(20 * time.Millisecond) // the executor works in real time
+	}
+}
+
+// claim writes a claim on cluster for command, as the executor owning
+// partition partition of commands would.
+func claim(t *testing.T, bb backbone.Config, cluster, command string, partition int32) {
+	t.Helper()
+	produce(t, bb, bb.Names().Claims, records.ClaimRecord{Envelope: records.Envelope{ID: uuid.NewString(), Time: time.Now()},
+		ClusterID: cluster, CommandID: command, WorkflowID: "wf-" + command, CommandPartition: partition, QueuedOffset: -1})
+}
+
+// A superseded attempt is never applied again. R1's first attempt at c1
+// fails, its second succeeds; then R2 upgrades c1 further. An executor
+// restarted on that log must not re-run R1's first attempt (which would
+// put c1 back on R1's version), nor anything else.
+func TestSupersededAttemptNeverRunsAgain(t *testing.T) {
+	bb := newBackbone(t)
+	d := newRecordingDriver()
+	first, second, later := attempt("r1", "c1", 1, "3.9.1"), attempt("r1", "c1", 2, "3.9.1"), attempt("r2", "c1", 1, "4.0.0")
+	d.fail[first.ID] = true
+	stop := startExecutor(t, bb, d, clockwork.NewFakeClock(), nil)
+	for _, cmd := range []records.Command{first, second, later} {
+		produce(t, bb, bb.Names().Commands, cmd)
+		awaitOutcome(t, bb, cmd.ID)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{first.ID, second.ID, later.ID}
+	if got := d.applied(); !slices.Equal(got, want) {
+		t.Fatalf("Apply calls %q before the restart, want %q", got, want)
+	}
+
+	// Restarted, it reads the same log; a new command shows when it has
+	// read it all.
+	marker := attempt("r3", "c2", 1, "3.9.1")
+	runExecutor(t, bb, d)
+	produce(t, bb, bb.Names().Commands, marker)
+	awaitOutcome(t, bb, marker.ID)
+	if got, want := d.applied(), append(want, marker.ID); !slices.Equal(got, want) {
+		t.Fatalf("Apply calls %q after the restart, want %q: a command was run again", got, want)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if v := d.version["c1"]; v != "4.0.0" {
+		t.Fatalf("c1 runs %s, want 4.0.0 from the later rollout", v)
+	}
+}
+
+// A retry waiting for its cluster keeps its claim through the sweeps, and
+// runs once the cluster is free.
+func TestWaitingRetryKeepsItsClaim(t *testing.T) {
+	bb := newBackbone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	live := followClaims(t, ctx, bb)
+	d := newRecordingDriver()
+	first, retry := attempt("r1", "c1", 1, "3.9.1"), attempt("r1", "c1", 2, "3.9.1")
+	d.fail[first.ID] = true
+	clock := runExecutorWith(t, bb, d, func(c *executor.Config) { c.Lease = time.Hour })
+	produce(t, bb, bb.Names().Commands, first)
+	awaitOutcome(t, bb, first.ID)
+
+	claim(t, bb, "c1", "blocker", 7) // another planner's operation holds c1
+	waitLive(t, live, "blocker")
+	produce(t, bb, bb.Names().Commands, retry)
+	waitLive(t, live, "blocker", retry.ID)
+	for range 3 { // sweeps, a minute apart
+		clock.Advance(time.Minute)
+		if eventually(time.Second, func() bool { return !liveAre(live, "blocker", retry.ID) }) {
+			t.Fatalf("a sweep changed the live claims to %v: the retry's claim was released while it waited", live.Live())
+		}
+	}
+	releaseClaim(t, bb, "c1", "blocker")
+	if ev := awaitOutcome(t, bb, retry.ID); ev.Status != records.OperationSucceeded {
+		t.Fatalf("retry %s: %s (%s)", retry.ID, ev.Status, ev.Reason)
+	}
+}
+
+// releaseClaim writes the release of a claim, as its executor would.
+func releaseClaim(t *testing.T, bb backbone.Config, cluster, command string) {
+	t.Helper()
+	cl, err := bb.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rec := &kgo.Record{Topic: bb.Names().Claims, Key: []byte(records.ClaimKey(cluster, command))}
+	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Operations waiting for their cluster hold no slot: with one slot, an
+// operation on a free cluster runs while one on a held cluster waits
+// before it in the log.
+func TestWaitingForAClusterHoldsNoSlot(t *testing.T) {
+	bb := newBackbone(t)
+	d := newRecordingDriver()
+	claim(t, bb, "busy", "blocker", 7)
+	runExecutorWith(t, bb, d, func(c *executor.Config) { c.Concurrency = 1 })
+	waiting, free := attempt("r1", "busy", 1, "3.9.1"), attempt("r2", "free", 1, "3.9.1")
+	produce(t, bb, bb.Names().Commands, waiting)
+	produce(t, bb, bb.Names().Commands, free)
+	if ev := awaitOutcome(t, bb, free.ID); ev.Status != records.OperationSucceeded {
+		t.Fatalf("%s: %s (%s)", free.ID, ev.Status, ev.Reason)
+	}
+	releaseClaim(t, bb, "busy", "blocker")
+	awaitOutcome(t, bb, waiting.ID)
+	if got := d.applied(); !slices.Equal(got, []string{free.ID, waiting.ID}) {
+		t.Fatalf("Apply calls %q, want the free cluster's first", got)
+	}
+}
+
+// fence takes partition 0 of the commands topic over as its next owner
+// does: it initialises the partition's transactional producer, which
+// fences the executor that had it.
+func fence(t *testing.T, bb backbone.Config) {
+	t.Helper()
+	cl, err := bb.Client(kgo.TransactionalID(bb.Names().Group("executor") + "-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, _, err := cl.ProducerID(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An executor whose partition was taken over while it was inside Apply
+// stops: it changes nothing more, what it writes afterwards is not
+// visible, and it exits with an error naming the fencing.
+func TestFencedExecutorStopsActing(t *testing.T) {
+	bb := newBackbone(t)
+	d := newRecordingDriver()
+	d.block = make(chan struct{})
+	clock := clockwork.NewFakeClock()
+	stop, exited := startExecutorExited(t, bb, d, clock, nil)
+	cmd := attempt("r1", "c1", 1, "3.9.1")
+	produce(t, bb, bb.Names().Commands, cmd)
+	d.waitCalled(t, cmd.ID)
+
+	fence(t, bb)
+	clock.Advance(5 * time.Second) // the next renewal finds it fenced
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the fenced executor did not stop by itself within 30s")
+	}
+	close(d.block)
+	if err := stop(); err == nil || !strings.Contains(err.Error(), "fenced") {
+		t.Fatalf("Run returned %v; want an error saying it was fenced", err)
+	}
+	d.mu.Lock()
+	changed := d.version["c1"]
+	d.mu.Unlock()
+	if changed != "" {
+		t.Fatalf("c1 was changed to %s after the executor was fenced", changed)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	evs, err := readOperations(ctx, bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(evs); !slices.Equal(got, []records.OperationStatus{records.OperationStarted}) {
+		t.Fatalf("operations log %v; want the start alone: nothing written after the fencing is visible", got)
+	}
+}
+
+// The next owner of a partition resumes an operation its previous owner
+// had in flight only once the previous owner's lease has lapsed, and acts
+// under a higher fencing token.
+func TestNextOwnerWaitsForTheLeaseToLapse(t *testing.T) {
+	bb := newBackbone(t)
+	clock := clockwork.NewFakeClock()
+	cmd := attempt("r1", "c1", 1, "3.9.1")
+	produce(t, bb, bb.Names().Commands, cmd)
+	started := startedEvent(cmd)
+	produce(t, bb, bb.Names().Operations, started)
+	claim(t, bb, "c1", cmd.ID, 0) // at offset 0: the previous owner's grant
+	value, err := records.Encode(records.LeaseRecord{Envelope: records.Envelope{ID: uuid.NewString(), Time: clock.Now()},
+		Partition: 0, Holder: "previous", RenewedAt: clock.Now(), Duration: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := bb.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: bb.Names().Leases, Key: []byte(records.LeaseKey(0)), Value: value}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	d := newRecordingDriver()
+	stop := startExecutor(t, bb, d, clock, func(c *executor.Config) { c.Lease = time.Hour })
+	defer stop()
+	// The renewal ticker, the sweep ticker and the wait for the lapse.
+	if err := clock.BlockUntilContext(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if calls := d.applied(); len(calls) != 0 {
+		t.Fatalf("Apply called %q before the previous owner's lease lapsed", calls)
+	}
+	clock.Advance(15*time.Second + 2*time.Second) // the lease, and the clock skew allowed for
+	req := d.waitCalled(t, cmd.ID)
+	if req.FencingToken <= 0 {
+		t.Fatalf("resumed under fencing token %d; want more than the previous owner's grant", req.FencingToken)
+	}
+	if ev := awaitOutcome(t, bb, cmd.ID); ev.Status != records.OperationSucceeded || ev.FencingToken != req.FencingToken {
+		t.Fatalf("outcome %+v; want succeeded under token %d", ev, req.FencingToken)
 	}
 }
