@@ -148,7 +148,7 @@ func runDev(ctx context.Context, o devOptions) error {
 			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev"})
 		},
 		"executor": func(ctx context.Context) error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg})
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev"})
 		},
 		"monitor": func(ctx context.Context) error {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, Interval: o.ProbeInterval, Heartbeat: o.Heartbeat})

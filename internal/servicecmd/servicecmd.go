@@ -187,20 +187,20 @@ func Executor() *cobra.Command {
 	var df DriverFlags
 	var instance string
 	var concurrency int
-	var timeout time.Duration
+	var timeout, lease time.Duration
 	return serviceCommand("executor", "Carry out operations on clusters through drivers", func(fs *pflag.FlagSet) {
 		df.Bind(fs)
 		fs.StringVar(&instance, "instance", defaultInstance(), staticInstanceUsage)
-		fs.IntVar(&concurrency, "concurrency", 64, "most operations run at once")
+		fs.IntVar(&concurrency, "concurrency", 64, "most operations acting at once (those waiting for their cluster do not count)")
 		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "longest an operation may take before it fails")
+		fs.DurationVar(&lease, "lease", 15*time.Second, "lease on each owned partition of commands, renewed every third of it: an executor that cannot renew it stops acting, and the next owner waits for it to lapse before resuming what was in flight")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
 		reg, closeDrivers, err := df.Registry()
 		if err != nil {
 			return err
 		}
 		defer closeDrivers()
-		// instance becomes executor.Config.InstanceID once the field exists (issue 8).
-		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, Concurrency: concurrency, Timeout: timeout})
+		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, InstanceID: instance, Concurrency: concurrency, Timeout: timeout, Lease: lease})
 	})
 }
 

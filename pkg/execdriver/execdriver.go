@@ -56,6 +56,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -180,6 +181,11 @@ func (d *Driver) Apply(ctx context.Context, req drivers.Request) (drivers.Result
 		return drivers.Result{}, fmt.Errorf("apply %s to %s: waiting for the operation already running on it: %w", op.Kind, c.ID, err)
 	}
 	defer unlock()
+	// The wait for the lock may have outlived the executor's hold on the
+	// cluster: check it before running anything.
+	if err := req.CheckFence(); err != nil {
+		return drivers.Result{}, fmt.Errorf("apply %s to %s: %w", op.Kind, c.ID, err)
+	}
 
 	combined := &tail{max: outputBytes}
 	rep, err := d.step(ctx, "apply", d.cfg.Apply, d.cfg.Timeout, req, combined)
@@ -354,6 +360,7 @@ func operationVars(req drivers.Request) map[string]string {
 	prefixed(vars, "FLOTILLA_CONFIG_", req.Operation.Config)
 	maps.Copy(vars, map[string]string{
 		"FLOTILLA_COMMAND_ID":     req.CommandID,
+		"FLOTILLA_FENCING_TOKEN":  strconv.FormatInt(req.FencingToken, 10),
 		"FLOTILLA_OPERATION":      string(req.Operation.Kind),
 		"FLOTILLA_TARGET_VERSION": req.Operation.Version,
 		"FLOTILLA_CONFIG_JSON":    jsonObject(req.Operation.Config),

@@ -135,7 +135,9 @@ func TestApplyEnvironment(t *testing.T) {
 
 	op := rollout.Operation{Kind: rollout.Config, Config: map[string]string{"retention.ms": "604800000", "min.insync.replicas": "2"},
 		Reset: []string{"topic:orders:segment.ms", "cleanup.policy"}}
-	if _, err := d.Apply(context.Background(), request(op)); err != nil {
+	req := request(op)
+	req.FencingToken = 4711
+	if _, err := d.Apply(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
 	env := readEnv(t, dump)
@@ -160,6 +162,7 @@ func TestApplyEnvironment(t *testing.T) {
 		"FLOTILLA_RESET_KEYS":                 "cleanup.policy,topic:orders:segment.ms",
 		"FLOTILLA_RESET_JSON":                 `["cleanup.policy","topic:orders:segment.ms"]`,
 		"FLOTILLA_COMMAND_ID":                 "cmd-42",
+		"FLOTILLA_FENCING_TOKEN":              "4711",
 		"FLOTILLA_STEP":                       "apply",
 		"FLOTILLA_TIMEOUT_SECONDS":            "600",
 		"KUBECONFIG":                          "/etc/flotilla/kubeconfig",

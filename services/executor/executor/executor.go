@@ -38,6 +38,7 @@
 package executor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -75,8 +76,10 @@ type Config struct {
 	Drivers  *drivers.Registry
 	Clock    clockwork.Clock
 	// InstanceID names this copy of the executor, stable across its
-	// restarts and distinct between copies: the holder of its leases and
-	// grants (default "0").
+	// restarts and distinct between copies: its static identity in the
+	// consumer group (so that a copy restarted after a crash takes its
+	// partitions back at once) and the holder of its leases and grants.
+	// Empty: a dynamic group member, holding as "executor".
 	InstanceID string
 	// Concurrency is the most operations acting at once (default 64);
 	// operations waiting for their cluster do not count.
@@ -96,13 +99,11 @@ type Config struct {
 	// which a test's fake passing of time does not change. Tests of the
 	// leases themselves set it.
 	LeaseClock clockwork.Clock
-	// GroupOpts are added to the consumer group's options (static
-	// membership, session timeout).
-	GroupOpts []kgo.Opt
 }
 
 type executor struct {
 	cfg    Config
+	holder string // the name its leases and grants are held under
 	log    *slog.Logger
 	names  topics.Names
 	claims *claims.Claims
@@ -152,9 +153,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Lease <= 0 {
 		cfg.Lease = 15 * time.Second
 	}
-	if cfg.InstanceID == "" {
-		cfg.InstanceID = "0"
-	}
 	if cfg.Drivers == nil {
 		return errors.New("executor: no drivers registered")
 	}
@@ -162,19 +160,29 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	e := &executor{
-		stop:  cancel,
-		cfg:   cfg,
-		log:   cfg.Backbone.Log().With("service", "executor", "instance", cfg.InstanceID),
-		names: cfg.Backbone.Names(),
-		slots: make(chan struct{}, cfg.Concurrency),
-		parts: map[int32]*partition{},
+		holder: cmp.Or(cfg.InstanceID, Principal),
+		stop:   cancel,
+		cfg:    cfg,
+		log:    cfg.Backbone.Log().With("service", "executor", "instance", cfg.InstanceID),
+		names:  cfg.Backbone.Names(),
+		slots:  make(chan struct{}, cfg.Concurrency),
+		parts:  map[int32]*partition{},
 	}
+	go func() {
+		// Acting on a log recreated empty would undo what it records.
+		if err := backbone.WatchTopics(ctx, cfg.Backbone, e.names.Commands, e.names.Operations, e.names.Claims, e.names.Leases); err != nil {
+			cancel(fmt.Errorf("executor: %w", err))
+		}
+	}()
 	e.claims = claims.New(e.names.Claims, cfg.Backbone.Opts(), e.log)
 	claimsErr := make(chan error, 1)
 	go func() { claimsErr <- e.claims.Run(ctx) }()
 	if err := e.claims.WaitReady(ctx); err != nil {
 		if parent.Err() != nil {
 			return nil
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
 		}
 		return fmt.Errorf("executor: %w", err)
 	}
@@ -186,7 +194,7 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.ConsumeTopics(e.names.Commands),
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
-	}, cfg.GroupOpts...)
+	}, backbone.StaticMember(e.names.Group("executor"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("executor: %w", err)) })...)
 	opts = append(opts, backbone.OwnPartitions(e.names.Commands, func(ps []int32) { e.assigned(ctx, ps) }, e.revoked)...)
 	group, err := cfg.Backbone.Client(opts...)
 	if err != nil {
@@ -345,7 +353,7 @@ func (e *executor) renew(part *partition) error {
 	sent := e.cfg.LeaseClock.Now()
 	lease := records.LeaseRecord{
 		Envelope:  records.Envelope{ID: uuid.NewString(), Time: sent.UTC(), Principal: Principal},
-		Partition: part.id, Holder: e.cfg.InstanceID, RenewedAt: sent.UTC(), Duration: e.cfg.Lease,
+		Partition: part.id, Holder: e.holder, RenewedAt: sent.UTC(), Duration: e.cfg.Lease,
 	}
 	value, err := records.Encode(lease)
 	if err != nil {
@@ -582,7 +590,7 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 	defer func() { <-e.slots }()
 
 	// The grant: its offset is the attempt's fencing token.
-	grant, err := e.claims.Grant(held, e.cfg.InstanceID)
+	grant, err := e.claims.Grant(held, e.holder)
 	if err != nil {
 		log.Error("cannot grant the claim", "err", err)
 		return
@@ -729,7 +737,7 @@ func (e *executor) event(cmd records.Command, status records.OperationStatus, to
 		ClusterID:    cmd.ClusterID,
 		Attempt:      cmd.Attempt,
 		Status:       status,
-		Executor:     e.cfg.InstanceID,
+		Executor:     e.holder,
 		FencingToken: token,
 	}
 }
