@@ -14,10 +14,21 @@
 // even if nothing changed (a restart changes nothing a probe sees), so
 // that the planner's wave gate, which waits for a probe after each
 // operation, does not wait for the next heartbeat.
+//
+// A signal whose record fails to produce is owed: the monitor remembers
+// exactly the records Kafka took, and publishes an owed signal again, as
+// it was (same ID, same observation time), in the next round, before
+// anything newer about its cluster. A signal's ID is derived from its
+// cluster, observation time, status, previous status and heartbeat flag,
+// so a record written twice (a produce that failed on the way back, after
+// Kafka had it) is recognisable by its ID, and so is the notification the
+// notifier derives from it.
 package monitor
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -27,6 +38,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
@@ -55,6 +67,10 @@ type Config struct {
 	ProbeTimeout time.Duration
 	// Concurrency is the most probes run at once (default 32).
 	Concurrency int
+
+	// roundDone, if set, is called after each round with the number of
+	// clusters it probed (tests wait on it).
+	roundDone func(clusters int)
 }
 
 type monitor struct {
@@ -69,6 +85,7 @@ type monitor struct {
 	// owner reads it back.
 	mu   sync.Mutex
 	last map[int32]map[string]records.Health // owned partition → cluster → last signal published
+	owed map[int32]map[string]records.Health // owned partition → cluster → signal whose record failed to produce
 
 	stop   context.CancelCauseFunc // ends Run with an error
 	gained chan struct{}           // a partition was gained: probe it now
@@ -104,7 +121,7 @@ func Run(ctx context.Context, cfg Config) error {
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(), last: map[int32]map[string]records.Health{}, stop: cancel,
+	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(), last: map[int32]map[string]records.Health{}, owed: map[int32]map[string]records.Health{}, stop: cancel,
 		gained: make(chan struct{}, 1), operated: map[string]bool{}, operatedCh: make(chan struct{}, 1)}
 
 	m.inv = logtable.New(m.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (entry, error) {
@@ -236,6 +253,9 @@ func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	maps.Copy(m.last, loaded)
+	for _, p := range partitions {
+		m.owed[p] = map[string]records.Health{}
+	}
 	m.log.Info("partitions assigned", "partitions", partitions)
 	select {
 	case m.gained <- struct{}{}:
@@ -248,7 +268,11 @@ func (m *monitor) revoked(partitions []int32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, p := range partitions {
+		// An owed signal is lost with its partition: the next owner
+		// reads back what Kafka has, probes, and publishes the change
+		// it sees under an ID of its own.
 		delete(m.last, p)
+		delete(m.owed, p)
 	}
 }
 
@@ -280,7 +304,9 @@ func (m *monitor) round(ctx context.Context, only map[string]bool) {
 			add(id, e)
 		}
 	}
-	now := m.cfg.Clock.Now().UTC()
+	// At the precision a record keeps (milliseconds), so that a signal
+	// read back is the signal published, ID included.
+	now := m.cfg.Clock.Now().UTC().Truncate(time.Millisecond)
 	var (
 		mu      sync.Mutex
 		signals []records.Health
@@ -293,10 +319,19 @@ func (m *monitor) round(ctx context.Context, only map[string]bool) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			obs := m.probe(ctx, e.cluster)
 			m.mu.Lock()
 			prev, seen := m.last[e.partition][e.cluster.ID]
+			owed, isOwed := m.owed[e.partition][e.cluster.ID]
 			m.mu.Unlock()
+			if isOwed {
+				// Published again as it was, before anything newer;
+				// the next round compares the probe with it.
+				mu.Lock()
+				signals = append(signals, owed)
+				mu.Unlock()
+				return
+			}
+			obs := m.probe(ctx, e.cluster)
 			if h, ok := m.signal(prev, seen, e.cluster.ID, obs, now, only[e.cluster.ID]); ok {
 				mu.Lock()
 				signals = append(signals, h)
@@ -309,16 +344,26 @@ func (m *monitor) round(ctx context.Context, only map[string]bool) {
 		return
 	}
 	m.publish(ctx, clusters, signals)
+	if m.cfg.roundDone != nil {
+		m.cfg.roundDone(len(clusters))
+	}
 }
 
 // publish writes the signals of a round, and tombstones for clusters of
 // owned partitions that left the inventory, leaving out partitions lost
-// during the round.
+// during the round. It remembers, record by record, what Kafka took: a
+// signal written is the cluster's last, a signal that failed is owed (see
+// the package doc), a tombstone that failed is sent again next round.
 func (m *monitor) publish(ctx context.Context, clusters map[string]entry, signals []records.Health) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	type sent struct {
+		partition int32
+		id        string
+		signal    *records.Health // nil for a tombstone
+	}
 	var recs []*kgo.Record
-	var published []records.Health
+	what := map[*kgo.Record]sent{} // ProduceSync gives results in the order they come
 	for _, h := range signals {
 		p := clusters[h.ClusterID].partition
 		if m.last[p] == nil {
@@ -329,34 +374,54 @@ func (m *monitor) publish(ctx context.Context, clusters map[string]entry, signal
 			m.log.Error("encode health", "cluster", h.ClusterID, "err", err)
 			continue
 		}
-		recs = append(recs, &kgo.Record{Topic: m.names.Health, Key: []byte(h.ClusterID), Value: value})
-		published = append(published, h)
+		r := &kgo.Record{Topic: m.names.Health, Key: []byte(h.ClusterID), Value: value}
+		recs = append(recs, r)
+		what[r] = sent{p, h.ClusterID, &h}
 	}
-	type gone struct {
-		partition int32
-		id        string
-	}
-	var left []gone
 	for p, last := range m.last {
 		for id := range last {
 			if _, ok := m.inv.Get(id); !ok {
-				left = append(left, gone{p, id})
-				recs = append(recs, &kgo.Record{Topic: m.names.Health, Key: []byte(id)})
+				delete(m.owed[p], id) // nothing is owed about a cluster that left
+				r := &kgo.Record{Topic: m.names.Health, Key: []byte(id)}
+				recs = append(recs, r)
+				what[r] = sent{p, id, nil}
 			}
 		}
 	}
 	if len(recs) == 0 {
 		return
 	}
-	if err := m.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		m.log.Warn("publish health; retrying next round", "err", err)
-		return
+	results := m.cl.ProduceSync(ctx, recs...)
+	var failed []string
+	var firstErr error
+	for _, r := range results {
+		s := what[r.Record]
+		switch {
+		case r.Err != nil && s.signal == nil:
+			failed, firstErr = append(failed, s.id), cmp.Or(firstErr, r.Err) // it stays in last: its tombstone is sent again
+		case r.Err != nil:
+			failed, firstErr = append(failed, s.id), cmp.Or(firstErr, r.Err)
+			owed := *s.signal
+			if errors.Is(r.Err, kerr.MessageTooLarge) || errors.Is(r.Err, kerr.RecordListTooLarge) {
+				// What the probe measured is for people; the
+				// transition must get through.
+				owed.Details = map[string]string{"details": "left out: over the health topic's max.message.bytes"}
+			}
+			if m.owed[s.partition] != nil {
+				m.owed[s.partition][s.id] = owed
+			}
+		case s.signal == nil:
+			delete(m.last[s.partition], s.id)
+		default:
+			if m.last[s.partition] != nil {
+				m.last[s.partition][s.id] = *s.signal
+			}
+			delete(m.owed[s.partition], s.id)
+		}
 	}
-	for _, h := range published {
-		m.last[clusters[h.ClusterID].partition][h.ClusterID] = h
-	}
-	for _, g := range left {
-		delete(m.last[g.partition], g.id)
+	if len(failed) > 0 {
+		slices.Sort(failed)
+		m.log.Warn("publish health; sending the failed records again next round", "failed", len(failed), "of", len(recs), "clusters", failed, "err", firstErr)
 	}
 }
 
@@ -390,7 +455,7 @@ func (m *monitor) signal(prev records.Health, seen bool, clusterID string, obs d
 		previous = prev.Status
 	}
 	return records.Health{
-		Envelope:        records.Envelope{ID: uuid.NewString(), Time: now, Principal: Principal},
+		Envelope:        records.Envelope{ID: healthID(clusterID, now, obs.Status, previous, !changed), Time: now, Principal: Principal},
 		ClusterID:       clusterID,
 		Status:          obs.Status,
 		PreviousStatus:  previous,
@@ -401,4 +466,15 @@ func (m *monitor) signal(prev records.Health, seen bool, clusterID string, obs d
 		ObservedAt:      now,
 		Heartbeat:       !changed,
 	}, true
+}
+
+// idSpace scopes the IDs of health signals.
+var idSpace = uuid.MustParse("5f0e3c1a-7d2b-4c89-9a6e-2b8f41d7c305")
+
+// healthID is the ID of a health signal: derived from what makes the
+// signal (its cluster, when it was observed, to the millisecond a record
+// keeps, its status and previous status, and whether it is a heartbeat),
+// so that two records of one signal carry one ID.
+func healthID(clusterID string, observedAt time.Time, status, previous records.HealthStatus, heartbeat bool) string {
+	return uuid.NewSHA1(idSpace, fmt.Appendf(nil, "%s\x00%d\x00%s\x00%s\x00%t", clusterID, observedAt.UnixMilli(), status, previous, heartbeat)).String()
 }

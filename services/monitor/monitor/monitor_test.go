@@ -1,0 +1,222 @@
+package monitor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/internal/fleettest/brokertest"
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/drivers"
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
+)
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// fleet is what the probes of a test see, cluster by cluster.
+type fleet struct {
+	mu  sync.Mutex
+	obs map[string]drivers.Observation
+}
+
+func (f *fleet) set(id string, o drivers.Observation) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.obs[id] = o
+}
+
+func (f *fleet) registry() *drivers.Registry {
+	reg := drivers.NewRegistry()
+	reg.Register("test", nil, drivers.ProberFunc(func(_ context.Context, c inventory.Cluster) (drivers.Observation, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.obs[c.ID], nil
+	}))
+	return reg
+}
+
+// rounds counts the monitor's rounds that probed a given number of clusters.
+type rounds struct {
+	mu   sync.Mutex
+	want int
+	n    int
+	more chan struct{}
+}
+
+func (r *rounds) done(clusters int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if clusters == r.want {
+		r.n++
+		close(r.more)
+		r.more = make(chan struct{})
+	}
+}
+
+// await waits until n rounds probed every cluster.
+func (r *rounds) await(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		r.mu.Lock()
+		got, more := r.n, r.more
+		r.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-more:
+		case <-deadline:
+			t.Fatalf("%d rounds over the whole fleet after 30s, want %d", got, n)
+		}
+	}
+}
+
+// TestAFailedRecordRepeatsNoTransition makes the record of one cluster's
+// transition fail to produce (it is over the health topic's
+// max.message.bytes) in a round where every cluster turns unhealthy, and
+// checks that the transitions of the other clusters are published once,
+// not again in the next round (the notifier would announce them twice),
+// and that the failed one is published in the next round as the same
+// transition: observed when it happened, under the same ID.
+func TestAFailedRecordRepeatsNoTransition(t *testing.T) {
+	ns := fmt.Sprintf("mtest%d-%s", time.Now().UnixNano(), strings.ToLower(t.Name()))
+	bb := backbone.Config{Brokers: brokertest.Addrs(t), Namespace: ns,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	names := bb.Names()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cl, err := bb.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const partitions, maxBytes = 3, 16 << 10
+	// The health topic takes records of up to 16 KiB.
+	if err := topics.Ensure(ctx, kadm.NewClient(cl), []topics.Spec{{Name: names.Health, Partitions: partitions, ReplicationFactor: -1,
+		Configs: map[string]*string{"cleanup.policy": kadm.StringPtr("compact"), "max.message.bytes": kadm.StringPtr(fmt.Sprint(maxBytes))}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bb.EnsureTopics(ctx, partitions, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	const big = "c0" // its transition has details too big for the topic
+	ids := []string{"c0", "c1", "c2", "c3", "c4", "c5"}
+	part := topics.Partitioner().ForTopic(names.Health)
+	elsewhere := 0 // clusters whose health is on another partition than big's
+	for _, id := range ids[1:] {
+		if part.Partition(&kgo.Record{Key: []byte(id)}, partitions) != part.Partition(&kgo.Record{Key: []byte(big)}, partitions) {
+			elsewhere++
+		}
+	}
+	if elsewhere == 0 {
+		t.Fatal("every cluster's health is on the partition of the big one: the test shows nothing")
+	}
+
+	f := &fleet{obs: map[string]drivers.Observation{}}
+	var recs []*kgo.Record
+	for _, id := range ids {
+		f.set(id, drivers.Observation{Status: records.HealthHealthy, Version: "3.9.0"})
+		v, err := records.Encode(records.ClusterRecord{
+			Envelope: records.Envelope{ID: uuid.NewString(), Time: time.Now(), Principal: "test"},
+			Cluster:  inventory.Cluster{ID: id, Driver: "test", Version: "3.9.0"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, &kgo.Record{Topic: names.Inventory, Key: []byte(id), Value: v})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
+	const interval = 5 * time.Second
+	r := &rounds{want: len(ids), more: make(chan struct{})}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(runCtx, Config{Backbone: bb, Probers: f.registry(), Clock: clock, Interval: interval, Heartbeat: time.Hour, roundDone: r.done})
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	r.await(t, 1) // every cluster first seen healthy
+	for _, id := range ids {
+		o := drivers.Observation{Status: records.HealthUnhealthy, Reasons: []string{"brokers offline"}, Version: "3.9.0"}
+		if id == big {
+			noise := make([]byte, 2*maxBytes) // random: no compression makes it fit
+			if _, err := rand.Read(noise); err != nil {
+				t.Fatal(err)
+			}
+			o.Details = map[string]string{"log": hex.EncodeToString(noise)}
+		}
+		f.set(id, o)
+	}
+	clock.Advance(interval)
+	turned := clock.Now().UTC()
+	r.await(t, 2) // every cluster turns unhealthy; big's record fails
+	clock.Advance(interval)
+	r.await(t, 3) // nothing changed since
+	clock.Advance(interval)
+	r.await(t, 4)
+
+	transitions := map[string][]records.Health{}
+	if err := logtable.ReadToEnd(ctx, bb.Opts(), names.Health, nil, func(rec *kgo.Record) {
+		h, err := records.DecodeHealth(rec.Value)
+		if err != nil {
+			t.Fatalf("health %d@%d: %v", rec.Partition, rec.Offset, err)
+		}
+		if h.Status == records.HealthUnhealthy && h.PreviousStatus == records.HealthHealthy {
+			transitions[h.ClusterID] = append(transitions[h.ClusterID], h)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		hs := transitions[id]
+		if len(hs) != 1 {
+			var at []string
+			for _, h := range hs {
+				at = append(at, fmt.Sprintf("%s observed %s", h.Envelope.ID, h.ObservedAt.Format(time.TimeOnly)))
+			}
+			t.Errorf("%s: %d transitions healthy → unhealthy published (%s), want 1", id, len(hs), strings.Join(at, ", "))
+			continue
+		}
+		h := hs[0]
+		if !h.ObservedAt.Equal(turned) {
+			t.Errorf("%s: its transition was observed at %s, want %s, when it happened", id, h.ObservedAt, turned)
+		}
+		if want := healthID(id, h.ObservedAt, h.Status, h.PreviousStatus, h.Heartbeat); h.Envelope.ID != want {
+			t.Errorf("%s: its transition has ID %s, want %s", id, h.Envelope.ID, want)
+		}
+		if _, ok := h.Details["log"]; id == big && ok {
+			t.Errorf("%s: its transition was published with the details too big for the topic", id)
+		}
+	}
+	t.Logf("on %s: %d of %d clusters on another partition than %s's", brokertest.Name(), elsewhere, len(ids)-1, big)
+}
