@@ -589,7 +589,7 @@ func (d *recordingDriver) waitCalled(t *testing.T, command string) drivers.Reque
 func attempt(wf, cluster string, n int, version string) records.Command {
 	return records.Command{
 		Envelope:   records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: "planner"},
-		ID:         fmt.Sprintf("%s/%s#%d", wf, cluster, n),
+		ID:         fmt.Sprintf("%s:%s#%d", wf, cluster, n), // no "/": command IDs are UUIDs
 		WorkflowID: wf,
 		ClusterID:  cluster,
 		Attempt:    n,
