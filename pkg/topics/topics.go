@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,7 +94,30 @@ type Spec struct {
 	// CoPartition names the group of topics that must have the same
 	// number of partitions as this one ("" for none). Ensure checks it.
 	CoPartition string
+	// AtLeast are numeric configs that an existing topic must have at
+	// least this value of: Ensure raises a lower (or unset) one, so that
+	// a topic created by an older Flotilla gets it, and keeps a higher one
+	// an operator chose. Catalogue also puts them in Configs, for topics
+	// it creates.
+	AtLeast map[string]int64
 }
+
+// MinCompactionLag is how long a record of the topics the notifier reads
+// (workflows, operations, health) stays in the log before compaction may
+// remove it, superseded by a later record of its key
+// (min.compaction.lag.ms). The notifier announces every record it reads;
+// one that compaction removed before the notifier got to it is never
+// announced. So this is how far behind the notifier may fall (stopped,
+// crashed, cut off from Kafka) and still miss nothing: a day covers a
+// night or a weekend day without anyone noticing, at the cost of up to a
+// day of records that tables of these topics (the planner's health table,
+// its workflows, the executor's operations, the monitor's health) read
+// uncompacted when they start. Past it, the notifier misses some of what
+// happened while it was away (an operation's start, a wave's start, a
+// health change followed by later signals); the last record of every key
+// survives, so it still announces where each workflow, operation and
+// cluster ended up, once.
+const MinCompactionLag = 24 * time.Hour
 
 // retentionYear is how long notifications are kept: long enough to audit a
 // year of rollouts, short enough that the topic does not grow forever.
@@ -104,9 +128,11 @@ const retentionYear = 365 * 24 * time.Hour
 //
 // Every topic but notifications is compacted: each holds state keyed so that
 // the last record per key is what must survive (see DESIGN.md), and services
-// rebuild from it on start. Notifications are a stream for people, deleted
-// after a year. Nothing else is set, so the broker's defaults (and an
-// operator's changes) apply to everything else.
+// rebuild from it on start. The topics the notifier reads (workflows,
+// operations, health) also keep every record for MinCompactionLag before
+// compaction may remove it, an AtLeast config. Notifications are a stream
+// for people, deleted after a year. Nothing else is set, so the broker's
+// defaults (and an operator's changes) apply to everything else.
 func Catalogue(n Names, partitions int32, replicationFactor int16) []Spec {
 	compact := func() map[string]*string {
 		return map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
@@ -114,14 +140,20 @@ func Catalogue(n Names, partitions int32, replicationFactor int16) []Spec {
 	spec := func(name, group string, configs map[string]*string) Spec {
 		return Spec{Name: name, Partitions: partitions, ReplicationFactor: replicationFactor, Configs: configs, CoPartition: group}
 	}
+	notified := func(s Spec) Spec { // read by the notifier
+		lag := MinCompactionLag.Milliseconds()
+		s.Configs["min.compaction.lag.ms"] = kadm.StringPtr(strconv.FormatInt(lag, 10))
+		s.AtLeast = map[string]int64{"min.compaction.lag.ms": lag}
+		return s
+	}
 	return []Spec{
 		spec(n.Inventory, ByCluster, compact()),
 		spec(n.Policies, "", compact()), // every planner reads all of it
 		spec(n.Requests, ByWorkflow, compact()),
-		spec(n.Workflows, ByWorkflow, compact()),
+		notified(spec(n.Workflows, ByWorkflow, compact())),
 		spec(n.Commands, ByWorkflow, compact()),
-		spec(n.Operations, ByWorkflow, compact()),
-		spec(n.Health, ByCluster, compact()),
+		notified(spec(n.Operations, ByWorkflow, compact())),
+		notified(spec(n.Health, ByCluster, compact())),
 		spec(n.Claims, ByCluster, compact()),
 		spec(n.Leases, "", compact()), // a key per partition of commands; read whole
 		spec(n.Notifications, "", map[string]*string{
@@ -147,6 +179,13 @@ const verifyTimeout = 15 * time.Second
 //     partitions owned by different planner instances);
 //   - a topic whose spec asks for cleanup.policy=compact really is compacted
 //     (otherwise the state the services rebuild from would be deleted).
+//
+// And it raises the Spec.AtLeast configs of existing topics that have less
+// (a topic created by an older Flotilla), only those keys, with an
+// incremental config change: running it again changes nothing. That is
+// the one change it makes to an existing topic, and it needs the
+// ALTER_CONFIGS permission on it; if the change is refused, Ensure fails
+// naming the topic, the config and the value to set.
 //
 // Only missing topics are created, so Ensure needs no permission to create
 // topics when they all exist. Creating fails on any broker error other than
@@ -196,7 +235,7 @@ func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
 	if err := waitServed(ctx, adm, created); err != nil {
 		return err
 	}
-	return errors.Join(checkCoPartitioned(specs, counts), checkCompacted(ctx, adm, specs))
+	return errors.Join(checkCoPartitioned(specs, counts), checkCompacted(ctx, adm, specs), raiseAtLeast(ctx, adm, specs))
 }
 
 // partitionCounts describes specs' topics until all of them are visible in
@@ -338,6 +377,75 @@ func checkCompacted(ctx context.Context, adm *kadm.Client, specs []Spec) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// raiseAtLeast sets the Spec.AtLeast configs of specs' topics that have a
+// lower value (an unset config shows the broker's default).
+func raiseAtLeast(ctx context.Context, adm *kadm.Client, specs []Spec) error {
+	var names []string
+	for _, s := range specs {
+		if len(s.AtLeast) > 0 {
+			names = append(names, s.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	rcs, err := adm.DescribeTopicConfigs(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("describe topic configs: %w", err)
+	}
+	var errs []error
+	for _, s := range specs {
+		if len(s.AtLeast) == 0 {
+			continue
+		}
+		rc, err := rcs.On(s.Name, nil)
+		if err == nil {
+			err = rc.Err
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("describe configs of %s: %w", s.Name, err))
+			continue
+		}
+		have := map[string]string{}
+		for _, c := range rc.Configs {
+			have[c.Key] = c.MaybeValue()
+		}
+		var alter []kadm.AlterConfig
+		for _, key := range slices.Sorted(maps.Keys(s.AtLeast)) {
+			want := s.AtLeast[key]
+			if got, err := strconv.ParseInt(have[key], 10, 64); err == nil && got >= want {
+				continue // as asked, or more
+			}
+			alter = append(alter, kadm.AlterConfig{Op: kadm.SetConfig, Name: key, Value: kadm.StringPtr(strconv.FormatInt(want, 10))})
+		}
+		if len(alter) == 0 {
+			continue
+		}
+		resps, err := adm.AlterTopicConfigs(ctx, alter, s.Name)
+		if err == nil {
+			var r kadm.AlterConfigsResponse
+			if r, err = resps.On(s.Name, nil); err == nil {
+				err = r.Err
+				if err != nil && r.ErrMessage != "" {
+					err = fmt.Errorf("%w: %s", err, r.ErrMessage)
+				}
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s must have %s: %w", s.Name, describeAlter(alter), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func describeAlter(alter []kadm.AlterConfig) string {
+	parts := make([]string, len(alter))
+	for i, a := range alter {
+		parts[i] = a.Name + "=" + *a.Value
+	}
+	return strings.Join(parts, ", ")
 }
 
 // hasPolicy reports whether the comma-separated cleanup.policy value holds want.

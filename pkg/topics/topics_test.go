@@ -72,6 +72,13 @@ func TestCatalogue(t *testing.T) {
 			if policy != "delete" || *s.Configs["retention.ms"] != "31536000000" {
 				t.Errorf("notifications configs: policy %s retention %s", policy, *s.Configs["retention.ms"])
 			}
+		case n.Workflows, n.Operations, n.Health: // what the notifier reads
+			if lag := s.Configs["min.compaction.lag.ms"]; policy != "compact" || len(s.Configs) != 2 || lag == nil || *lag != "86400000" {
+				t.Errorf("%s: configs %v, want cleanup.policy=compact and min.compaction.lag.ms=86400000", s.Name, s.Configs)
+			}
+			if s.AtLeast["min.compaction.lag.ms"] != MinCompactionLag.Milliseconds() {
+				t.Errorf("%s: AtLeast %v, want min.compaction.lag.ms %d", s.Name, s.AtLeast, MinCompactionLag.Milliseconds())
+			}
 		default:
 			if policy != "compact" || len(s.Configs) != 1 {
 				t.Errorf("%s: configs %v, want only cleanup.policy=compact", s.Name, s.Configs)
@@ -132,8 +139,11 @@ func TestEnsureCreatesIdempotently(t *testing.T) {
 		}
 		cfg := configsOf(t, ctx, adm, name)
 		want := map[string]string{"cleanup.policy": "compact"}
-		if name == n.Notifications {
+		switch name {
+		case n.Notifications:
 			want = map[string]string{"cleanup.policy": "delete", "retention.ms": "31536000000"}
+		case n.Workflows, n.Operations, n.Health:
+			want["min.compaction.lag.ms"] = "86400000"
 		}
 		for k, v := range want {
 			if cfg[k] != v {
@@ -217,6 +227,40 @@ func TestEnsureReportsMismatches(t *testing.T) {
 				t.Fatalf("Ensure error = %v, want it to contain %q", err, want)
 			}
 		})
+	}
+}
+
+// TestEnsureRaisesMinCompactionLag starts on topics created by an older
+// Flotilla, without min.compaction.lag.ms, and one an operator gave a
+// longer lag: Ensure raises the missing lag to MinCompactionLag, keeps the
+// longer one, and leaves the topics as they are when run again.
+func TestEnsureRaisesMinCompactionLag(t *testing.T) {
+	adm, _, ns := testAdmin(t)
+	ctx := testContext(t)
+	n := NewNames(ns)
+	compact := map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+	for _, topic := range []string{n.Workflows, n.Health} {
+		if _, err := adm.CreateTopic(ctx, 3, -1, compact, topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const longer = "172800000" // two days
+	if _, err := adm.CreateTopic(ctx, 3, -1, map[string]*string{"cleanup.policy": kadm.StringPtr("compact"), "min.compaction.lag.ms": kadm.StringPtr(longer)}, n.Operations); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := Ensure(ctx, adm, Catalogue(n, 3, -1)); err != nil {
+			t.Fatalf("Ensure: %v", err)
+		}
+		for topic, want := range map[string]string{n.Workflows: "86400000", n.Health: "86400000", n.Operations: longer} {
+			cfg := configsOf(t, ctx, adm, topic)
+			if got := cfg["min.compaction.lag.ms"]; got != want {
+				t.Errorf("%s: min.compaction.lag.ms = %q, want %q", topic, got, want)
+			}
+			if got := cfg["cleanup.policy"]; got != "compact" {
+				t.Errorf("%s: cleanup.policy = %q after raising its lag, want compact", topic, got)
+			}
+		}
 	}
 }
 

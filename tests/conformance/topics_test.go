@@ -58,13 +58,16 @@ func TestEnsureTopics(t *testing.T) {
 		t.Fatal(err)
 	}
 	compact := map[string]string{"cleanup.policy": "compact"}
+	// What the notifier reads keeps every record for a day before
+	// compaction may drop it (topics.MinCompactionLag).
+	lagged := map[string]string{"cleanup.policy": "compact", "min.compaction.lag.ms": "86400000"}
 	want := map[string]map[string]string{
 		names.Inventory:     compact,
 		names.Requests:      compact,
-		names.Workflows:     compact,
+		names.Workflows:     lagged,
 		names.Commands:      compact,
-		names.Operations:    compact,
-		names.Health:        compact,
+		names.Operations:    lagged,
+		names.Health:        lagged,
 		names.Notifications: {"cleanup.policy": "delete", "retention.ms": "31536000000"}, // 365 days
 	}
 	for topic, configs := range want {
