@@ -145,7 +145,7 @@ func runDev(ctx context.Context, o devOptions) error {
 
 	services := map[string]func(context.Context) error{
 		"planner": func(ctx context.Context) error {
-			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev"})
+			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true})
 		},
 		"executor": func(ctx context.Context) error {
 			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev"})

@@ -175,10 +175,10 @@ func Planner() *cobra.Command {
 	var instance string
 	var poll time.Duration
 	return serviceCommand("planner", "Plan rollouts and decide what happens next", func(fs *pflag.FlagSet) {
-		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy (its transactional ID); distinct per copy")
+		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 		fs.DurationVar(&poll, "poll-interval", 100*time.Millisecond, "longest wait for records before checking health changes and deadlines")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
-		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, PollInterval: poll})
+		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll})
 	})
 }
 

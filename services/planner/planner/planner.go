@@ -38,6 +38,11 @@ type Config struct {
 	// InstanceID makes the transactional ID of this copy of the planner;
 	// it must be stable across restarts of the copy and differ between copies.
 	InstanceID string
+	// StaticMembership makes InstanceID this copy's identity in its
+	// consumer group too (backbone.StaticMember): restarted after a crash,
+	// it takes its partitions back at once; stopped, it holds them for the
+	// session timeout.
+	StaticMembership bool
 	// PollInterval is the longest the planner waits for records before it
 	// looks at health changes and deadlines (default 100ms).
 	PollInterval time.Duration
@@ -120,14 +125,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}, logtable.WithLogger[*rollout.Policy](p.log), logtable.OnChange(func(key string, v *rollout.Policy, deleted bool) {
 		p.changes.push(change{key: key, policy: v, deleted: deleted || v == nil, isPolicy: true})
 	}))
+	go func() {
+		// Deciding on a log recreated empty would undo what it records.
+		if err := backbone.WatchTopics(ctx, cfg.Backbone, p.names.Requests, p.names.Operations, p.names.Workflows, p.names.Commands,
+			p.names.Inventory, p.names.Health, p.names.Policies); err != nil {
+			cancel(fmt.Errorf("planner: %w", err))
+		}
+	}()
 	tableErr := make(chan error, 3)
 	go func() { tableErr <- inv.Run(ctx) }()
 	go func() { tableErr <- health.Run(ctx) }()
 	go func() { tableErr <- policies.Run(ctx) }()
 	for _, t := range []interface{ WaitReady(context.Context) error }{inv, health, policies} {
 		if err := t.WaitReady(ctx); err != nil {
-			if ctx.Err() != nil {
+			if parent.Err() != nil {
 				return nil
+			}
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
 			}
 			return fmt.Errorf("planner: %w", err)
 		}
@@ -145,6 +160,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	txnID := p.names.Group("planner") + "-" + cfg.InstanceID
 	opts := cfg.Backbone.Opts(backbone.OwnPartitions(p.names.Requests, func(ps []int32) { p.assigned(ctx, ps) }, p.revoked)...)
+	if cfg.StaticMembership {
+		opts = append(opts, backbone.StaticMember(p.names.Group("planner"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("planner: %w", err)) })...)
+	}
 	sess, err := kgo.NewGroupTransactSession(append(opts,
 		kgo.ConsumerGroup(p.names.Group("planner")),
 		kgo.ConsumeTopics(p.names.Requests, p.names.Operations),
