@@ -47,13 +47,14 @@ type Config struct {
 }
 
 const (
-	// endTimeout bounds the end of a transaction while the notifier runs.
-	endTimeout = 15 * time.Second
+	// endTimeout bounds the end of a transaction while the notifier runs
+	// (an end that takes longer is fatal: see backbone.FatalTxnError).
+	endTimeout = backbone.EndTimeout
 	// stopGrace is how long a stopping notifier gives the broker to abort
 	// its open transaction and to take its leave of the group, in real
 	// time, before it cuts its client off: a broker that does not answer
 	// does not hold up the stop.
-	stopGrace = time.Second
+	stopGrace = backbone.StopGrace
 )
 
 // Run runs the notifier until ctx ends, and returns nil then.
@@ -70,16 +71,18 @@ const (
 // fleet that mostly sends heartbeats.
 //
 // When ctx ends, Run aborts the transaction under way, if any, and leaves
-// the group, giving the broker a second for both: with a broker that does
+// the group, giving the broker backbone.StopGrace for both, after which it
+// cuts its client off (which also ends a flush or a produce waiting on the
+// broker): with a broker that does
 // not answer, it returns all the same, and the transaction left open is
 // aborted by the next notifier of the same instance ID as it starts (or
 // by Kafka's transaction timeout).
 //
-// Run ends with an error on a fatal Kafka error: the transactional ID was
-// taken by another producer (a second copy running with the same
-// instance ID fences this one), the producer ID is no longer known, or
-// the notifier is not authorised. Any other error aborts the batch, which
-// is consumed again.
+// Run ends with an error on a fatal Kafka error (backbone.FatalTxnError):
+// the transactional ID was taken by another producer (a second copy
+// running with the same instance ID fences this one), the producer ID is
+// no longer known, the notifier is not authorised, or a transaction's end
+// timed out. Any other error aborts the batch, which is consumed again.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
@@ -137,7 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 		if err := sess.Begin(); err != nil { // the producer is in a state kgo cannot recover from
-			if fatal(err) {
+			if backbone.FatalTxnError(err) {
 				return n.fatalError(err)
 			}
 			return fmt.Errorf("notifier: begin transaction: %w", err)
@@ -147,7 +150,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// rewound to the last commit and reads the records again.
 		idleSince = time.Time{}
 		switch {
-		case err != nil && fatal(err):
+		case err != nil && backbone.FatalTxnError(err):
 			return n.fatalError(err)
 		case err != nil && ctx.Err() == nil:
 			n.log.Warn("transaction failed; the batch is consumed again", "err", err)
@@ -190,7 +193,7 @@ func (n *notifier) fetchError(fetches kgo.Fetches) error {
 			// the poll was cut short: records are due a commit
 		case errors.Is(err, kgo.ErrClientClosed):
 			end = fmt.Errorf("notifier: %w", err)
-		case fatal(err):
+		case backbone.FatalTxnError(err):
 			end = n.fatalError(fmt.Errorf("fetch %s partition %d: %w", topic, p, err))
 		default:
 			n.log.Warn("fetch", "topic", topic, "partition", p, "err", err)
@@ -249,7 +252,7 @@ func (n *notifier) transact(ctx context.Context, out []*kgo.Record) (bool, error
 		if ctx.Err() == nil {
 			n.log.Warn("produce notifications; the batch is consumed again", "err", err)
 		}
-		if fatal(err) {
+		if backbone.FatalTxnError(err) {
 			_, _ = n.sess.End(endCtx, kgo.TryAbort)
 			return false, fmt.Errorf("produce: %w", err)
 		}
@@ -267,32 +270,18 @@ func (n *notifier) transact(ctx context.Context, out []*kgo.Record) (bool, error
 	return committed, nil
 }
 
-// fatal reports whether a Kafka error ends the notifier rather than its
-// batch: its transactional ID was taken over (fenced), its producer ID is
-// unknown, or it is not authorised. (A local classifier: pkg/backbone has
-// none yet.)
-func fatal(err error) bool {
-	for _, e := range []error{
-		kerr.ProducerFenced, kerr.InvalidProducerEpoch, kerr.UnknownProducerID, kerr.FencedInstanceID,
-		kerr.TransactionalIDAuthorizationFailed, kerr.GroupAuthorizationFailed,
-		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed,
-	} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
 // fatalError says what a fatal error means for the notifier.
 func (n *notifier) fatalError(err error) error {
 	switch {
-	case errors.Is(err, kerr.ProducerFenced), errors.Is(err, kerr.InvalidProducerEpoch), errors.Is(err, kerr.FencedInstanceID):
+	case backbone.FencedTxnError(err):
 		return fmt.Errorf("notifier: fenced: another producer took transactional ID %s (a second copy with instance ID %q?); stopping: %w", n.txnID, n.cfg.InstanceID, err)
-	case errors.Is(err, kerr.UnknownProducerID):
-		return fmt.Errorf("notifier: the broker no longer knows the producer of transactional ID %s; stopping: %w", n.txnID, err)
-	default:
+	case errors.Is(err, kerr.TransactionalIDAuthorizationFailed), errors.Is(err, kerr.GroupAuthorizationFailed),
+		errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
 		return fmt.Errorf("notifier: not authorised (transactional ID %s, group %s); stopping: %w", n.txnID, n.names.Group("notifier"), err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("notifier: a transaction of %s did not end within %v, its outcome unknown; stopping (a restart aborts it): %w", n.txnID, endTimeout, err)
+	default:
+		return fmt.Errorf("notifier: transactional ID %s can no longer be used; stopping (a restart initialises it again): %w", n.txnID, err)
 	}
 }
 
