@@ -101,7 +101,10 @@ func TestOneHolderPerClusterAcrossCopies(t *testing.T) {
 	if err := w(ctx, grant); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { h, ok := b.Holder("eu/c1"); return ok && h.CommandID == "cmd-1" && h.Holder == "executor-a" })
+	waitFor(t, func() bool {
+		h, ok := b.Holder("eu/c1")
+		return ok && h.CommandID == "cmd-1" && h.Holder == "executor-a"
+	})
 	if err := a.Release(ctx, w, "eu/c1", "cmd-1"); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,10 @@ import (
 // not change anymore.
 var ErrStopped = errors.New("table stopped")
 
+// ErrNullKey is the error OnDecodeError is given for a record with a null
+// key, which a table (a compacted topic) cannot hold.
+var ErrNullKey = errors.New("a record with a null key on a compacted topic")
+
 // state is a table's recovery state, as in goka's partition tables.
 type state int
 
@@ -41,9 +45,9 @@ func OnChange[V any](fn func(key string, v V, deleted bool)) Option[V] {
 	return func(t *Table[V]) { t.onChange = fn }
 }
 
-// OnDecodeError sets fn to be told of a record that cannot be decoded. The
-// record is skipped (the key keeps its previous value) and the table carries
-// on: a bad record is never fatal. Without this option such a record is
+// OnDecodeError sets fn to be told of a record that cannot be decoded, or
+// has a null key (ErrNullKey). The record is skipped (the key keeps its
+// previous value) and the table carries on: a bad record is never fatal. Without this option such a record is
 // logged as a warning naming topic, partition, offset and key.
 func OnDecodeError[V any](fn func(r *kgo.Record, err error)) Option[V] {
 	return func(t *Table[V]) { t.onDecodeError = fn }
@@ -173,7 +177,7 @@ func (t *Table[V]) Run(ctx context.Context) (err error) {
 // apply applies one data record and reports whether the table changed.
 func (t *Table[V]) apply(r *kgo.Record) bool {
 	if r.Key == nil {
-		t.log.Warn("skipping record with a null key", "partition", r.Partition, "offset", r.Offset)
+		t.onDecodeError(r, ErrNullKey)
 		return false
 	}
 	key := string(r.Key)

@@ -31,6 +31,7 @@ const (
 	namePolicyRecord   = "flotilla.PolicyRecord"
 	nameClaimRecord    = "flotilla.ClaimRecord"
 	nameLeaseRecord    = "flotilla.LeaseRecord"
+	nameDeadLetter     = "flotilla.DeadLetter"
 )
 
 var (
@@ -181,7 +182,7 @@ func registerSchema(file string, data []byte) error {
 
 // Encode encodes a record for its topic: v is a ClusterRecord, Request,
 // WorkflowRecord, Command, OperationEvent, Health, Notification,
-// PolicyRecord, ClaimRecord or LeaseRecord, or a
+// PolicyRecord, ClaimRecord, LeaseRecord or DeadLetter, or a
 // non-nil pointer to one.
 //
 // The result is an Avro single-object encoding: 0xC3 0x01, the 8-byte
@@ -233,6 +234,8 @@ func Encode(v any) ([]byte, error) {
 		name, native = nameClaimRecord, claimRecordNative(x)
 	case LeaseRecord:
 		name, native = nameLeaseRecord, leaseRecordNative(x)
+	case DeadLetter:
+		name, native = nameDeadLetter, deadLetterNative(x)
 	default:
 		return nil, fmt.Errorf("encode: %T is not a record type", v)
 	}
@@ -371,6 +374,12 @@ func DecodeClaimRecord(b []byte) (ClaimRecord, error) {
 // how it fails.
 func DecodeLeaseRecord(b []byte) (LeaseRecord, error) {
 	return decodeAs(b, nameLeaseRecord, leaseRecordFrom)
+}
+
+// DecodeDeadLetter decodes a value of fleet.deadletters. See DecodeHealth
+// for how it fails.
+func DecodeDeadLetter(b []byte) (DeadLetter, error) {
+	return decodeAs(b, nameDeadLetter, deadLetterFrom)
 }
 
 // DecodeNotification decodes a value of fleet.notifications. See

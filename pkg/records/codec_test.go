@@ -62,6 +62,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"claim.v1.avsc":        0x0f5580a0c49d582f,
 		"claim.v2.avsc":        0x3b96f00a77886fc3,
 		"lease.v1.avsc":        0xba7e5d4cd5e2161e,
+		"deadletter.v1.avsc":   0x6ff33dc25d3161cb,
 		"operation.v3.avsc":    0x24e8602ce1b4a8ae,
 		"health.v1.avsc":       0xb8b1266bfe463371,
 		"notification.v1.avsc": 0x782b4e164ae48746,

@@ -585,3 +585,45 @@ func leaseRecordFrom(v any) (LeaseRecord, error) {
 	}
 	return l, r.err
 }
+
+func deadLetterNative(d DeadLetter) map[string]any {
+	return map[string]any{
+		"envelope":         envelopeNative(d.Envelope),
+		"service":          d.Service,
+		"source_topic":     d.SourceTopic,
+		"source_partition": int(d.SourcePartition),
+		"source_offset":    d.SourceOffset,
+		"key":              bytesNative(d.Key),
+		"null_key":         d.NullKey,
+		"value":            bytesNative(d.Value),
+		"tombstone":        d.Tombstone,
+		"value_size":       d.ValueSize,
+		"reason":           d.Reason,
+	}
+}
+
+func bytesNative(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+func deadLetterFrom(v any) (DeadLetter, error) {
+	r := &reader{}
+	x := r.record(v, "")
+	d := DeadLetter{
+		Envelope:        envelopeFrom(x.record("envelope")),
+		Service:         x.str("service"),
+		SourceTopic:     x.str("source_topic"),
+		SourcePartition: int32(x.int("source_partition")),
+		SourceOffset:    x.long("source_offset"),
+		Key:             x.bytes("key"),
+		NullKey:         x.boolean("null_key"),
+		Value:           x.bytes("value"),
+		Tombstone:       x.boolean("tombstone"),
+		ValueSize:       x.long("value_size"),
+		Reason:          x.str("reason"),
+	}
+	return d, r.err
+}

@@ -201,6 +201,11 @@ func fullClaimRecord(t time.Time) ClaimRecord {
 	return ClaimRecord{Envelope: fullEnvelope(t), ClusterID: "prod-eu-1", CommandID: "wf-1/prod-eu-1/2", WorkflowID: "wf-1", CommandPartition: 5, QueuedOffset: 42, Holder: "executor-a"}
 }
 
+func fullDeadLetter(t time.Time) DeadLetter {
+	return DeadLetter{Envelope: fullEnvelope(t), Service: "planner", SourceTopic: "fleet.operations", SourcePartition: 2, SourceOffset: 99,
+		Key: []byte("wf-1/c1"), Value: []byte{0xc3, 0x01, 0xff}, ValueSize: 3, Reason: "unknown schema"}
+}
+
 func fullLeaseRecord(t time.Time) LeaseRecord {
 	return LeaseRecord{Envelope: fullEnvelope(t), Partition: 3, Holder: "executor-a", RenewedAt: t, Duration: 15 * time.Second}
 }
@@ -217,6 +222,7 @@ var decoders = map[string]func([]byte) (any, error){
 	namePolicyRecord:   func(b []byte) (any, error) { return DecodePolicyRecord(b) },
 	nameClaimRecord:    func(b []byte) (any, error) { return DecodeClaimRecord(b) },
 	nameLeaseRecord:    func(b []byte) (any, error) { return DecodeLeaseRecord(b) },
+	nameDeadLetter:     func(b []byte) (any, error) { return DecodeDeadLetter(b) },
 }
 
 // roundTrips is every record type with every field set: the value to
@@ -236,6 +242,7 @@ var roundTrips = []struct {
 	{"policy", namePolicyRecord, fullPolicyRecord(inTime), fullPolicyRecord(outTime)},
 	{"claim", nameClaimRecord, fullClaimRecord(inTime), fullClaimRecord(outTime)},
 	{"lease", nameLeaseRecord, fullLeaseRecord(inTime), fullLeaseRecord(outTime)},
+	{"dead letter", nameDeadLetter, fullDeadLetter(inTime), fullDeadLetter(outTime)},
 }
 
 func TestRoundTripEveryFieldSet(t *testing.T) {

@@ -101,6 +101,21 @@ func (x rec) str(name string) string {
 	return s
 }
 
+func (x rec) bytes(name string) []byte {
+	v, ok := x.get(name)
+	if !ok {
+		return nil
+	}
+	switch b := v.(type) {
+	case []byte:
+		return b
+	case string: // a default, as JSON gives it
+		return []byte(b)
+	}
+	x.r.fail(x.sub(name), "want bytes, got %T", v)
+	return nil
+}
+
 func (x rec) boolean(name string) bool {
 	v, ok := x.get(name)
 	if !ok {

@@ -113,6 +113,34 @@ type LeaseRecord struct {
 	Duration  time.Duration
 }
 
+// DeadLetter is the value of fleet.deadletters, keyed DeadLetterKey: a
+// record a service could not use, set aside with the reason.
+type DeadLetter struct {
+	Envelope        Envelope
+	Service         string
+	SourceTopic     string
+	SourcePartition int32
+	SourceOffset    int64
+	Key             []byte
+	NullKey         bool
+	// Value is the record's value, its first MaxDeadLetterValue bytes;
+	// ValueSize the size of the whole.
+	Value     []byte
+	Tombstone bool
+	ValueSize int64
+	Reason    string
+}
+
+// MaxDeadLetterValue is how much of a bad record's value a dead letter
+// keeps: enough to see what it was, not enough to be too big itself.
+const MaxDeadLetterValue = 64 << 10
+
+// DeadLetterKey is the record key of the dead letter of a record: where
+// it was, "topic/partition/offset".
+func DeadLetterKey(topic string, partition int32, offset int64) string {
+	return topic + "/" + strconv.Itoa(int(partition)) + "/" + strconv.FormatInt(offset, 10)
+}
+
 // LeaseKey is the record key of the lease on a partition of fleet.commands.
 func LeaseKey(partition int32) string { return "commands-" + strconv.Itoa(int(partition)) }
 

@@ -37,6 +37,7 @@ type Names struct {
 	Claims        string // clusterID/commandID → claim on a cluster; compacted
 	Leases        string // "commands-N" → lease of the executor owning partition N of commands; compacted
 	Notifications string // workflow or cluster ID → notification; deleted after retention
+	DeadLetters   string // "topic/partition/offset" → a record a service could not use; deleted after retention
 }
 
 // NewNames returns the topic names for namespace ("" means DefaultNamespace):
@@ -57,12 +58,13 @@ func NewNames(namespace string) Names {
 		Claims:        namespace + ".claims",
 		Leases:        namespace + ".leases",
 		Notifications: namespace + ".notifications",
+		DeadLetters:   namespace + ".deadletters",
 	}
 }
 
 // All returns every topic name, in catalogue order.
 func (n Names) All() []string {
-	return []string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.Claims, n.Leases, n.Notifications}
+	return []string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.Claims, n.Leases, n.Notifications, n.DeadLetters}
 }
 
 // Group returns the consumer group, and the stem of transactional IDs, of
@@ -157,6 +159,12 @@ func Catalogue(n Names, partitions int32, replicationFactor int16) []Spec {
 		spec(n.Claims, ByCluster, compact()),
 		spec(n.Leases, "", compact()), // a key per partition of commands; read whole
 		spec(n.Notifications, "", map[string]*string{
+			"cleanup.policy": kadm.StringPtr("delete"),
+			"retention.ms":   kadm.StringPtr(strconv.FormatInt(retentionYear.Milliseconds(), 10)),
+		}),
+		// Bad records set aside, kept as long as the notifications that
+		// announce them.
+		spec(n.DeadLetters, "", map[string]*string{
 			"cleanup.policy": kadm.StringPtr("delete"),
 			"retention.ms":   kadm.StringPtr(strconv.FormatInt(retentionYear.Milliseconds(), 10)),
 		}),

@@ -41,15 +41,15 @@ func TestNewNames(t *testing.T) {
 		namespace string
 		want      Names
 	}{
-		{"", Names{"fleet", "fleet.inventory", "fleet.policies", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.claims", "fleet.leases", "fleet.notifications"}},
-		{"staging", Names{"staging", "staging.inventory", "staging.policies", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.claims", "staging.leases", "staging.notifications"}},
+		{"", Names{"fleet", "fleet.inventory", "fleet.policies", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.claims", "fleet.leases", "fleet.notifications", "fleet.deadletters"}},
+		{"staging", Names{"staging", "staging.inventory", "staging.policies", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.claims", "staging.leases", "staging.notifications", "staging.deadletters"}},
 	} {
 		if got := NewNames(tc.namespace); got != tc.want {
 			t.Errorf("NewNames(%q) = %+v, want %+v", tc.namespace, got, tc.want)
 		}
 	}
 	n := NewNames("")
-	if got := n.All(); len(got) != 10 || got[0] != "fleet.inventory" || got[9] != "fleet.notifications" {
+	if got := n.All(); len(got) != 11 || got[0] != "fleet.inventory" || got[10] != "fleet.deadletters" {
 		t.Errorf("All() = %v", got)
 	}
 	if got := n.Group("planner"); got != "fleet.planner" {
@@ -68,9 +68,9 @@ func TestCatalogue(t *testing.T) {
 		}
 		policy := *s.Configs["cleanup.policy"]
 		switch s.Name {
-		case n.Notifications:
+		case n.Notifications, n.DeadLetters:
 			if policy != "delete" || *s.Configs["retention.ms"] != "31536000000" {
-				t.Errorf("notifications configs: policy %s retention %s", policy, *s.Configs["retention.ms"])
+				t.Errorf("%s configs: policy %s retention %s", s.Name, policy, *s.Configs["retention.ms"])
 			}
 		case n.Workflows, n.Operations, n.Health: // what the notifier reads
 			if lag := s.Configs["min.compaction.lag.ms"]; policy != "compact" || len(s.Configs) != 2 || lag == nil || *lag != "86400000" {
@@ -140,7 +140,7 @@ func TestEnsureCreatesIdempotently(t *testing.T) {
 		cfg := configsOf(t, ctx, adm, name)
 		want := map[string]string{"cleanup.policy": "compact"}
 		switch name {
-		case n.Notifications:
+		case n.Notifications, n.DeadLetters:
 			want = map[string]string{"cleanup.policy": "delete", "retention.ms": "31536000000"}
 		case n.Workflows, n.Operations, n.Health:
 			want["min.compaction.lag.ms"] = "86400000"

@@ -54,6 +54,7 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/claims"
+	"github.com/flotilla-fleet/flotilla/pkg/deadletter"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -299,12 +300,24 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 		return fmt.Errorf("take the lease: %w", err)
 	}
 
+	setAside := func(r *kgo.Record, err error) { e.setAside(part, r, err) }
 	part.ops = logtable.New(e.names.Operations, e.cfg.Backbone.Opts(), func(r *kgo.Record) (records.OperationEvent, error) {
-		return records.DecodeOperationEvent(r.Value)
-	}, logtable.Partitions[records.OperationEvent](p), logtable.WithLogger[records.OperationEvent](e.log))
+		ev, err := records.DecodeOperationEvent(r.Value)
+		if err == nil {
+			err = keyedByTarget(r, ev.WorkflowID, ev.ClusterID)
+		}
+		return ev, err
+	}, logtable.Partitions[records.OperationEvent](p), logtable.WithLogger[records.OperationEvent](e.log), logtable.OnDecodeError[records.OperationEvent](setAside))
 	part.commands = logtable.New(e.names.Commands, e.cfg.Backbone.Opts(), func(r *kgo.Record) (records.Command, error) {
-		return records.DecodeCommand(r.Value)
-	}, logtable.Partitions[records.Command](p), logtable.WithLogger[records.Command](e.log),
+		cmd, err := records.DecodeCommand(r.Value)
+		if err == nil {
+			err = keyedByTarget(r, cmd.WorkflowID, cmd.ClusterID)
+		}
+		if err == nil && (cmd.ID == "" || cmd.Attempt < 1) {
+			err = fmt.Errorf("command %q for %s has no ID or attempt %d", cmd.ID, cmd.ClusterID, cmd.Attempt)
+		}
+		return cmd, err
+	}, logtable.Partitions[records.Command](p), logtable.WithLogger[records.Command](e.log), logtable.OnDecodeError[records.Command](setAside),
 		logtable.OnChange(func(_ string, cmd records.Command, deleted bool) {
 			if !deleted {
 				e.handle(part, cmd)
@@ -336,6 +349,28 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 	}
 	e.sweep(part)
 	return nil
+}
+
+// keyedByTarget checks that a record about a target is keyed by it.
+func keyedByTarget(r *kgo.Record, workflowID, clusterID string) error {
+	if want := topics.TargetKey(workflowID, clusterID); string(r.Key) != want {
+		return fmt.Errorf("record for %s is keyed %q", want, r.Key)
+	}
+	return nil
+}
+
+// setAside puts a record of the partition's commands or operations that
+// cannot be used on the dead-letter topic, with the reason: processing
+// goes on without it, and the notifier announces it.
+func (e *executor) setAside(part *partition, r *kgo.Record, reason error) {
+	e.log.Warn("setting aside a record that cannot be used", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", reason)
+	rec, err := deadletter.Record(e.names.DeadLetters, Principal, r, reason, e.cfg.Clock.Now())
+	if err == nil {
+		err = part.w.write(part.ctx, rec)
+	}
+	if err != nil && part.ctx.Err() == nil {
+		e.log.Error("could not set a record aside", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+	}
 }
 
 // lost stops the executor when a partition's writer or tables fail: it

@@ -599,13 +599,18 @@ func attempt(wf, cluster string, n int, version string) records.Command {
 }
 
 // awaitOutcome waits until the operations log holds the outcome of a
-// command, and returns it.
+// command, and returns it. Records that do not decode are passed over.
 func awaitOutcome(t *testing.T, bb backbone.Config, commandID string) records.OperationEvent {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		evs, err := readOperations(ctx, bb)
+		var evs []records.OperationEvent
+		err := logtable.ReadToEnd(ctx, bb.Opts(), bb.Names().Operations, nil, func(r *kgo.Record) {
+			if ev, err := records.DecodeOperationEvent(r.Value); err == nil {
+				evs = append(evs, ev)
+			}
+		})
 		cancel()
 		if err != nil {
 			t.Fatal(err)
@@ -837,5 +842,81 @@ func TestNextOwnerWaitsForTheLeaseToLapse(t *testing.T) {
 	}
 	if ev := awaitOutcome(t, bb, cmd.ID); ev.Status != records.OperationSucceeded || ev.FencingToken != req.FencingToken {
 		t.Fatalf("outcome %+v; want succeeded under token %d", ev, req.FencingToken)
+	}
+}
+
+// Records on commands and operations that cannot be used are set aside on
+// the dead-letter topic, saying where they were and why, and the
+// commands after them are carried out.
+func TestBadRecordsAreSetAside(t *testing.T) {
+	bb := newBackbone(t)
+	names := bb.Names()
+	good := attempt("r1", "c1", 1, "3.9.1")
+	goodValue, err := records.Encode(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opValue, err := records.Encode(startedEvent(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := slices.Clone(goodValue)
+	unknown[2] ^= 0xff // another schema fingerprint
+	bad := []*kgo.Record{
+		{Topic: names.Commands, Key: []byte("r0/c9"), Value: []byte("not avro")},
+		{Topic: names.Commands, Key: []byte("r0/c9"), Value: unknown},
+		{Topic: names.Commands, Key: []byte("r0/elsewhere"), Value: goodValue},
+		{Topic: names.Commands, Value: goodValue},
+		{Topic: names.Operations, Key: []byte("r0/c9"), Value: opValue[:len(opValue)-3]},
+	}
+	cl, err := bb.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, bad...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	d := newRecordingDriver()
+	runExecutor(t, bb, d)
+	produce(t, bb, names.Commands, good)
+	if ev := awaitOutcome(t, bb, good.ID); ev.Status != records.OperationSucceeded {
+		t.Fatalf("the good command after the bad ones: %s (%s)", ev.Status, ev.Reason)
+	}
+	if got := d.applied(); !slices.Equal(got, []string{good.ID}) {
+		t.Fatalf("Apply calls %q; want the good command alone", got)
+	}
+	var letters []records.DeadLetter
+	deadline := time.Now().Add(20 * time.Second)
+	for len(letters) < len(bad) {
+		letters = nil
+		err := logtable.ReadToEnd(ctx, bb.Opts(), names.DeadLetters, nil, func(r *kgo.Record) {
+			dl, err := records.DecodeDeadLetter(r.Value)
+			if err != nil {
+				t.Errorf("dead letter at %d: %v", r.Offset, err)
+			}
+			letters = append(letters, dl)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d dead letters within 20s, want %d: %+v", len(letters), len(bad), letters)
+		}
+	}
+	reasons := map[string]string{}
+	for _, dl := range letters {
+		if dl.Service != "executor" || dl.SourceTopic != names.Commands && dl.SourceTopic != names.Operations {
+			t.Errorf("dead letter %+v: want one by the executor, of commands or operations", dl)
+		}
+		reasons[records.DeadLetterKey(dl.SourceTopic, dl.SourcePartition, dl.SourceOffset)] = dl.Reason
+	}
+	for i, want := range []string{"not an Avro single-object record", "unknown schema", `keyed "r0/elsewhere"`, "null key", "malformed record"} {
+		where := records.DeadLetterKey(bad[i].Topic, bad[i].Partition, bad[i].Offset)
+		if !strings.Contains(reasons[where], want) {
+			t.Errorf("the dead letter of %s says %q; want it to say %q", where, reasons[where], want)
+		}
 	}
 }
