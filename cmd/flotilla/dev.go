@@ -154,7 +154,7 @@ func runDev(ctx context.Context, o devOptions) error {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, Interval: o.ProbeInterval, Heartbeat: o.Heartbeat})
 		},
 		"notifier": func(ctx context.Context) error {
-			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev"})
+			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true})
 		},
 	}
 	var wg sync.WaitGroup

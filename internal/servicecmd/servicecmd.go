@@ -99,6 +99,7 @@ type SimFlags struct {
 	OpDuration  time.Duration
 	FailureRate float64
 	BadVersions string
+	CallLog     string
 }
 
 // Bind adds the flags to fs.
@@ -107,6 +108,7 @@ func (f *SimFlags) Bind(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.OpDuration, "sim-op-duration", 2*time.Second, "how long a simulated operation takes")
 	fs.Float64Var(&f.FailureRate, "sim-failure-rate", 0, "fraction (0..1) of simulated operations that fail")
 	fs.StringVar(&f.BadVersions, "sim-bad-versions", "", "comma-separated versions that make a simulated cluster unhealthy")
+	fs.StringVar(&f.CallLog, "sim-call-log", "", "file to which every simulated Apply call appends a line when it begins and one when it ends (JSON lines, shared by several processes), for checking a run's history")
 }
 
 // Fleet returns the simulated fleet the flags describe.
@@ -117,7 +119,7 @@ func (f *SimFlags) Fleet() (*simfleet.Fleet, error) {
 			bad = append(bad, v)
 		}
 	}
-	return simfleet.New(simfleet.Options{Dir: f.Dir, OpDuration: f.OpDuration, FailureRate: f.FailureRate, BadVersions: bad})
+	return simfleet.New(simfleet.Options{Dir: f.Dir, OpDuration: f.OpDuration, FailureRate: f.FailureRate, BadVersions: bad, CallLog: f.CallLog})
 }
 
 // staticInstanceUsage describes the --instance flag of the executor and
@@ -229,9 +231,9 @@ func Monitor() *cobra.Command {
 func Notifier() *cobra.Command {
 	var instance string
 	return serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
-		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy (its transactional ID); distinct per copy")
+		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
-		return notifier.Run(cmd.Context(), notifier.Config{Backbone: cfg, InstanceID: instance})
+		return notifier.Run(cmd.Context(), notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true})
 	})
 }
 

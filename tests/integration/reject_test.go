@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,48 @@ func TestAvroJSONRequest(t *testing.T) {
 	}
 	if w.Spec.Name == "" {
 		t.Fatal(fmt.Sprintf("spec not carried: %+v", w.Spec))
+	}
+}
+
+// TestBadRecordsOnEveryTopicAreSetAside writes records no service can use
+// to the topics the services read, before and while a rollout runs: each
+// one the executor meets is set aside on the dead-letter topic, with where
+// it was and why, the notifier announces it, and the rollout succeeds.
+func TestBadRecordsOnEveryTopicAreSetAside(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 10})
+	names := f.Backbone.Names()
+	bad := []*kgo.Record{
+		{Topic: names.Commands, Key: []byte("wf-x/sim-0001"), Value: []byte("garbage")},
+		{Topic: names.Commands, Value: []byte("no key")},
+		{Topic: names.Operations, Key: []byte("wf-x/sim-0001"), Value: []byte{0xc3, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
+	}
+	f.Produce(bad...)
+	spec := threePhaseSpec("3.9.1")
+	spec.Phases = nil
+	id := f.Submit(spec)
+	f.Produce(&kgo.Record{Topic: names.Commands, Key: []byte("wf-y/sim-0002"), Value: []byte("more garbage")})
+	f.Await(id, time.Second, time.Minute, "the rollout finishing", func(w *decide.Workflow) bool { return w.State == records.WorkflowSucceeded })
+
+	var setAside []records.Notification
+	if !f.Eventually(0, 30*time.Second, func() bool {
+		setAside = nil
+		for _, n := range f.Notifications() {
+			if n.Kind == "record.set-aside" {
+				setAside = append(setAside, n)
+			}
+		}
+		return len(setAside) >= len(bad)+1
+	}) {
+		t.Fatalf("%d records announced as set aside, want %d: %+v", len(setAside), len(bad)+1, setAside)
+	}
+	for _, want := range []string{"not an Avro single-object record", "null key", "unknown schema"} {
+		if !slices.ContainsFunc(setAside, func(n records.Notification) bool { return strings.Contains(n.Message, want) }) {
+			t.Errorf("no set-aside notification says %q: %+v", want, setAside)
+		}
+	}
+	for _, n := range setAside {
+		if n.Fields["service"] != "executor" || n.Fields["record"] == "" || n.Severity != records.SeverityError {
+			t.Errorf("notification %+v: want the executor, the record's place, severity error", n)
+		}
 	}
 }

@@ -31,6 +31,9 @@ type Config struct {
 	// InstanceID makes the transactional ID of this copy of the notifier;
 	// it must be stable across restarts of the copy and differ between copies.
 	InstanceID string
+	// StaticMembership makes InstanceID this copy's identity in its
+	// consumer group too (backbone.StaticMember).
+	StaticMembership bool
 	// Clock tells when consumed records that made no notification are
 	// due a commit of their own (a real clock if nil).
 	Clock clockwork.Clock
@@ -91,6 +94,16 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.IdleCommit = 5 * time.Second
 	}
 	names := cfg.Backbone.Names()
+	// A watch on the topics it reads and writes ends it, with the cause,
+	// when one is lost: announcing a log recreated empty would be wrong.
+	parent := ctx
+	ctx, stopWith := context.WithCancelCause(ctx)
+	defer stopWith(nil)
+	go func() {
+		if err := backbone.WatchTopics(ctx, cfg.Backbone, names.Workflows, names.Operations, names.Health, names.DeadLetters, names.Notifications); err != nil {
+			stopWith(fmt.Errorf("notifier: %w", err))
+		}
+	}()
 	n := &notifier{cfg: cfg, names: names, log: cfg.Backbone.Log().With("service", "notifier"),
 		txnID: names.Group("notifier") + "-" + cfg.InstanceID}
 
@@ -99,14 +112,18 @@ func Run(ctx context.Context, cfg Config) error {
 	clientCtx, cutOff := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutOff()
 	defer context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cutOff) })()
-	sess, err := kgo.NewGroupTransactSession(cfg.Backbone.Opts(
+	var member []kgo.Opt
+	if cfg.StaticMembership {
+		member = backbone.StaticMember(names.Group("notifier"), cfg.InstanceID, func(err error) { stopWith(fmt.Errorf("notifier: %w", err)) })
+	}
+	sess, err := kgo.NewGroupTransactSession(cfg.Backbone.Opts(append(member,
 		kgo.WithContext(clientCtx),
 		kgo.ConsumerGroup(names.Group("notifier")),
-		kgo.ConsumeTopics(names.Workflows, names.Operations, names.Health),
+		kgo.ConsumeTopics(names.Workflows, names.Operations, names.Health, names.DeadLetters),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.TransactionalID(n.txnID),
-	)...)
+	)...)...)
 	if err != nil {
 		return fmt.Errorf("notifier: %w", err)
 	}
@@ -125,6 +142,9 @@ func Run(ctx context.Context, cfg Config) error {
 	for {
 		fetches := n.poll(ctx, idleSince)
 		if ctx.Err() != nil {
+			if parent.Err() == nil {
+				return context.Cause(ctx) // a topic was lost, or the identity taken
+			}
 			return nil // no transaction is open between batches
 		}
 		if err := n.fetchError(fetches); err != nil {
@@ -312,6 +332,12 @@ func fromRecord(names topics.Names, r *kgo.Record) (records.Notification, bool, 
 		}
 		n, ok := FromHealth(h)
 		return n, ok, nil
+	case names.DeadLetters:
+		d, err := records.DecodeDeadLetter(r.Value)
+		if err != nil {
+			return records.Notification{}, false, err
+		}
+		return FromDeadLetter(d), true, nil
 	}
 	return records.Notification{}, false, nil
 }

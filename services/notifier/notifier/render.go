@@ -253,3 +253,20 @@ func Undecodable(topic string, partition int32, offset int64, key string, at tim
 	n.Fields["reason"] = err.Error()
 	return n
 }
+
+// FromDeadLetter announces a record a service set aside (package
+// deadletter): where it was, who set it aside, and why.
+func FromDeadLetter(d records.DeadLetter) records.Notification {
+	where := fmt.Sprintf("%s/%d@%d", d.SourceTopic, d.SourcePartition, d.SourceOffset)
+	key := string(d.Key)
+	if d.NullKey {
+		key = "(null)"
+	}
+	n := notification(d.Envelope, "record.set-aside", records.SeverityError)
+	n.Message = fmt.Sprintf("record %s (key %q) was set aside by the %s: %s", where, key, d.Service, d.Reason)
+	n.Fields["record"] = where
+	n.Fields["key"] = key
+	n.Fields["service"] = d.Service
+	n.Fields["reason"] = d.Reason
+	return n
+}
