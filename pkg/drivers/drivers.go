@@ -33,6 +33,11 @@ type Request struct {
 	// across redeliveries and executor restarts, so a driver can tell "I
 	// already did this" from "this is new".
 	CommandID string
+	// Attempt numbers the attempts at one target of a workflow, from 1: a
+	// retry is a new command (a new CommandID) with a higher Attempt. A
+	// driver needs it only to report it (the simulated fleet's call log
+	// records it); 0 means unknown.
+	Attempt int
 	// Cluster is the inventory entry of the target, as the planner saw it
 	// when it decided; Cluster.Address tells the driver how to reach it.
 	Cluster inventory.Cluster

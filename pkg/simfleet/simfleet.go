@@ -18,7 +18,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"maps"
 	"math"
 	"regexp"
@@ -64,6 +63,12 @@ type Options struct {
 	// Clock measures OpDuration; nil means the real clock. Tests use
 	// clockwork.NewFakeClock.
 	Clock clockwork.Clock
+	// CallLog, if set, is a file to which every Apply call appends a
+	// "begin" line when it starts and an "end" line with its outcome (see
+	// [Call] and [ReadCallLog]). Several processes may share it. Unlike
+	// [Fleet.Applies], it misses nothing: a re-apply that only confirms,
+	// two processes applying at once, a call cut short by a crash.
+	CallLog string
 }
 
 // State is what the simulation knows of one cluster. It is also the JSON
@@ -108,6 +113,7 @@ type Fleet struct {
 	opDuration  time.Duration
 	failureRate float64
 	store       store
+	calls       *callLog // nil without Options.CallLog
 
 	mu    sync.Mutex
 	bad   map[string]bool
@@ -146,6 +152,13 @@ func New(opts Options) (*Fleet, error) {
 			return nil, err
 		}
 		f.store = s
+	}
+	if opts.CallLog != "" {
+		l, err := openCallLog(opts.CallLog)
+		if err != nil {
+			return nil, err
+		}
+		f.calls = l
 	}
 	f.SetBadVersions(opts.BadVersions...)
 	return f, nil
@@ -194,7 +207,15 @@ func (f *Fleet) isBad(version string) bool {
 // OpDuration), when the operation is malformed, when the command is one of
 // the FailureRate share chosen to fail ("simulated failure applying upgrade
 // to 3.9.1"), or when the state file cannot be read or written.
-func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (drivers.Result, error) {
+//
+// With Options.CallLog set, it records the call there before anything
+// else, and fails without acting if it cannot.
+func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (res drivers.Result, err error) {
+	call, err := f.calls.begin(req)
+	if err != nil {
+		return drivers.Result{}, err
+	}
+	defer func() { call.end(res, err) }()
 	id := req.Cluster.ID
 	if err := checkID(id); err != nil {
 		return drivers.Result{}, err
@@ -219,6 +240,7 @@ func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (drivers.Result,
 	if !found {
 		st = State{ID: id, Version: req.Cluster.Version}
 	}
+	call.read(st)
 	if req.FencingToken != 0 && req.FencingToken < st.FencingToken {
 		return drivers.Result{}, fmt.Errorf("%s refused command %s: fencing token %d is older than %d, which it has seen: %w",
 			id, req.CommandID, req.FencingToken, st.FencingToken, drivers.ErrFenced)
@@ -231,6 +253,7 @@ func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (drivers.Result,
 	}
 
 	if st.applied(req.CommandID) {
+		call.settle(OutcomeAlreadyApplied)
 		prev, ok := st.PreviousVersions[req.CommandID]
 		if !ok {
 			prev = st.Version
@@ -244,6 +267,7 @@ func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (drivers.Result,
 
 	prev := st.Version
 	if out, done := converged(st, req.Operation); done {
+		call.settle(OutcomeConfirmed)
 		return f.record(st, req.CommandID, prev, false, out)
 	}
 
@@ -277,6 +301,7 @@ func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (drivers.Result,
 		st.Restarts++
 		out = fmt.Sprintf("restarted %s (restart %d)", id, st.Restarts)
 	}
+	call.settle(OutcomeChanged)
 	return f.record(st, req.CommandID, prev, true, out)
 }
 
@@ -398,16 +423,7 @@ func (f *Fleet) Snapshot(ctx context.Context, req drivers.Request) (drivers.Snap
 
 // fails decides from the command ID alone whether an operation fails, so
 // that every attempt at the same command gets the same answer.
-func (f *Fleet) fails(commandID string) bool {
-	if f.failureRate <= 0 {
-		return false
-	}
-	h := fnv.New64a()
-	h.Write([]byte(commandID))
-	// The top 53 bits give a uniform fraction in [0, 1).
-	frac := float64(h.Sum64()>>11) / (1 << 53)
-	return frac < f.failureRate
-}
+func (f *Fleet) fails(commandID string) bool { return WouldFail(f.failureRate, commandID) }
 
 func (f *Fleet) sleep(ctx context.Context) error {
 	if f.opDuration <= 0 {

@@ -678,7 +678,7 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 	if err == nil {
 		var res drivers.Result
 		res, err = d.Apply(opCtx, drivers.Request{
-			CommandID: cmd.ID, Cluster: cmd.Cluster, Operation: cmd.Operation,
+			CommandID: cmd.ID, Attempt: cmd.Attempt, Cluster: cmd.Cluster, Operation: cmd.Operation,
 			FencingToken: token, Fence: func() error { return e.fence(part) },
 		})
 		if ctx.Err() != nil {
