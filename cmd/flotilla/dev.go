@@ -151,7 +151,7 @@ func runDev(ctx context.Context, o devOptions) error {
 			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev"})
 		},
 		"monitor": func(ctx context.Context) error {
-			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, Interval: o.ProbeInterval, Heartbeat: o.Heartbeat})
+			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat})
 		},
 		"notifier": func(ctx context.Context) error {
 			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true})

@@ -222,8 +222,7 @@ func Monitor() *cobra.Command {
 			return err
 		}
 		defer closeDrivers()
-		// instance becomes monitor.Config.InstanceID once the field exists (issue 8).
-		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, Interval: interval, Heartbeat: heartbeat})
+		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, InstanceID: instance, Interval: interval, Heartbeat: heartbeat})
 	})
 }
 

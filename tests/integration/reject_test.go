@@ -140,7 +140,7 @@ func TestAvroJSONRequest(t *testing.T) {
 
 // TestBadRecordsOnEveryTopicAreSetAside writes records no service can use
 // to the topics the services read, before and while a rollout runs: each
-// one the executor meets is set aside on the dead-letter topic, with where
+// one is set aside by the service owning its partition on the dead-letter topic, with where
 // it was and why, the notifier announces it, and the rollout succeeds.
 func TestBadRecordsOnEveryTopicAreSetAside(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Options{Clusters: 10})
@@ -149,6 +149,7 @@ func TestBadRecordsOnEveryTopicAreSetAside(t *testing.T) {
 		{Topic: names.Commands, Key: []byte("wf-x/sim-0001"), Value: []byte("garbage")},
 		{Topic: names.Commands, Value: []byte("no key")},
 		{Topic: names.Operations, Key: []byte("wf-x/sim-0001"), Value: []byte{0xc3, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 1}},
+		{Topic: names.Inventory, Key: []byte("sim-9999"), Value: []byte("not a cluster")},
 	}
 	f.Produce(bad...)
 	spec := threePhaseSpec("3.9.1")
@@ -175,8 +176,12 @@ func TestBadRecordsOnEveryTopicAreSetAside(t *testing.T) {
 		}
 	}
 	for _, n := range setAside {
-		if n.Fields["service"] != "executor" || n.Fields["record"] == "" || n.Severity != records.SeverityError {
-			t.Errorf("notification %+v: want the executor, the record's place, severity error", n)
+		want := "executor"
+		if strings.HasPrefix(n.Fields["record"], names.Inventory+"/") {
+			want = "monitor"
+		}
+		if n.Fields["service"] != want || n.Severity != records.SeverityError {
+			t.Errorf("notification %+v: want it set aside by the %s, severity error", n, want)
 		}
 	}
 }

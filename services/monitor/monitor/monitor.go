@@ -42,6 +42,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/deadletter"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
@@ -67,6 +68,11 @@ type Config struct {
 	ProbeTimeout time.Duration
 	// Concurrency is the most probes run at once (default 32).
 	Concurrency int
+	// InstanceID names this copy, stable across its restarts and distinct
+	// between copies: its static identity in the consumer group (a copy
+	// restarted after a crash takes its partitions back at once). Empty: a
+	// dynamic member.
+	InstanceID string
 
 	// roundDone, if set, is called after each round with the number of
 	// clusters it probed (tests wait on it).
@@ -93,7 +99,23 @@ type monitor struct {
 	operatedMu sync.Mutex
 	operated   map[string]bool // clusters whose operation just ended: probe them now
 	operatedCh chan struct{}
+
+	// unusable holds the inventory records that could not be used, by
+	// partition, until the monitor owns the partition and sets them aside
+	// (package deadletter): the owner sets a record aside, not every copy.
+	unusableMu sync.Mutex
+	unusable   map[int32][]unusable
+	cl0        chan struct{} // closed once m.cl is set
+	runCtx     context.Context
 }
+
+type unusable struct {
+	r   *kgo.Record
+	err error
+}
+
+// maxUnusable bounds the bad records kept per partition until set aside.
+const maxUnusable = 100
 
 // entry is an inventory entry and the partition it is on.
 type entry struct {
@@ -122,17 +144,31 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(), last: map[int32]map[string]records.Health{}, owed: map[int32]map[string]records.Health{}, stop: cancel,
-		gained: make(chan struct{}, 1), operated: map[string]bool{}, operatedCh: make(chan struct{}, 1)}
+		gained: make(chan struct{}, 1), operated: map[string]bool{}, operatedCh: make(chan struct{}, 1),
+		unusable: map[int32][]unusable{}, cl0: make(chan struct{}), runCtx: ctx}
+	go func() {
+		// Probing a fleet whose inventory was recreated empty would
+		// tombstone the health of every cluster.
+		if err := backbone.WatchTopics(ctx, cfg.Backbone, m.names.Inventory, m.names.Health, m.names.Operations); err != nil {
+			cancel(fmt.Errorf("monitor: %w", err))
+		}
+	}()
 
 	m.inv = logtable.New(m.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (entry, error) {
 		rec, err := records.DecodeClusterRecord(r.Value)
+		if err == nil && rec.Cluster.ID != string(r.Key) {
+			err = fmt.Errorf("cluster %q is keyed %q", rec.Cluster.ID, r.Key)
+		}
 		return entry{cluster: rec.Cluster, partition: r.Partition}, err
-	}, logtable.WithLogger[entry](m.log))
+	}, logtable.WithLogger[entry](m.log), logtable.OnDecodeError[entry](m.unusableRecord))
 	invDone := make(chan error, 1)
 	go func() { invDone <- m.inv.Run(ctx) }()
 	if err := m.inv.WaitReady(ctx); err != nil {
 		if parent.Err() != nil {
 			return nil
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
 		}
 		return fmt.Errorf("monitor: inventory table: %w", err)
 	}
@@ -144,12 +180,14 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.ConsumeTopics(m.names.Inventory),
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
-	}, backbone.OwnPartitions(m.names.Inventory, func(ps []int32) { m.assigned(ctx, ps) }, m.revoked)...)...)
+	}, append(backbone.StaticMember(m.names.Group("monitor"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("monitor: %w", err)) }),
+		backbone.OwnPartitions(m.names.Inventory, func(ps []int32) { m.assigned(ctx, ps) }, m.revoked)...)...)...)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	m.cl = cl
+	close(m.cl0)
 	go func() {
 		for ctx.Err() == nil {
 			if cl.PollFetches(ctx).IsClientClosed() { // the records themselves are not needed
@@ -253,6 +291,7 @@ func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	maps.Copy(m.last, loaded)
+	go m.setAsideUnusable(ctx, partitions)
 	for _, p := range partitions {
 		m.owed[p] = map[string]records.Health{}
 	}
@@ -477,4 +516,51 @@ var idSpace = uuid.MustParse("5f0e3c1a-7d2b-4c89-9a6e-2b8f41d7c305")
 // so that two records of one signal carry one ID.
 func healthID(clusterID string, observedAt time.Time, status, previous records.HealthStatus, heartbeat bool) string {
 	return uuid.NewSHA1(idSpace, fmt.Appendf(nil, "%s\x00%d\x00%s\x00%s\x00%t", clusterID, observedAt.UnixMilli(), status, previous, heartbeat)).String()
+}
+
+// unusableRecord is told of an inventory record that cannot be used; the
+// owner of its partition sets it aside.
+func (m *monitor) unusableRecord(r *kgo.Record, err error) {
+	m.log.Warn("an inventory record cannot be used", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
+	m.unusableMu.Lock()
+	if list := m.unusable[r.Partition]; len(list) < maxUnusable {
+		m.unusable[r.Partition] = append(list, unusable{r, err})
+	}
+	m.unusableMu.Unlock()
+	m.mu.Lock()
+	_, owned := m.last[r.Partition]
+	m.mu.Unlock()
+	if owned {
+		go m.setAsideUnusable(m.runCtx, []int32{r.Partition})
+	}
+}
+
+// setAsideUnusable puts the unusable inventory records of partitions the
+// monitor owns on the dead-letter topic.
+func (m *monitor) setAsideUnusable(ctx context.Context, partitions []int32) {
+	select {
+	case <-m.cl0:
+	case <-ctx.Done():
+		return
+	}
+	var recs []*kgo.Record
+	m.unusableMu.Lock()
+	for _, p := range partitions {
+		for _, u := range m.unusable[p] {
+			rec, err := deadletter.Record(m.names.DeadLetters, Principal, u.r, u.err, m.cfg.Clock.Now())
+			if err != nil {
+				m.log.Error("could not set an inventory record aside", "err", err)
+				continue
+			}
+			recs = append(recs, rec)
+		}
+		delete(m.unusable, p)
+	}
+	m.unusableMu.Unlock()
+	if len(recs) == 0 {
+		return
+	}
+	if err := m.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil && ctx.Err() == nil {
+		m.log.Error("could not set inventory records aside", "records", len(recs), "err", err)
+	}
 }
