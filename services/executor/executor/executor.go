@@ -376,7 +376,7 @@ func (e *executor) setAside(part *partition, r *kgo.Record, reason error) {
 // lost stops the executor when a partition's writer or tables fail: it
 // cannot know what it did, or record what it does, anymore.
 func (e *executor) lost(part *partition, err error) {
-	if fenced(err) {
+	if backbone.FencedTxnError(err) {
 		err = fmt.Errorf("fenced: another executor has taken partition %d over: %w", part.id, err)
 	}
 	e.stop(fmt.Errorf("executor: partition %d: %w", part.id, err))
@@ -425,7 +425,7 @@ func (e *executor) renewEvery(part *partition) {
 		if err == nil {
 			continue
 		}
-		if fenced(err) || errors.Is(err, errWriterClosed) {
+		if backbone.FencedTxnError(err) || errors.Is(err, errWriterClosed) {
 			e.lost(part, err)
 			return
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
@@ -14,14 +13,6 @@ import (
 
 // errWriterClosed is returned by writes to a writer that has stopped.
 var errWriterClosed = errors.New("partition writer stopped")
-
-// fenced reports whether a transactional producer error means that another
-// producer with the same transactional ID has taken over: the partition
-// has a new owner, and this one must not write, or act, anymore.
-func fenced(err error) bool {
-	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
-		errors.Is(err, kerr.TransactionalIDAuthorizationFailed) || errors.Is(err, kerr.InvalidProducerIDMapping)
-}
 
 // writer writes everything the executor records for one partition of the
 // commands topic (claims, operation events, its lease) through one
@@ -122,7 +113,7 @@ func (w *writer) commit(ctx context.Context, batch []*writeReq) (err error, fata
 	case endErr != nil:
 		return fmt.Errorf("end transaction: %w", errors.Join(produceErr, endErr)), true
 	case produceErr != nil:
-		return fmt.Errorf("transaction aborted: %w", produceErr), fenced(produceErr)
+		return fmt.Errorf("transaction aborted: %w", produceErr), backbone.FatalTxnError(produceErr)
 	}
 	return nil, false
 }
