@@ -40,6 +40,9 @@ import (
 // Services names the four services, in the order they start.
 var Services = []string{"planner", "executor", "monitor", "notifier"}
 
+// runID tells this test binary's namespaces from those of earlier runs.
+var runID = uuid.NewString()[:6]
+
 var nsCounter atomic.Int64
 
 // Brokers returns the test broker's addresses, starting an embedded
@@ -112,7 +115,9 @@ func Start(t testing.TB, o Options) *Fleet {
 	if o.Drivers != nil {
 		o.Drivers(reg)
 	}
-	ns := fmt.Sprintf("test%d-%s", nsCounter.Add(1), strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
+	// The run's own prefix too: a broker kept between runs (a developer's)
+	// must not hand one run another's topics and groups.
+	ns := fmt.Sprintf("test%s%d-%s", runID, nsCounter.Add(1), strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
 	if len(ns) > 60 {
 		ns = ns[:60]
 	}
@@ -182,6 +187,15 @@ func (f *Fleet) Record(topic, key string, v any) *kgo.Record {
 // Produce writes records and waits until Kafka has them.
 func (f *Fleet) Produce(recs ...*kgo.Record) {
 	f.t.Helper()
+	if err := f.ProduceErr(recs...); err != nil {
+		f.t.Fatalf("produce: %v", err)
+	}
+}
+
+// ProduceErr writes records, waits until Kafka has them, and returns the
+// first error: for records a broker may refuse.
+func (f *Fleet) ProduceErr(recs ...*kgo.Record) error {
+	f.t.Helper()
 	cl, err := f.Backbone.Client()
 	if err != nil {
 		f.t.Fatal(err)
@@ -189,9 +203,7 @@ func (f *Fleet) Produce(recs ...*kgo.Record) {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(f.ctx, 30*time.Second)
 	defer cancel()
-	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		f.t.Fatalf("produce: %v", err)
-	}
+	return cl.ProduceSync(ctx, recs...).FirstErr()
 }
 
 // Submit produces a rollout request, as the CLI does, and returns its ID.

@@ -253,7 +253,13 @@ func TestEnsureRaisesMinCompactionLag(t *testing.T) {
 			t.Fatalf("Ensure: %v", err)
 		}
 		for topic, want := range map[string]string{n.Workflows: "86400000", n.Health: "86400000", n.Operations: longer} {
+			// Kafka applies an altered config to the broker that describes
+			// it shortly after answering the change.
 			cfg := configsOf(t, ctx, adm, topic)
+			for deadline := time.Now().Add(10 * time.Second); cfg["min.compaction.lag.ms"] != want && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+				cfg = configsOf(t, ctx, adm, topic)
+			}
 			if got := cfg["min.compaction.lag.ms"]; got != want {
 				t.Errorf("%s: min.compaction.lag.ms = %q, want %q", topic, got, want)
 			}
