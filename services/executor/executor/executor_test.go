@@ -195,19 +195,33 @@ func readOperations(ctx context.Context, bb backbone.Config) ([]records.Operatio
 // returns the whole log.
 func awaitFinished(t *testing.T, bb backbone.Config) []records.OperationEvent {
 	t.Helper()
+	return awaitLog(t, bb, "an operation finishing", func(evs []records.OperationEvent) bool {
+		return slices.ContainsFunc(evs, func(ev records.OperationEvent) bool { return ev.Status.Terminal() })
+	})
+}
+
+// awaitLog waits until the operations log, of the records that decode,
+// satisfies done, and returns it.
+func awaitLog(t *testing.T, bb backbone.Config, what string, done func([]records.OperationEvent) bool) []records.OperationEvent {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		evs, err := readOperations(ctx, bb)
+		var evs []records.OperationEvent
+		err := logtable.ReadToEnd(ctx, bb.Opts(), bb.Names().Operations, nil, func(r *kgo.Record) {
+			if ev, err := records.DecodeOperationEvent(r.Value); err == nil {
+				evs = append(evs, ev)
+			}
+		})
 		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if slices.ContainsFunc(evs, func(ev records.OperationEvent) bool { return ev.Status.Terminal() }) {
+		if done(evs) {
 			return evs
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no operation finished within 30s; the log holds %+v", evs)
+			t.Fatalf("no %s within 30s; the log holds %+v", what, evs)
 		}
 		time.Sleep(20 * time.Millisecond) // the executor works in real time
 	}
@@ -603,29 +617,15 @@ func attempt(wf, cluster string, n int, version string) records.Command {
 // command, and returns it. Records that do not decode are passed over.
 func awaitOutcome(t *testing.T, bb backbone.Config, commandID string) records.OperationEvent {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		var evs []records.OperationEvent
-		err := logtable.ReadToEnd(ctx, bb.Opts(), bb.Names().Operations, nil, func(r *kgo.Record) {
-			if ev, err := records.DecodeOperationEvent(r.Value); err == nil {
-				evs = append(evs, ev)
-			}
-		})
-		cancel()
-		if err != nil {
-			t.Fatal(err)
+	var outcome records.OperationEvent
+	awaitLog(t, bb, "outcome of "+commandID, func(evs []records.OperationEvent) bool {
+		i := slices.IndexFunc(evs, func(ev records.OperationEvent) bool { return ev.CommandID == commandID && ev.Status.Terminal() })
+		if i >= 0 {
+			outcome = evs[i]
 		}
-		for _, ev := range evs {
-			if ev.CommandID == commandID && ev.Status.Terminal() {
-				return ev
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no outcome of %s within 30s; the log holds %+v", commandID, evs)
-		}
-		time.Sleep(20 * time.Millisecond) // the executor works in real time
-	}
+		return i >= 0
+	})
+	return outcome
 }
 
 // claim writes a claim on cluster for command, as the executor owning
