@@ -104,8 +104,8 @@ type Options struct {
 }
 
 // Short returns the options of the seeded short run CI makes: 200
-// clusters, two rollouts, 10 kills, one zombie, one broker restart; a few
-// minutes.
+// clusters, two rollouts, 10 kills, two zombies (an executor, then a
+// planner), one broker restart; about three minutes.
 func Short(seed uint64) Options {
 	return Options{
 		Seed: seed, Clusters: 200, Rollouts: 2, MaxRollouts: 3,
@@ -113,7 +113,7 @@ func Short(seed uint64) Options {
 		Retries: 2, RetryBackoff: time.Second, FailureRate: 0.2, OpDuration: 500 * time.Millisecond,
 		Lease: 9 * time.Second, ProbeInterval: 2 * time.Second, Heartbeat: 30 * time.Second,
 		Kills: 10, KillEvery: [2]time.Duration{2 * time.Second, 6 * time.Second}, RestartAfter: [2]time.Duration{time.Second, 2 * time.Second},
-		Zombies: 1, ZombieFor: 55 * time.Second,
+		Zombies: 2, ZombieFor: 55 * time.Second,
 		BrokerRestarts: 1,
 		RolloutTimeout: 6 * time.Minute,
 	}
@@ -189,6 +189,8 @@ type runner struct {
 	// busy names the service a zombie of which is frozen: its twin is
 	// not killed meanwhile, nor is the broker restarted.
 	busy string
+	// current is the ID of the rollout under way.
+	current string
 }
 
 // Run makes a chaos run and returns its report. It returns an error only
@@ -321,6 +323,7 @@ func (r *runner) run(ctx context.Context) error {
 	r.report.Recoveries = r.recoveries(h)
 	r.report.Faults = r.faults()
 	r.report.Exits = r.exits()
+	r.report.Aborts = r.aborts()
 	r.progress("checking the history")
 	r.check(ctx, h)
 	return nil

@@ -486,7 +486,7 @@ func (f *facts) audit(ctx context.Context) Check {
 //   - each command's started and outcome events are recorded once;
 //   - per workflow, the planner's rows never repeat (row IDs, from the
 //     workflow's sequence number, are unique, and header sequence numbers
-//     grow).
+//     grow), and no command is written by two planners.
 func (f *facts) fencing() Check {
 	c := Check{Name: "nothing a replaced (zombie) writer wrote became visible"}
 	lastToken := map[string]opRec{}
@@ -556,7 +556,7 @@ func (f *facts) fencing() Check {
 	for _, row := range f.h.rows {
 		id := row.rec.Envelope.ID
 		if prev, dup := seen[id]; dup {
-			c.violation("workflow row %s written twice (%s and %s)", id, prev.at, row.at)
+			c.violation("workflow row %s written twice: %s (%s) and %s (%s)", id, describeRow(prev.rec), prev.writer(), describeRow(row.rec), row.writer())
 		}
 		seen[id] = row
 		if w := row.rec.Workflow; w != nil {
@@ -565,6 +565,16 @@ func (f *facts) fencing() Check {
 			}
 			lastSeq[w.ID] = max(lastSeq[w.ID], w.Seq)
 		}
+	}
+	// The planner's commands: one decision, one writer. A command
+	// written by two producers was decided by two planners.
+	wrote := map[string]cmdRec{}
+	for _, cr := range f.h.cmdRecs {
+		if prev, ok := wrote[cr.c.ID]; ok && prev.producerID != cr.producerID {
+			c.violation("command %s (%s attempt %d) written by two planners: %s and %s", cr.c.ID, cr.c.ClusterID, cr.c.Attempt, prev.writer(), cr.writer())
+			continue
+		}
+		wrote[cr.c.ID] = cr
 	}
 	for _, z := range f.r.report.Zombies {
 		var after []string

@@ -4,12 +4,18 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
 )
 
 // Fault is one fault injected, or one the runner meant to inject and
@@ -142,8 +148,11 @@ func (r *runner) injectFaults(ctx context.Context) {
 		}
 	})
 	wg.Go(func() {
+		var last time.Time
 		for _, b := range p.brokers {
-			if !sleepUntil(ctx, start.Add(b.at)) {
+			// Restarts kept apart, so that each is one fault: one may
+			// have waited for a zombie.
+			if !sleepUntil(ctx, start.Add(b.at)) || !sleepUntil(ctx, last.Add(20*time.Second)) {
 				return
 			}
 			for r.zombieBusy() != "" && ctx.Err() == nil {
@@ -153,6 +162,7 @@ func (r *runner) injectFaults(ctx context.Context) {
 				return
 			}
 			detail, err := r.restartBroker(ctx, b.downFor)
+			last = time.Now()
 			if err != nil {
 				r.recordFault(Fault{Kind: "broker restart", Target: "broker", Detail: "FAILED: " + err.Error()})
 				r.setHarnessError(fmt.Errorf("restart the broker: %w", err))
@@ -219,6 +229,17 @@ func (r *runner) zombie(ctx context.Context, service string, pick int) {
 		return
 	}
 	target := candidates[pick%len(candidates)]
+	if service == "planner" {
+		// The planner that owns the running rollout's workflow: the
+		// zombie that matters is one with decisions to take.
+		if p, ok := r.currentPartition(); ok {
+			for _, s := range candidates {
+				if q := s.running(); q != nil && slices.Contains(lastAssigned(q.log), p) {
+					target = s
+				}
+			}
+		}
+	}
 	var open map[int][]simfleet.ApplyCall
 	if service == "executor" {
 		// Freeze it inside Apply calls, if it gets any within 30s: the
@@ -286,4 +307,40 @@ func (r *runner) openCalls() map[int][]simfleet.ApplyCall {
 		}
 	}
 	return out
+}
+
+// currentPartition returns the partition of the workflows topic that the
+// rollout under way lives on.
+func (r *runner) currentPartition() (int32, bool) {
+	r.mu.Lock()
+	id := r.current
+	r.mu.Unlock()
+	if id == "" {
+		return 0, false
+	}
+	n := 6 // the partitions of every topic (SetUpTopics)
+	p := topics.Partitioner().ForTopic(r.cfg.Names().Workflows).Partition(&kgo.Record{Key: []byte(id)}, n)
+	return int32(p), true
+}
+
+// lastAssigned returns the partitions of the last "partitions assigned"
+// line of a JSON log.
+func lastAssigned(path string) []int32 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var last []int32
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.Contains(line, `"partitions assigned"`) {
+			continue
+		}
+		var l struct {
+			Partitions []int32 `json:"partitions"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil {
+			last = l.Partitions
+		}
+	}
+	return last
 }

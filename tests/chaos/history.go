@@ -34,6 +34,24 @@ func where(r *kgo.Record) at {
 
 func (a at) String() string { return fmt.Sprintf("%d@%d", a.partition, a.offset) }
 
+// writer describes who wrote a record: its producer, epoch and time.
+func (a at) writer() string {
+	return fmt.Sprintf("%s, producer %d epoch %d, %s", a, a.producerID, a.epoch, a.timestamp.Format("15:04:05.000"))
+}
+
+// describeRow says what a workflow row is.
+func describeRow(rec records.WorkflowRecord) string {
+	switch {
+	case rec.Workflow != nil:
+		w := rec.Workflow
+		return fmt.Sprintf("header seq %d %s (%s, wave %d)", w.Seq, w.Event, w.State, w.Wave+1)
+	case rec.Target != nil:
+		t := rec.Target
+		return fmt.Sprintf("target %s %s attempt %d", t.ClusterID, t.State, t.Attempt)
+	}
+	return "empty row"
+}
+
 type opRec struct {
 	at
 	ev records.OperationEvent
@@ -47,6 +65,11 @@ type rowRec struct {
 type leaseRec struct {
 	at
 	lease records.LeaseRecord
+}
+
+type cmdRec struct {
+	at
+	c records.Command
 }
 
 type noteRec struct {
@@ -68,9 +91,11 @@ type history struct {
 	ops      []opRec
 	rows     []rowRec
 	commands map[string]records.Command // by command ID
-	leases   []leaseRec
-	notes    []noteRec
-	health   []healthRec
+	// cmdRecs are the command records, in log order.
+	cmdRecs []cmdRec
+	leases  []leaseRec
+	notes   []noteRec
+	health  []healthRec
 	// undecodable counts records of each topic that could not be decoded.
 	undecodable map[string]int
 	clusters    []inventory.Cluster
@@ -128,6 +153,7 @@ func (r *runner) readHistory(ctx context.Context) (*history, error) {
 				return
 			}
 			h.commands[c.ID] = c
+			h.cmdRecs = append(h.cmdRecs, cmdRec{where(rec), c})
 		}},
 		{names.Leases, func(rec *kgo.Record) {
 			l, err := records.DecodeLeaseRecord(rec.Value)
@@ -156,6 +182,7 @@ func (r *runner) readHistory(ctx context.Context) (*history, error) {
 	byLog(h.ops)
 	byLog(h.rows)
 	byLog(h.leases)
+	byLog(h.cmdRecs)
 	byLog(h.health)
 	if err := r.readNotifications(ctx, h); err != nil {
 		return nil, err

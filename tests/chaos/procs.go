@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -573,4 +574,23 @@ func firstLog(path, msg string) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// countLog counts the lines of a JSON log whose message is one of msgs.
+func countLog(path string, msgs ...string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		var l logLine
+		if json.Unmarshal(sc.Bytes(), &l) == nil && slices.Contains(msgs, l.Msg) {
+			n++
+		}
+	}
+	return n
 }

@@ -317,3 +317,22 @@ func (r *runner) stopRecords() []Stop {
 	}
 	return out
 }
+
+// aborts counts the aborted transactions the planners' and notifiers'
+// logs report.
+func (r *runner) aborts() map[string]int {
+	out := map[string]int{}
+	for _, s := range r.slots {
+		if s.service != "planner" && s.service != "notifier" {
+			continue
+		}
+		s.mu.Lock()
+		procs := slices.Clone(s.procs)
+		s.mu.Unlock()
+		out[s.service] += 0
+		for _, p := range procs {
+			out[s.service] += countLog(p.log, "transaction aborted; rebuilding from the log", "transaction aborted; the batch is consumed again", "transaction failed; the batch is consumed again")
+		}
+	}
+	return out
+}

@@ -39,6 +39,9 @@ type Report struct {
 	// DoubleApplies counts changes beyond one per target and rollout.
 	DoubleApplies int
 	LongestPause  time.Duration
+	// Aborts counts, by service, the transactions its logs say were
+	// aborted (and the batch consumed again).
+	Aborts map[string]int
 	// HarnessErrors are problems of the run itself (a broker that did
 	// not come back), not of Flotilla.
 	HarnessErrors []string
@@ -181,6 +184,8 @@ func (r *Report) Print(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "  stop on SIGTERM at the end: %d processes, slower than 3s: %s\n", len(r.Stops), orNone(slow))
+
+	fmt.Fprintf(w, "  transactions aborted (from the logs): %s\n", formatCounts(r.Aborts))
 
 	fmt.Fprintf(w, "\nApply calls (sim call log): %d, %s; double applies: %d; longest time without an operation event: %s\n",
 		r.Calls.Total, formatCounts(r.Calls.Outcomes), r.DoubleApplies, r.LongestPause.Round(time.Millisecond))

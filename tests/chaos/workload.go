@@ -104,6 +104,9 @@ func (r *runner) runWorkload(ctx context.Context, faultsDone <-chan struct{}) {
 			r.addRollout(res)
 			return
 		}
+		r.mu.Lock()
+		r.current = res.ID
+		r.mu.Unlock()
 		r.progress("rollout %d (%s) submitted: upgrade of %d clusters to %s", i+1, res.ID, r.o.Clusters, res.Version)
 		deadline := time.Now().Add(r.o.RolloutTimeout)
 		lastLog := time.Now()

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +34,7 @@ func main() {
 			flag.Int("kills", -1, "SIGKILLs"), flag.Int("zombies", -1, "processes frozen past their session timeout"), flag.Int("broker-restarts", -1, "restarts of the embedded broker")
 		failureRate = flag.Float64("failure-rate", -1, "share of simulated operations that fail")
 		zombieFor   = flag.Duration("zombie-for", 0, "how long a zombie stays frozen")
+		zombieSvcs  = flag.String("zombie-services", "", "services the zombies are taken from, in turn (default executor,planner,notifier,monitor)")
 		timeout     = flag.Duration("rollout-timeout", 0, "longest a rollout may take before it counts as stalled")
 		jsonOut     = flag.String("json", "", "also write the report as JSON to this file")
 		quiet       = flag.Bool("q", false, "no progress lines")
@@ -64,6 +66,9 @@ func main() {
 	}
 	if *zombieFor > 0 {
 		o.ZombieFor = *zombieFor
+	}
+	if *zombieSvcs != "" {
+		o.ZombieServices = strings.Split(*zombieSvcs, ",")
 	}
 	if *timeout > 0 {
 		o.RolloutTimeout = *timeout
