@@ -67,6 +67,10 @@ func (c Config) Opts(extra ...kgo.Opt) []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.RecordPartitioner(topics.Partitioner()),
+		// A write told its partition's leader moved waits for fresh
+		// metadata, by default at least 5s after the last: longer than a
+		// service may wait to renew a lease.
+		kgo.MetadataMinAge(250 * time.Millisecond),
 	}
 	opts = append(opts, c.ClientOpts...)
 	return append(opts, extra...)

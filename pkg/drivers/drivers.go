@@ -43,6 +43,12 @@ type Request struct {
 	Cluster inventory.Cluster
 	// Operation is the desired state ("version = 3.9.1"), never a step.
 	Operation rollout.Operation
+	// ConfirmOnly asks the driver only whether this command was carried
+	// out already, acting on nothing: Apply returns its Result if so, and
+	// an error wrapping ErrNotConfirmed if not (or if the driver cannot
+	// tell without acting). The executor asks it of an attempt resumed
+	// after its time ran out: the previous owner may have completed it.
+	ConfirmOnly bool
 	// FencingToken grows with every grant of the cluster to an operation
 	// (it is the offset of the grant on the claims topic): an attempt
 	// acting under a lower token than one the cluster has seen was
@@ -62,6 +68,10 @@ type Request struct {
 // executor no longer holds the cluster (Request.Fence) or because the
 // cluster has seen a higher fencing token.
 var ErrFenced = errors.New("fenced")
+
+// ErrNotConfirmed is wrapped by the error of a ConfirmOnly Apply for a
+// command the driver did not carry out, or cannot tell about.
+var ErrNotConfirmed = errors.New("not confirmed")
 
 // CheckFence calls req.Fence, if set.
 func (req Request) CheckFence() error {

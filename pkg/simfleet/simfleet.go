@@ -265,6 +265,9 @@ func (f *Fleet) Apply(ctx context.Context, req drivers.Request) (res drivers.Res
 		}, nil
 	}
 
+	if req.ConfirmOnly {
+		return drivers.Result{}, fmt.Errorf("command %s was not applied to %s: %w", req.CommandID, id, drivers.ErrNotConfirmed)
+	}
 	prev := st.Version
 	if out, done := converged(st, req.Operation); done {
 		call.settle(OutcomeConfirmed)

@@ -65,6 +65,10 @@ import (
 // Principal is the name the executor writes its records under.
 const Principal = "executor"
 
+// confirmTimeout bounds asking a driver whether a resumed attempt past
+// its deadline was carried out.
+const confirmTimeout = 30 * time.Second
+
 // clockSkew is how far apart executors' clocks may be. A new owner takes
 // the previous owner's lease to end at its last renewal's time plus the
 // lease plus this; it never waits longer than one lease from when it
@@ -296,7 +300,15 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 	if err != nil {
 		return fmt.Errorf("read the lease: %w", err)
 	}
-	if err := e.renew(part); err != nil {
+	// Taking the lease is retried like every write: a broker moving a
+	// leader makes the first write wait for fresh metadata.
+	if err := e.retry(pctx, e.log.With("partition", p), "take the lease", func() error {
+		err := e.renew(part)
+		if backbone.FencedTxnError(err) {
+			return fmt.Errorf("%w: %w", errWriterClosed, err) // no retry
+		}
+		return err
+	}); err != nil {
 		return fmt.Errorf("take the lease: %w", err)
 	}
 
@@ -672,8 +684,29 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 		// resumed attempt may find it changed already.
 		outcome.PreviousConfig, outcome.PreviousUnset = started.PreviousConfig, started.PreviousUnset
 	}
+	if err == nil && opCtx.Err() != nil && started != nil {
+		// A resumed attempt whose time has run out does not start
+		// again; but its previous owner may have carried it out before it
+		// stopped, so the driver is asked, without acting, whether it did.
+		confirmCtx, cancelConfirm := context.WithTimeout(ctx, confirmTimeout)
+		res, cerr := d.Apply(confirmCtx, drivers.Request{
+			CommandID: cmd.ID, Attempt: cmd.Attempt, Cluster: cmd.Cluster, Operation: cmd.Operation, ConfirmOnly: true,
+			FencingToken: token, Fence: func() error { return e.fence(part) },
+		})
+		cancelConfirm()
+		if ctx.Err() != nil {
+			return
+		}
+		if cerr == nil {
+			log.Info("a resumed attempt past its deadline had been carried out: confirmed")
+			outcome.PreviousVersion, outcome.Version, outcome.Output = res.PreviousVersion, res.Version, res.Output
+		} else {
+			err = fmt.Errorf("%w (the driver could not confirm it was carried out: %v)", opCtx.Err(), cerr)
+		}
+		goto recorded
+	}
 	if err == nil {
-		err = opCtx.Err() // a resumed attempt whose time has run out does not start again
+		err = opCtx.Err() // a new attempt whose time has run out does not start
 	}
 	if err == nil {
 		var res drivers.Result
@@ -692,6 +725,7 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 		}
 		outcome.PreviousVersion, outcome.Version, outcome.Output = res.PreviousVersion, res.Version, res.Output
 	}
+recorded:
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("timed out after %s: %w", timeout, err)
 	}

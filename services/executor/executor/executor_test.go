@@ -49,6 +49,12 @@ func (d *fakeDriver) Snapshot(_ context.Context, req drivers.Request) (drivers.S
 }
 
 func (d *fakeDriver) Apply(ctx context.Context, req drivers.Request) (drivers.Result, error) {
+	if req.ConfirmOnly { // it never carried anything out before
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.calls = append(d.calls, "confirm "+req.CommandID)
+		return drivers.Result{}, fmt.Errorf("test driver: %w", drivers.ErrNotConfirmed)
+	}
 	evs, err := readOperations(ctx, d.bb)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -374,8 +380,8 @@ func TestResumedAttemptKeepsItsDeadline(t *testing.T) {
 	produce(t, bb, bb.Names().Commands, cmd)
 
 	evs := awaitFinished(t, bb)
-	if calls, _ := d.seen(); len(calls) != 0 {
-		t.Fatalf("driver calls %q, want none: the attempt's time had run out", calls)
+	if calls, _ := d.seen(); !slices.Equal(calls, []string{"confirm " + cmd.ID}) {
+		t.Fatalf("driver calls %q, want only a confirmation: the attempt's time had run out", calls)
 	}
 	if last := evs[len(evs)-1]; last.Status != records.OperationFailed || !strings.Contains(last.Reason, "timed out") {
 		t.Fatalf("outcome %s (%q), want failed, timed out", last.Status, last.Reason)
