@@ -61,7 +61,8 @@ var (
 // goavro allocates room for the declared count before reading any item,
 // so a corrupt count would otherwise ask for gigabytes. Every item takes at
 // least one byte, so no record that fits in a Kafka message (1 MiB by
-// default) declares more.
+// default) declares more. Below the cap, checkBlockCounts refuses a count
+// that the bytes of the record at hand cannot hold.
 const maxBlockItems = 1 << 20
 
 // schemaVersion is one schema file.
@@ -256,11 +257,15 @@ func Encode(v any) ([]byte, error) {
 // since the epoch; durations as milliseconds. The output is one line,
 // fields in schema order, so the same request always reads the same.
 //
-// It fails as Encode does.
+// It fails as Encode does, and on a string that is not valid UTF-8 (which
+// Encode writes as it is, but JSON cannot hold).
 func EncodeRequestJSON(r Request) ([]byte, error) {
 	native, err := requestNative(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", nameRequest, err)
+	}
+	if p := invalidUTF8(native, ""); p != "" {
+		return nil, fmt.Errorf("encode %s: %s is not valid UTF-8, which JSON cannot hold", nameRequest, p)
 	}
 	w := reg.Load().writer[nameRequest]
 	text, err := w.codec.TextualFromNative(nil, native)
@@ -422,6 +427,9 @@ func decodeNative(b []byte, name string) (any, error) {
 	}
 	if sv.name != name {
 		return nil, fmt.Errorf("decode %s: %w: record is a %s, want %s", name, ErrWrongSchema, sv.name, name)
+	}
+	if err := checkBlockCounts(sv.typ, b[headerLen:]); err != nil {
+		return nil, fmt.Errorf("decode %s (%s): %w: %w", name, sv.file, ErrMalformed, err)
 	}
 	native, rest, err := sv.codec.NativeFromBinary(b[headerLen:])
 	if err != nil {

@@ -1,6 +1,7 @@
 package records
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"time"
@@ -108,8 +109,17 @@ func (x rec) bytes(name string) []byte {
 	}
 	switch b := v.(type) {
 	case []byte:
-		return b
+		// goavro's bytes are a slice of the record: copy them, so that the
+		// value does not change when the caller reuses the record's memory
+		// (nor an append to it write over the record). Empty is nil.
+		if len(b) == 0 {
+			return nil
+		}
+		return bytes.Clone(b)
 	case string: // a default, as JSON gives it
+		if b == "" {
+			return nil
+		}
 		return []byte(b)
 	}
 	x.r.fail(x.sub(name), "want bytes, got %T", v)
