@@ -17,7 +17,8 @@ import (
 // a caller can list them one by one with errors.As or by unwrapping.
 type FieldError struct {
 	// Field is the field's path in the YAML format, such as
-	// "strategy.phases[1].waves".
+	// "strategy.phases[1].waves"; empty for a problem with the document
+	// as a whole, such as a key that is not a field name.
 	Field string
 	// Line is the field's line in the YAML document, or 0 when the spec
 	// did not come from YAML.
@@ -27,7 +28,12 @@ type FieldError struct {
 }
 
 func (e *FieldError) Error() string {
-	if e.Line > 0 {
+	switch {
+	case e.Field == "" && e.Line > 0:
+		return fmt.Sprintf("line %d: %v", e.Line, e.Err)
+	case e.Field == "":
+		return e.Err.Error()
+	case e.Line > 0:
 		return fmt.Sprintf("%s: line %d: %v", e.Field, e.Line, e.Err)
 	}
 	return fmt.Sprintf("%s: %v", e.Field, e.Err)

@@ -108,14 +108,17 @@ func yamlRoot(data []byte, what, fields string) (*yaml.Node, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("empty %s", what)
 		}
-		return nil, err
+		return nil, withLine(data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return nil, err
+			return nil, withLine(data, err)
 		}
 		return nil, fmt.Errorf("line %d: a second YAML document; want exactly one %s", extra.Line, what)
+	}
+	if err := checkAliases(&doc); err != nil {
+		return nil, err
 	}
 	root := resolve(doc.Content[0])
 	if isNull(root) {
@@ -184,7 +187,11 @@ func (d *decoder) fields(path string, n *yaml.Node, known ...string) map[string]
 		}
 		name := k.Value
 		if !slices.Contains(known, name) {
-			d.failf(join(path, name), k, "unknown field%s; want %s", didYouMean(name, known), orList(known))
+			field := join(path, name)
+			if !plainName.MatchString(name) {
+				field = join(path, strconv.Quote(name)) // "", "a b", "x: y", ...
+			}
+			d.failf(field, k, "unknown field%s; want %s", didYouMean(name, known), orList(known))
 			continue
 		}
 		if line, dup := seen[name]; dup {
@@ -448,8 +455,12 @@ func (d *decoder) threshold(path string, n *yaml.Node) Threshold {
 		if t.Action == "pause" {
 			t.Action = ThresholdPause
 		}
-		if f["limit"] == nil {
+		switch ln := f["limit"]; {
+		case ln == nil:
 			d.failf(path, n, "limit is required: a count or a percentage like %q", "10%")
+			return t
+		case ln.Kind != yaml.ScalarNode:
+			d.failf(path+".limit", ln, "expected a count or a percentage like %q, found %s", "10%", describe(ln))
 			return t
 		}
 		limit := d.threshold(path+".limit", f["limit"])
