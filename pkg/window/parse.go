@@ -53,6 +53,11 @@ func parseInstant(which, s string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%s %q is not an RFC 3339 time like 2026-12-20T00:00:00Z or 2026-12-20T00:00:00+01:00: %w", which, s, err)
 	}
+	// String writes absolute windows in UTC, and RFC 3339 has four-digit
+	// years: an offset must not carry a time past them.
+	if y := t.UTC().Year(); y < 0 || y > 9999 {
+		return time.Time{}, fmt.Errorf("%s %q is in the year %d in UTC; want a time in the years 0000 to 9999", which, s, y)
+	}
 	return t.UTC(), nil
 }
 
