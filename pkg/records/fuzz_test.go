@@ -6,10 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/flotilla-fleet/flotilla/internal/fuzzcorpus"
 	"os"
-	"path/filepath"
 	"reflect"
-	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -427,27 +426,12 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	}
 	for target, seeds := range fuzzSeeds(t) {
 		for name, b := range seeds {
-			writeCorpusFile(t, target, "seed-"+name, fmt.Sprintf("[]byte(%q)", b))
+			fuzzcorpus.Write(t, target, "seed-"+name, fmt.Sprintf("[]byte(%q)", b))
 		}
 	}
 	for target, regressions := range recordRegressions(t) {
 		for name, b := range regressions {
-			writeCorpusFile(t, target, "regression-"+name, fmt.Sprintf("[]byte(%q)", b))
+			fuzzcorpus.Write(t, target, "regression-"+name, fmt.Sprintf("[]byte(%q)", b))
 		}
-	}
-}
-
-var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-// writeCorpusFile writes one corpus entry in the format of go test -fuzz.
-func writeCorpusFile(t *testing.T, target, name string, values ...string) {
-	t.Helper()
-	dir := filepath.Join("testdata", "fuzz", target)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data := "go test fuzz v1\n" + strings.Join(values, "\n") + "\n"
-	if err := os.WriteFile(filepath.Join(dir, unsafeName.ReplaceAllString(name, "_")), []byte(data), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }

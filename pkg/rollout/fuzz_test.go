@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/flotilla-fleet/flotilla/internal/fuzzcorpus"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -368,25 +369,10 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	}
 	for target, policies := range map[string]bool{"FuzzParseYAML": false, "FuzzParsePolicyYAML": true} {
 		for name, data := range yamlSeeds(t, policies) {
-			writeCorpusFile(t, target, "seed-"+name, fmt.Sprintf("[]byte(%q)", data))
+			fuzzcorpus.Write(t, target, "seed-"+name, fmt.Sprintf("[]byte(%q)", data))
 		}
 	}
 	for _, tt := range yamlRegressions {
-		writeCorpusFile(t, "FuzzParseYAML", "regression-"+tt.name, fmt.Sprintf("[]byte(%q)", tt.doc))
-	}
-}
-
-var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-// writeCorpusFile writes one corpus entry in the format of go test -fuzz.
-func writeCorpusFile(t *testing.T, target, name string, values ...string) {
-	t.Helper()
-	dir := filepath.Join("testdata", "fuzz", target)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data := "go test fuzz v1\n" + strings.Join(values, "\n") + "\n"
-	if err := os.WriteFile(filepath.Join(dir, unsafeName.ReplaceAllString(name, "_")), []byte(data), 0o644); err != nil {
-		t.Fatal(err)
+		fuzzcorpus.Write(t, "FuzzParseYAML", "regression-"+tt.name, fmt.Sprintf("[]byte(%q)", tt.doc))
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/flotilla-fleet/flotilla/internal/fuzzcorpus"
 	"go/ast"
 	goparser "go/parser"
 	gotoken "go/token"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -224,8 +224,8 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	slices.Sort(selectors)
 	selectors = slices.Compact(selectors)
 	for i, s := range selectors {
-		writeCorpusFile(t, "FuzzParse", fmt.Sprintf("seed-%03d", i), fmt.Sprintf("string(%q)", s))
-		writeCorpusFile(t, "FuzzSyntaxError", fmt.Sprintf("seed-%03d", i), fmt.Sprintf("string(%q)", s))
+		fuzzcorpus.Write(t, "FuzzParse", fmt.Sprintf("seed-%03d", i), fmt.Sprintf("string(%q)", s))
+		fuzzcorpus.Write(t, "FuzzSyntaxError", fmt.Sprintf("seed-%03d", i), fmt.Sprintf("string(%q)", s))
 	}
 	labels := []string{"", "env=prod,cloud=aws,region=eu-west-1/a", "env=,cloud=gcp,region=us-east-1,legacy=true"}
 	n := 0
@@ -234,30 +234,15 @@ func TestWriteFuzzCorpus(t *testing.T) {
 			continue
 		}
 		for _, l := range labels {
-			writeCorpusFile(t, "FuzzMatches", fmt.Sprintf("seed-%03d", n), fmt.Sprintf("string(%q)", s), fmt.Sprintf("string(%q)", l))
+			fuzzcorpus.Write(t, "FuzzMatches", fmt.Sprintf("seed-%03d", n), fmt.Sprintf("string(%q)", s), fmt.Sprintf("string(%q)", l))
 			n++
 		}
 	}
 	n = 0
 	for _, p := range []string{"", "*", "**", "eu-*", "*-1", "e*w*1", "eu*eu", "a*b*a", "*a*", "us-*", "x*y*z*", "ab*ba"} {
 		for _, s := range []string{"", "a", "eu-west-1", "eu-west-1/a", "us-east-1", "aba", "ab", "ba", "xyz", "abba", "ewe1"} {
-			writeCorpusFile(t, "FuzzGlob", fmt.Sprintf("seed-%03d", n), fmt.Sprintf("string(%q)", p), fmt.Sprintf("string(%q)", s))
+			fuzzcorpus.Write(t, "FuzzGlob", fmt.Sprintf("seed-%03d", n), fmt.Sprintf("string(%q)", p), fmt.Sprintf("string(%q)", s))
 			n++
 		}
-	}
-}
-
-var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-// writeCorpusFile writes one corpus entry in the format of go test -fuzz.
-func writeCorpusFile(t *testing.T, target, name string, values ...string) {
-	t.Helper()
-	dir := filepath.Join("testdata", "fuzz", target)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data := "go test fuzz v1\n" + strings.Join(values, "\n") + "\n"
-	if err := os.WriteFile(filepath.Join(dir, unsafeName.ReplaceAllString(name, "_")), []byte(data), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -4,12 +4,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/flotilla-fleet/flotilla/internal/fuzzcorpus"
 	"go/ast"
 	goparser "go/parser"
 	gotoken "go/token"
-	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -230,31 +229,16 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	texts = slices.Compact(texts)
 	n := 0
 	for i, s := range texts {
-		writeCorpusFile(t, "FuzzParse", fmt.Sprintf("seed-%03d", i), fmt.Sprintf("string(%q)", s))
+		fuzzcorpus.Write(t, "FuzzParse", fmt.Sprintf("seed-%03d", i), fmt.Sprintf("string(%q)", s))
 		if _, err := Parse(s); err != nil {
 			continue
 		}
 		for _, offset := range []time.Duration{-1, 86*24*time.Hour + 90*time.Minute} {
-			writeCorpusFile(t, "FuzzWindowEdges", fmt.Sprintf("seed-%03d", n), fmt.Sprintf("string(%q)", s), fmt.Sprintf("int64(%d)", int64(offset)))
+			fuzzcorpus.Write(t, "FuzzWindowEdges", fmt.Sprintf("seed-%03d", n), fmt.Sprintf("string(%q)", s), fmt.Sprintf("int64(%d)", int64(offset)))
 			n++
 		}
 	}
 	for _, tt := range windowRegressions {
-		writeCorpusFile(t, "FuzzParse", "regression-"+tt.name, fmt.Sprintf("string(%q)", tt.text))
-	}
-}
-
-var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-// writeCorpusFile writes one corpus entry in the format of go test -fuzz.
-func writeCorpusFile(t *testing.T, target, name string, values ...string) {
-	t.Helper()
-	dir := filepath.Join("testdata", "fuzz", target)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data := "go test fuzz v1\n" + strings.Join(values, "\n") + "\n"
-	if err := os.WriteFile(filepath.Join(dir, unsafeName.ReplaceAllString(name, "_")), []byte(data), 0o644); err != nil {
-		t.Fatal(err)
+		fuzzcorpus.Write(t, "FuzzParse", "regression-"+tt.name, fmt.Sprintf("string(%q)", tt.text))
 	}
 }
