@@ -110,14 +110,3 @@ func OwnPartitions(topic string, gained, lost func(partitions []int32)) []kgo.Op
 		kgo.OnPartitionsLost(drop),
 	}
 }
-
-// EndTransaction ends a GroupTransactSession's transaction: it commits
-// when commit holds and ctx is still live, else aborts. It ends the
-// transaction even when ctx was cancelled (the service is stopping):
-// left open, the transaction would block read-committed readers of what it
-// wrote until Kafka times it out.
-func EndTransaction(ctx context.Context, sess *kgo.GroupTransactSession, commit bool) (bool, error) {
-	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
-	return sess.End(endCtx, kgo.TransactionEndTry(commit && ctx.Err() == nil))
-}

@@ -3,10 +3,14 @@ package backbone
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // This file holds what the transactional services (planner, notifier)
@@ -127,4 +131,50 @@ func CloseSession(sess *kgo.GroupTransactSession) {
 	defer cancel()
 	_ = sess.Client().LeaveGroupContext(ctx) // best effort: see above
 	sess.Close()
+}
+
+// ProveMembership returns ctx for ending a GroupTransactSession's
+// transaction (EndTransactionPromptly) so that the end commits consumed
+// offsets even when the transaction consumed nothing: it then commits
+// offsets again at the positions already committed. Only an offset commit
+// in a transaction is checked by the group coordinator against the
+// member's generation, so without one a transaction decided on time alone
+// (a deadline, a window opening) would commit even from a copy that lost
+// its partitions while frozen and has not yet heard: a zombie writing next
+// to the partitions' new owner. Kafka Streams commits its tasks' positions
+// with a punctuation's output for the same reason.
+//
+// offsets are the positions to commit again (the session client's
+// CommittedOffsets, taken before ending), and topicIDs the IDs of their
+// topics (as a TopicWatch holds them), which TxnOffsetCommit v6 names
+// topics by. A commit
+// refused for the generation (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID) makes
+// End abort without an error, as after a rebalance. A member that knows
+// it has no generation (it is rejoining) commits nothing and aborts too:
+// the coordinator would take a commit without a generation as an
+// administrator's.
+func ProveMembership(ctx context.Context, offsets map[string]map[int32]kgo.EpochOffset, topicIDs TopicIDs) context.Context {
+	return kgo.PreTxnCommitFnContext(ctx, func(req *kmsg.TxnOffsetCommitRequest) error {
+		if req.MemberID == "" || req.Generation < 0 {
+			return fmt.Errorf("not a member of the group's current generation (rejoining): %w", kerr.UnknownMemberID)
+		}
+		if len(req.Topics) > 0 {
+			return nil // the transaction consumed records: their offsets are checked
+		}
+		for _, topic := range slices.Sorted(maps.Keys(offsets)) {
+			rt := kmsg.NewTxnOffsetCommitRequestTopic()
+			rt.Topic, rt.TopicID = topic, [16]byte(topicIDs[topic])
+			for _, part := range slices.Sorted(maps.Keys(offsets[topic])) {
+				at := offsets[topic][part]
+				rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+				rp.Partition, rp.Offset, rp.LeaderEpoch, rp.Metadata = part, at.Offset, at.Epoch, &req.MemberID
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			req.Topics = append(req.Topics, rt)
+		}
+		if len(req.Topics) == 0 {
+			return fmt.Errorf("no committed offsets to commit again, so the group cannot check this member's generation: %w", kerr.UnknownMemberID)
+		}
+		return nil
+	})
 }

@@ -59,6 +59,10 @@ type testHooks struct {
 	// assigned is told the workflows the planner holds once it loaded
 	// newly assigned partitions. It is called with the state's lock held.
 	assigned func(partitions []int32, workflows map[string]*decide.Workflow)
+	// ended is told how each transaction that wrote something ended.
+	ended func(rows, commands int, committed bool, err error)
+	// sessionOpts are added to the options of the planner's session.
+	sessionOpts []kgo.Opt
 }
 
 type planner struct {
@@ -67,6 +71,9 @@ type planner struct {
 	names topics.Names
 	sess  *kgo.GroupTransactSession
 	txnID string
+	// topicIDs are the IDs of the topics the planner reads, as it started
+	// with them; its transactions name the consumed ones (ProveMembership).
+	topicIDs backbone.TopicIDs
 
 	mu    sync.Mutex // guards state against the rebalance callbacks
 	state *decide.State
@@ -125,10 +132,23 @@ func Run(ctx context.Context, cfg Config) error {
 	}, logtable.WithLogger[*rollout.Policy](p.log), logtable.OnChange(func(key string, v *rollout.Policy, deleted bool) {
 		p.changes.push(change{key: key, policy: v, deleted: deleted || v == nil, isPolicy: true})
 	}))
+	// Deciding on a log recreated empty would undo what it records.
+	watchCl, err := cfg.Backbone.Client()
+	if err != nil {
+		return fmt.Errorf("planner: %w", err)
+	}
+	defer watchCl.Close()
+	watch, err := backbone.NewTopicWatch(ctx, watchCl, []string{p.names.Requests, p.names.Operations, p.names.Workflows, p.names.Commands,
+		p.names.Inventory, p.names.Health, p.names.Policies}, backbone.WatchLogger(p.log))
+	if err != nil {
+		if parent.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("planner: watch topics: %w", err)
+	}
+	p.topicIDs = watch.IDs()
 	go func() {
-		// Deciding on a log recreated empty would undo what it records.
-		if err := backbone.WatchTopics(ctx, cfg.Backbone, p.names.Requests, p.names.Operations, p.names.Workflows, p.names.Commands,
-			p.names.Inventory, p.names.Health, p.names.Policies); err != nil {
+		if err := watch.Run(ctx); err != nil {
 			cancel(fmt.Errorf("planner: %w", err))
 		}
 	}()
@@ -163,7 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.StaticMembership {
 		opts = append(opts, backbone.StaticMember(p.names.Group("planner"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("planner: %w", err)) })...)
 	}
-	sess, err := kgo.NewGroupTransactSession(append(opts,
+	opts = append(opts,
 		kgo.ConsumerGroup(p.names.Group("planner")),
 		kgo.ConsumeTopics(p.names.Requests, p.names.Operations),
 		// Range assignment gives one member the same partition numbers
@@ -173,7 +193,11 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
 		kgo.TransactionalID(txnID),
-	)...)
+	)
+	if cfg.hooks != nil {
+		opts = append(opts, cfg.hooks.sessionOpts...)
+	}
+	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
@@ -422,7 +446,14 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 		p.produce(ctx, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise)
 	}
 	produceErr := promise.Err()
-	committed, err := backbone.EndTransactionPromptly(ctx, p.sess, produceErr == nil)
+	// A transaction that consumed nothing (decided on time alone) commits
+	// the positions again, so that the group fences it if this copy lost
+	// its partitions unawares (frozen past its session timeout).
+	endCtx := backbone.ProveMembership(ctx, p.positions(), p.topicIDs)
+	committed, err := backbone.EndTransactionPromptly(endCtx, p.sess, produceErr == nil)
+	if h := p.cfg.hooks; h != nil && h.ended != nil {
+		h.ended(len(out.Rows), len(out.Commands), committed, err)
+	}
 	switch {
 	case err != nil:
 		return false, fmt.Errorf("end transaction: %w", err)
@@ -430,6 +461,32 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 		return false, fmt.Errorf("produce (the transaction was aborted): %w", produceErr)
 	}
 	return committed, nil
+}
+
+// positions are the offsets the planner's group has committed for the
+// partitions it holds, for ProveMembership; an owned partition with no
+// commit yet counts as at offset 0 of requests, which is where the planner
+// starts reading a partition with no committed offset anyway.
+func (p *planner) positions() map[string]map[int32]kgo.EpochOffset {
+	at := p.sess.Client().CommittedOffsets()
+	if at == nil {
+		at = map[string]map[int32]kgo.EpochOffset{}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for part := range p.owned {
+		if _, ok := at[p.names.Requests][part]; ok {
+			continue
+		}
+		if _, ok := at[p.names.Operations][part]; ok {
+			continue
+		}
+		if at[p.names.Requests] == nil {
+			at[p.names.Requests] = map[int32]kgo.EpochOffset{}
+		}
+		at[p.names.Requests][part] = kgo.EpochOffset{Epoch: -1, Offset: 0}
+	}
+	return at
 }
 
 func (p *planner) produce(ctx context.Context, topic, key string, v any, promise *kgo.FirstErrPromise) {

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest/brokertest"
+	"github.com/flotilla-fleet/flotilla/internal/fleettest/zombie"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
@@ -434,4 +435,90 @@ func TestRunStopsPromptlyWhateverTheBroker(t *testing.T) {
 		ending.wait(t, e.ctx, "the planner did not end a transaction")
 		awaitStop(t, p)
 	})
+}
+
+// TestAZombiesTimeDrivenDecisionIsFenced freezes planner a past its
+// session timeout (its heartbeats never reach the coordinator, while it
+// believes they did) so that planner b takes its partition over, and then
+// lets time make both decide: a rollout's maintenance window opens. The
+// transaction of a's decision consumes nothing, so kgo commits no offsets
+// in it, and the group's generation check — the only fence between two
+// copies with transactional IDs of their own — never sees it: without
+// ProveMembership, a's commands and rows would be committed next to b's.
+func TestAZombiesTimeDrivenDecisionIsFenced(t *testing.T) {
+	e := newTestEnv(t, brokertest.Addrs(t))
+	cluster := simfleet.GenerateClusters(1)[0]
+	const wf = "window-opens"
+	opens := e.clock.Now().Add(time.Hour)
+	spec := rollout.Spec{
+		Name: "restart", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{cluster.ID},
+		Windows: []rollout.WindowRule{{Allow: []string{opens.Format(time.RFC3339) + "/" + opens.Add(24*time.Hour).Format(time.RFC3339)}}},
+	}
+	e.produce(
+		e.record(e.names.Inventory, cluster.ID, records.ClusterRecord{Envelope: records.Envelope{ID: "inv", Time: e.clock.Now(), Principal: "test"}, Cluster: cluster}),
+		e.record(e.names.Requests, wf, records.Request{Envelope: records.Envelope{ID: wf, Time: e.clock.Now(), Principal: "alice"}, Submit: &records.SubmitRollout{Spec: spec}}),
+	)
+
+	type end struct {
+		committed bool
+		err       error
+	}
+	var frozen zombie.Dialer
+	aEnds := make(chan end, 100)
+	e.start("a", &testHooks{
+		sessionOpts: []kgo.Opt{kgo.Dialer(frozen.DialContext), kgo.SessionTimeout(6 * time.Second), kgo.HeartbeatInterval(200 * time.Millisecond)},
+		ended: func(_, commands int, committed bool, err error) {
+			if commands > 0 {
+				aEnds <- end{committed, err}
+			}
+		},
+	})
+	e.awaitRow(wf) // a accepted the rollout; its window is closed
+	frozen.Silence()
+
+	taken := newSignal()
+	bCommitted := newSignal()
+	e.start("b", &testHooks{
+		assigned: func(_ []int32, workflows map[string]*decide.Workflow) {
+			if workflows[wf] != nil {
+				taken.raise()
+			}
+		},
+		ended: func(_, commands int, committed bool, _ error) {
+			if commands > 0 && committed {
+				bCommitted.raise()
+			}
+		},
+	})
+	taken.wait(t, e.ctx, "planner b did not take partition 0 over from the frozen planner a")
+	if frozen.Swallowed.Load() == 0 {
+		t.Fatal("planner a sent no heartbeat since it was silenced: it was not frozen")
+	}
+
+	e.clock.Advance(time.Hour)
+	bCommitted.wait(t, e.ctx, "planner b did not commit the commands of the window's opening")
+	var first end
+	select {
+	case first = <-aEnds:
+	case <-e.ctx.Done():
+		t.Fatal("the zombie planner a did not decide on the window's opening")
+	}
+	if first.committed {
+		t.Errorf("the zombie planner a committed its commands for the window's opening, after b had taken its partition over")
+	}
+	if first.err != nil {
+		t.Errorf("the zombie's transaction ended with %v; want an abort without an error (the member is gone, as after a rebalance)", first.err)
+	}
+	var commands int
+	key := topics.TargetKey(wf, cluster.ID)
+	if err := logtable.ReadToEnd(e.ctx, e.bb.Opts(), e.names.Commands, nil, func(r *kgo.Record) {
+		if string(r.Key) == key {
+			commands++
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if commands != 1 {
+		t.Errorf("%d commands for %s are committed; want 1, b's", commands, key)
+	}
 }
