@@ -124,9 +124,8 @@ func (f *SimFlags) Fleet() (*simfleet.Fleet, error) {
 
 // staticInstanceUsage describes the --instance flag of the executor and
 // the monitor.
-var staticInstanceUsage = fmt.Sprintf("stable name of this copy, its identity in its consumer group (static membership): "+
-	"a copy restarted under the same name takes its partitions back at once, and one stopped holds them for up to %v; distinct per copy",
-	backbone.StaticSessionTimeout)
+var staticInstanceUsage = "stable name of this copy, its identity in its consumer group (static membership): " +
+	"a copy restarted under the same name takes its partitions back at once, and one stopped holds them for up to --session-timeout; distinct per copy"
 
 func defaultInstance() string {
 	if h, err := os.Hostname(); err == nil && h != "" {
@@ -141,6 +140,7 @@ func defaultInstance() string {
 func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(cmd *cobra.Command, cfg backbone.Config) error) *cobra.Command {
 	var bb BackboneFlags
 	var tf TopicFlags
+	var session time.Duration
 	cmd := &cobra.Command{
 		Use:          name,
 		Short:        short,
@@ -151,6 +151,7 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 			if err != nil {
 				return err
 			}
+			cfg.SessionTimeout = session
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			// Creates missing topics, but never over lost ones: a
@@ -166,6 +167,9 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 	}
 	bb.Bind(cmd.Flags())
 	tf.Bind(cmd.Flags())
+	cmd.Flags().DurationVar(&session, "session-timeout", backbone.StaticSessionTimeout,
+		"how long this copy may be away (crashed, frozen) before its consumer group gives its partitions to another copy; "+
+			"a restart within it takes them back at once (between the broker's group.min and group.max.session.timeout.ms)")
 	if bind != nil {
 		bind(cmd.Flags())
 	}

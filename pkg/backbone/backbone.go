@@ -48,6 +48,10 @@ type Config struct {
 	Logger    *slog.Logger
 	// ClientOpts are added to every client made from this Config (TLS, SASL, ...).
 	ClientOpts []kgo.Opt
+	// SessionTimeout is how long a service's copy with a stable identity
+	// may be away before its group gives its partitions to others
+	// (StaticMember); 0 means StaticSessionTimeout.
+	SessionTimeout time.Duration
 }
 
 // Names returns the topic names of the Config's namespace.

@@ -1,6 +1,7 @@
 package backbone
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -30,8 +31,8 @@ import (
 // for good (scaled down, or restarted under another name) holds its
 // partitions until the timeout. The broker bounds the value with
 // group.min.session.timeout.ms and group.max.session.timeout.ms (6 s and
-// 30 min by default). A caller that wants another value appends its own
-// kgo.SessionTimeout after StaticMember's options: the last one wins.
+// 30 min by default). Config.SessionTimeout (a service's
+// --session-timeout) sets another.
 const StaticSessionTimeout = 45 * time.Second
 
 // InstanceID returns the group instance ID (group.instance.id) of an
@@ -42,7 +43,7 @@ func InstanceID(group, instance string) string { return group + "-" + instance }
 
 // StaticMember returns the group options of a member with a stable
 // identity (static group membership, KIP-345): group.instance.id
-// InstanceID(group, instance) and the StaticSessionTimeout. instance ""
+// InstanceID(group, instance) and the Config's SessionTimeout. instance ""
 // returns no options: the member stays dynamic, with a new identity on
 // every start, and leaves the group when its client closes.
 //
@@ -55,14 +56,14 @@ func InstanceID(group, instance string) string { return group + "-" + instance }
 // wraps the broker's kerr.FencedInstanceID (kerr.UnreleasedInstanceID in
 // a KIP-848 group): the service should stop with that error, a fatal one,
 // rather than fight its twin.
-func StaticMember(group, instance string, fenced func(error)) []kgo.Opt {
+func (c Config) StaticMember(group, instance string, fenced func(error)) []kgo.Opt {
 	if instance == "" {
 		return nil
 	}
 	id := InstanceID(group, instance)
 	opts := []kgo.Opt{
 		kgo.InstanceID(id),
-		kgo.SessionTimeout(StaticSessionTimeout),
+		kgo.SessionTimeout(cmp.Or(c.SessionTimeout, StaticSessionTimeout)),
 	}
 	if fenced != nil {
 		opts = append(opts, kgo.WithHooks(fenceHook{group: group, id: id, fenced: fenced}))

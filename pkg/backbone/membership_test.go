@@ -83,7 +83,7 @@ func memberOpts(group, topic, instance string, session time.Duration) []kgo.Opt 
 		kgo.ConsumeTopics(topic),
 		kgo.DisableAutoCommit(),
 	}
-	opts = append(opts, backbone.StaticMember(group, instance, nil)...)
+	opts = append(opts, backbone.Config{}.StaticMember(group, instance, nil)...)
 	return append(opts, kgo.SessionTimeout(session)) // the last one wins
 }
 
@@ -281,7 +281,7 @@ func TestStaticMemberFencedByATwin(t *testing.T) {
 
 	fenced := make(chan error, 10)
 	first := append(brokertest.Opts(t), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit())
-	first = append(first, backbone.StaticMember(group, "twin", func(err error) {
+	first = append(first, backbone.Config{}.StaticMember(group, "twin", func(err error) {
 		select {
 		case fenced <- err:
 		default:
@@ -327,11 +327,11 @@ func TestStaticMemberFencedByATwin(t *testing.T) {
 }
 
 func TestStaticMemberOptions(t *testing.T) {
-	if opts := backbone.StaticMember("fleet.executor", "", nil); opts != nil {
+	if opts := (backbone.Config{}).StaticMember("fleet.executor", "", nil); opts != nil {
 		t.Errorf("no instance: %d options, want none (a dynamic member)", len(opts))
 	}
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers("127.0.0.1:1"), kgo.ConsumerGroup("fleet.executor"), kgo.ConsumeTopics("t")},
-		backbone.StaticMember("fleet.executor", "host1", nil)...)...)
+		backbone.Config{}.StaticMember("fleet.executor", "host1", nil)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,24 +67,9 @@ func captureWith(ctx context.Context, cl *kgo.Client, clientOpts []kgo.Opt, topi
 	adm := kadm.NewClient(cl)
 	// Ends first: if retention moves the start in between, start >= end
 	// and the partition is rightly seen as empty.
-	listEnds := adm.ListCommittedOffsets // last stable offsets
-	if rc.awaitOpen {
-		listEnds = adm.ListEndOffsets // high watermarks
-	}
-	all, err := listOffsets(ctx, topic, listEnds)
+	ends, err := endsOf(ctx, adm, topic, partitions, rc.awaitOpen)
 	if err != nil {
-		return nil, fmt.Errorf("list end offsets of %s: %w", topic, err)
-	}
-	if partitions == nil {
-		partitions = slices.Collect(maps.Keys(all))
-	}
-	ends := make(map[int32]int64, len(partitions))
-	for _, p := range partitions {
-		end, ok := all[p]
-		if !ok {
-			return nil, fmt.Errorf("topic %s has no partition %d (it has %d)", topic, p, len(all))
-		}
-		ends[p] = end
+		return nil, err
 	}
 	if rc.onEnds != nil {
 		rc.onEnds(maps.Clone(ends))
@@ -430,4 +415,64 @@ func AwaitOpenTransactions() ReadOption {
 // before it waits): the offsets it reads up to. fn gets a map of its own.
 func OnEnds(fn func(ends map[int32]int64)) ReadOption {
 	return func(rc *readConfig) { rc.onEnds = fn }
+}
+
+// EndOffsets returns the high watermarks of partitions of topic, now,
+// whatever transactions are open below them.
+func EndOffsets(ctx context.Context, clientOpts []kgo.Opt, topic string, partitions []int32) (map[int32]int64, error) {
+	return ends(ctx, clientOpts, topic, partitions, false)
+}
+
+// StableEnds returns the high watermarks of partitions of topic once every
+// transaction open below them has ended: the ends ReadToEnd reads up to
+// with AwaitOpenTransactions. Every write moves a high watermark, and so
+// does the end of a transaction (its marker), so a partition whose
+// StableEnds equals an earlier EndOffsets got nothing in between and had
+// no transaction open then: what was read of it up to there is all of it.
+func StableEnds(ctx context.Context, clientOpts []kgo.Opt, topic string, partitions []int32) (map[int32]int64, error) {
+	return ends(ctx, clientOpts, topic, partitions, true)
+}
+
+func ends(ctx context.Context, clientOpts []kgo.Opt, topic string, partitions []int32, stable bool) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(readerOpts(clientOpts)...)
+	if err != nil {
+		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	out, err := endsOf(ctx, adm, topic, partitions, true)
+	if err != nil {
+		return nil, err
+	}
+	if stable {
+		if err := awaitStable(ctx, adm, topic, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// endsOf lists the end offsets of partitions (nil: every one) of topic:
+// the high watermarks if hwm, else the last stable offsets.
+func endsOf(ctx context.Context, adm *kadm.Client, topic string, partitions []int32, hwm bool) (map[int32]int64, error) {
+	list := adm.ListCommittedOffsets // last stable offsets
+	if hwm {
+		list = adm.ListEndOffsets
+	}
+	all, err := listOffsets(ctx, topic, list)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets of %s: %w", topic, err)
+	}
+	if partitions == nil {
+		return all, nil
+	}
+	ends := make(map[int32]int64, len(partitions))
+	for _, p := range partitions {
+		end, ok := all[p]
+		if !ok {
+			return nil, fmt.Errorf("topic %s has no partition %d (it has %d)", topic, p, len(all))
+		}
+		ends[p] = end
+	}
+	return ends, nil
 }

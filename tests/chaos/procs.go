@@ -462,6 +462,9 @@ func (r *runner) startServices(_ context.Context, brokers []string) {
 			instance := fmt.Sprintf("%s-%d", svc, i)
 			args := append([]string{svc}, common...)
 			args = append(args, "--instance", instance)
+			if r.o.SessionTimeout > 0 {
+				args = append(args, "--session-timeout", r.o.SessionTimeout.String())
+			}
 			switch svc {
 			case "executor":
 				args = append(args, "--sim-dir", r.simDir, "--sim-call-log", r.callLog,

@@ -199,7 +199,7 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.ConsumeTopics(e.names.Commands),
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
-	}, backbone.StaticMember(e.names.Group("executor"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("executor: %w", err)) })...)
+	}, e.cfg.Backbone.StaticMember(e.names.Group("executor"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("executor: %w", err)) })...)
 	opts = append(opts, backbone.OwnPartitions(e.names.Commands, func(ps []int32) { e.assigned(ctx, ps) }, e.revoked)...)
 	group, err := cfg.Backbone.Client(opts...)
 	if err != nil {

@@ -180,7 +180,7 @@ func Run(ctx context.Context, cfg Config) error {
 		kgo.ConsumeTopics(m.names.Inventory),
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
-	}, append(backbone.StaticMember(m.names.Group("monitor"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("monitor: %w", err)) }),
+	}, append(m.cfg.Backbone.StaticMember(m.names.Group("monitor"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("monitor: %w", err)) }),
 		backbone.OwnPartitions(m.names.Inventory, func(ps []int32) { m.assigned(ctx, ps) }, m.revoked)...)...)...)
 	if err != nil {
 		return err

@@ -114,7 +114,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cutOff) })()
 	var member []kgo.Opt
 	if cfg.StaticMembership {
-		member = backbone.StaticMember(names.Group("notifier"), cfg.InstanceID, func(err error) { stopWith(fmt.Errorf("notifier: %w", err)) })
+		member = cfg.Backbone.StaticMember(names.Group("notifier"), cfg.InstanceID, func(err error) { stopWith(fmt.Errorf("notifier: %w", err)) })
 	}
 	sess, err := kgo.NewGroupTransactSession(cfg.Backbone.Opts(append(member,
 		kgo.WithContext(clientCtx),

@@ -78,6 +78,10 @@ type planner struct {
 	mu    sync.Mutex // guards state against the rebalance callbacks
 	state *decide.State
 	owned map[int32]bool
+	// parked holds the workflows of the partitions revoked at the start
+	// of a rebalance, so that those assigned again with nothing written to
+	// them meanwhile are not read again (see assigned).
+	parked map[int32]parkedPartition
 
 	changes changeQueue // inventory, health and policy changes from the tables
 
@@ -179,9 +183,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	txnID := p.names.Group("planner") + "-" + cfg.InstanceID
-	opts := cfg.Backbone.Opts(backbone.OwnPartitions(p.names.Requests, func(ps []int32) { p.assigned(ctx, ps) }, p.revoked)...)
+	opts := cfg.Backbone.Opts(
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.assigned(ctx, m[p.names.Requests]) }),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.revoked(ctx, m[p.names.Requests], true) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.revoked(ctx, m[p.names.Requests], false) }),
+	)
 	if cfg.StaticMembership {
-		opts = append(opts, backbone.StaticMember(p.names.Group("planner"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("planner: %w", err)) })...)
+		opts = append(opts, cfg.Backbone.StaticMember(p.names.Group("planner"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("planner: %w", err)) })...)
 	}
 	opts = append(opts,
 		kgo.ConsumerGroup(p.names.Group("planner")),
@@ -498,42 +506,118 @@ func (p *planner) produce(ctx context.Context, topic, key string, v any, promise
 	p.sess.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: value}, promise.Promise())
 }
 
-// assigned rebuilds the workflows of newly owned partitions from the log.
-// kgo calls it before fetching of those partitions begins.
+// parkedPartition is what the planner held of a partition it was asked
+// to give up in a rebalance: its workflows, and the workflows topic's end
+// offset there when it gave them up.
+type parkedPartition struct {
+	end       int64
+	workflows []*decide.Workflow
+}
+
+// assigned makes the planner the owner of the workflows of partitions.
+// kgo calls it before fetching of those partitions begins. A partition the
+// planner gave up at the start of this rebalance gets its workflows back
+// if nothing was written to it since (its end offset, once no transaction
+// is open on it, is the one it had then: logtable.StableEnds); every other
+// partition is read from the log. So a rebalance, which with the range
+// assignment the co-partitioned topics need revokes every partition of
+// every member, reloads only the partitions that moved.
 func (p *planner) assigned(ctx context.Context, partitions []int32) {
 	if len(partitions) == 0 {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := p.load(ctx, partitions); err != nil {
+	parked := p.parked
+	p.parked = nil
+	kept, reload := p.unpark(ctx, parked, partitions)
+	if err := p.load(ctx, reload); err != nil {
 		// Without its workflows the planner must not decide: it stops,
 		// leaving the group, and its partitions go to another copy or to
 		// its own restart.
-		p.stop(fmt.Errorf("planner: load the workflows of partitions %v: %w", partitions, err))
+		p.stop(fmt.Errorf("planner: load the workflows of partitions %v: %w", reload, err))
 		return
 	}
 	for _, part := range partitions {
 		p.owned[part] = true
 	}
-	p.log.Info("partitions assigned", "partitions", partitions, "workflows", len(p.state.Workflows))
+	p.log.Info("partitions assigned", "partitions", partitions, "kept", kept, "read", reload, "workflows", len(p.state.Workflows))
 	if h := p.cfg.hooks; h != nil && h.assigned != nil {
 		h.assigned(partitions, p.state.Workflows)
 	}
 }
 
-func (p *planner) revoked(partitions []int32) {
+// unpark puts back into the state the parked workflows of those partitions
+// nothing was written to since they were parked, and returns those
+// partitions and the others, which must be read from the log.
+func (p *planner) unpark(ctx context.Context, parked map[int32]parkedPartition, partitions []int32) (kept, reload []int32) {
+	var candidates []int32
+	for _, part := range partitions {
+		if _, ok := parked[part]; ok {
+			candidates = append(candidates, part)
+		}
+	}
+	var ends map[int32]int64
+	if len(candidates) > 0 {
+		var err error
+		if ends, err = logtable.StableEnds(ctx, p.cfg.Backbone.Opts(), p.names.Workflows, candidates); err != nil {
+			p.log.Warn("cannot tell whether partitions kept in a rebalance changed; reading them again", "partitions", candidates, "err", err)
+		}
+	}
+	for _, part := range partitions {
+		held, ok := parked[part]
+		if !ok || ends == nil || ends[part] != held.end {
+			reload = append(reload, part)
+			continue
+		}
+		for _, w := range held.workflows {
+			p.state.Workflows[w.ID] = w
+		}
+		kept = append(kept, part)
+	}
+	p.state.Reindex()
+	return kept, reload
+}
+
+// revoked drops the workflows of partitions the planner no longer owns.
+// At the start of a rebalance (lost false) it parks them with the
+// partitions' end offsets, for assigned; partitions lost (the group went
+// on without this copy) are simply forgotten, as is anything parked if the
+// end offsets cannot be read.
+func (p *planner) revoked(ctx context.Context, partitions []int32, park bool) {
+	var ends map[int32]int64
+	if park && len(partitions) > 0 {
+		listCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		var err error
+		ends, err = logtable.EndOffsets(listCtx, p.cfg.Backbone.Opts(), p.names.Workflows, partitions)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn("cannot read the end offsets of revoked partitions; they will be read again if assigned again", "partitions", partitions, "err", err)
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.parked = nil
+	if ends != nil {
+		p.parked = map[int32]parkedPartition{}
+		for _, part := range partitions {
+			p.parked[part] = parkedPartition{end: ends[part]}
+		}
+	}
 	gone := map[int32]bool{}
 	for _, part := range partitions {
 		gone[part] = true
 		delete(p.owned, part)
 	}
 	for id, w := range p.state.Workflows {
-		if gone[w.Partition] {
-			p.state.Forget(id)
+		if !gone[w.Partition] {
+			continue
 		}
+		if held, ok := p.parked[w.Partition]; ok {
+			held.workflows = append(held.workflows, w)
+			p.parked[w.Partition] = held
+		}
+		p.state.Forget(id)
 	}
 	p.state.Reindex()
 }
@@ -548,6 +632,9 @@ func (p *planner) revoked(partitions []int32) {
 // for (kgo.RequireStableFetchOffsets) — start this planner after the batch
 // it answers; without its rows the state would lack that batch's outcome.
 func (p *planner) load(ctx context.Context, partitions []int32) error {
+	if len(partitions) == 0 {
+		return nil // (ReadToEnd would read every partition)
+	}
 	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Workflows, partitions, func(r *kgo.Record) {
 		if r.Value == nil { // a tombstone removes a target or a whole workflow
 			p.forgetRow(string(r.Key))
@@ -592,6 +679,7 @@ func (p *planner) forgetRow(key string) {
 // owned workflows from the log. Health signals decided on in the lost
 // transaction are decided on again.
 func (p *planner) rebuild(ctx context.Context) error {
+	p.parked = nil // may hold what was decided in the lost transaction
 	var parts []int32
 	for part := range p.owned {
 		parts = append(parts, part)

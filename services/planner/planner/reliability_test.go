@@ -38,7 +38,8 @@ const stopBound = 5 * time.Second
 var nsCounter atomic.Int64
 
 // testEnv is a namespace of its own on a broker, with its topics (one
-// partition each, so that every workflow lives on partition 0).
+// partition each, so that every workflow lives on partition 0, unless
+// made with newTestEnvWith).
 type testEnv struct {
 	t     *testing.T
 	ctx   context.Context
@@ -48,6 +49,12 @@ type testEnv struct {
 }
 
 func newTestEnv(t *testing.T, brokers []string) *testEnv {
+	t.Helper()
+	return newTestEnvWith(t, brokers, 1)
+}
+
+// newTestEnvWith is newTestEnv with topics of the given partitions.
+func newTestEnvWith(t *testing.T, brokers []string, partitions int32) *testEnv {
 	t.Helper()
 	ns := fmt.Sprintf("planner%d-%d-%s", nsCounter.Add(1), time.Now().UnixNano(), strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())))
 	if len(ns) > 60 {
@@ -63,7 +70,7 @@ func newTestEnv(t *testing.T, brokers []string) *testEnv {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
 	e.ctx = ctx
-	if err := e.bb.EnsureTopics(ctx, 1, 1); err != nil {
+	if err := e.bb.EnsureTopics(ctx, partitions, 1); err != nil {
 		t.Fatalf("create topics: %v", err)
 	}
 	return e
@@ -520,5 +527,88 @@ func TestAZombiesTimeDrivenDecisionIsFenced(t *testing.T) {
 	}
 	if commands != 1 {
 		t.Errorf("%d commands for %s are committed; want 1, b's", commands, key)
+	}
+}
+
+// TestARebalanceReadsOnlyThePartitionsThatMoved starts planner a alone on
+// two partitions, then planner b: the range assignment revokes both of
+// a's partitions and gives one back. a must keep the workflows of that
+// one without reading it again (nothing was written to it meanwhile), and
+// hold none of the other's.
+func TestARebalanceReadsOnlyThePartitionsThatMoved(t *testing.T) {
+	e := newTestEnvWith(t, brokertest.Addrs(t), 2)
+	var recs []*kgo.Record
+	for i := range 8 {
+		id := fmt.Sprintf("wf-%d", i)
+		recs = append(recs, e.record(e.names.Requests, id, records.Request{
+			Envelope: records.Envelope{ID: id, Time: e.clock.Now(), Principal: "alice"},
+			Submit:   &records.SubmitRollout{Spec: rollout.Spec{Name: "restart", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{"unknown"}}},
+		}))
+	}
+	e.produce(recs...)
+
+	type assignment struct {
+		partitions []int32
+		workflows  map[string]int32 // workflow ID → partition
+	}
+	var mu sync.Mutex
+	var loads [][]int32
+	assignments := make(chan assignment, 10)
+	e.start("a", &testHooks{
+		loadEnds: func(partitions []int32, _ map[int32]int64) {
+			mu.Lock()
+			loads = append(loads, slices.Clone(partitions))
+			mu.Unlock()
+		},
+		assigned: func(partitions []int32, workflows map[string]*decide.Workflow) {
+			a := assignment{partitions: slices.Sorted(slices.Values(partitions)), workflows: map[string]int32{}}
+			for id, w := range workflows {
+				a.workflows[id] = w.Partition
+			}
+			assignments <- a
+		},
+	})
+	next := func(what string) assignment {
+		t.Helper()
+		select {
+		case a := <-assignments:
+			return a
+		case <-e.ctx.Done():
+			t.Fatalf("%s: %v", what, e.ctx.Err())
+			return assignment{}
+		}
+	}
+	if first := next("planner a was not assigned its partitions"); !slices.Equal(first.partitions, []int32{0, 1}) {
+		t.Fatalf("planner a alone was assigned %v; want [0 1]", first.partitions)
+	}
+	for i := range 8 {
+		e.awaitRow(fmt.Sprintf("wf-%d", i)) // a rejected each (an unknown cluster)
+	}
+	mu.Lock()
+	loads = nil
+	mu.Unlock()
+
+	e.start("b", nil)
+	second := next("planner a was not assigned partitions again once b joined")
+	if len(second.partitions) != 1 {
+		t.Fatalf("planner a was assigned %v once b joined; want one partition", second.partitions)
+	}
+	kept := second.partitions[0]
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range loads {
+		if slices.Contains(l, kept) {
+			t.Errorf("planner a read partition %d again (loads %v), though it kept it and nothing was written to it", kept, loads)
+		}
+	}
+	onKept := 0
+	for id, part := range second.workflows {
+		if part != kept {
+			t.Errorf("planner a holds workflow %s of partition %d, which went to b", id, part)
+		}
+		onKept++
+	}
+	if onKept == 0 || onKept == 8 {
+		t.Fatalf("planner a holds %d of the 8 workflows after the rebalance; the test wants some on each partition", onKept)
 	}
 }

@@ -33,7 +33,8 @@ func main() {
 		clusters, rollouts, kills, zombies, bouts = flag.Int("clusters", 0, "simulated clusters"), flag.Int("rollouts", 0, "least number of rollouts"),
 			flag.Int("kills", -1, "SIGKILLs"), flag.Int("zombies", -1, "processes frozen past their session timeout"), flag.Int("broker-restarts", -1, "restarts of the embedded broker")
 		failureRate = flag.Float64("failure-rate", -1, "share of simulated operations that fail")
-		zombieFor   = flag.Duration("zombie-for", 0, "how long a zombie stays frozen")
+		zombieFor   = flag.Duration("zombie-for", 0, "how long a zombie stays frozen (at least the session timeout and 5s)")
+		session     = flag.Duration("session-timeout", -1, "the services' --session-timeout (0: theirs, 45s)")
 		zombieSvcs  = flag.String("zombie-services", "", "services the zombies are taken from, in turn (default executor,planner,notifier,monitor)")
 		timeout     = flag.Duration("rollout-timeout", 0, "longest a rollout may take before it counts as stalled")
 		jsonOut     = flag.String("json", "", "also write the report as JSON to this file")
@@ -63,6 +64,9 @@ func main() {
 	}
 	if *failureRate >= 0 {
 		o.FailureRate = *failureRate
+	}
+	if *session >= 0 {
+		o.SessionTimeout = *session
 	}
 	if *zombieFor > 0 {
 		o.ZombieFor = *zombieFor
