@@ -185,8 +185,12 @@ func Run(ctx context.Context, cfg Config) error {
 	txnID := p.names.Group("planner") + "-" + cfg.InstanceID
 	opts := cfg.Backbone.Opts(
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.assigned(ctx, m[p.names.Requests]) }),
-		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.revoked(ctx, m[p.names.Requests], true) }),
-		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.revoked(ctx, m[p.names.Requests], false) }),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			p.revoked(ctx, m[p.names.Requests], true)
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			p.revoked(ctx, m[p.names.Requests], false)
+		}),
 	)
 	if cfg.StaticMembership {
 		opts = append(opts, cfg.Backbone.StaticMember(p.names.Group("planner"), cfg.InstanceID, func(err error) { cancel(fmt.Errorf("planner: %w", err)) })...)
