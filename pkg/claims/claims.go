@@ -80,9 +80,27 @@ func (c claim) place() int64 {
 	return c.offset
 }
 
+// Option configures Claims.
+type Option func(*options)
+
+type options struct {
+	onUnusable func(r *kgo.Record, reason error)
+}
+
+// OnUnusable sets fn to be told of a claims record that cannot be used (it
+// does not decode, or is not keyed by its cluster and command), which is
+// skipped; without it such a record is logged.
+func OnUnusable(fn func(r *kgo.Record, reason error)) Option {
+	return func(o *options) { o.onUnusable = fn }
+}
+
 // New returns the claims of topic, read with a client made from
 // clientOpts. It does nothing until Run.
-func New(topic string, clientOpts []kgo.Opt, log *slog.Logger) *Claims {
+func New(topic string, clientOpts []kgo.Opt, log *slog.Logger, opts ...Option) *Claims {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	c := &Claims{topic: topic, byKey: map[string]claim{}, byCluster: map[string][]claim{}, changed: make(chan struct{}), indexed: make(chan struct{})}
 	decode := func(r *kgo.Record) (claim, error) {
 		rec, err := records.DecodeClaimRecord(r.Value)
@@ -91,7 +109,11 @@ func New(topic string, clientOpts []kgo.Opt, log *slog.Logger) *Claims {
 		}
 		return claim{ClaimRecord: rec, offset: r.Offset}, err
 	}
-	c.table = logtable.New(topic, clientOpts, decode, logtable.OnChange(c.apply), logtable.WithLogger[claim](log))
+	tableOpts := []logtable.Option[claim]{logtable.OnChange(c.apply), logtable.WithLogger[claim](log)}
+	if o.onUnusable != nil {
+		tableOpts = append(tableOpts, logtable.OnDecodeError[claim](o.onUnusable))
+	}
+	c.table = logtable.New(topic, clientOpts, decode, tableOpts...)
 	return c
 }
 

@@ -6,9 +6,10 @@
 // silently, and no record can make a service crash-loop.
 //
 // The service that sets a record aside is the one that owns its partition
-// (the planner for requests and operations, the executor for commands, the
-// monitor for the inventory, the notifier for what it announces), so each
-// bad record is set aside once per reading. A record read again after a
+// (the executor for commands, operations, claims and leases; the planner
+// for workflows and policies; the monitor for the inventory and health),
+// so each bad record is set aside once per reading; topics every copy
+// reads whole go by the partition number of the copy's own (Pending). A record read again after a
 // restart is set aside again under the same envelope ID: readers drop the
 // repeat by ID.
 package deadletter

@@ -45,6 +45,8 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -116,6 +118,9 @@ type executor struct {
 
 	mu    sync.Mutex
 	parts map[int32]*partition // owned partitions of the commands topic
+	// badClaims holds unusable claims records until the owner of the same
+	// partition number of commands sets them aside.
+	badClaims deadletter.Pending
 
 	stop context.CancelCauseFunc // ends Run with an error
 }
@@ -179,7 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 			cancel(fmt.Errorf("executor: %w", err))
 		}
 	}()
-	e.claims = claims.New(e.names.Claims, cfg.Backbone.Opts(), e.log)
+	e.claims = claims.New(e.names.Claims, cfg.Backbone.Opts(), e.log, claims.OnUnusable(e.unusableClaim))
 	claimsErr := make(chan error, 1)
 	go func() { claimsErr <- e.claims.Run(ctx) }()
 	if err := e.claims.WaitReady(ctx); err != nil {
@@ -283,13 +288,23 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 	}()
 	// Without a lease on record no executor has acted on the partition
 	// under one: there is nothing to wait for.
+	var badLeases []*kgo.Record
+	var badReasons []error
 	err = logtable.ReadToEnd(pctx, e.cfg.Backbone.Opts(), e.names.Leases, nil, func(r *kgo.Record) {
 		if string(r.Key) != records.LeaseKey(p) || r.Value == nil {
+			// A record under no partition's lease key is set aside by
+			// the owner of the same partition number of commands.
+			if r.Partition == p && !isLeaseKey(r.Key) {
+				badLeases, badReasons = append(badLeases, r), append(badReasons, fmt.Errorf("not keyed by a partition of %s (commands-N): %q", e.names.Commands, r.Key))
+			}
 			return
 		}
 		prev, err := records.DecodeLeaseRecord(r.Value)
+		if err == nil && prev.Partition != p {
+			err = fmt.Errorf("the lease of partition %d is keyed %q", prev.Partition, r.Key)
+		}
 		if err != nil {
-			e.log.Warn("skipping a lease record that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "err", err)
+			badLeases, badReasons = append(badLeases, r), append(badReasons, err)
 			return
 		}
 		part.inherited = fencedAt.Add(prev.Duration)
@@ -299,6 +314,9 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 	})
 	if err != nil {
 		return fmt.Errorf("read the lease: %w", err)
+	}
+	for i, r := range badLeases {
+		e.setAside(part, r, badReasons[i])
 	}
 	// Taking the lease is retried like every write: a broker moving a
 	// leader makes the first write wait for fresh metadata.
@@ -356,6 +374,9 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 	e.mu.Unlock()
 	ok = true
 	go e.renewEvery(part)
+	for _, rec := range e.badClaims.Take(e.names.DeadLetters, Principal, []int32{p}, e.cfg.Clock.Now(), e.letterFailed) {
+		e.writeLetter(part, rec)
+	}
 	for _, cmd := range part.commands.Snapshot() {
 		e.handle(part, cmd)
 	}
@@ -377,12 +398,49 @@ func keyedByTarget(r *kgo.Record, workflowID, clusterID string) error {
 func (e *executor) setAside(part *partition, r *kgo.Record, reason error) {
 	e.log.Warn("setting aside a record that cannot be used", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", reason)
 	rec, err := deadletter.Record(e.names.DeadLetters, Principal, r, reason, e.cfg.Clock.Now())
-	if err == nil {
-		err = part.w.write(part.ctx, rec)
+	if err != nil {
+		e.letterFailed(r, err)
+		return
 	}
-	if err != nil && part.ctx.Err() == nil {
-		e.log.Error("could not set a record aside", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+	e.writeLetter(part, rec)
+}
+
+// writeLetter writes a dead letter through the partition's writer.
+func (e *executor) writeLetter(part *partition, letter *kgo.Record) {
+	if err := part.w.write(part.ctx, letter); err != nil && part.ctx.Err() == nil {
+		e.log.Error("could not set a record aside", "dead letter", string(letter.Key), "err", err)
 	}
+}
+
+// letterFailed logs a record that could not be set aside.
+func (e *executor) letterFailed(src *kgo.Record, err error) {
+	e.log.Error("could not set a record aside", "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", err)
+}
+
+// unusableClaim is told of a claims record that cannot be used. Every
+// executor reads every claim; the owner of the same partition number of
+// commands sets it aside, now or when it takes that partition over.
+func (e *executor) unusableClaim(r *kgo.Record, reason error) {
+	e.log.Warn("a claim record cannot be used", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", reason)
+	e.badClaims.Add(r, reason)
+	go func() { // not on the table's goroutine, which must not wait for e.mu
+		e.mu.Lock()
+		part := e.parts[r.Partition]
+		e.mu.Unlock()
+		if part == nil {
+			return
+		}
+		for _, rec := range e.badClaims.Take(e.names.DeadLetters, Principal, []int32{part.id}, e.cfg.Clock.Now(), e.letterFailed) {
+			e.writeLetter(part, rec)
+		}
+	}()
+}
+
+// isLeaseKey reports whether key is records.LeaseKey of some partition.
+func isLeaseKey(key []byte) bool {
+	n, ok := strings.CutPrefix(string(key), "commands-")
+	p, err := strconv.ParseInt(n, 10, 32)
+	return ok && err == nil && p >= 0 && records.LeaseKey(int32(p)) == string(key)
 }
 
 // lost stops the executor when a partition's writer or tables fail: it

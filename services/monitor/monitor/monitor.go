@@ -100,22 +100,12 @@ type monitor struct {
 	operated   map[string]bool // clusters whose operation just ended: probe them now
 	operatedCh chan struct{}
 
-	// unusable holds the inventory records that could not be used, by
-	// partition, until the monitor owns the partition and sets them aside
-	// (package deadletter): the owner sets a record aside, not every copy.
-	unusableMu sync.Mutex
-	unusable   map[int32][]unusable
-	cl0        chan struct{} // closed once m.cl is set
-	runCtx     context.Context
+	// unusable holds the inventory records that could not be used until
+	// the monitor owns their partition and sets them aside.
+	unusable deadletter.Pending
+	cl0      chan struct{} // closed once m.cl is set
+	runCtx   context.Context
 }
-
-type unusable struct {
-	r   *kgo.Record
-	err error
-}
-
-// maxUnusable bounds the bad records kept per partition until set aside.
-const maxUnusable = 100
 
 // entry is an inventory entry and the partition it is on.
 type entry struct {
@@ -145,7 +135,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel(nil)
 	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(), last: map[int32]map[string]records.Health{}, owed: map[int32]map[string]records.Health{}, stop: cancel,
 		gained: make(chan struct{}, 1), operated: map[string]bool{}, operatedCh: make(chan struct{}, 1),
-		unusable: map[int32][]unusable{}, cl0: make(chan struct{}), runCtx: ctx}
+		cl0: make(chan struct{}), runCtx: ctx}
 	go func() {
 		// Probing a fleet whose inventory was recreated empty would
 		// tombstone the health of every cluster.
@@ -268,14 +258,21 @@ func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 	for _, p := range partitions {
 		loaded[p] = map[string]records.Health{}
 	}
+	// The monitor owns the health of the clusters of its partitions: it
+	// sets aside the records it cannot read back, as it reads them.
+	var badHealth deadletter.Pending
 	err := logtable.ReadToEnd(ctx, m.cfg.Backbone.Opts(), m.names.Health, partitions, func(r *kgo.Record) {
 		if r.Value == nil {
 			delete(loaded[r.Partition], string(r.Key))
 			return
 		}
 		h, err := records.DecodeHealth(r.Value)
+		if err == nil && h.ClusterID != string(r.Key) {
+			err = fmt.Errorf("the health of cluster %q is keyed %q", h.ClusterID, r.Key)
+		}
 		if err != nil {
-			m.log.Error("skipping a health record that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "err", err)
+			m.log.Warn("setting aside a health record that cannot be used", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
+			badHealth.Add(r, err)
 			return
 		}
 		loaded[r.Partition][h.ClusterID] = h
@@ -292,6 +289,7 @@ func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 	defer m.mu.Unlock()
 	maps.Copy(m.last, loaded)
 	go m.setAsideUnusable(ctx, partitions)
+	go m.setAside(ctx, badHealth.Take(m.names.DeadLetters, Principal, partitions, m.cfg.Clock.Now(), m.letterFailed))
 	for _, p := range partitions {
 		m.owed[p] = map[string]records.Health{}
 	}
@@ -522,11 +520,7 @@ func healthID(clusterID string, observedAt time.Time, status, previous records.H
 // owner of its partition sets it aside.
 func (m *monitor) unusableRecord(r *kgo.Record, err error) {
 	m.log.Warn("an inventory record cannot be used", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
-	m.unusableMu.Lock()
-	if list := m.unusable[r.Partition]; len(list) < maxUnusable {
-		m.unusable[r.Partition] = append(list, unusable{r, err})
-	}
-	m.unusableMu.Unlock()
+	m.unusable.Add(r, err)
 	m.mu.Lock()
 	_, owned := m.last[r.Partition]
 	m.mu.Unlock()
@@ -538,29 +532,25 @@ func (m *monitor) unusableRecord(r *kgo.Record, err error) {
 // setAsideUnusable puts the unusable inventory records of partitions the
 // monitor owns on the dead-letter topic.
 func (m *monitor) setAsideUnusable(ctx context.Context, partitions []int32) {
+	m.setAside(ctx, m.unusable.Take(m.names.DeadLetters, Principal, partitions, m.cfg.Clock.Now(), m.letterFailed))
+}
+
+// letterFailed logs a record that could not be set aside.
+func (m *monitor) letterFailed(src *kgo.Record, err error) {
+	m.log.Error("could not set a record aside", "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", err)
+}
+
+// setAside produces dead letters, once the monitor's client is made.
+func (m *monitor) setAside(ctx context.Context, recs []*kgo.Record) {
 	select {
 	case <-m.cl0:
 	case <-ctx.Done():
 		return
 	}
-	var recs []*kgo.Record
-	m.unusableMu.Lock()
-	for _, p := range partitions {
-		for _, u := range m.unusable[p] {
-			rec, err := deadletter.Record(m.names.DeadLetters, Principal, u.r, u.err, m.cfg.Clock.Now())
-			if err != nil {
-				m.log.Error("could not set an inventory record aside", "err", err)
-				continue
-			}
-			recs = append(recs, rec)
-		}
-		delete(m.unusable, p)
-	}
-	m.unusableMu.Unlock()
 	if len(recs) == 0 {
 		return
 	}
 	if err := m.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil && ctx.Err() == nil {
-		m.log.Error("could not set inventory records aside", "records", len(recs), "err", err)
+		m.log.Error("could not set records aside", "records", len(recs), "err", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/deadletter"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -74,6 +75,13 @@ type planner struct {
 	// topicIDs are the IDs of the topics the planner reads, as it started
 	// with them; its transactions name the consumed ones (ProveMembership).
 	topicIDs backbone.TopicIDs
+	// plain is a client of no group or transaction: it watches the topics
+	// and sets records aside.
+	plain *kgo.Client
+	// badPolicies holds the unusable records of the policies topic, read
+	// whole by every copy, until the copy that owns the same partition of
+	// requests sets them aside.
+	badPolicies deadletter.Pending
 
 	mu    sync.Mutex // guards state against the rebalance callbacks
 	state *decide.State
@@ -130,6 +138,13 @@ func Run(ctx context.Context, cfg Config) error {
 		rec, err := DecodePolicy(r)
 		if err != nil {
 			p.log.Warn("ignoring a deployment policy record", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
+			p.badPolicies.Add(r, err)
+			p.mu.Lock()
+			owned := p.owned[r.Partition]
+			p.mu.Unlock()
+			if owned {
+				go p.setAside(ctx, p.badPolicies.Take(p.names.DeadLetters, decide.Principal, []int32{r.Partition}, p.cfg.Clock.Now(), p.letterFailed))
+			}
 			return nil, nil
 		}
 		return &rec.Policy, nil
@@ -137,12 +152,13 @@ func Run(ctx context.Context, cfg Config) error {
 		p.changes.push(change{key: key, policy: v, deleted: deleted || v == nil, isPolicy: true})
 	}))
 	// Deciding on a log recreated empty would undo what it records.
-	watchCl, err := cfg.Backbone.Client()
+	plain, err := cfg.Backbone.Client()
 	if err != nil {
 		return fmt.Errorf("planner: %w", err)
 	}
-	defer watchCl.Close()
-	watch, err := backbone.NewTopicWatch(ctx, watchCl, []string{p.names.Requests, p.names.Operations, p.names.Workflows, p.names.Commands,
+	defer plain.Close()
+	p.plain = plain
+	watch, err := backbone.NewTopicWatch(ctx, plain, []string{p.names.Requests, p.names.Operations, p.names.Workflows, p.names.Commands,
 		p.names.Inventory, p.names.Health, p.names.Policies}, backbone.WatchLogger(p.log))
 	if err != nil {
 		if parent.Err() != nil {
@@ -639,14 +655,19 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 	if len(partitions) == 0 {
 		return nil // (ReadToEnd would read every partition)
 	}
+	var bad deadletter.Pending
 	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Workflows, partitions, func(r *kgo.Record) {
 		if r.Value == nil { // a tombstone removes a target or a whole workflow
 			p.forgetRow(string(r.Key))
 			return
 		}
 		rec, err := records.DecodeWorkflowRecord(r.Value)
+		if err == nil {
+			err = rowKeyError(r, rec)
+		}
 		if err != nil {
-			p.log.Error("skipping a workflow row that cannot be decoded", "partition", r.Partition, "offset", r.Offset, "err", err)
+			p.log.Warn("setting aside a workflow row that cannot be used", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
+			bad.Add(r, err)
 			return
 		}
 		p.state.ApplyRow(r.Partition, rec)
@@ -656,7 +677,44 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 		}
 	}))
 	p.state.Reindex()
+	// The planner owns these partitions' rows: it sets aside, once read,
+	// those it cannot use, and the unusable policies of the same partitions.
+	now := p.cfg.Clock.Now()
+	letters := append(bad.Take(p.names.DeadLetters, decide.Principal, partitions, now, p.letterFailed),
+		p.badPolicies.Take(p.names.DeadLetters, decide.Principal, partitions, now, p.letterFailed)...)
+	go p.setAside(ctx, letters)
 	return err
+}
+
+// rowKeyError says what is wrong with the key of a workflow row, if
+// anything: a header row is keyed by its workflow's ID, a target row by
+// topics.TargetKey. A row under another key would be read as the wrong
+// workflow's, or never be replaced.
+func rowKeyError(r *kgo.Record, rec records.WorkflowRecord) error {
+	switch {
+	case rec.Workflow != nil && string(r.Key) != rec.Workflow.ID:
+		return fmt.Errorf("the header row of workflow %q is keyed %q", rec.Workflow.ID, r.Key)
+	case rec.Target != nil && string(r.Key) != topics.TargetKey(rec.Target.WorkflowID, rec.Target.ClusterID):
+		return fmt.Errorf("the row of target %s of workflow %q is keyed %q", rec.Target.ClusterID, rec.Target.WorkflowID, r.Key)
+	case rec.Workflow == nil && rec.Target == nil:
+		return errors.New("a workflow row with neither a workflow nor a target")
+	}
+	return nil
+}
+
+// setAside produces dead letters.
+func (p *planner) setAside(ctx context.Context, recs []*kgo.Record) {
+	if len(recs) == 0 {
+		return
+	}
+	if err := p.plain.ProduceSync(ctx, recs...).FirstErr(); err != nil && ctx.Err() == nil {
+		p.log.Error("could not set records aside", "records", len(recs), "err", err)
+	}
+}
+
+// letterFailed logs a record that could not be set aside.
+func (p *planner) letterFailed(src *kgo.Record, err error) {
+	p.log.Error("could not set a record aside", "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", err)
 }
 
 // forgetRow applies the tombstone of a workflows row: key is a workflow
