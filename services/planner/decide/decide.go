@@ -341,9 +341,16 @@ func (d *decision) operation(ev records.OperationEvent) {
 		return
 	}
 	d.recordPrevious(t, ev)
+	// The executor's clock says when the operation ended; the planner's
+	// bounds it (not before the target started, not after now), so that an
+	// event stamped in the future or the far past cannot make it ignore the
+	// health signals that follow, or count those that came before.
 	t.FinishedAt = ev.Envelope.Time.UTC()
-	if t.FinishedAt.IsZero() {
+	if t.FinishedAt.IsZero() || t.FinishedAt.After(d.now) {
 		t.FinishedAt = d.now
+	}
+	if t.FinishedAt.Before(t.StartedAt) {
+		t.FinishedAt = t.StartedAt
 	}
 	d.changed(w, t)
 	if d.s.busy[ev.ClusterID] == w.ID {

@@ -693,3 +693,37 @@ func TestAFailedOperationWaitsForAPerson(t *testing.T) {
 		t.Fatal("a rollout paused by a failed operation resumed by itself")
 	}
 }
+
+// TestOperationEventTimesAreBoundedByThePlannersClock feeds operation
+// events stamped by an executor whose clock is a day ahead, or a day
+// behind: the planner decides with its own clock, so a cluster unhealthy
+// right after its operation still counts, and a health signal observed
+// before the operation began never does.
+func TestOperationEventTimesAreBoundedByThePlannersClock(t *testing.T) {
+	spec := upgradeSpec(rollout.Phase{Name: "all", Bake: time.Minute})
+	t.Run("from the future", func(t *testing.T) {
+		h := newHarness(t, fleet(2))
+		h.executorSkew = 24 * time.Hour
+		first := h.submit("wf", spec).Commands
+		h.result(first[0], records.OperationSucceeded, "")
+		h.now = h.now.Add(time.Second)
+		h.probe(first[0].ClusterID, records.HealthUnhealthy, "runs bad version")
+		if w := h.workflow("wf"); w.Failed() != 1 {
+			t.Fatalf("a cluster unhealthy a second after its operation, whose event is stamped a day ahead: %d failed, want 1 (the planner ignored the signal)", w.Failed())
+		}
+	})
+	t.Run("from the past", func(t *testing.T) {
+		h := newHarness(t, fleet(2))
+		h.executorSkew = -24 * time.Hour
+		started := h.now
+		first := h.submit("wf", spec).Commands
+		h.now = started.Add(time.Minute)
+		h.result(first[0], records.OperationSucceeded, "")
+		h.now = started.Add(-time.Hour) // a signal observed before the operation, delivered late
+		h.probe(first[0].ClusterID, records.HealthUnhealthy, "was down before")
+		h.now = started.Add(time.Minute)
+		if w := h.workflow("wf"); w.Failed() != 0 {
+			t.Fatalf("a health signal observed an hour before the operation began counted against it (event stamped a day behind): %d failed, want 0", w.Failed())
+		}
+	})
+}

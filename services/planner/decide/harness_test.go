@@ -25,6 +25,9 @@ type harness struct {
 	// versions is the version each cluster runs, as a fleet that does what
 	// the commands say would run it.
 	versions map[string]string
+	// executorSkew is how far the executor's clock, which stamps operation
+	// events, is ahead of the planner's (behind, if negative).
+	executorSkew time.Duration
 }
 
 func newHarness(t testing.TB, clusters []inventory.Cluster) *harness {
@@ -115,7 +118,7 @@ func (h *harness) result(c records.Command, status records.OperationStatus, reas
 		h.versions[c.ClusterID] = c.Operation.Version
 	}
 	return h.do(OperationUpdate{Event: records.OperationEvent{
-		Envelope:        records.Envelope{ID: h.id("op"), Time: h.now, Principal: "executor", CausationID: c.ID},
+		Envelope:        records.Envelope{ID: h.id("op"), Time: h.now.Add(h.executorSkew), Principal: "executor", CausationID: c.ID},
 		CommandID:       c.ID,
 		WorkflowID:      c.WorkflowID,
 		ClusterID:       c.ClusterID,
