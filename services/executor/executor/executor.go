@@ -464,7 +464,12 @@ func (e *executor) renew(part *partition) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(part.ctx, e.cfg.Lease/3)
+	// A renewal may take until the lease it renews ends (a third of the
+	// lease at least, as when the lease is first taken).
+	e.mu.Lock()
+	left := part.leaseEnds.Sub(sent)
+	e.mu.Unlock()
+	ctx, cancel := context.WithTimeout(part.ctx, max(left, e.cfg.Lease/3))
 	defer cancel()
 	if err := part.w.write(ctx, &kgo.Record{Topic: e.names.Leases, Key: []byte(records.LeaseKey(part.id)), Value: value}); err != nil {
 		return err
@@ -488,22 +493,32 @@ func (e *executor) renewEvery(part *partition) {
 			return
 		case <-ticker.Chan():
 		}
-		err := e.renew(part)
-		if part.ctx.Err() != nil {
-			return
+		// A failed renewal is tried again at once, with a short backoff,
+		// until the lease ends: a coordinator moving or a broker
+		// restarting must not cost the partition.
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+			err := e.renew(part)
+			if part.ctx.Err() != nil {
+				return
+			}
+			if err == nil {
+				break
+			}
+			if backbone.FencedTxnError(err) || errors.Is(err, errWriterClosed) {
+				e.lost(part, err)
+				return
+			}
+			if e.fence(part) != nil {
+				e.lost(part, fmt.Errorf("could not renew the lease before it ended: %w", err))
+				return
+			}
+			e.log.Warn("could not renew the lease; retrying", "partition", part.id, "err", err)
+			select {
+			case <-part.ctx.Done():
+				return
+			case <-e.cfg.LeaseClock.After(backoff):
+			}
 		}
-		if err == nil {
-			continue
-		}
-		if backbone.FencedTxnError(err) || errors.Is(err, errWriterClosed) {
-			e.lost(part, err)
-			return
-		}
-		if e.fence(part) != nil {
-			e.lost(part, fmt.Errorf("could not renew the lease before it ended: %w", err))
-			return
-		}
-		e.log.Warn("could not renew the lease; retrying", "partition", part.id, "err", err)
 	}
 }
 
