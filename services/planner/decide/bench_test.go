@@ -61,3 +61,48 @@ func BenchmarkOperationResult(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHeartbeat measures the cost of a health signal that changes
+// nothing — the status the planner had, for a cluster probed since its
+// operation — in a workflow whose one wave holds N targets, half of them
+// done and seen healthy, half running. It should not grow with the wave:
+// the ratio of targets=100000 to targets=1000 should stay near 1.
+func BenchmarkHeartbeat(b *testing.B) {
+	for _, n := range []int{1000, 100000} {
+		b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
+			h := newHarness(b, fleet(n))
+			spec := upgradeSpec(rollout.Phase{Name: "all"})
+			spec.FailureThreshold = rollout.Threshold{Percent: 100}
+			// Decide itself, not the harness, whose checks of every
+			// command are quadratic in a wave this large.
+			commands := Decide(h.s, Submit{Key: "wf", Request: records.Request{
+				Envelope: records.Envelope{ID: "wf", Time: h.now, Principal: "alice"},
+				Submit:   &records.SubmitRollout{Spec: spec},
+			}}, h.now).Commands
+			if len(commands) != n {
+				b.Fatalf("%d commands for a one-wave rollout of %d clusters", len(commands), n)
+			}
+			// Half the wave done and seen healthy, set up directly: through
+			// Decide, as many results would take as long as the benchmark
+			// of operation results says.
+			done := commands[:n/2]
+			w := h.s.Workflows["wf"]
+			for _, c := range done {
+				t := w.Targets[c.ClusterID]
+				t.State, t.FinishedAt = records.TargetSucceeded, h.now
+				h.s.Health[c.ClusterID] = records.Health{ClusterID: c.ClusterID, Status: records.HealthHealthy, ObservedAt: h.now.Add(time.Second)}
+			}
+			h.s.Reindex()
+			h.now = h.now.Add(time.Second)
+			h.rows, h.commands = nil, nil
+			b.ResetTimer()
+			for i := range b.N {
+				id := done[i%len(done)].ClusterID
+				out := Decide(h.s, HealthUpdate{Health: records.Health{ClusterID: id, Status: records.HealthHealthy, ObservedAt: h.now}}, h.now)
+				if len(out.Rows) != 0 || len(out.Commands) != 0 {
+					b.Fatalf("a heartbeat decided %d rows and %d commands", len(out.Rows), len(out.Commands))
+				}
+			}
+		})
+	}
+}
