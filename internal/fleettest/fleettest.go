@@ -257,8 +257,18 @@ func (f *Fleet) StartService(name string) {
 }
 
 // StopService stops a service as a crash would cut it off: its context
-// ends wherever it is, and nothing it had not written survives.
+// ends wherever it is, and nothing it had not written survives. It fails
+// the test if the service ended with an error.
 func (f *Fleet) StopService(name string) {
+	f.t.Helper()
+	if err := f.stopService(name); err != nil {
+		f.t.Errorf("%s stopped with: %v", name, err)
+	}
+}
+
+// stopService stops a service and returns the error it ended with: nil
+// when it stopped because it was asked to.
+func (f *Fleet) stopService(name string) error {
 	f.t.Helper()
 	f.mu.Lock()
 	s, ok := f.running[name]
@@ -270,23 +280,37 @@ func (f *Fleet) StopService(name string) {
 	s.cancel()
 	select {
 	case err := <-s.done:
-		if err != nil {
-			f.t.Errorf("%s stopped with: %v", name, err)
-		}
+		return err
 	case <-time.After(30 * time.Second):
 		f.t.Fatalf("%s did not stop within 30s", name)
+		return nil
 	}
 }
 
-func (f *Fleet) stopAll() {
+// StopAll stops every running service, and returns the errors those that
+// had ended by themselves ended with, by name: a test of faults judges
+// them (a fault may end a service at any moment, even once the rollout it
+// watched is over).
+func (f *Fleet) StopAll() map[string]error {
+	f.t.Helper()
 	f.mu.Lock()
 	names := make([]string, 0, len(f.running))
 	for name := range f.running {
 		names = append(names, name)
 	}
 	f.mu.Unlock()
+	errs := map[string]error{}
 	for _, name := range names {
-		f.StopService(name)
+		if err := f.stopService(name); err != nil {
+			errs[name] = err
+		}
+	}
+	return errs
+}
+
+func (f *Fleet) stopAll() {
+	for name, err := range f.StopAll() {
+		f.t.Errorf("%s stopped with: %v", name, err)
 	}
 	f.cancel()
 }

@@ -167,6 +167,15 @@ func (r *run) check(w *decide.Workflow) {
 	r.checkOperations(w)
 	r.checkNotifications(w)
 	r.supervise()
+	// A fault may still end a service after the rollout (a lease renewal
+	// whose end was dropped): judge how each ended, as supervise does.
+	for name, err := range r.f.StopAll() {
+		if r.mayEnd == nil || !r.mayEnd(name, err) {
+			r.t.Errorf("%s ended with: %v", name, err)
+		} else {
+			r.t.Logf("%s ended after the rollout, as the fault may make it: %v", name, err)
+		}
+	}
 }
 
 func (r *run) checkClusters(w *decide.Workflow) {
