@@ -62,7 +62,27 @@ func createTopic(t *testing.T, ctx context.Context, adm *kadm.Client, topic stri
 	if err != nil {
 		t.Fatalf("create topic %s: %v", topic, err)
 	}
+	awaitTopic(t, ctx, adm, topic, resp.ID)
 	return resp.ID
+}
+
+// awaitTopic waits until the broker's metadata has topic, with ID id:
+// Kafka answers CreateTopics before every broker's metadata has it.
+func awaitTopic(t *testing.T, ctx context.Context, adm *kadm.Client, topic string, id kadm.TopicID) {
+	t.Helper()
+	for {
+		md, err := adm.Metadata(ctx, topic)
+		if err == nil {
+			if td, ok := md.Topics[topic]; ok && td.Err == nil && td.ID == id {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %s (ID %v) is not in the broker's metadata: %v", topic, id, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func testAdmin(t *testing.T) *kadm.Client {

@@ -37,6 +37,7 @@ func recreateTopic(t *testing.T, ctx context.Context, adm *kadm.Client, topic st
 			err = resp.Err
 		}
 		if err == nil {
+			awaitTopic(t, ctx, adm, topic, resp.ID)
 			return resp.ID
 		}
 		if !errors.Is(err, kerr.TopicAlreadyExists) || ctx.Err() != nil {
