@@ -209,17 +209,9 @@ func TestCoordinatorsMove(t *testing.T) {
 		// Every coordinator of every group and transactional ID moves,
 		// every half second of real time.
 		r := start(t)
-		moves := 0
-		last := time.Now()
-		r.tick = func(*decide.Workflow) {
-			if time.Since(last) > 500*time.Millisecond {
-				broker.RehashCoordinators()
-				moves++
-				last = time.Now()
-			}
-		}
+		moves := r.every(500*time.Millisecond, broker.RehashCoordinators)
 		w := r.rollout()
-		t.Logf("coordinators moved %d times", moves)
+		t.Logf("coordinators moved %d times", *moves)
 		r.check(w)
 	})
 	t.Run("node removed", func(t *testing.T) {
@@ -320,17 +312,9 @@ func TestPartitionLeadersMove(t *testing.T) {
 		// Every partition of the broker gets a new leader, as when a
 		// broker restarts, every two seconds of real time.
 		r := start(t)
-		shuffles := 0
-		last := time.Now()
-		r.tick = func(*decide.Workflow) {
-			if time.Since(last) > 2*time.Second {
-				broker.ShufflePartitionLeaders()
-				shuffles++
-				last = time.Now()
-			}
-		}
+		shuffles := r.every(2*time.Second, broker.ShufflePartitionLeaders)
 		w := r.rollout()
-		t.Logf("leaders shuffled %d times", shuffles)
+		t.Logf("leaders shuffled %d times", *shuffles)
 		r.check(w)
 	})
 }

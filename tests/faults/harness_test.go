@@ -113,6 +113,22 @@ func (r *run) supervise() {
 	}
 }
 
+// every makes fault happen while the rollout runs, at most once per
+// interval of real time (checked on each of the rollout's checks), and
+// returns the count of times it happened.
+func (r *run) every(interval time.Duration, fault func()) *int {
+	count := 0
+	last := time.Now()
+	r.tick = func(*decide.Workflow) {
+		if time.Since(last) > interval {
+			fault()
+			count++
+			last = time.Now()
+		}
+	}
+	return &count
+}
+
 // rollout submits the upgrade and waits for it to finish, supervising the
 // services meanwhile; it checks it ended as it would without faults.
 func (r *run) rollout() *decide.Workflow {

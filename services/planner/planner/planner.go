@@ -600,10 +600,10 @@ func (p *planner) unpark(ctx context.Context, parked map[int32]parkedPartition, 
 }
 
 // revoked drops the workflows of partitions the planner no longer owns.
-// At the start of a rebalance (lost false) it parks them with the
+// Revoked at the start of a rebalance (park), they are parked with the
 // partitions' end offsets, for assigned; partitions lost (the group went
-// on without this copy) are simply forgotten, as is anything parked if the
-// end offsets cannot be read.
+// on without this copy) are simply forgotten, as they are when the end
+// offsets cannot be read.
 func (p *planner) revoked(ctx context.Context, partitions []int32, park bool) {
 	var ends map[int32]int64
 	if park && len(partitions) > 0 {
