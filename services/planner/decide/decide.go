@@ -406,18 +406,10 @@ func (d *decision) retryLater(w *Workflow, t *records.Target, ev records.Operati
 // so after that change: a later rollout's damage is not blamed on an
 // earlier one.
 func (d *decision) health(h records.Health) {
-	prev, seen := d.s.Health[h.ClusterID]
 	d.s.Health[h.ClusterID] = h
 	for _, w := range d.s.workflowsOn(h.ClusterID) {
 		t := w.Targets[h.ClusterID]
 		if t == nil {
-			continue
-		}
-		// A heartbeat — the status the planner already had, from a probe
-		// already after the target's operation — changes nothing the
-		// workflow decides on (a paused one may still resume by itself):
-		// it costs no look at the wave.
-		if seen && prev.Status == h.Status && !prev.ObservedAt.Before(t.FinishedAt) && w.State != records.WorkflowPaused {
 			continue
 		}
 		if h.Status == records.HealthUnhealthy && d.changedLast(w, t) && !h.ObservedAt.Before(t.FinishedAt) {
