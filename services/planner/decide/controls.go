@@ -176,10 +176,7 @@ func (d *decision) rollbackRefused(w *Workflow) string {
 // health) on the way. It returns the number of targets retried.
 func (d *decision) retryFailed(w *Workflow) int {
 	retried := 0
-	for _, t := range w.Targets {
-		if t.State != records.TargetFailed {
-			continue
-		}
+	for _, t := range w.failedTargets() {
 		w.countFailure(t, -1)
 		t.State, t.Reason, t.Unhealthy, t.NotBefore = records.TargetPending, "", false, time.Time{}
 		d.changed(w, t)
@@ -196,6 +193,7 @@ func (d *decision) retryFailed(w *Workflow) int {
 	}
 	w.FailuresAcknowledged = 0
 	w.BakeUntil, w.Gate, w.GateExpires = time.Time{}, "", time.Time{}
+	w.cur = nil // targets of any wave are pending again
 	for id := range w.Targets {
 		d.s.watch(id, w.ID) // a finished workflow had left the index
 	}
@@ -227,10 +225,7 @@ func (d *decision) checkRecovery(w *Workflow) {
 	}
 	var recovered []*records.Target
 	all := true
-	for _, t := range w.Targets {
-		if t.State != records.TargetFailed {
-			continue
-		}
+	for _, t := range w.failedTargets() {
 		h, seen := d.s.Health[t.ClusterID]
 		if !t.Unhealthy || !seen || h.Status != records.HealthHealthy {
 			all = false
@@ -258,6 +253,7 @@ func (d *decision) checkRecovery(w *Workflow) {
 		t.State, t.Unhealthy, t.Reason = records.TargetSucceeded, false, ""
 		d.changed(w, t)
 	}
+	w.cur = nil // targets of any wave succeeded again
 	w.FailuresAcknowledged = min(w.FailuresAcknowledged, w.failed)
 	w.State, w.PausedBy, w.ResumeAt = records.WorkflowRunning, "", time.Time{}
 	w.Reason = fmt.Sprintf("resumed by itself: %d clusters healthy again for %s", len(recovered), w.Spec.AutoResume)

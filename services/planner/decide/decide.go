@@ -38,12 +38,19 @@ type OperationUpdate struct{ Event records.OperationEvent }
 // HealthUpdate is a changed record of the health table.
 type HealthUpdate struct{ Health records.Health }
 
+// InventoryUpdate is a cluster added, changed or removed in the inventory
+// table; the shell has applied it to the state's Inventory view already.
+// Clusters of the workflows targeting it that wait (for their windows,
+// which follow its labels) are looked at again.
+type InventoryUpdate struct{ ClusterID string }
+
 // Tick is the passing of time: deadlines (bake times) are checked against now.
 type Tick struct{}
 
 func (Submit) input()          {}
 func (OperationUpdate) input() {}
 func (HealthUpdate) input()    {}
+func (InventoryUpdate) input() {}
 func (Tick) input()            {}
 
 // Outputs are the records one decision writes: rows for the workflows topic
@@ -80,10 +87,20 @@ func Decide(s *State, in Input, now time.Time) Outputs {
 	case HealthUpdate:
 		d.cause = in.Health.Envelope.ID
 		d.health(in.Health)
+	case InventoryUpdate:
+		d.inventory(in.ClusterID)
 	case Tick:
 		d.tick()
 	}
-	return d.flush()
+	out := d.flush()
+	// What the decision changed or looked at may have a new deadline.
+	for _, id := range d.order {
+		s.schedule(d.touched[id].w, d.now)
+	}
+	for _, w := range d.advanced {
+		s.schedule(w, d.now)
+	}
+	return out
 }
 
 // deadline is the earliest time at which the passing of time alone can
@@ -95,11 +112,9 @@ func (w *Workflow) deadline() (time.Time, bool) {
 	if w.State != records.WorkflowRunning {
 		return time.Time{}, false
 	}
-	var d time.Time
-	for _, t := range []time.Time{w.BakeUntil, w.WaitUntil, w.GateExpires} {
-		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
-			d = t
-		}
+	d := earliest(earliest(w.BakeUntil, w.WaitUntil), w.GateExpires)
+	if w.cur != nil {
+		d = earliest(d, w.cur.recheck)
 	}
 	return d, !d.IsZero()
 }
@@ -112,12 +127,13 @@ type touched struct {
 }
 
 type decision struct {
-	s       *State
-	now     time.Time
-	cause   string
-	order   []string // workflow IDs in the order first touched
-	touched map[string]*touched
-	out     Outputs
+	s        *State
+	now      time.Time
+	cause    string
+	order    []string // workflow IDs in the order first touched
+	touched  map[string]*touched
+	advanced []*Workflow // workflows advance looked at
+	out      Outputs
 }
 
 func (d *decision) touch(w *Workflow) *touched {
@@ -352,6 +368,12 @@ func (d *decision) operation(ev records.OperationEvent) {
 	if t.FinishedAt.Before(t.StartedAt) {
 		t.FinishedAt = t.StartedAt
 	}
+	if ix := w.cur; ix.of(t) {
+		ix.running--
+		if t.State == records.TargetSucceeded && !d.seenSince(t) {
+			ix.unseen[t.ClusterID] = struct{}{}
+		}
+	}
 	d.changed(w, t)
 	if d.s.busy[ev.ClusterID] == w.ID {
 		delete(d.s.busy, ev.ClusterID)
@@ -359,9 +381,16 @@ func (d *decision) operation(ev records.OperationEvent) {
 	d.checkThreshold(w, t.Phase)
 	d.advance(w)
 	d.startRollback(w) // if w is rolling back and this was its last operation in flight
-	// The cluster is free: workflows waiting for it may go on.
-	for _, other := range d.s.workflowsOn(ev.ClusterID) {
+	d.freed(w, ev.ClusterID)
+}
+
+// freed lets the workflows that wait for a cluster w's operation ran on go on.
+func (d *decision) freed(w *Workflow, clusterID string) {
+	for _, other := range d.s.workflowsOn(clusterID) {
 		if other != w {
+			if other.cur != nil {
+				other.cur.release(clusterID, heldBusy)
+			}
 			d.advance(other)
 		}
 	}
@@ -388,17 +417,17 @@ func (d *decision) retryLater(w *Workflow, t *records.Target, ev records.Operati
 	t.State = records.TargetPending
 	t.NotBefore = d.now.Add(backoff)
 	t.Reason = fmt.Sprintf("attempt %d of %d failed: %s; retrying after %s", t.Attempt, w.Spec.Retries+1, ev.Reason, t.NotBefore.Format(time.RFC3339))
+	if ix := w.cur; ix.of(t) {
+		ix.running--
+		ix.requeue(t.ClusterID)
+	}
 	d.changed(w, t)
 	if d.s.busy[t.ClusterID] == w.ID {
 		delete(d.s.busy, t.ClusterID)
 	}
 	d.advance(w)
 	d.startRollback(w) // a retry is moot once w is rolling back
-	for _, other := range d.s.workflowsOn(t.ClusterID) {
-		if other != w {
-			d.advance(other)
-		}
-	}
+	d.freed(w, t.ClusterID)
 }
 
 // health records a cluster's health signal. An unhealthy cluster counts
@@ -411,6 +440,17 @@ func (d *decision) health(h records.Health) {
 		t := w.Targets[h.ClusterID]
 		if t == nil {
 			continue
+		}
+		if ix := w.cur; ix.of(t) {
+			switch {
+			case h.Status != records.HealthUnhealthy:
+				ix.release(t.ClusterID, heldUnhealthy)
+			case w.Spec.UnhealthyTargets == rollout.SkipUnhealthy:
+				ix.release(t.ClusterID, heldWindow) // skipped now, not once its window opens
+			}
+			if !h.ObservedAt.Before(t.FinishedAt) {
+				delete(ix.unseen, t.ClusterID)
+			}
 		}
 		if h.Status == records.HealthUnhealthy && d.changedLast(w, t) && !h.ObservedAt.Before(t.FinishedAt) {
 			d.markUnhealthy(w, t, h)
@@ -444,19 +484,32 @@ func (d *decision) markUnhealthy(w *Workflow, t *records.Target, h records.Healt
 	}
 	w.fail(t, reason)
 	t.Unhealthy = true
+	if ix := w.cur; ix.of(t) {
+		delete(ix.unseen, t.ClusterID)
+	}
 	d.changed(w, t)
 }
 
-func (d *decision) tick() {
-	ids := make([]string, 0, len(d.s.Workflows))
-	for id, w := range d.s.Workflows {
-		if due, ok := w.deadline(); ok && !d.now.Before(due) {
-			ids = append(ids, id)
+// inventory looks again at a cluster whose inventory record changed, in
+// the workflows that target it.
+func (d *decision) inventory(clusterID string) {
+	for _, w := range d.s.workflowsOn(clusterID) {
+		if t := w.Targets[clusterID]; t != nil && w.cur.of(t) {
+			w.cur.release(clusterID)
 		}
+		d.advance(w)
 	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		w := d.s.Workflows[id]
+}
+
+// tick moves the workflows whose deadline has come, and those just loaded.
+func (d *decision) tick() {
+	due := d.s.due(d.now)
+	sort.Slice(due, func(i, j int) bool { return due[i].ID < due[j].ID })
+	for _, w := range due {
+		if w.State.Terminal() {
+			continue
+		}
+		d.advanced = append(d.advanced, w)
 		// What a deadline passing causes, the row that set it caused.
 		d.cause = rowID(w.ID, w.Seq)
 		if w.State == records.WorkflowPaused {
@@ -531,20 +584,14 @@ func (d *decision) clearWaits(w *Workflow) {
 }
 
 func (d *decision) failureSummary(w *Workflow, most int) string {
-	var ids []string
-	for id, t := range w.Targets {
-		if t.State == records.TargetFailed {
-			ids = append(ids, id)
-		}
-	}
-	sort.Strings(ids)
+	failed := w.failedTargets()
 	var parts []string
-	for i, id := range ids {
+	for i, t := range failed {
 		if i == most {
-			parts = append(parts, fmt.Sprintf("and %d more", len(ids)-most))
+			parts = append(parts, fmt.Sprintf("and %d more", len(failed)-most))
 			break
 		}
-		parts = append(parts, id+" ("+w.Targets[id].Reason+")")
+		parts = append(parts, t.ClusterID+" ("+t.Reason+")")
 	}
 	return strings.Join(parts, ", ")
 }
@@ -598,6 +645,7 @@ func (d *decision) gated(w *Workflow, where string) bool {
 // and every cluster of the wave is seen healthy, and ends the workflow
 // after its last wave.
 func (d *decision) advance(w *Workflow) {
+	d.advanced = append(d.advanced, w)
 	for w.State == records.WorkflowRunning {
 		if w.Gate != "" {
 			if !w.GateExpires.IsZero() && !d.now.Before(w.GateExpires) {
@@ -612,26 +660,19 @@ func (d *decision) advance(w *Workflow) {
 			d.finish(w)
 			return
 		}
-		wave := w.WaveTargets(w.Phase, w.Wave)
-		var pending []*records.Target
-		running := 0
-		for _, id := range wave {
-			switch t := w.Targets[id]; t.State {
-			case records.TargetPending:
-				pending = append(pending, t)
-			case records.TargetRunning:
-				running++
+		ix := d.index(w)
+		if !ix.done() {
+			d.dispatch(w, ix)
+			if !ix.done() || w.State != records.WorkflowRunning {
+				return
 			}
-		}
-		if len(pending) > 0 || running > 0 {
-			d.dispatch(w, pending, running)
-			return
+			// Every cluster left was skipped or failed: the wave is done.
 		}
 		if w.BakeUntil.IsZero() {
 			w.BakeUntil = d.now.Add(w.Phases[w.Phase].Bake)
 			d.transition(w, "wave-completed")
 		}
-		if d.now.Before(w.BakeUntil) || !d.waveSeenHealthy(w, wave) {
+		if d.now.Before(w.BakeUntil) || !d.waveSeenHealthy(w, ix) {
 			return
 		}
 		if w.State != records.WorkflowRunning {
@@ -653,51 +694,53 @@ func (d *decision) advance(w *Workflow) {
 // waveSeenHealthy reports whether every succeeded cluster of the wave has
 // been probed since its operation finished and is not unhealthy. A cluster
 // seen unhealthy counts as failed (which may pause the workflow); one not
-// yet seen holds the wave until the monitor looks at it.
-func (d *decision) waveSeenHealthy(w *Workflow, wave []string) bool {
+// yet seen holds the wave until the monitor looks at it. While the index
+// knows of one not seen, that is the answer; then every cluster is looked
+// at, once the last is seen.
+func (d *decision) waveSeenHealthy(w *Workflow, ix *waveIndex) bool {
+	if len(ix.unseen) > 0 {
+		return false
+	}
 	all := true
-	for _, id := range wave {
+	for _, id := range ix.order {
 		t := w.Targets[id]
 		if t.State != records.TargetSucceeded {
 			continue
 		}
 		h, ok := d.s.Health[id]
 		if !ok || h.ObservedAt.Before(t.FinishedAt) {
+			ix.unseen[id] = struct{}{} // its signal was removed
 			all = false
 			continue
 		}
 		if h.Status == records.HealthUnhealthy && d.changedLast(w, t) {
+			// It fails, and the wave goes on unless that paused it.
 			d.markUnhealthy(w, t, h)
 			d.checkThreshold(w, t.Phase)
-			all = false
 		}
 	}
 	return all
 }
 
-// dispatch sends commands for pending targets while the in-flight limit
-// allows. A cluster busy with another workflow's operation waits; so does
-// one outside its maintenance windows, until the earliest of them opens.
-func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int) {
+// dispatch sends commands for the wave's pending targets, in order, while
+// the in-flight limit allows. A cluster busy with another workflow's
+// operation waits until it is freed; one that is unhealthy, until its
+// health changes; one outside its maintenance windows or waiting to retry,
+// until the earliest of those times.
+func (d *decision) dispatch(w *Workflow, ix *waveIndex) {
 	limit := w.Phases[w.Phase].MaxInFlight
-	if limit <= 0 {
-		limit = len(pending) + running
+	if !ix.recheck.IsZero() && !d.now.Before(ix.recheck) {
+		ix.releaseTimed()
 	}
-	var held, unhealthy, retrying int
-	var opens, retryAt time.Time
-	defer func() { d.setWaiting(w, waits{held, opens, unhealthy, retrying, retryAt}) }()
-	for _, t := range pending {
-		if running >= limit {
-			return
-		}
+	defer func() { d.setWaiting(w, ix.waits()) }()
+	for len(ix.queue) > 0 && (limit <= 0 || ix.running < limit) {
+		t := w.Targets[ix.next()]
 		if _, busy := d.s.busy[t.ClusterID]; busy {
+			ix.hold(t.ClusterID, heldBusy, time.Time{}, d.now)
 			continue
 		}
 		if d.now.Before(t.NotBefore) {
-			retrying++
-			if retryAt.IsZero() || t.NotBefore.Before(retryAt) {
-				retryAt = t.NotBefore
-			}
+			ix.hold(t.ClusterID, heldRetry, t.NotBefore, d.now)
 			continue
 		}
 		c, ok := d.s.Inventory[t.ClusterID]
@@ -723,14 +766,15 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 				d.changed(w, t)
 				continue
 			}
-			unhealthy++ // held until it recovers: its next health signal moves the workflow
+			ix.hold(t.ClusterID, heldUnhealthy, time.Time{}, d.now) // until it recovers
 			continue
 		}
 		if sched := w.schedule(c.Labels); !sched.Open(d.now) {
-			held++
-			if next, ok := sched.NextOpen(d.now); ok && (opens.IsZero() || next.Before(opens)) {
-				opens = next
+			next, ok := sched.NextOpen(d.now)
+			if !ok {
+				next = time.Time{} // it does not open within the horizon
 			}
+			ix.hold(t.ClusterID, heldWindow, next, d.now)
 			continue
 		}
 		t.State = records.TargetRunning
@@ -753,7 +797,7 @@ func (d *decision) dispatch(w *Workflow, pending []*records.Target, running int)
 			Operation:  op,
 			Cluster:    c,
 		})
-		running++
+		ix.running++
 	}
 }
 
@@ -831,14 +875,26 @@ func (d *decision) finish(w *Workflow) {
 // end drops a workflow that reached a terminal state from the index of
 // workflows targeting each cluster, and tells the workflow it rolls back,
 // if any.
+//
+// An unhealthy cluster that w changed last may now count against the
+// workflow that changed it before (see changedLast): its signal is
+// applied again to the workflows still targeting it.
 func (d *decision) end(w *Workflow) {
+	w.cur = nil // not needed again, unless a person retries it
+	var unhealthy []string
 	for id := range w.Targets {
 		if m := d.s.byCluster[id]; m != nil {
 			delete(m, w.ID)
 			if len(m) == 0 {
 				delete(d.s.byCluster, id)
+			} else if d.s.Health[id].Status == records.HealthUnhealthy {
+				unhealthy = append(unhealthy, id)
 			}
 		}
 	}
 	d.rollbackEnded(w)
+	sort.Strings(unhealthy)
+	for _, id := range unhealthy {
+		d.health(d.s.Health[id])
+	}
 }

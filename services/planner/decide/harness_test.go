@@ -28,6 +28,9 @@ type harness struct {
 	// executorSkew is how far the executor's clock, which stamps operation
 	// events, is ahead of the planner's (behind, if negative).
 	executorSkew time.Duration
+	// shadow makes every decision again on a state rebuilt from the rows,
+	// and checks the two agree (see shadowDecide).
+	shadow bool
 }
 
 func newHarness(t testing.TB, clusters []inventory.Cluster) *harness {
@@ -55,8 +58,21 @@ func (h *harness) do(in Input) Outputs {
 			stopped[id] = w.State
 		}
 	}
+	var before *State
+	if h.shadow {
+		before = h.rebuiltCopy()
+	}
 	out := Decide(h.s, in, h.now)
+	if h.shadow {
+		shadowDecide(h.t, h, before, in, out)
+	}
 	h.rows = append(h.rows, out.Rows...)
+	for _, w := range h.s.Workflows {
+		if !w.State.Terminal() { // an ended workflow's index is not used again
+			checkWaveIndex(h.t, h.s, w)
+		}
+	}
+	checkDeadlines(h.t, h)
 	resumed := map[string]bool{}
 	for _, r := range out.Rows {
 		if r.Workflow != nil && (r.Workflow.Event == "resumed" || r.Workflow.Event == "retrying") {

@@ -13,6 +13,7 @@ package decide
 
 import (
 	"sort"
+	"time"
 
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -32,6 +33,7 @@ type State struct {
 	// Derived indexes, rebuilt by Reindex after loading rows.
 	busy      map[string]string              // cluster ID → workflow ID whose command runs on it
 	byCluster map[string]map[string]struct{} // cluster ID → IDs of unfinished workflows targeting it
+	deadlines deadlines                      // workflows by their deadline
 }
 
 // Workflow is one workflow's header row with its target rows.
@@ -42,9 +44,14 @@ type Workflow struct {
 	// on; the shell uses it to drop workflows whose partition it lost.
 	Partition int32
 
-	waves    [][][]string // phase → wave → cluster IDs, in start order
-	failed   int          // targets in state failed
-	failedIn []int        // phase → its targets in state failed
+	waves     [][][]string // phase → wave → cluster IDs, in start order
+	failed    int          // targets in state failed
+	failedIn  []int        // phase → its targets in state failed
+	failedIDs map[string]struct{}
+	cur       *waveIndex // the current wave's, nil until needed
+
+	queued   bool      // whether the deadline queue holds the workflow,
+	queuedAt time.Time // at this time
 
 	windows         rollout.Windows // the spec's window rules, compiled on first use
 	windowsCompiled bool
@@ -116,9 +123,20 @@ func (s *State) workflow(id string, partition int32) *Workflow {
 func (s *State) Reindex() {
 	s.busy = map[string]string{}
 	s.byCluster = map[string]map[string]struct{}{}
+	s.deadlines = nil
 	for _, w := range s.Workflows {
 		w.reindex()
 		s.indexWorkflow(w)
+		w.queued = false
+		switch at, ok := w.deadline(); {
+		case w.State == records.WorkflowRunning:
+			// The next tick advances what was loaded: what moved it
+			// before (a heartbeat, another planner's operation ending)
+			// may not come again.
+			s.queue(w, time.Time{})
+		case ok:
+			s.queue(w, at)
+		}
 	}
 }
 
@@ -144,11 +162,17 @@ func (s *State) watch(clusterID, workflowID string) {
 
 // workflowsOn returns the unfinished workflows targeting a cluster, in ID order.
 func (s *State) workflowsOn(clusterID string) []*Workflow {
-	ids := make([]string, 0, len(s.byCluster[clusterID]))
-	for id := range s.byCluster[clusterID] {
+	m := s.byCluster[clusterID]
+	if len(m) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(m))
+	for id := range m {
 		ids = append(ids, id)
 	}
-	sort.Strings(ids)
+	if len(ids) > 1 {
+		sort.Strings(ids)
+	}
 	out := make([]*Workflow, 0, len(ids))
 	for _, id := range ids {
 		if w, ok := s.Workflows[id]; ok && !w.State.Terminal() {
@@ -180,7 +204,8 @@ func (w *Workflow) reindex() {
 	for p, ph := range w.Phases {
 		w.waves[p] = make([][]string, len(ph.WaveSizes))
 	}
-	w.failed, w.failedIn = 0, make([]int, len(w.Phases))
+	w.failed, w.failedIn, w.failedIDs = 0, make([]int, len(w.Phases)), map[string]struct{}{}
+	w.cur = nil
 	for id, t := range w.Targets {
 		if t.Phase < len(w.waves) && t.Wave < len(w.waves[t.Phase]) {
 			w.waves[t.Phase][t.Wave] = append(w.waves[t.Phase][t.Wave], id)
@@ -216,6 +241,28 @@ func (w *Workflow) countFailure(t *records.Target, delta int) {
 	if t.Phase < len(w.failedIn) {
 		w.failedIn[t.Phase] += delta
 	}
+	if w.failedIDs == nil {
+		w.failedIDs = map[string]struct{}{}
+	}
+	if delta > 0 {
+		w.failedIDs[t.ClusterID] = struct{}{}
+	} else {
+		delete(w.failedIDs, t.ClusterID)
+	}
+}
+
+// failedTargets returns the failed targets, by cluster ID.
+func (w *Workflow) failedTargets() []*records.Target {
+	ids := make([]string, 0, len(w.failedIDs))
+	for id := range w.failedIDs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	out := make([]*records.Target, len(ids))
+	for i, id := range ids {
+		out[i] = w.Targets[id]
+	}
+	return out
 }
 
 // Failed is the number of the workflow's targets that failed or turned unhealthy.

@@ -401,8 +401,10 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 		switch {
 		case c.cluster != nil && c.deleted:
 			delete(p.state.Inventory, c.key)
+			decideOn(decide.InventoryUpdate{ClusterID: c.key})
 		case c.cluster != nil:
 			p.state.Inventory[c.key] = *c.cluster
+			decideOn(decide.InventoryUpdate{ClusterID: c.key})
 		case c.health != nil && c.deleted:
 			delete(p.state.Health, c.key)
 		case c.health != nil:

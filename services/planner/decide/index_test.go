@@ -1,0 +1,201 @@
+package decide
+
+import (
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+// checkWaveIndex checks that the index of w's current wave, which spares
+// the decision core a look at every target, says what that look would.
+func checkWaveIndex(t testing.TB, s *State, w *Workflow) {
+	t.Helper()
+	ix := w.cur
+	if ix == nil || ix.phase != w.Phase || ix.wave != w.Wave {
+		return // rebuilt when next needed
+	}
+	queued := map[string]bool{}
+	for _, i := range ix.queue {
+		id := ix.order[i]
+		if queued[id] {
+			t.Fatalf("%s: %s is twice in the queue of wave %d/%d", w.ID, id, ix.phase, ix.wave)
+		}
+		queued[id] = true
+	}
+	var holds [holdReasons]int
+	for id, why := range ix.held {
+		holds[why]++
+		if queued[id] {
+			t.Fatalf("%s: %s is both queued and held", w.ID, id)
+		}
+		tg := w.Targets[id]
+		switch why {
+		case heldBusy:
+			if _, busy := s.busy[id]; !busy {
+				t.Fatalf("%s: %s is held as busy, but no operation runs on it", w.ID, id)
+			}
+		case heldUnhealthy:
+			if h := s.Health[id]; h.Status != records.HealthUnhealthy {
+				t.Fatalf("%s: %s is held as unhealthy, but its health is %q", w.ID, id, h.Status)
+			}
+		case heldRetry:
+			if ix.recheck.IsZero() || ix.recheck.After(tg.NotBefore) {
+				t.Fatalf("%s: %s waits to retry at %v, but the wave looks again only at %v", w.ID, id, tg.NotBefore, ix.recheck)
+			}
+		case heldWindow:
+			if ix.recheck.IsZero() {
+				t.Fatalf("%s: %s waits for its window, but the wave never looks again", w.ID, id)
+			}
+		}
+	}
+	if holds != ix.holds {
+		t.Fatalf("%s: hold counts %v, held %v", w.ID, ix.holds, holds)
+	}
+	running := 0
+	for id, tg := range w.Targets {
+		if tg.State == records.TargetRunning {
+			running++
+		}
+		if tg.Phase != ix.phase || tg.Wave != ix.wave {
+			continue
+		}
+		_, held := ix.held[id]
+		if pending := tg.State == records.TargetPending; pending != (queued[id] || held) {
+			t.Fatalf("%s: %s is %s, queued %v, held %v", w.ID, id, tg.State, queued[id], held)
+		}
+		_, unseen := ix.unseen[id]
+		h, seen := s.Health[id]
+		want := tg.State == records.TargetSucceeded && (!seen || h.ObservedAt.Before(tg.FinishedAt))
+		if unseen != want {
+			t.Fatalf("%s: %s (%s, finished %v, health %+v) unseen %v, want %v", w.ID, id, tg.State, tg.FinishedAt, h, unseen, want)
+		}
+	}
+	if running != ix.running {
+		t.Fatalf("%s: %d targets running, the index counts %d", w.ID, running, ix.running)
+	}
+}
+
+// checkDeadlines checks that every running or recovering workflow with a
+// deadline still to come is in the deadline queue, no later than it.
+func checkDeadlines(t testing.TB, h *harness) {
+	t.Helper()
+	for _, w := range h.s.Workflows {
+		at, ok := w.deadline()
+		if !ok || !at.After(h.now) {
+			continue
+		}
+		if !w.queued || w.queuedAt.After(at) {
+			t.Fatalf("%s (%s) has a deadline at %v; queued %v at %v", w.ID, w.State, at, w.queued, w.queuedAt)
+		}
+	}
+}
+
+// shadowDecide makes the decision the live state just made (out) again on
+// a state rebuilt from the rows written before it, as a planner that had
+// restarted would, and checks it sent the same commands and left the same
+// targets and workflows; only the account of what waits may differ, as
+// the live state knows which clusters it already looked at.
+func shadowDecide(t testing.TB, h *harness, before *State, in Input, out Outputs) {
+	t.Helper()
+	got := Decide(before, in, h.now)
+	if !reflect.DeepEqual(got.Commands, out.Commands) {
+		t.Fatalf("after a rebuild, %T decides commands %+v; live %+v", in, got.Commands, out.Commands)
+	}
+	for id, w := range h.s.Workflows {
+		r := before.Workflows[id]
+		if r == nil {
+			t.Fatalf("%s missing from the rebuilt state after %T", id, in)
+		}
+		a, b := w.Workflow, r.Workflow
+		for _, h := range []*records.Workflow{&a, &b} { // what the account of waits changes
+			h.Waiting, h.WaitUntil, h.Event, h.Seq, h.UpdatedAt = "", time.Time{}, "", 0, time.Time{}
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("after a rebuild, %T leaves %s as\n%+v\nlive\n%+v", in, id, b, a)
+		}
+		if !reflect.DeepEqual(w.Targets, r.Targets) {
+			for cid, tg := range w.Targets {
+				if !reflect.DeepEqual(tg, r.Targets[cid]) {
+					t.Fatalf("after a rebuild, %T leaves %s/%s as %+v; live %+v", in, id, cid, r.Targets[cid], tg)
+				}
+			}
+		}
+	}
+}
+
+// rebuiltCopy is the state rebuilt from the rows so far, over copies of the
+// views, so that deciding on it changes nothing the live state sees.
+func (h *harness) rebuiltCopy() *State {
+	s := NewState(maps.Clone(h.s.Inventory), maps.Clone(h.s.Health))
+	s.Policies = maps.Clone(h.s.Policies)
+	for _, r := range h.rows {
+		s.ApplyRow(0, r)
+	}
+	s.Reindex()
+	return s
+}
+
+// A planner that takes over a workflow moves it at its next tick, even if
+// no signal about its clusters comes: here the cluster it waited for was
+// busy with a workflow that the new planner does not hold (another
+// partition's), whose operation ending it never hears of.
+func TestALoadedWorkflowMovesAtTheNextTick(t *testing.T) {
+	h := newHarness(t, fleet(2))
+	h.submit("a", upgradeSpec())
+	if out := h.submit("b", rollout.Spec{Name: "restart", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{"c-000"}}); len(out.Commands) != 0 {
+		t.Fatalf("b started %v on a busy cluster", clusterIDs(out.Commands))
+	}
+	taken := NewState(h.s.Inventory, h.s.Health)
+	for _, r := range h.rows {
+		if r.Workflow != nil && r.Workflow.ID == "b" || r.Target != nil && r.Target.WorkflowID == "b" {
+			taken.ApplyRow(1, r)
+		}
+	}
+	taken.Reindex()
+	if out := Decide(taken, Tick{}, h.now); len(out.Commands) != 1 || out.Commands[0].WorkflowID != "b" || out.Commands[0].ClusterID != "c-000" {
+		t.Fatalf("the planner that took b over sent %v at its first tick, want b's command for c-000", out.Commands)
+	}
+	if out := Decide(taken, Tick{}, h.now.Add(time.Second)); len(out.Commands) != 0 || len(out.Rows) != 0 {
+		t.Fatalf("the next tick decided %d rows and %v again", len(out.Rows), clusterIDs(out.Commands))
+	}
+}
+
+// A cluster held outside its maintenance window is looked at again when its
+// inventory record changes: new labels may put it under other windows, and
+// a cluster removed from the inventory fails at once.
+func TestAnInventoryChangeMovesAHeldCluster(t *testing.T) {
+	h := newHarness(t, fleet(6)) // t0 is 12:00 UTC; c-000 and c-003 are on aws
+	spec := upgradeSpec()
+	spec.Windows = []rollout.WindowRule{{Selector: "cloud=aws", Allow: []string{"14:00-16:00 UTC"}}}
+	spec.FailureThreshold = rollout.Threshold{Percent: 100}
+	out := h.submit("wf", spec)
+	if got := clusterIDs(out.Commands); slices.Contains(got, "c-000") || slices.Contains(got, "c-003") {
+		t.Fatalf("started %v, want the aws clusters held outside their window", got)
+	}
+	moved := h.s.Inventory["c-000"]
+	moved.Labels = maps.Clone(moved.Labels)
+	moved.Labels["cloud"] = "gcp"
+	h.s.Inventory["c-000"] = moved
+	out = h.do(InventoryUpdate{ClusterID: "c-000"})
+	if got := clusterIDs(out.Commands); !reflect.DeepEqual(got, []string{"c-000"}) {
+		t.Fatalf("after c-000 moved to gcp, started %v, want c-000", got)
+	}
+	w := h.workflow("wf")
+	if !strings.Contains(w.Waiting, "1 clusters wait for their maintenance window") {
+		t.Fatalf("Waiting %q, want c-003 alone told as waiting", w.Waiting)
+	}
+	delete(h.s.Inventory, "c-003")
+	out = h.do(InventoryUpdate{ClusterID: "c-003"})
+	if tg := w.Targets["c-003"]; tg.State != records.TargetFailed || !strings.Contains(tg.Reason, "removed from the inventory") {
+		t.Fatalf("c-003 removed from the inventory is %s (%s), want failed at once", tg.State, tg.Reason)
+	}
+	if len(out.Commands) != 0 || w.Waiting != "" {
+		t.Fatalf("after c-003 was removed: commands %v, waiting %q", clusterIDs(out.Commands), w.Waiting)
+	}
+}
