@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -228,6 +230,7 @@ func readAudit(ctx context.Context, cfg backbone.Config, workflow, cluster strin
 		if !ok || (read.partitions != nil && len(read.partitions) == 0) {
 			continue
 		}
+		first := len(entries)
 		err := logtable.ReadToEnd(ctx, cfg.Opts(), rd.topic, read.partitions, func(r *kgo.Record) {
 			if r.Value == nil && rd.topic != names.Inventory && rd.topic != names.Policies {
 				return
@@ -240,6 +243,12 @@ func readAudit(ctx context.Context, cfg backbone.Config, workflow, cluster strin
 		if err != nil {
 			return nil, err
 		}
+		// Partitions are fetched interleaved as it happens: put them in
+		// order, so that entries of one time keep an order of their own
+		// (see sortCausally), whichever partitions were read.
+		slices.SortStableFunc(entries[first:], func(a, b auditEntry) int {
+			return cmp.Or(cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
+		})
 	}
 	sortCausally(entries)
 	return filterAudit(entries, workflow, cluster), nil
