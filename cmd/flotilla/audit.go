@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -44,14 +46,23 @@ order: requests and who made them, the planner's decisions and commands, the
 executor's operations, the inventory's changes and the monitor's health changes (heartbeats left out).
 Every entry carries the ID of the record that caused it. Compacted topics keep
 the newest record of each key; the notifications topic keeps every change for
-its retention time.`,
+its retention time.
+
+With --workflow, audit reads only the workflow's partition of the topics
+keyed by workflow (requests, workflows, commands, operations) and the health
+of its clusters; with --cluster, only the cluster's partition of inventory and
+health, and of the topics keyed by workflow, where a cluster's history is
+spread over every partition, it decodes only the records keyed
+WORKFLOW/CLUSTER.`,
 		Args: cobra.NoArgs,
 		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, _ []string) error {
-			entries, err := readAudit(ctx, cfg)
+			entries, err := readAudit(ctx, cfg, workflow, cluster)
 			if err != nil {
 				return err
 			}
-			entries = filterAudit(entries, workflow, cluster)
+			if len(entries) == 0 && (workflow != "" || cluster != "") {
+				return fmt.Errorf("the log has nothing about %s", describeFilter(workflow, cluster))
+			}
 			if f.Output == "json" {
 				return printJSON(cmd.OutOrStdout(), entries)
 			}
@@ -65,9 +76,15 @@ its retention time.`,
 	return cmd
 }
 
-// readAudit replays the topics into entries sorted by time.
-func readAudit(ctx context.Context, cfg backbone.Config) ([]auditEntry, error) {
+// readAudit replays the topics into entries sorted by time, those about
+// workflow and/or cluster if given (see filterAudit), reading only what
+// can hold them (see auditScope).
+func readAudit(ctx context.Context, cfg backbone.Config, workflow, cluster string) ([]auditEntry, error) {
 	names := cfg.Names()
+	scope, parts, err := auditScope(ctx, cfg, workflow, cluster)
+	if err != nil {
+		return nil, err
+	}
 	var entries []auditEntry
 	add := func(r *kgo.Record, env records.Envelope, kind, workflow, cluster, what string) {
 		entries = append(entries, auditEntry{
@@ -201,8 +218,24 @@ func readAudit(ctx context.Context, cfg backbone.Config) ([]auditEntry, error) {
 		}},
 	}
 	for _, rd := range readers {
-		err := logtable.ReadToEnd(ctx, cfg.Opts(), rd.topic, nil, func(r *kgo.Record) {
+		if rd.topic == names.Health && workflow != "" {
+			// Its clusters' health, meanwhile: they are known now.
+			clusters, _, _ := workflowWindow(entries, workflow)
+			if cluster != "" {
+				clusters = map[string]bool{cluster: clusters[cluster]}
+			}
+			scope[names.Health] = clustersRead(parts, names.Health, clusters)
+		}
+		read, ok := scope[rd.topic]
+		if !ok || (read.partitions != nil && len(read.partitions) == 0) {
+			continue
+		}
+		first := len(entries)
+		err := logtable.ReadToEnd(ctx, cfg.Opts(), rd.topic, read.partitions, func(r *kgo.Record) {
 			if r.Value == nil && rd.topic != names.Inventory && rd.topic != names.Policies {
+				return
+			}
+			if read.keep != nil && !read.keep(r.Key) {
 				return
 			}
 			rd.read(r)
@@ -210,9 +243,89 @@ func readAudit(ctx context.Context, cfg backbone.Config) ([]auditEntry, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Partitions are fetched interleaved as it happens: put them in
+		// order, so that entries of one time keep an order of their own
+		// (see sortCausally), whichever partitions were read.
+		slices.SortStableFunc(entries[first:], func(a, b auditEntry) int {
+			return cmp.Or(cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
+		})
 	}
 	sortCausally(entries)
-	return entries, nil
+	return filterAudit(entries, workflow, cluster), nil
+}
+
+// auditRead is what audit reads of one topic: partitions (nil: every one),
+// and of them the records whose key keep accepts (nil: every record).
+type auditRead struct {
+	partitions []int32
+	keep       func(key []byte) bool
+}
+
+// auditScope returns what audit reads of each topic (a topic not in it is
+// not read) to find every entry filterAudit keeps of workflow and
+// cluster: without them, everything. A workflow's requests, rows, commands
+// and operations are on its partition of each topic keyed by workflow
+// (topics.Partitioner); its clusters' health is on theirs, known once the
+// rest is read (readAudit). A cluster's inventory and health are on its
+// partition of those topics, but its rows, commands and operations are on
+// the partition of each workflow that targeted it: every partition is read
+// and only the records keyed WORKFLOW/CLUSTER are decoded. Inventory and
+// policies have nothing about a workflow, and requests nothing about a
+// cluster.
+func auditScope(ctx context.Context, cfg backbone.Config, workflow, cluster string) (map[string]auditRead, partitioning, error) {
+	names := cfg.Names()
+	all := []string{names.Inventory, names.Policies, names.Requests, names.Workflows, names.Commands, names.Operations, names.Health}
+	scope := map[string]auditRead{}
+	if workflow == "" && cluster == "" {
+		for _, topic := range all {
+			scope[topic] = auditRead{}
+		}
+		return scope, nil, nil
+	}
+	parts, err := loadPartitioning(ctx, cfg, all...)
+	if err != nil {
+		return nil, nil, err
+	}
+	byWorkflow := []string{names.Workflows, names.Commands, names.Operations}
+	if workflow != "" {
+		for _, topic := range append(byWorkflow, names.Requests) {
+			scope[topic] = auditRead{partitions: parts.of(topic, workflow), keep: func(key []byte) bool { return workflowKey(key, workflow) }}
+		}
+		return scope, parts, nil // and the health of its clusters
+	}
+	for _, topic := range byWorkflow {
+		scope[topic] = auditRead{keep: func(key []byte) bool { return clusterKey(key, cluster) }}
+	}
+	for _, topic := range []string{names.Inventory, names.Health} {
+		scope[topic] = clustersRead(parts, topic, map[string]bool{cluster: true})
+	}
+	return scope, parts, nil
+}
+
+// clustersRead reads the records of the clusters marked true in a topic
+// keyed by cluster ID.
+func clustersRead(parts partitioning, topic string, clusters map[string]bool) auditRead {
+	var ids []string
+	for id, ok := range clusters {
+		if ok {
+			ids = append(ids, id)
+		}
+	}
+	partitions := parts.of(topic, ids...)
+	if partitions == nil {
+		partitions = []int32{}
+	}
+	return auditRead{partitions: partitions, keep: func(key []byte) bool { return clusters[string(key)] }}
+}
+
+func describeFilter(workflow, cluster string) string {
+	switch {
+	case workflow == "":
+		return "cluster " + cluster + " (see: flotilla cluster list)"
+	case cluster == "":
+		return "workflow " + workflow + " (see: flotilla rollout list)"
+	}
+	return "cluster " + cluster + " in workflow " + workflow
 }
 
 // sortCausally orders entries by time, but never an effect before its
@@ -283,21 +396,7 @@ func filterAudit(entries []auditEntry, workflow, cluster string) []auditEntry {
 	if workflow == "" && cluster == "" {
 		return entries
 	}
-	clusters := map[string]bool{}
-	var first, last time.Time
-	for _, e := range entries {
-		// The window opens with the planner's first decision: a request's
-		// own time is the client's, which may be anything.
-		if workflow != "" && e.Workflow == workflow && e.Kind != "request" {
-			if e.Cluster != "" {
-				clusters[e.Cluster] = true
-			}
-			if first.IsZero() {
-				first = e.Time
-			}
-			last = e.Time
-		}
-	}
+	clusters, first, last := workflowWindow(entries, workflow)
 	var out []auditEntry
 	for _, e := range entries {
 		keep := true
@@ -313,6 +412,26 @@ func filterAudit(entries []auditEntry, workflow, cluster string) []auditEntry {
 		}
 	}
 	return out
+}
+
+// workflowWindow returns the clusters a workflow's entries name and the
+// time of its first and last entries, requests aside: a request's own
+// time is the client's, which may be anything, so the window opens with
+// the planner's first decision.
+func workflowWindow(entries []auditEntry, workflow string) (clusters map[string]bool, first, last time.Time) {
+	clusters = map[string]bool{}
+	for _, e := range entries {
+		if workflow != "" && e.Workflow == workflow && e.Kind != "request" {
+			if e.Cluster != "" {
+				clusters[e.Cluster] = true
+			}
+			if first.IsZero() {
+				first = e.Time
+			}
+			last = e.Time
+		}
+	}
+	return clusters, first, last
 }
 
 func printAudit(out io.Writer, entries []auditEntry) {

@@ -7,13 +7,17 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
 )
 
 // clientFlags are the flags of every client command.
@@ -36,8 +40,14 @@ func (f *clientFlags) config() (backbone.Config, error) {
 	if f.LogLevel == "info" {
 		f.LogLevel = "warn" // a CLI prints results, not progress logs
 	}
-	return f.BackboneFlags.Config()
+	cfg, err := f.BackboneFlags.Config()
+	cfg.ClientOpts = append(cfg.ClientOpts, extraClientOpts...)
+	return cfg, err
 }
+
+// extraClientOpts are added to every client the commands make: tests count
+// with a hook what the commands fetch.
+var extraClientOpts []kgo.Opt
 
 // produce writes records and waits until Kafka has them.
 func produce(ctx context.Context, cfg backbone.Config, recs ...*kgo.Record) error {
@@ -90,4 +100,62 @@ func (f *clientFlags) runE(fn func(ctx context.Context, cfg backbone.Config, cmd
 		defer cancel()
 		return fn(ctx, cfg, cmd, args)
 	}
+}
+
+// partitioning knows how many partitions topics have, and so which
+// partition holds the records of a key.
+type partitioning map[string]int
+
+// loadPartitioning asks Kafka how many partitions topics have. A topic
+// that does not exist is an error that says so.
+func loadPartitioning(ctx context.Context, cfg backbone.Config, names ...string) (partitioning, error) {
+	cl, err := cfg.Client()
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	details, err := kadm.NewClient(cl).ListTopics(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("list topics %s: %w", strings.Join(names, ", "), err)
+	}
+	p := partitioning{}
+	for _, name := range names {
+		d, ok := details[name]
+		if !ok || d.Err != nil || len(d.Partitions) == 0 {
+			return nil, fmt.Errorf("topic %s does not exist (is --namespace %s right, and have the services started once?)", name, cfg.Names().Namespace)
+		}
+		p[name] = len(d.Partitions)
+	}
+	return p, nil
+}
+
+// of returns the partitions of topic that hold records keyed keys, as
+// every Flotilla producer partitions them (topics.Partitioner: a key
+// "a/b" by its prefix "a"), each once, in the keys' order.
+func (p partitioning) of(topic string, keys ...string) []int32 {
+	tp := topics.Partitioner().ForTopic(topic)
+	var out []int32
+	for _, key := range keys {
+		part := int32(tp.Partition(&kgo.Record{Key: []byte(key)}, p[topic]))
+		if !slices.Contains(out, part) {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// workflowKey reports whether a record keyed key may be about workflow id
+// in a topic keyed by workflow: its own row (key id), or a row under it
+// (id/...): a target's row, command or operation, a control request, its
+// rollback. Such a record is on id's partition.
+func workflowKey(key []byte, id string) bool {
+	k := string(key)
+	return k == id || strings.HasPrefix(k, id+"/")
+}
+
+// clusterKey reports whether a record keyed key may be about cluster id in
+// a topic keyed workflowID/clusterID: its key ends in "/id". Such records
+// are on every partition, each on its workflow's.
+func clusterKey(key []byte, id string) bool {
+	return strings.HasSuffix(string(key), "/"+id)
 }

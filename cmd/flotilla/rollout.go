@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -37,7 +38,7 @@ func rolloutCommand() *cobra.Command {
 
 func rolloutSubmitCommand() *cobra.Command {
 	var f clientFlags
-	var file string
+	var file, reqID string
 	var noWait bool
 	cmd := &cobra.Command{
 		Use:   "submit -f SPEC.yaml",
@@ -58,25 +59,24 @@ workflow ID (the request ID) is printed on the last line.`,
 			if err != nil {
 				return fmt.Errorf("%s:\n%w", file, err)
 			}
-			id := uuid.NewString()
-			value, err := records.Encode(records.Request{
+			id, retry := requestID(reqID)
+			req := records.Request{
 				Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal()},
 				Submit:   &records.SubmitRollout{Spec: spec},
-			})
-			if err != nil {
-				return err
-			}
-			if err := produce(ctx, cfg, &kgo.Record{Topic: cfg.Names().Requests, Key: []byte(id), Value: value}); err != nil {
-				return err
 			}
 			out := cmd.OutOrStdout()
 			if noWait {
+				if err := produceRequest(ctx, cfg, id, req); err != nil {
+					return err
+				}
 				fmt.Fprintln(out, id)
 				return nil
 			}
-			w, err := waitForWorkflow(ctx, cfg, id)
+			// The planner answers with the workflow's first row, under
+			// the request ID.
+			w, err := sendRequest(ctx, cfg, id, req, retry, []string{id}, func(w *records.Workflow) bool { return w.ID == id })
 			if err != nil {
-				return fmt.Errorf("request %s was sent, but: %w", id, err)
+				return err
 			}
 			if w.State == records.WorkflowRejected {
 				return fmt.Errorf("request %s rejected: %s", id, w.Reason)
@@ -89,6 +89,7 @@ workflow ID (the request ID) is printed on the last line.`,
 	f.bind(cmd)
 	cmd.Flags().StringVarP(&file, "file", "f", "", "rollout spec (YAML); - reads standard input")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "print the ID once the request is written, without waiting for the planner")
+	bindRequestID(cmd, &reqID)
 	_ = cmd.MarkFlagRequired("file")
 	return cmd
 }
@@ -106,7 +107,7 @@ func readSpecFile(file string) ([]byte, error) {
 
 func rolloutControlCommand(action records.ControlAction, short string) *cobra.Command {
 	var f clientFlags
-	var reason, phase string
+	var reason, phase, reqID string
 	cmd := &cobra.Command{
 		Use:   string(action) + " ID",
 		Short: short,
@@ -114,32 +115,24 @@ func rolloutControlCommand(action records.ControlAction, short string) *cobra.Co
 
 The request goes to the requests topic, keyed WORKFLOW/REQUEST so that it
 reaches the planner that owns the workflow; the command waits until the
-planner has applied it (or refused it, saying why).`,
+planner has applied it (or refused it, saying why). It reads the planner's
+answer from the partitions of the workflows topic that can hold it, from
+their ends as they were before the request was sent.`,
 		Args: cobra.ExactArgs(1),
 		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, args []string) error {
-			workflowID, id := args[0], uuid.NewString()
-			value, err := records.Encode(records.Request{
+			workflowID := args[0]
+			id, retry := requestID(reqID)
+			req := records.Request{
 				Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal()},
 				Control:  &records.ControlWorkflow{WorkflowID: workflowID, Action: action, Reason: reason, Phase: phase},
+			}
+			// Applied, the workflow's next row names the request; refused,
+			// the request gets a rejected row of its own.
+			w, err := sendRequest(ctx, cfg, records.ControlKey(workflowID, id), req, retry, []string{workflowID, id}, func(w *records.Workflow) bool {
+				return w.ID == id || (w.ID == workflowID && w.LastControl == id)
 			})
 			if err != nil {
 				return err
-			}
-			if err := produce(ctx, cfg, &kgo.Record{Topic: cfg.Names().Requests, Key: []byte(records.ControlKey(workflowID, id)), Value: value}); err != nil {
-				return err
-			}
-			w, err := awaitWorkflow(ctx, cfg, func(t *logtable.Table[records.WorkflowRecord]) (records.Workflow, bool) {
-				if rec, ok := t.Get(id); ok && rec.Workflow != nil {
-					return *rec.Workflow, true // refused
-				}
-				rec, ok := t.Get(workflowID)
-				if ok && rec.Workflow != nil && rec.Workflow.LastControl == id {
-					return *rec.Workflow, true
-				}
-				return records.Workflow{}, false
-			})
-			if err != nil {
-				return fmt.Errorf("request %s was sent, but: %w", id, err)
 			}
 			if w.State == records.WorkflowRejected {
 				return errors.New(w.Reason)
@@ -154,51 +147,122 @@ planner has applied it (or refused it, saying why).`,
 	}
 	f.bind(cmd)
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit trail and the notification")
+	bindRequestID(cmd, &reqID)
 	if action == records.ActionApprove {
 		cmd.Flags().StringVar(&phase, "phase", "", "approve only if the rollout waits at this phase's gate")
 	}
 	return cmd
 }
 
-// waitForWorkflow follows the workflows topic until the planner has
-// written the workflow's first row.
-func waitForWorkflow(ctx context.Context, cfg backbone.Config, id string) (records.Workflow, error) {
-	return awaitWorkflow(ctx, cfg, func(t *logtable.Table[records.WorkflowRecord]) (records.Workflow, bool) {
-		rec, ok := t.Get(id)
-		if !ok || rec.Workflow == nil {
-			return records.Workflow{}, false
-		}
-		return *rec.Workflow, true
-	})
+// requestID returns the ID of the request to send: given (a retry of a
+// request sent before), or a new one.
+func requestID(given string) (id string, retry bool) {
+	if given != "" {
+		return given, true
+	}
+	return uuid.NewString(), false
 }
 
-// awaitWorkflow follows the workflows topic until found finds the row it
-// waits for.
-func awaitWorkflow(ctx context.Context, cfg backbone.Config, found func(*logtable.Table[records.WorkflowRecord]) (records.Workflow, bool)) (records.Workflow, error) {
-	table := logtable.New(cfg.Names().Workflows, cfg.Opts(), func(r *kgo.Record) (records.WorkflowRecord, error) {
-		return records.DecodeWorkflowRecord(r.Value)
-	}, logtable.WithLogger[records.WorkflowRecord](cfg.Log()))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go table.Run(ctx)
-	var w records.Workflow
-	err := table.WaitFor(ctx, func(t *logtable.Table[records.WorkflowRecord]) bool {
-		var ok bool
-		w, ok = found(t)
-		return ok
-	})
-	if errors.Is(err, context.DeadlineExceeded) {
-		return records.Workflow{}, errors.New("the planner did not answer in time (is it running?)")
+func bindRequestID(cmd *cobra.Command, id *string) {
+	cmd.Flags().StringVar(id, "id", "", "send the request under this ID (default: a new one); the ID of a request sent before retries it, "+
+		"as when a command timed out: the planner acts on an ID once, and its answer is looked for from the start of the log")
+}
+
+func produceRequest(ctx context.Context, cfg backbone.Config, key string, req records.Request) error {
+	value, err := records.Encode(req)
+	if err != nil {
+		return err
 	}
-	return w, err
+	return produce(ctx, cfg, &kgo.Record{Topic: cfg.Names().Requests, Key: []byte(key), Value: value})
+}
+
+// sendRequest produces req under key to the requests topic and waits for
+// the planner's answer: the first header row of the workflows topic, keyed
+// by one of answerKeys, that answered accepts. It reads only the
+// partitions that hold rows of those keys, from their ends captured before
+// producing, so none of the history before is read. A retry reads them
+// from their start instead: the planner acts on a request ID once, so the
+// answer to a request sent before may be anywhere in the log, and
+// nothing new may come.
+func sendRequest(ctx context.Context, cfg backbone.Config, key string, req records.Request, retry bool, answerKeys []string,
+	answered func(*records.Workflow) bool) (records.Workflow, error) {
+	topic := cfg.Names().Workflows
+	parts, err := loadPartitioning(ctx, cfg, topic)
+	if err != nil {
+		return records.Workflow{}, err
+	}
+	from := map[int32]kgo.Offset{}
+	partitions := parts.of(topic, answerKeys...)
+	if retry {
+		for _, p := range partitions {
+			from[p] = kgo.NewOffset().AtStart()
+		}
+	} else {
+		ends, err := logtable.EndOffsets(ctx, cfg.Opts(), topic, partitions)
+		if err != nil {
+			return records.Workflow{}, err
+		}
+		for p, end := range ends {
+			from[p] = kgo.NewOffset().At(end)
+		}
+	}
+	if err := produceRequest(ctx, cfg, key, req); err != nil {
+		return records.Workflow{}, err
+	}
+	id := req.Envelope.ID
+	var answer records.Workflow
+	err = logtable.Follow(ctx, cfg.Opts(), topic, from, func(r *kgo.Record) bool {
+		if r.Value == nil || !slices.Contains(answerKeys, string(r.Key)) {
+			return false
+		}
+		rec, err := records.DecodeWorkflowRecord(r.Value)
+		if err != nil || rec.Workflow == nil || !answered(rec.Workflow) {
+			return false
+		}
+		answer = *rec.Workflow
+		return true
+	})
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return records.Workflow{}, fmt.Errorf("request %s was sent, but the planner did not answer in time (is it running?)", id)
+	case err != nil:
+		return records.Workflow{}, fmt.Errorf("request %s was sent, but: %w", id, err)
+	}
+	return answer, nil
 }
 
 // readWorkflows rebuilds every workflow from the workflows topic, with the
 // planner's own code.
 func readWorkflows(ctx context.Context, cfg backbone.Config) (*decide.State, error) {
+	return readWorkflowRows(ctx, cfg, nil, func([]byte) bool { return true })
+}
+
+// readWorkflow rebuilds workflow id (and its rollback, if any) from the
+// one partition of the workflows topic that holds its rows, decoding only
+// those; nil if it has none.
+func readWorkflow(ctx context.Context, cfg backbone.Config, id string) (*decide.Workflow, error) {
+	topic := cfg.Names().Workflows
+	parts, err := loadPartitioning(ctx, cfg, topic)
+	if err != nil {
+		return nil, err
+	}
+	s, err := readWorkflowRows(ctx, cfg, parts.of(topic, id), func(key []byte) bool { return workflowKey(key, id) })
+	if err != nil {
+		return nil, err
+	}
+	w, ok := s.Workflows[id]
+	if !ok || w.State == "" {
+		return nil, nil
+	}
+	return w, nil
+}
+
+// readWorkflowRows reads partitions (nil: all) of the workflows topic up to
+// their ends as they are now, applying the rows whose key keep accepts.
+func readWorkflowRows(ctx context.Context, cfg backbone.Config, partitions []int32, keep func(key []byte) bool) (*decide.State, error) {
 	s := decide.NewState(nil, nil)
-	err := logtable.ReadToEnd(ctx, cfg.Opts(), cfg.Names().Workflows, nil, func(r *kgo.Record) {
-		if r.Value == nil {
+	err := logtable.ReadToEnd(ctx, cfg.Opts(), cfg.Names().Workflows, partitions, func(r *kgo.Record) {
+		if r.Value == nil || !keep(r.Key) {
 			return
 		}
 		rec, err := records.DecodeWorkflowRecord(r.Value)
@@ -218,14 +282,15 @@ func rolloutStatusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status ID",
 		Short: "Show a rollout's state and its progress per phase and wave",
-		Args:  cobra.ExactArgs(1),
+		Long: `status reads the one partition of the workflows topic that holds the
+rollout's rows, up to its end as it is when status starts.`,
+		Args: cobra.ExactArgs(1),
 		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, args []string) error {
-			s, err := readWorkflows(ctx, cfg)
+			w, err := readWorkflow(ctx, cfg, args[0])
 			if err != nil {
 				return err
 			}
-			w, ok := s.Workflows[args[0]]
-			if !ok || w.State == "" {
+			if w == nil {
 				return fmt.Errorf("no rollout %s (see: flotilla rollout list)", args[0])
 			}
 			p := w.Progress()

@@ -218,22 +218,8 @@ func (c *catchUp) poll(ctx context.Context, cl *kgo.Client, log *slog.Logger, ap
 	if fetches.IsClientClosed() {
 		return kgo.ErrClientClosed
 	}
-	var errs []error
-	fetches.EachError(func(topic string, p int32, err error) {
-		var loss *kgo.ErrDataLoss
-		switch {
-		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-			// our stall check: handled below
-		case errors.As(err, &loss):
-			// kgo has already reset and carries on; the table
-			// cannot know what it missed, so say so loudly.
-			log.Warn("data loss while reading table: records were skipped", "topic", topic, "partition", p, "err", err)
-		default:
-			errs = append(errs, fmt.Errorf("fetch %s partition %d: %w", topic, p, err))
-		}
-	})
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+	if err := fetchErrors(fetches, log); err != nil {
+		return err
 	}
 	fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		for _, r := range fp.Records {
