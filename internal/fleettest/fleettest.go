@@ -239,8 +239,15 @@ func (f *Fleet) StartService(name string) {
 			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond})
 		}
 	case "executor":
+		instance := "" // the first copy is a dynamic member, holding as "executor"
+		if strings.Contains(name, "#") {
+			// Other copies hold leases and grants under names of their
+			// own (and so are static members, gone after a session).
+			instance = "e" + copyID
+			cfg.SessionTimeout = 6 * time.Second // the broker's least
+		}
 		run = func() error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock})
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock, InstanceID: instance})
 		}
 	case "monitor":
 		run = func() error {

@@ -197,7 +197,7 @@ func Executor() *cobra.Command {
 	return serviceCommand("executor", "Carry out operations on clusters through drivers", func(fs *pflag.FlagSet) {
 		df.Bind(fs)
 		fs.StringVar(&instance, "instance", defaultInstance(), staticInstanceUsage)
-		fs.IntVar(&concurrency, "concurrency", 64, "most operations acting at once (those waiting for their cluster do not count)")
+		fs.IntVar(&concurrency, "concurrency", executor.DefaultConcurrency, "most operations acting at once (those waiting for their cluster do not count)")
 		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "longest an operation may take before it fails")
 		fs.DurationVar(&lease, "lease", 15*time.Second, "lease on each owned partition of commands, renewed every third of it: an executor that cannot renew it stops acting, and the next owner waits for it to lapse before resuming what was in flight")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {

@@ -77,6 +77,13 @@ const confirmTimeout = 30 * time.Second
 // fenced the previous owner, which needs no clock agreement at all.
 const clockSkew = 2 * time.Second
 
+// DefaultConcurrency is how many operations an executor carries out at
+// once unless told otherwise. An operation acting mostly waits on its
+// cluster (a rolling restart takes minutes) and costs a goroutine, so one
+// copy can keep 10,000 in flight. Drivers that cost more per operation
+// (an exec driver's processes) are what an operator lowers it for.
+const DefaultConcurrency = 10000
+
 // Config configures an executor.
 type Config struct {
 	Backbone backbone.Config
@@ -88,8 +95,9 @@ type Config struct {
 	// partitions back at once) and the holder of its leases and grants.
 	// Empty: a dynamic group member, holding as "executor".
 	InstanceID string
-	// Concurrency is the most operations acting at once (default 64);
-	// operations waiting for their cluster do not count.
+	// Concurrency is the most operations acting at once (default
+	// DefaultConcurrency); operations waiting for their cluster do not
+	// count.
 	Concurrency int
 	// Timeout bounds one operation (default 30 minutes); past it the
 	// operation fails.
@@ -155,7 +163,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.LeaseClock = clockwork.NewRealClock()
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 64
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Minute

@@ -60,6 +60,10 @@ type testHooks struct {
 	// assigned is told the workflows the planner holds once it loaded
 	// newly assigned partitions. It is called with the state's lock held.
 	assigned func(partitions []int32, workflows map[string]*decide.Workflow)
+	// revoked is told the partitions taken from the planner (revoked or
+	// lost) and the workflows it holds after dropping theirs, with the
+	// state's lock held.
+	revoked func(partitions []int32, workflows map[string]*decide.Workflow)
 	// ended is told how each transaction that wrote something ended.
 	ended func(rows, commands int, committed bool, err error)
 	// sessionOpts are added to the options of the planner's session.
@@ -214,9 +218,10 @@ func Run(ctx context.Context, cfg Config) error {
 	opts = append(opts,
 		kgo.ConsumerGroup(p.names.Group("planner")),
 		kgo.ConsumeTopics(p.names.Requests, p.names.Operations),
-		// Range assignment gives one member the same partition numbers
-		// of both topics: they are co-partitioned by workflow ID.
-		kgo.Balancers(kgo.RangeBalancer()),
+		// One member gets the same partition numbers of both topics
+		// (they are co-partitioned by workflow ID), and keeps them
+		// through rebalances that do not need to move them.
+		kgo.Balancers(backbone.CoPartitionedBalancer()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RequireStableFetchOffsets(),
@@ -537,13 +542,14 @@ type parkedPartition struct {
 }
 
 // assigned makes the planner the owner of the workflows of partitions.
-// kgo calls it before fetching of those partitions begins. A partition the
-// planner gave up at the start of this rebalance gets its workflows back
-// if nothing was written to it since (its end offset, once no transaction
-// is open on it, is the one it had then: logtable.StableEnds); every other
-// partition is read from the log. So a rebalance, which with the range
-// assignment the co-partitioned topics need revokes every partition of
-// every member, reloads only the partitions that moved.
+// kgo calls it before fetching of those partitions begins, with only the
+// partitions new to the planner: the group's balancer
+// (backbone.CoPartitionedBalancer) leaves a member the partitions it keeps
+// through a rebalance, so those are neither revoked nor read again. A
+// partition the planner gave up and gets back before anything was written
+// to it (its end offset, once no transaction is open on it, is the one it
+// had then: logtable.StableEnds) gets its workflows back without a read;
+// every other is read from the log.
 func (p *planner) assigned(ctx context.Context, partitions []int32) {
 	if len(partitions) == 0 {
 		return
@@ -607,8 +613,11 @@ func (p *planner) unpark(ctx context.Context, parked map[int32]parkedPartition, 
 // on without this copy) are simply forgotten, as they are when the end
 // offsets cannot be read.
 func (p *planner) revoked(ctx context.Context, partitions []int32, park bool) {
+	if len(partitions) == 0 {
+		return // a cooperative rebalance that leaves this copy what it has
+	}
 	var ends map[int32]int64
-	if park && len(partitions) > 0 {
+	if park {
 		listCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		var err error
 		ends, err = logtable.EndOffsets(listCtx, p.cfg.Backbone.Opts(), p.names.Workflows, partitions)
@@ -642,6 +651,9 @@ func (p *planner) revoked(ctx context.Context, partitions []int32, park bool) {
 		p.state.Forget(id)
 	}
 	p.state.Reindex()
+	if h := p.cfg.hooks; h != nil && h.revoked != nil {
+		h.revoked(partitions, p.state.Workflows)
+	}
 }
 
 // load reads the rows of the given partitions of the workflows topic into

@@ -530,12 +530,12 @@ func TestAZombiesTimeDrivenDecisionIsFenced(t *testing.T) {
 	}
 }
 
-// TestARebalanceReadsOnlyThePartitionsThatMoved starts planner a alone on
-// two partitions, then planner b: the range assignment revokes both of
-// a's partitions and gives one back. a must keep the workflows of that
-// one without reading it again (nothing was written to it meanwhile), and
-// hold none of the other's.
-func TestARebalanceReadsOnlyThePartitionsThatMoved(t *testing.T) {
+// TestARebalanceMovesOnlyThePartitionsThatChangeOwner starts planner a
+// alone on two partitions, then planner b. Only the partition that goes to
+// b is taken from a (the balancer is cooperative and sticky): a keeps the
+// workflows of the other without reading anything again, holds none of the
+// moved one's, and b reads only the moved one.
+func TestARebalanceMovesOnlyThePartitionsThatChangeOwner(t *testing.T) {
 	e := newTestEnvWith(t, brokertest.Addrs(t), 2)
 	var recs []*kgo.Record
 	for i := range 8 {
@@ -547,68 +547,86 @@ func TestARebalanceReadsOnlyThePartitionsThatMoved(t *testing.T) {
 	}
 	e.produce(recs...)
 
-	type assignment struct {
+	type change struct {
+		who        string
+		assigned   bool
 		partitions []int32
 		workflows  map[string]int32 // workflow ID → partition
 	}
 	var mu sync.Mutex
-	var loads [][]int32
-	assignments := make(chan assignment, 10)
-	e.start("a", &testHooks{
-		loadEnds: func(partitions []int32, _ map[int32]int64) {
-			mu.Lock()
-			loads = append(loads, slices.Clone(partitions))
-			mu.Unlock()
-		},
-		assigned: func(partitions []int32, workflows map[string]*decide.Workflow) {
-			a := assignment{partitions: slices.Sorted(slices.Values(partitions)), workflows: map[string]int32{}}
-			for id, w := range workflows {
-				a.workflows[id] = w.Partition
+	loads := map[string][][]int32{}
+	changes := make(chan change, 10)
+	hooks := func(who string) *testHooks {
+		tell := func(assigned bool) func([]int32, map[string]*decide.Workflow) {
+			return func(partitions []int32, workflows map[string]*decide.Workflow) {
+				c := change{who: who, assigned: assigned, partitions: slices.Sorted(slices.Values(partitions)), workflows: map[string]int32{}}
+				for id, w := range workflows {
+					c.workflows[id] = w.Partition
+				}
+				changes <- c
 			}
-			assignments <- a
-		},
-	})
-	next := func(what string) assignment {
-		t.Helper()
-		select {
-		case a := <-assignments:
-			return a
-		case <-e.ctx.Done():
-			t.Fatalf("%s: %v", what, e.ctx.Err())
-			return assignment{}
+		}
+		return &testHooks{
+			loadEnds: func(partitions []int32, _ map[int32]int64) {
+				mu.Lock()
+				loads[who] = append(loads[who], slices.Clone(partitions))
+				mu.Unlock()
+			},
+			assigned: tell(true),
+			revoked:  tell(false),
 		}
 	}
-	if first := next("planner a was not assigned its partitions"); !slices.Equal(first.partitions, []int32{0, 1}) {
-		t.Fatalf("planner a alone was assigned %v; want [0 1]", first.partitions)
+	next := func(what string) change {
+		t.Helper()
+		select {
+		case c := <-changes:
+			return c
+		case <-e.ctx.Done():
+			t.Fatalf("%s: %v", what, e.ctx.Err())
+			return change{}
+		}
+	}
+	e.start("a", hooks("a"))
+	if first := next("planner a was not assigned its partitions"); first.who != "a" || !first.assigned || !slices.Equal(first.partitions, []int32{0, 1}) {
+		t.Fatalf("planner a alone: %+v; want [0 1] assigned", first)
 	}
 	for i := range 8 {
 		e.awaitRow(fmt.Sprintf("wf-%d", i)) // a rejected each (an unknown cluster)
 	}
 	mu.Lock()
-	loads = nil
+	delete(loads, "a")
 	mu.Unlock()
 
-	e.start("b", nil)
-	second := next("planner a was not assigned partitions again once b joined")
-	if len(second.partitions) != 1 {
-		t.Fatalf("planner a was assigned %v once b joined; want one partition", second.partitions)
+	e.start("b", hooks("b"))
+	var fromA, toB change
+	for fromA.who == "" || toB.who == "" {
+		switch c := next("the rebalance did not finish"); {
+		case c.who == "a" && !c.assigned:
+			fromA = c
+		case c.who == "b" && c.assigned:
+			toB = c
+		default:
+			t.Fatalf("unexpected change once b joined: %+v", c)
+		}
 	}
-	kept := second.partitions[0]
+	if len(fromA.partitions) != 1 || !slices.Equal(fromA.partitions, toB.partitions) {
+		t.Fatalf("taken from a %v, given to b %v; want the same one partition", fromA.partitions, toB.partitions)
+	}
+	moved := fromA.partitions[0]
 	mu.Lock()
 	defer mu.Unlock()
-	for _, l := range loads {
-		if slices.Contains(l, kept) {
-			t.Errorf("planner a read partition %d again (loads %v), though it kept it and nothing was written to it", kept, loads)
-		}
+	if len(loads["a"]) != 0 {
+		t.Errorf("planner a read %v again, though it kept its other partition", loads["a"])
 	}
-	onKept := 0
-	for id, part := range second.workflows {
-		if part != kept {
+	if !slices.Equal(slices.Concat(loads["b"]...), []int32{moved}) {
+		t.Errorf("planner b read %v; want only partition %d", loads["b"], moved)
+	}
+	for id, part := range fromA.workflows {
+		if part == moved {
 			t.Errorf("planner a holds workflow %s of partition %d, which went to b", id, part)
 		}
-		onKept++
 	}
-	if onKept == 0 || onKept == 8 {
-		t.Fatalf("planner a holds %d of the 8 workflows after the rebalance; the test wants some on each partition", onKept)
+	if kept, gone := len(fromA.workflows), len(toB.workflows); kept == 0 || gone == 0 || kept+gone != 8 {
+		t.Fatalf("a holds %d workflows and b %d; the test wants some on each partition, 8 in all", kept, gone)
 	}
 }
