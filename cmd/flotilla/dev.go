@@ -21,6 +21,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
@@ -117,7 +118,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	cfg := backbone.Config{Brokers: broker.Addrs(), Namespace: o.Namespace, Logger: o.Log}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ids, err := cfg.SetUpTopics(ctx, 6, 1)
+	ids, err := cfg.SetUpTopics(ctx, topics.DefaultPartitions, 1)
 	if err != nil {
 		return fmt.Errorf("topics: %w", err)
 	}

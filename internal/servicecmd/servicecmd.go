@@ -21,6 +21,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/execdriver"
 	"github.com/flotilla-fleet/flotilla/pkg/kafkadriver"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
@@ -89,7 +90,7 @@ type TopicFlags struct {
 
 // Bind adds the flags to fs.
 func (f *TopicFlags) Bind(fs *pflag.FlagSet) {
-	fs.Int32Var(&f.Partitions, "partitions", 6, "partitions of each topic created at start (existing topics are kept)")
+	fs.Int32Var(&f.Partitions, "partitions", topics.DefaultPartitions, "partitions of each topic created at start (existing topics are kept): the most copies of a service that can share the work; fixed once created")
 	fs.Int16Var(&f.ReplicationFactor, "replication-factor", -1, "replication factor of topics created at start (-1: the broker's default)")
 }
 

@@ -22,6 +22,16 @@ import (
 // DefaultNamespace is the namespace used when none is given.
 const DefaultNamespace = "fleet"
 
+// DefaultPartitions is how many partitions each topic is created with
+// unless told otherwise. A partition is the unit of work a service's copy
+// owns, so it bounds how many copies of a service can share the work (12:
+// up to 12 of each); it does not bound the operations in flight, which any
+// partition holds as many of as the executor's concurrency allows. The
+// count is fixed when a topic is created: Kafka can add partitions to a
+// topic, but that moves keys to other partitions, which the services'
+// state (rebuilt per partition) does not survive.
+const DefaultPartitions = 12
+
 // Names holds the name of every topic of one Flotilla installation. All names
 // share the Namespace prefix, so several installations can share one Kafka
 // cluster.
