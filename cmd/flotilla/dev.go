@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ func devCommand() *cobra.Command {
 	var (
 		dataDir, addr, namespace, logLevel string
 		clusters                           int
+		partitions                         int32
 		df                                 servicecmd.DriverFlags
 		probeInterval, heartbeat           time.Duration
 		brokerOnly                         bool
@@ -59,7 +61,7 @@ clusters' state through --sim-dir.`,
 				df.Sim.Dir = filepath.Join(dataDir, "sim")
 			}
 			o := devOptions{
-				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Drivers: df,
+				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Partitions: partitions, Drivers: df,
 				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log,
 			}
 			if brokerOnly {
@@ -85,6 +87,7 @@ clusters' state through --sim-dir.`,
 	fs.StringVar(&addr, "addr", backbone.DefaultBrokers, "address the embedded broker listens on")
 	fs.StringVar(&namespace, "namespace", servicecmd.EnvOr("FLOTILLA_NAMESPACE", "fleet"), "prefix of Flotilla's topic and group names (env FLOTILLA_NAMESPACE)")
 	fs.IntVar(&clusters, "sim-clusters", 200, "size of the simulated fleet registered in the inventory")
+	fs.Int32Var(&partitions, "partitions", topics.DefaultPartitions, "partitions of each topic created at start (existing topics are kept)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&probeInterval, "probe-interval", 2*time.Second, "time between two probes of a cluster")
 	fs.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "longest time without a health signal for a cluster")
@@ -96,6 +99,7 @@ clusters' state through --sim-dir.`,
 type devOptions struct {
 	DataDir, Addr, Namespace string
 	Clusters                 int
+	Partitions               int32 // of each topic created (0: topics.DefaultPartitions)
 	Drivers                  servicecmd.DriverFlags
 	ProbeInterval, Heartbeat time.Duration
 	Log                      *slog.Logger
@@ -118,7 +122,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	cfg := backbone.Config{Brokers: broker.Addrs(), Namespace: o.Namespace, Logger: o.Log}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ids, err := cfg.SetUpTopics(ctx, topics.DefaultPartitions, 1)
+	ids, err := cfg.SetUpTopics(ctx, cmp.Or(o.Partitions, topics.DefaultPartitions), 1)
 	if err != nil {
 		return fmt.Errorf("topics: %w", err)
 	}

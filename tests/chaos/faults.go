@@ -318,8 +318,7 @@ func (r *runner) currentPartition() (int32, bool) {
 	if id == "" {
 		return 0, false
 	}
-	n := 6 // the partitions of every topic (SetUpTopics)
-	p := topics.Partitioner().ForTopic(r.cfg.Names().Workflows).Partition(&kgo.Record{Key: []byte(id)}, n)
+	p := topics.Partitioner().ForTopic(r.cfg.Names().Workflows).Partition(&kgo.Record{Key: []byte(id)}, partitions)
 	return int32(p), true
 }
 

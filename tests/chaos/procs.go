@@ -292,6 +292,10 @@ type logLine struct {
 	Err   string    `json:"err"`
 }
 
+// partitions is the partition count of every topic of a run: few, so that
+// a fault (a kill, a freeze) hits a good share of the work.
+const partitions = 6
+
 // brokerProc is the embedded broker: `flotilla dev --broker-only`.
 type brokerProc struct {
 	args  []string
@@ -317,7 +321,7 @@ func (r *runner) startBroker(ctx context.Context) ([]string, error) {
 	if r.real {
 		brokers := backbone.SplitBrokers(r.o.Brokers)
 		cfg := backbone.Config{Brokers: brokers, Namespace: r.ns, Logger: discardLogger()}
-		if _, err := cfg.SetUpTopics(ctx, 6, -1); err != nil {
+		if _, err := cfg.SetUpTopics(ctx, partitions, -1); err != nil {
 			return nil, fmt.Errorf("set up the topics on %s: %w", r.o.Brokers, err)
 		}
 		if err := registerFleet(ctx, cfg, r.o.Clusters); err != nil {
@@ -332,7 +336,7 @@ func (r *runner) startBroker(ctx context.Context) ([]string, error) {
 	}
 	b := &brokerProc{args: []string{"dev", "--broker-only", "--data-dir", filepath.Join(r.dir, "broker"),
 		"--addr", fmt.Sprintf("127.0.0.1:%d", port), "--namespace", r.ns,
-		"--sim-clusters", strconv.Itoa(r.o.Clusters), "--sim-dir", r.simDir}}
+		"--sim-clusters", strconv.Itoa(r.o.Clusters), "--sim-dir", r.simDir, "--partitions", strconv.Itoa(partitions)}}
 	r.broker = b
 	if err := r.launchBroker(ctx); err != nil {
 		return nil, err
