@@ -225,13 +225,24 @@ func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
 			existing[rc.Name] = rc.Err == nil
 		}
 	}
+	// A topic new to an installation (added by a later Flotilla) gets the
+	// partition count of the topics it is co-partitioned with, whatever
+	// --partitions says now.
+	groupCount, err := existingGroupCounts(ctx, adm, specs, existing)
+	if err != nil {
+		return err
+	}
 	var created []string
 	for _, s := range specs {
 		if existing[s.Name] {
 			continue
 		}
 		created = append(created, s.Name)
-		resp, err := adm.CreateTopics(ctx, s.Partitions, s.ReplicationFactor, s.Configs, s.Name)
+		partitions := s.Partitions
+		if n, ok := groupCount[s.CoPartition]; ok && s.CoPartition != "" {
+			partitions = n
+		}
+		resp, err := adm.CreateTopics(ctx, partitions, s.ReplicationFactor, s.Configs, s.Name)
 		if err != nil {
 			return fmt.Errorf("create topic %s: %w", s.Name, err)
 		}
@@ -254,6 +265,33 @@ func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
 		return err
 	}
 	return errors.Join(checkCoPartitioned(specs, counts), checkCompacted(ctx, adm, specs), raiseAtLeast(ctx, adm, specs))
+}
+
+// existingGroupCounts returns, for each co-partitioning group with a topic
+// that exists, that topic's partition count.
+func existingGroupCounts(ctx context.Context, adm *kadm.Client, specs []Spec, existing map[string]bool) (map[string]int32, error) {
+	var names []string
+	for _, s := range specs {
+		if s.CoPartition != "" && existing[s.Name] {
+			names = append(names, s.Name)
+		}
+	}
+	out := map[string]int32{}
+	if len(names) == 0 {
+		return out, nil
+	}
+	details, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("list topics %s: %w", strings.Join(names, ", "), err)
+	}
+	for _, s := range specs {
+		if d, ok := details[s.Name]; ok && d.Err == nil && len(d.Partitions) > 0 && s.CoPartition != "" {
+			if _, seen := out[s.CoPartition]; !seen {
+				out[s.CoPartition] = int32(len(d.Partitions))
+			}
+		}
+	}
+	return out, nil
 }
 
 // partitionCounts describes specs' topics until all of them are visible in

@@ -185,29 +185,31 @@ func TestEnsuredTopicsAreServed(t *testing.T) {
 }
 
 func TestEnsureReportsMismatches(t *testing.T) {
+	compact := map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+	type topic struct {
+		name       string
+		partitions int32
+		configs    map[string]*string
+	}
 	for _, tc := range []struct {
 		name    string
-		precut  func(n Names) (topic string, partitions int32, configs map[string]*string)
+		precut  func(n Names) []topic
 		wantErr string
 	}{
 		{
-			name: "co-partitioned counts differ",
-			precut: func(n Names) (string, int32, map[string]*string) {
-				return n.Commands, 3, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
-			},
+			name:    "co-partitioned counts differ",
+			precut:  func(n Names) []topic { return []topic{{n.Requests, 6, compact}, {n.Commands, 3, compact}} },
 			wantErr: "%[1]s.commands has 3 partitions but %[1]s.requests has 6: co-partitioned topics must match",
 		},
 		{
-			name: "cluster-keyed counts differ",
-			precut: func(n Names) (string, int32, map[string]*string) {
-				return n.Health, 2, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
-			},
+			name:    "cluster-keyed counts differ",
+			precut:  func(n Names) []topic { return []topic{{n.Inventory, 6, compact}, {n.Health, 2, compact}} },
 			wantErr: "%[1]s.health has 2 partitions but %[1]s.inventory has 6: co-partitioned topics must match",
 		},
 		{
 			name: "state topic not compacted",
-			precut: func(n Names) (string, int32, map[string]*string) {
-				return n.Workflows, 6, map[string]*string{"cleanup.policy": kadm.StringPtr("delete")}
+			precut: func(n Names) []topic {
+				return []topic{{n.Workflows, 6, map[string]*string{"cleanup.policy": kadm.StringPtr("delete")}}}
 			},
 			wantErr: `%[1]s.workflows has cleanup.policy="delete" but must be compacted`,
 		},
@@ -216,10 +218,11 @@ func TestEnsureReportsMismatches(t *testing.T) {
 			adm, _, ns := testAdmin(t)
 			ctx := testContext(t)
 			n := NewNames(ns)
-			// Someone created one topic differently before us.
-			topic, parts, configs := tc.precut(n)
-			if _, err := adm.CreateTopic(ctx, parts, -1, configs, topic); err != nil {
-				t.Fatal(err)
+			// Someone created topics differently before us.
+			for _, tp := range tc.precut(n) {
+				if _, err := adm.CreateTopic(ctx, tp.partitions, -1, tp.configs, tp.name); err != nil {
+					t.Fatal(err)
+				}
 			}
 			err := Ensure(ctx, adm, Catalogue(n, 6, -1))
 			want := fmt.Sprintf(tc.wantErr, ns)
@@ -227,6 +230,39 @@ func TestEnsureReportsMismatches(t *testing.T) {
 				t.Fatalf("Ensure error = %v, want it to contain %q", err, want)
 			}
 		})
+	}
+}
+
+// TestEnsureGivesANewTopicItsGroupsCount starts on an installation whose
+// topics were created with 6 partitions, less one topic of each
+// co-partitioning group (as a later Flotilla adds topics): Ensure, asked
+// for 12, creates those with 6, so the groups stay co-partitioned; a topic
+// of no group gets the 12 asked for.
+func TestEnsureGivesANewTopicItsGroupsCount(t *testing.T) {
+	adm, _, ns := testAdmin(t)
+	ctx := testContext(t)
+	n := NewNames(ns)
+	missing := map[string]bool{n.Operations: true, n.Health: true, n.Leases: true}
+	var older []Spec
+	for _, s := range Catalogue(n, 6, -1) {
+		if !missing[s.Name] {
+			older = append(older, s)
+		}
+	}
+	if err := Ensure(ctx, adm, older); err != nil {
+		t.Fatal(err)
+	}
+	if err := Ensure(ctx, adm, Catalogue(n, 12, -1)); err != nil {
+		t.Fatalf("Ensure with the new topics: %v", err)
+	}
+	details, err := adm.ListTopics(ctx, n.Operations, n.Health, n.Leases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{n.Operations: 6, n.Health: 6, n.Leases: 12} {
+		if got := len(details[name].Partitions); got != want {
+			t.Errorf("%s created with %d partitions, want %d", name, got, want)
+		}
 	}
 }
 
