@@ -91,6 +91,26 @@ func TestCLITour(t *testing.T) {
 		t.Fatalf("rollout list: %v\n%s", err, text)
 	}
 
+	changed := p.Phases[0].Waves[0].Clusters[0]
+	out, err = run(t, f, "cluster", "history", changed.ID, "-o", "json")
+	if err != nil {
+		t.Fatalf("cluster history: %v\n%s", err, out)
+	}
+	var history []historyEntry
+	if err := json.Unmarshal([]byte(out), &history); err != nil {
+		t.Fatalf("cluster history JSON: %v\n%s", err, out)
+	}
+	if len(history) != 1 || history[0].WorkflowID != id || history[0].State != records.TargetSucceeded ||
+		history[0].Version != changed.Version || history[0].Operation.Kind == "" || history[0].FinishedAt.IsZero() {
+		t.Fatalf("history of %s (%+v) = %+v, want the rollout's one operation", changed.ID, changed, history)
+	}
+	if text, err := run(t, f, "cluster", "history", changed.ID); err != nil || !strings.Contains(text, id) || !strings.Contains(text, "→ "+changed.Version) {
+		t.Fatalf("cluster history (text): %v\n%s", err, text)
+	}
+	if _, err := run(t, f, "cluster", "history", "no-such-cluster"); err == nil || !strings.Contains(err.Error(), "no history for cluster no-such-cluster") {
+		t.Fatalf("history of an unknown cluster: %v", err)
+	}
+
 	out, err = run(t, f, "audit", "--workflow", id, "-o", "json")
 	if err != nil {
 		t.Fatalf("audit: %v\n%s", err, out)

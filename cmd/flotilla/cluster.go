@@ -24,7 +24,7 @@ import (
 
 func clusterCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Register and list the fleet's clusters"}
-	cmd.AddCommand(clusterAddCommand(), clusterListCommand(), clusterRemoveCommand())
+	cmd.AddCommand(clusterAddCommand(), clusterListCommand(), clusterRemoveCommand(), clusterHistoryCommand())
 	return cmd
 }
 

@@ -44,6 +44,7 @@ type Names struct {
 	Commands      string // workflowID/clusterID → command; compacted
 	Operations    string // workflowID/clusterID → operation; compacted
 	Health        string // cluster ID → health; compacted
+	History       string // clusterID/workflowID → how the workflow's operation on the cluster ended; compacted, deleted after retention
 	Claims        string // clusterID/commandID → claim on a cluster; compacted
 	Leases        string // "commands-N" → lease of the executor owning partition N of commands; compacted
 	Notifications string // workflow or cluster ID → notification; deleted after retention
@@ -65,6 +66,7 @@ func NewNames(namespace string) Names {
 		Commands:      namespace + ".commands",
 		Operations:    namespace + ".operations",
 		Health:        namespace + ".health",
+		History:       namespace + ".history",
 		Claims:        namespace + ".claims",
 		Leases:        namespace + ".leases",
 		Notifications: namespace + ".notifications",
@@ -74,7 +76,7 @@ func NewNames(namespace string) Names {
 
 // All returns every topic name, in catalogue order.
 func (n Names) All() []string {
-	return []string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.Claims, n.Leases, n.Notifications, n.DeadLetters}
+	return []string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.History, n.Claims, n.Leases, n.Notifications, n.DeadLetters}
 }
 
 // Group returns the consumer group, and the stem of transactional IDs, of
@@ -166,6 +168,13 @@ func Catalogue(n Names, partitions int32, replicationFactor int16) []Spec {
 		spec(n.Commands, ByWorkflow, compact()),
 		notified(spec(n.Operations, ByWorkflow, compact())),
 		notified(spec(n.Health, ByCluster, compact())),
+		// A cluster's operation history: one record per workflow that
+		// changed it, the last word on each; kept for a year, as the
+		// notifications that announced them.
+		spec(n.History, ByCluster, map[string]*string{
+			"cleanup.policy": kadm.StringPtr("compact,delete"),
+			"retention.ms":   kadm.StringPtr(strconv.FormatInt(retentionYear.Milliseconds(), 10)),
+		}),
 		spec(n.Claims, ByCluster, compact()),
 		spec(n.Leases, "", compact()), // a key per partition of commands; read whole
 		spec(n.Notifications, "", map[string]*string{
@@ -516,6 +525,12 @@ func hasPolicy(policy, want string) bool {
 // A cluster ID may itself contain '/'.
 func TargetKey(workflowID, clusterID string) string {
 	return workflowID + "/" + clusterID
+}
+
+// HistoryKey is the key of a cluster's history record of a workflow: by
+// the cluster first, so that a cluster's history is on its partition.
+func HistoryKey(clusterID, workflowID string) string {
+	return clusterID + "/" + workflowID
 }
 
 // Partitioner returns the partitioner every Flotilla producer uses. A key

@@ -41,15 +41,15 @@ func TestNewNames(t *testing.T) {
 		namespace string
 		want      Names
 	}{
-		{"", Names{"fleet", "fleet.inventory", "fleet.policies", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.claims", "fleet.leases", "fleet.notifications", "fleet.deadletters"}},
-		{"staging", Names{"staging", "staging.inventory", "staging.policies", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.claims", "staging.leases", "staging.notifications", "staging.deadletters"}},
+		{"", Names{"fleet", "fleet.inventory", "fleet.policies", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.history", "fleet.claims", "fleet.leases", "fleet.notifications", "fleet.deadletters"}},
+		{"staging", Names{"staging", "staging.inventory", "staging.policies", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.history", "staging.claims", "staging.leases", "staging.notifications", "staging.deadletters"}},
 	} {
 		if got := NewNames(tc.namespace); got != tc.want {
 			t.Errorf("NewNames(%q) = %+v, want %+v", tc.namespace, got, tc.want)
 		}
 	}
 	n := NewNames("")
-	if got := n.All(); len(got) != 11 || got[0] != "fleet.inventory" || got[10] != "fleet.deadletters" {
+	if got := n.All(); len(got) != 12 || got[0] != "fleet.inventory" || got[11] != "fleet.deadletters" {
 		t.Errorf("All() = %v", got)
 	}
 	if got := n.Group("planner"); got != "fleet.planner" {
@@ -68,6 +68,10 @@ func TestCatalogue(t *testing.T) {
 		}
 		policy := *s.Configs["cleanup.policy"]
 		switch s.Name {
+		case n.History:
+			if policy != "compact,delete" || *s.Configs["retention.ms"] != "31536000000" {
+				t.Errorf("%s configs: policy %s retention %s", s.Name, policy, *s.Configs["retention.ms"])
+			}
 		case n.Notifications, n.DeadLetters:
 			if policy != "delete" || *s.Configs["retention.ms"] != "31536000000" {
 				t.Errorf("%s configs: policy %s retention %s", s.Name, policy, *s.Configs["retention.ms"])
@@ -142,6 +146,8 @@ func TestEnsureCreatesIdempotently(t *testing.T) {
 		switch name {
 		case n.Notifications, n.DeadLetters:
 			want = map[string]string{"cleanup.policy": "delete", "retention.ms": "31536000000"}
+		case n.History:
+			want = map[string]string{"cleanup.policy": "compact,delete", "retention.ms": "31536000000"}
 		case n.Workflows, n.Operations, n.Health:
 			want["min.compaction.lag.ms"] = "86400000"
 		}

@@ -53,15 +53,23 @@ func (HealthUpdate) input()    {}
 func (InventoryUpdate) input() {}
 func (Tick) input()            {}
 
-// Outputs are the records one decision writes: rows for the workflows topic
-// and commands for the executor. The shell writes them in one transaction.
+// Outputs are the records one decision writes: rows for the workflows
+// topic, commands for the executor, and the clusters' history. The shell
+// writes them in one transaction.
 type Outputs struct {
 	Rows     []records.WorkflowRecord
 	Commands []records.Command
+	// History holds the target rows written with an outcome (succeeded,
+	// failed, skipped), each with the operation it was, for the history
+	// topic: a cluster's record of what each workflow did to it, which
+	// outlives the workflow's own rows.
+	History []records.WorkflowRecord
 }
 
 // Empty reports whether the decision wrote nothing.
-func (o Outputs) Empty() bool { return len(o.Rows) == 0 && len(o.Commands) == 0 }
+func (o Outputs) Empty() bool {
+	return len(o.Rows) == 0 && len(o.Commands) == 0 && len(o.History) == 0
+}
 
 // idSpace scopes the name-based UUIDs of the planner's records, so the same
 // decision taken twice (after an aborted transaction) yields the same IDs.
@@ -172,6 +180,13 @@ func (d *decision) flush() Outputs {
 			w.Seq++
 			row := *target
 			d.out.Rows = append(d.out.Rows, records.WorkflowRecord{Envelope: d.envelope(w), Target: &row})
+			if ended(row.State) {
+				entry := row
+				if entry.Operation.Kind == "" {
+					entry.Operation = w.Spec.Operation
+				}
+				d.out.History = append(d.out.History, records.WorkflowRecord{Envelope: d.envelope(w), Target: &entry})
+			}
 		}
 		headers := t.transitions
 		if len(headers) == 0 || !sameHeader(headers[len(headers)-1], w.Workflow) {
@@ -189,6 +204,11 @@ func (d *decision) flush() Outputs {
 		}
 	}
 	return d.out
+}
+
+// ended reports whether a target in state s has its outcome.
+func ended(s records.TargetState) bool {
+	return s == records.TargetSucceeded || s == records.TargetFailed || s == records.TargetSkipped
 }
 
 // rowID is the envelope ID of a workflow's row number seq.

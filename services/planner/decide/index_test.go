@@ -199,3 +199,34 @@ func TestAnInventoryChangeMovesAHeldCluster(t *testing.T) {
 		t.Fatalf("after c-003 was removed: commands %v, waiting %q", clusterIDs(out.Commands), w.Waiting)
 	}
 }
+
+// Every target row written with an outcome is also a history entry, with
+// the operation it was: what the cluster's history shows once the
+// workflow's own rows are gone.
+func TestOutcomesGoToTheClustersHistory(t *testing.T) {
+	h := newHarness(t, fleet(2))
+	spec := upgradeSpec()
+	spec.FailureThreshold = rollout.Threshold{Percent: 100}
+	cmds := h.submit("wf", spec).Commands
+	if out := h.submit("wf-other", rollout.Spec{Name: "noop", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{"c-009"}}); len(out.History) != 0 {
+		t.Fatalf("a rejected rollout wrote history %+v", out.History)
+	}
+	out := h.result(cmds[0], records.OperationSucceeded, "")
+	if len(out.History) != 1 {
+		t.Fatalf("a success wrote %d history entries, want 1", len(out.History))
+	}
+	got := out.History[0].Target
+	if got.ClusterID != cmds[0].ClusterID || got.WorkflowID != "wf" || got.State != records.TargetSucceeded ||
+		got.Operation.Kind != rollout.Upgrade || got.Operation.Version != "3.9.1" || got.Version != "3.9.1" || got.PreviousVersion != "3.8.0" {
+		t.Fatalf("history entry %+v", got)
+	}
+	out = h.result(cmds[1], records.OperationFailed, "disk full")
+	if len(out.History) != 1 || out.History[0].Target.State != records.TargetFailed || !strings.Contains(out.History[0].Target.Reason, "disk full") {
+		t.Fatalf("a failure wrote history %+v", out.History)
+	}
+	for _, r := range out.Rows {
+		if r.Target != nil && r.Target.Operation.Kind != "" {
+			t.Fatalf("the target row itself carries the operation %+v: only its history entry should", r.Target)
+		}
+	}
+}

@@ -401,6 +401,7 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 		o := decide.Decide(p.state, in, now)
 		out.Rows = append(out.Rows, o.Rows...)
 		out.Commands = append(out.Commands, o.Commands...)
+		out.History = append(out.History, o.History...)
 	}
 	for _, c := range p.changes.drain() {
 		switch {
@@ -479,6 +480,9 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 	}
 	for _, c := range out.Commands {
 		p.produce(ctx, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise)
+	}
+	for _, h := range out.History {
+		p.produce(ctx, p.names.History, topics.HistoryKey(h.Target.ClusterID, h.Target.WorkflowID), h, promise)
 	}
 	produceErr := promise.Err()
 	// A transaction that consumed nothing (decided on time alone) commits
