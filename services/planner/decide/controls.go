@@ -37,6 +37,10 @@ func (d *decision) control(in Submit) {
 	case w.State == records.WorkflowRollingBack:
 		d.rejectControl(in, fmt.Sprintf("workflow %s is rolling back: act on its rollback, workflow %s", w.ID, records.RollbackID(w.ID)))
 		return
+	case w.Compacted() && (c.Action == records.ActionRetry || c.Action == records.ActionRollback):
+		d.rejectControl(in, fmt.Sprintf("workflow %s is %s, and its clusters' rows were removed %s after it ended (the retention): what it did to each is in flotilla cluster history",
+			w.ID, w.State, d.s.Retention))
+		return
 	}
 	because := ""
 	if c.Reason != "" {

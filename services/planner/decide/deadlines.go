@@ -28,10 +28,12 @@ func (q *deadlines) Pop() any {
 	return x
 }
 
-// schedule queues workflow w for its deadline, if it has one after now.
+// schedule queues workflow w for its deadline, if it has one after now;
+// or, for a finished workflow, if it has one at all (its compaction may be
+// due already, once its last operation in flight ended).
 func (s *State) schedule(w *Workflow, now time.Time) {
-	at, ok := w.deadline()
-	if !ok || !at.After(now) {
+	at, ok := s.deadline(w)
+	if !ok || (!at.After(now) && !w.State.Terminal()) {
 		return
 	}
 	s.queue(w, at)

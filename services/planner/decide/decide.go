@@ -3,6 +3,7 @@ package decide
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -64,11 +65,21 @@ type Outputs struct {
 	// topic: a cluster's record of what each workflow did to it, which
 	// outlives the workflow's own rows.
 	History []records.WorkflowRecord
+	// Removed are the targets whose rows, and commands if they were sent
+	// one, the shell tombstones: those of a finished workflow whose
+	// retention passed (see State.Retention).
+	Removed []Removed
+}
+
+// Removed is a target whose records are to be tombstoned.
+type Removed struct {
+	WorkflowID, ClusterID string
+	Commanded             bool // it was sent a command
 }
 
 // Empty reports whether the decision wrote nothing.
 func (o Outputs) Empty() bool {
-	return len(o.Rows) == 0 && len(o.Commands) == 0 && len(o.History) == 0
+	return len(o.Rows) == 0 && len(o.Commands) == 0 && len(o.History) == 0 && len(o.Removed) == 0
 }
 
 // idSpace scopes the name-based UUIDs of the planner's records, so the same
@@ -112,8 +123,12 @@ func Decide(s *State, in Input, now time.Time) Outputs {
 }
 
 // deadline is the earliest time at which the passing of time alone can
-// move a running workflow.
-func (w *Workflow) deadline() (time.Time, bool) {
+// move a workflow: a running one's bake, wait or gate ending, a paused
+// one's automatic resume, a finished one's compaction.
+func (s *State) deadline(w *Workflow) (time.Time, bool) {
+	if w.State.Terminal() {
+		return s.compactAt(w)
+	}
 	if w.State == records.WorkflowPaused && !w.ResumeAt.IsZero() {
 		return w.ResumeAt, true
 	}
@@ -527,6 +542,7 @@ func (d *decision) tick() {
 	sort.Slice(due, func(i, j int) bool { return due[i].ID < due[j].ID })
 	for _, w := range due {
 		if w.State.Terminal() {
+			d.compact(w)
 			continue
 		}
 		d.advanced = append(d.advanced, w)
@@ -917,4 +933,21 @@ func (d *decision) end(w *Workflow) {
 	for _, id := range unhealthy {
 		d.health(d.s.Health[id])
 	}
+}
+
+// compact removes a finished workflow's target rows and commands once its
+// retention has passed: its header row stays, as the workflow's summary
+// (state, reason, counts, phases), and the history topic keeps what it did
+// to each cluster. Its targets leave memory with them.
+func (d *decision) compact(w *Workflow) {
+	if at, ok := d.s.compactAt(w); !ok || d.now.Before(at) {
+		return
+	}
+	d.cause = rowID(w.ID, w.Seq)
+	for _, id := range slices.Sorted(maps.Keys(w.Targets)) {
+		d.out.Removed = append(d.out.Removed, Removed{WorkflowID: w.ID, ClusterID: id, Commanded: w.Targets[id].Attempt > 0})
+	}
+	w.Targets = map[string]*records.Target{}
+	w.reindex()
+	d.transition(w, "compacted")
 }

@@ -31,6 +31,8 @@ type harness struct {
 	// shadow makes every decision again on a state rebuilt from the rows,
 	// and checks the two agree (see shadowDecide).
 	shadow bool
+	// removed are the targets whose rows were tombstoned.
+	removed []Removed
 }
 
 func newHarness(t testing.TB, clusters []inventory.Cluster) *harness {
@@ -67,6 +69,7 @@ func (h *harness) do(in Input) Outputs {
 		shadowDecide(h.t, h, before, in, out)
 	}
 	h.rows = append(h.rows, out.Rows...)
+	h.removed = append(h.removed, out.Removed...)
 	for _, w := range h.s.Workflows {
 		if !w.State.Terminal() { // an ended workflow's index is not used again
 			checkWaveIndex(h.t, h.s, w)
@@ -171,7 +174,7 @@ func (h *harness) running(workflowID string) []records.Command {
 		if c.WorkflowID != workflowID {
 			continue
 		}
-		if t := w.Targets[c.ClusterID]; t.State == records.TargetRunning && t.CommandID == c.ID {
+		if t := w.Targets[c.ClusterID]; t != nil && t.State == records.TargetRunning && t.CommandID == c.ID { // nil: compacted
 			out = append(out, c)
 		}
 	}
@@ -191,11 +194,23 @@ func (h *harness) workflow(id string) *Workflow {
 // planner rebuilds it after a restart.
 func (h *harness) rebuilt() *State {
 	s := NewState(h.s.Inventory, h.s.Health)
+	s.Retention = h.s.Retention
 	for _, r := range h.rows {
 		s.ApplyRow(0, r)
 	}
+	applyRemoved(s, h.removed)
 	s.Reindex()
 	return s
+}
+
+// applyRemoved applies the tombstones of removed targets' rows, which
+// come after every row of theirs in the log.
+func applyRemoved(s *State, removed []Removed) {
+	for _, r := range removed {
+		if w := s.Workflows[r.WorkflowID]; w != nil {
+			delete(w.Targets, r.ClusterID)
+		}
+	}
 }
 
 func fleet(n int) []inventory.Cluster {

@@ -86,7 +86,7 @@ func checkWaveIndex(t testing.TB, s *State, w *Workflow) {
 func checkDeadlines(t testing.TB, h *harness) {
 	t.Helper()
 	for _, w := range h.s.Workflows {
-		at, ok := w.deadline()
+		at, ok := h.s.deadline(w)
 		if !ok || !at.After(h.now) {
 			continue
 		}
@@ -134,9 +134,11 @@ func shadowDecide(t testing.TB, h *harness, before *State, in Input, out Outputs
 func (h *harness) rebuiltCopy() *State {
 	s := NewState(maps.Clone(h.s.Inventory), maps.Clone(h.s.Health))
 	s.Policies = maps.Clone(h.s.Policies)
+	s.Retention = h.s.Retention
 	for _, r := range h.rows {
 		s.ApplyRow(0, r)
 	}
+	applyRemoved(s, h.removed)
 	s.Reindex()
 	return s
 }
@@ -229,4 +231,63 @@ func TestOutcomesGoToTheClustersHistory(t *testing.T) {
 			t.Fatalf("the target row itself carries the operation %+v: only its history entry should", r.Target)
 		}
 	}
+}
+
+// A finished workflow keeps its rows for its retention; then its target
+// rows and commands are tombstoned, its header says "compacted", and a
+// retry or a rollback is refused, pointing at the clusters' history. A
+// cancelled workflow waits for its operations in flight first: a
+// retention after its last change.
+func TestAFinishedWorkflowIsCompactedAfterItsRetention(t *testing.T) {
+	h := newHarness(t, fleet(3))
+	h.s.Retention = time.Hour
+	cmds := h.submit("done", rollout.Spec{Name: "restart", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{"c-000", "c-001"}}).Commands
+	for _, c := range cmds {
+		h.result(c, records.OperationSucceeded, "")
+		h.probe(c.ClusterID, records.HealthHealthy)
+	}
+	h.advance(time.Second)
+	if w := h.workflow("done"); w.State != records.WorkflowSucceeded {
+		t.Fatalf("the rollout is %s, want succeeded", w.State)
+	}
+	cancelled := h.submit("cancelled", rollout.Spec{Name: "restart", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{"c-002"}})
+	h.control("cancelled", records.ActionCancel, "")
+
+	if out := h.advance(59 * time.Minute); len(out.Removed) != 0 {
+		t.Fatalf("removed %v before the retention passed", out.Removed)
+	}
+	out := h.advance(time.Minute)
+	want := []Removed{{"done", "c-000", true}, {"done", "c-001", true}}
+	if !reflect.DeepEqual(out.Removed, want) {
+		t.Fatalf("removed %v at the end of the retention, want %v (the cancelled one still runs)", out.Removed, want)
+	}
+	w := h.workflow("done")
+	if !w.Compacted() || len(w.Targets) != 0 || w.State != records.WorkflowSucceeded {
+		t.Fatalf("after compaction: compacted %v, %d targets, %s", w.Compacted(), len(w.Targets), w.State)
+	}
+	if p := w.Progress(); !p.Compacted || p.Targets != 2 || p.State != records.WorkflowSucceeded {
+		t.Fatalf("progress of a compacted workflow: %+v", p)
+	}
+	for _, action := range []records.ControlAction{records.ActionRollback, records.ActionRetry} {
+		out := h.control("done", action, "")
+		if len(out.Rows) != 1 || out.Rows[0].Workflow.State != records.WorkflowRejected || !strings.Contains(out.Rows[0].Workflow.Reason, "cluster history") {
+			t.Fatalf("%s of a compacted workflow: %+v", action, out.Rows)
+		}
+	}
+	assertSameState(t, h.s, h.rebuilt())
+
+	// The cancelled workflow's operation ends long after its retention:
+	// its rows go a retention after that last change.
+	h.advance(2 * time.Hour)
+	if len(h.workflow("cancelled").Targets) != 1 {
+		t.Fatal("the cancelled workflow was compacted with its operation in flight")
+	}
+	h.result(cancelled.Commands[0], records.OperationSucceeded, "")
+	if out := h.advance(59 * time.Minute); len(out.Removed) != 0 {
+		t.Fatalf("removed %v less than a retention after the last change", out.Removed)
+	}
+	if out := h.advance(time.Minute); !reflect.DeepEqual(out.Removed, []Removed{{"cancelled", "c-002", true}}) {
+		t.Fatalf("a retention after its operation ended, removed %v", out.Removed)
+	}
+	assertSameState(t, h.s, h.rebuilt())
 }

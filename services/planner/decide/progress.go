@@ -27,6 +27,10 @@ type Progress struct {
 	// Rollback, for a workflow rolling or rolled back, its rollback.
 	RollbackOf string `json:"rollbackOf,omitempty"`
 	Rollback   string `json:"rollback,omitempty"`
+	// Compacted is set once the workflow's target rows were removed after
+	// its retention: only Targets is counted, and the phases have no
+	// clusters.
+	Compacted bool `json:"compacted,omitempty"`
 	Counts
 	Phases []PhaseProgress `json:"phases"`
 }
@@ -108,6 +112,13 @@ func (w *Workflow) Progress() Progress {
 	p.RollbackOf = w.RollbackOf
 	if w.State == records.WorkflowRollingBack || w.State == records.WorkflowRolledBack {
 		p.Rollback = records.RollbackID(w.ID)
+	}
+	if w.Compacted() {
+		p.Compacted, p.Targets = true, w.Workflow.Targets
+		for _, ph := range w.Phases {
+			p.Phases = append(p.Phases, PhaseProgress{Name: ph.Name, State: "done"})
+		}
+		return p
 	}
 	for pi, ph := range w.Phases {
 		pp := PhaseProgress{Name: ph.Name}

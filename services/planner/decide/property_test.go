@@ -99,6 +99,9 @@ func runRandomRollouts(t *testing.T, seed int64) {
 	clusters := fleet(5 + r.Intn(30))
 	h := newHarness(t, clusters)
 	h.shadow = seed%5 == 0 // a rebuild per decision: on a fifth of the seeds
+	if seed%4 == 1 {
+		h.s.Retention = 20 * time.Minute // finished workflows are compacted during the run
+	}
 	var ids []string
 	for i, n := 0, 1+r.Intn(3); i < n; i++ {
 		id := fmt.Sprintf("wf-%d", i)

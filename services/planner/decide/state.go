@@ -29,6 +29,11 @@ type State struct {
 	Health    map[string]records.Health
 	// Policies are the named deployment policies, by name.
 	Policies map[string]rollout.Policy
+	// Retention is how long a finished workflow keeps its target rows and
+	// commands; then they are tombstoned and its header row says
+	// "compacted" (what it did to each cluster stays in the history
+	// topic). Zero keeps them for ever.
+	Retention time.Duration
 
 	// Derived indexes, rebuilt by Reindex after loading rows.
 	busy      map[string]string              // cluster ID → workflow ID whose command runs on it
@@ -128,7 +133,7 @@ func (s *State) Reindex() {
 		w.reindex()
 		s.indexWorkflow(w)
 		w.queued = false
-		switch at, ok := w.deadline(); {
+		switch at, ok := s.deadline(w); {
 		case w.State == records.WorkflowRunning:
 			// The next tick advances what was loaded: what moved it
 			// before (a heartbeat, another planner's operation ending)
@@ -274,4 +279,23 @@ func (w *Workflow) WaveTargets(phase, wave int) []string {
 		return nil
 	}
 	return w.waves[phase][wave]
+}
+
+// Compacted reports whether a finished workflow's target rows were removed
+// after its retention: only its header row is left.
+func (w *Workflow) Compacted() bool { return w.Event == "compacted" }
+
+// compactAt is when a finished workflow's rows are removed: its retention
+// after its last change (its end, or the end of its last operation in
+// flight, for a cancelled one).
+func (s *State) compactAt(w *Workflow) (time.Time, bool) {
+	if s.Retention <= 0 || w.Compacted() || !w.State.Terminal() || w.State == records.WorkflowRejected {
+		return time.Time{}, false
+	}
+	for _, t := range w.Targets {
+		if t.State == records.TargetRunning {
+			return time.Time{}, false // a cancelled workflow's operation still finishes
+		}
+	}
+	return w.UpdatedAt.Add(s.Retention), true
 }
