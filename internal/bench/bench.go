@@ -59,7 +59,7 @@ type Options struct {
 	Partitions      int32         // of each topic (default 6, as the services create them)
 	RawRecords      int           // records of each raw measure (default 200,000)
 	Trials          int           // of the reaction stage (default 5)
-	ReactionOpTime  time.Duration // of a simulated operation in the reaction stage (default 2s)
+	ReactionOpTime  time.Duration // of a simulated operation in the reaction stage (default 10s)
 	HistoryRollouts int           // finished rollouts in the recovery stage's history (default 10)
 	IdleWindow      time.Duration // over which idle CPU is measured (default 20s)
 }
@@ -91,7 +91,7 @@ func (o Options) withDefaults() Options {
 		o.Partitions = 6
 	}
 	if o.ReactionOpTime == 0 {
-		o.ReactionOpTime = 2 * time.Second
+		o.ReactionOpTime = time.Duration(quick(2, 10)) * time.Second
 	}
 	if o.IdleWindow == 0 {
 		o.IdleWindow = time.Duration(quick(3, 20)) * time.Second

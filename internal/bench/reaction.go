@@ -19,9 +19,11 @@ import (
 // committed and read back (read committed).
 //
 // In flight counts the planner's commands not finished: the executor
-// acts on ExecutorConcurrency at a time, each for OpSeconds, so that
+// acts on ExecutorConcurrency at a time, each for OpSeconds (finishing
+// reactionFinishRate operations a second, the others queued), so that
 // operations finish all along the trials and the planner has cause to
-// send commands (which it must not once paused).
+// send commands (which it must not once paused) without having to keep
+// up with more than that.
 type ReactionResult struct {
 	Clusters            int     `json:"clusters"`
 	Targets             int     `json:"targets"`
@@ -50,6 +52,10 @@ type Trial struct {
 	paused, resumed    time.Time // the paused and resumed rows' timestamps
 }
 
+// reactionFinishRate is how many operations a second finish in the
+// reaction stage.
+const reactionFinishRate = 50
+
 func (b *bench) reaction(ctx context.Context) *ReactionResult {
 	limit := b.o.InFlight
 	ctx, cancel := b.stage(ctx, fmt.Sprintf("reaction with %d in flight", limit))
@@ -57,7 +63,8 @@ func (b *bench) reaction(ctx context.Context) *ReactionResult {
 	// Twice the limit in targets (a kafka cluster is 70% of the fleet):
 	// enough pending targets to keep the limit in flight through the trials.
 	clusters := simfleet.GenerateClusters(2*limit*10/7 + 10)
-	res := &ReactionResult{InFlightLimit: limit, OpSeconds: seconds(b.o.ReactionOpTime), ExecutorConcurrency: max(1, limit/10), Clusters: len(clusters)}
+	concurrency := max(1, int(reactionFinishRate*b.o.ReactionOpTime.Seconds()))
+	res := &ReactionResult{InFlightLimit: limit, OpSeconds: seconds(b.o.ReactionOpTime), ExecutorConcurrency: concurrency, Clusters: len(clusters)}
 	f, err := b.startFleet(ctx, "reaction", clusters, simulation{opDuration: b.o.ReactionOpTime, concurrency: res.ExecutorConcurrency})
 	if f != nil {
 		defer func() { res.PeakRSS = f.close() }()
@@ -120,7 +127,11 @@ func (b *bench) trial(ctx context.Context, f *liveFleet, wf string, byID map[str
 		return false
 	})
 	if err != nil {
-		return t, fmt.Errorf("waiting for %d operations in flight and one done: %w", res90(b.o.InFlight), err)
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		h, _ := o.last(wf)
+		return t, fmt.Errorf("waiting for %d operations in flight and one done (%d in flight, %d done, workflow %q): %w",
+			res90(b.o.InFlight), o.inFlight, len(o.ready[wf]), h.state, err)
 	}
 	used[t.Cluster] = true
 	signalled := time.Now()

@@ -124,7 +124,11 @@ func (r *Report) writeLimits(w io.Writer) {
 	fmt.Fprintf(w, "\nLIMITS: raw franz-go, %s records of %d bytes (Avro commands and operation events)\n", count(l.Records), l.RecordBytes)
 	fmt.Fprintf(w, "produce\t%s records/s\t%.1f MB/s\n", count(int(l.Produce)), l.ProduceMBps)
 	fmt.Fprintf(w, "consume (read committed)\t%s records/s\t\n", count(int(l.Consume)))
-	fmt.Fprintf(w, "transactional consume→produce\t%s records/s\t%s transactions\n", count(int(l.Txn)), count(l.TxnCommits))
+	perTxn := 0
+	if l.TxnCommits > 0 {
+		perTxn = l.Records / l.TxnCommits
+	}
+	fmt.Fprintf(w, "transactional consume→produce\t%s records/s\t%s transactions of %s records on average\n", count(int(l.Txn)), count(l.TxnCommits), count(perTxn))
 	writeProblem(w, "", l.Error)
 }
 
@@ -209,10 +213,17 @@ func passFail(ok bool) string {
 	return "FAIL"
 }
 
-func pct(x float64) string     { return fmt.Sprintf("%.0f%%", 100*x) }
 func millis(ms float64) string { return fmt.Sprintf("%.0f ms", ms) }
 func mibs(b int64) string      { return fmt.Sprintf("%d MiB", b/mib) }
 func cores(c float64) string   { return fmt.Sprintf("%.3f cores", c) }
+
+// pct writes a ratio as a percentage, with a decimal below 10%.
+func pct(x float64) string {
+	if x < 0.1 {
+		return fmt.Sprintf("%.1f%%", 100*x)
+	}
+	return fmt.Sprintf("%.0f%%", 100*x)
+}
 
 // count writes n with thousands separators: 100,000.
 func count(n int) string {

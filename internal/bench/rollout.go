@@ -222,7 +222,9 @@ func (b *bench) startFleet(ctx context.Context, stage string, clusters []invento
 	if f.svc, err = startServices(b.o, cfg, filepath.Join(b.dir, cfg.Namespace), sim); err != nil {
 		return f, err
 	}
+	started := time.Now()
 	err = f.obs.wait(ctx, f.svc, func() bool { return len(f.obs.health) >= len(clusters) })
+	b.o.Log.Info("bench: fleet ready", "clusters", len(clusters), "probed_after", time.Since(started).Round(time.Millisecond), "err", err)
 	if err != nil {
 		f.obs.mu.Lock()
 		seen := len(f.obs.health)
