@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
@@ -95,9 +94,14 @@ func (b *bench) trials(ctx context.Context, f *liveFleet, res *ReactionResult) e
 	for _, c := range f.clusters {
 		byID[c.ID] = c
 	}
+	w, err := newWriter(f.cfg) // made before the trials: a signal's time holds no connection setup
+	if err != nil {
+		return err
+	}
+	defer w.close()
 	used := map[string]bool{}
 	for range b.o.Trials {
-		t, err := b.trial(ctx, f, wf, byID, used)
+		t, err := b.trial(ctx, f, w, wf, byID, used)
 		if err != nil {
 			return err
 		}
@@ -109,7 +113,7 @@ func (b *bench) trials(ctx context.Context, f *liveFleet, res *ReactionResult) e
 // trial waits for the limit to be (nearly) in flight, writes an unhealthy
 // signal for a cluster the rollout upgraded, waits for the pause, lets
 // operations finish meanwhile, and resumes the rollout.
-func (b *bench) trial(ctx context.Context, f *liveFleet, wf string, byID map[string]inventory.Cluster, used map[string]bool) (Trial, error) {
+func (b *bench) trial(ctx context.Context, f *liveFleet, w *writer, wf string, byID map[string]inventory.Cluster, used map[string]bool) (Trial, error) {
 	var t Trial
 	var before header
 	o := f.obs
@@ -135,7 +139,11 @@ func (b *bench) trial(ctx context.Context, f *liveFleet, wf string, byID map[str
 	}
 	used[t.Cluster] = true
 	signalled := time.Now()
-	if err := writeHealth(ctx, f.cfg, healthSignal(byID[t.Cluster], records.HealthUnhealthy, records.HealthHealthy)); err != nil {
+	h := healthSignal(byID[t.Cluster], records.HealthUnhealthy, records.HealthHealthy)
+	if err := w.add(ctx, f.cfg.Names().Health, h.ClusterID, h); err != nil {
+		return t, err
+	}
+	if err := w.flush(ctx); err != nil {
 		return t, err
 	}
 	paused, err := awaitState(ctx, f, wf, before.seq, records.WorkflowPaused)
@@ -207,18 +215,6 @@ func countCommandsInPauses(f *liveFleet, wf string, res *ReactionResult) error {
 		res.CommandsAfterPause += t.CommandsAfterPause
 	}
 	return nil
-}
-
-func writeHealth(ctx context.Context, cfg backbone.Config, h records.Health) error {
-	w, err := newWriter(cfg)
-	if err != nil {
-		return err
-	}
-	defer w.close()
-	if err := w.add(ctx, cfg.Names().Health, h.ClusterID, h); err != nil {
-		return err
-	}
-	return w.flush(ctx)
 }
 
 // percentile returns the p-th percentile of xs (nearest rank), 0 if empty.
