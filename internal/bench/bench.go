@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -157,7 +158,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		defer broker.Close()
 		b.brokers, b.replication = broker.Addrs(), 1
 	} else {
-		r.Broker = fmt.Sprint(b.brokers)
+		r.Broker = strings.Join(b.brokers, ",")
 	}
 	dir, err := os.MkdirTemp("", "flotilla-bench-")
 	if err != nil {
