@@ -36,8 +36,10 @@ type RecoveryResult struct {
 
 // ServiceRecovery is one service's start: from its process start to its
 // first output record committed (acting), and its catch-up rate, the
-// records of the topics it reads over that time, beside a raw consume of
-// the same topics.
+// records of the topics it reads from their start over that time, beside
+// a raw consume of the same topics. The notifier reads none from their
+// start (it goes on from its group's committed offsets): it has no
+// catch-up rate.
 type ServiceRecovery struct {
 	Service       string  `json:"service"`
 	Acted         bool    `json:"acted"`
@@ -48,8 +50,10 @@ type ServiceRecovery struct {
 	Ratio         float64 `json:"ratio"`
 }
 
-// serviceTopics are the topics each service reads as it starts (see
-// DESIGN.md) and the one whose first record shows it acting.
+// serviceTopics are the topics each service reads from their start as it
+// starts (its tables; what its consumer group consumes it takes from the
+// group's committed offsets) and the one whose first record shows it
+// acting.
 func serviceTopics(n topics.Names) map[string]struct {
 	reads []string
 	out   string
@@ -58,10 +62,10 @@ func serviceTopics(n topics.Names) map[string]struct {
 		reads []string
 		out   string
 	}{
-		"planner":  {[]string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Operations, n.Health}, n.Workflows},
+		"planner":  {[]string{n.Inventory, n.Policies, n.Workflows, n.Health}, n.Workflows},
 		"executor": {[]string{n.Commands, n.Operations, n.Claims, n.Leases}, n.Operations},
 		"monitor":  {[]string{n.Inventory, n.Health}, n.Health},
-		"notifier": {[]string{n.Workflows, n.Operations, n.Health, n.Notifications}, n.Notifications},
+		"notifier": {nil, n.Notifications},
 	}
 }
 
@@ -102,6 +106,10 @@ func (b *bench) recover(ctx context.Context, cfg backbone.Config, res *RecoveryR
 	if err != nil {
 		return nil, fmt.Errorf("write the history: %w", err)
 	}
+	dir := filepath.Join(b.dir, cfg.Namespace)
+	if err := createSimState(ctx, filepath.Join(dir, "sim"), fleet); err != nil {
+		return nil, err
+	}
 	if err := commitGroups(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -121,7 +129,7 @@ func (b *bench) recover(ctx context.Context, cfg backbone.Config, res *RecoveryR
 	if err != nil {
 		return nil, err
 	}
-	svc, err := startServices(b.o, cfg, filepath.Join(b.dir, cfg.Namespace), simulation{concurrency: 64})
+	svc, err := startServices(b.o, cfg, dir, simulation{concurrency: 64})
 	if err != nil {
 		return nil, err
 	}
@@ -132,8 +140,10 @@ func (b *bench) recover(ctx context.Context, cfg backbone.Config, res *RecoveryR
 		if seen, ok := obs.first[st[s.Service].out]; ok {
 			s.Acted = true
 			s.ActingSeconds = seconds(seen.Sub(svc.get(s.Service).started))
-			s.CatchUp = float64(s.Records) / s.ActingSeconds
-			s.Ratio = s.CatchUp / s.Raw
+			if s.Records > 0 {
+				s.CatchUp = float64(s.Records) / s.ActingSeconds
+				s.Ratio = s.CatchUp / s.Raw
+			}
 		}
 	}
 	obs.mu.Unlock()
@@ -147,6 +157,9 @@ func (b *bench) recover(ctx context.Context, cfg backbone.Config, res *RecoveryR
 // with a raw consumer, for the service's catch-up to be compared to.
 func rawRead(ctx context.Context, cfg backbone.Config, service string, topicNames []string) (ServiceRecovery, error) {
 	s := ServiceRecovery{Service: service}
+	if len(topicNames) == 0 {
+		return s, nil
+	}
 	ends, err := listEnds(ctx, cfg, topicNames...)
 	if err != nil {
 		return s, err
@@ -268,6 +281,22 @@ func writeFinishedTarget(add func(topic, key string, v any) error, names topics.
 	} {
 		if err := add(r.topic, key, r.v); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// createSimState creates the simulated clusters' state in dir, as the
+// fleet's own would be before a restart: probing them creates them.
+func createSimState(ctx context.Context, dir string, clusters []inventory.Cluster) error {
+	sim, err := simfleet.New(simfleet.Options{Dir: dir})
+	if err != nil {
+		return err
+	}
+	defer sim.Close()
+	for _, c := range clusters {
+		if _, err := sim.Probe(ctx, c); err != nil {
+			return fmt.Errorf("create the simulated fleet: %w", err)
 		}
 	}
 	return nil

@@ -61,7 +61,9 @@ func (r *Report) check() {
 	for _, rc := range r.Recoveries {
 		at := count(rc.Clusters) + " clusters"
 		for _, s := range rc.Services {
-			r.goal(fmt.Sprintf("catch-up, %s, %s", s.Service, at), pct(s.Ratio)+" of raw", "≥ 50% of raw", s.Acted && s.Ratio >= goalCatchUpRatio)
+			if s.Records > 0 {
+				r.goal(fmt.Sprintf("catch-up, %s, %s", s.Service, at), pct(s.Ratio)+" of raw", "≥ 50% of raw", s.Acted && s.Ratio >= goalCatchUpRatio)
+			}
 		}
 		rss := r.PeakRSS(rc.Clusters)
 		for _, name := range serviceNames {
@@ -178,7 +180,10 @@ func (r *Report) writeRecoveries(w io.Writer) {
 		for _, s := range rc.Services {
 			acting, ratio := "did not act", "-"
 			if s.Acted {
-				acting, ratio = fmt.Sprintf("%.2fs", s.ActingSeconds), pct(s.Ratio)+" "+passFail(s.Ratio >= goalCatchUpRatio)
+				acting = fmt.Sprintf("%.2fs", s.ActingSeconds)
+			}
+			if s.Acted && s.Records > 0 {
+				ratio = pct(s.Ratio) + " " + passFail(s.Ratio >= goalCatchUpRatio)
 			}
 			mem := "-"
 			if v, ok := rss[s.Service]; ok {
@@ -193,6 +198,7 @@ func (r *Report) writeRecoveries(w io.Writer) {
 		if rc.IdleSeconds > 0 {
 			fmt.Fprintf(w, "idle fleet: %s (goal %s: %s)\n", cores(rc.IdleCoresTotal), goalIdleCoresText, passFail(rc.IdleCoresTotal < goalIdleCores))
 		}
+		fmt.Fprintf(w, "(the notifier reads no topic from its start: it goes on from its group's committed offsets)\n")
 		writeProblem(w, "", rc.Note)
 		if rc.Note == "" {
 			writeProblem(w, "", rc.Error)

@@ -26,8 +26,9 @@ type RolloutResult struct {
 	Completed     int    `json:"completed"` // operations succeeded
 	Finished      bool   `json:"finished"`  // the workflow ended in time
 	State         string `json:"state"`     // its last state committed
-	// Seconds runs from the first command to the last operation finished;
-	// TotalSeconds from the submit to the end committed (or the timeout).
+	// Seconds runs from the first command to the last operation finished
+	// (or to the timeout); TotalSeconds from the submit to the end
+	// committed (or the timeout).
 	Seconds      float64 `json:"seconds"`
 	TotalSeconds float64 `json:"totalSeconds"`
 	OpsPerSecond float64 `json:"opsPerSecond"`
@@ -64,14 +65,15 @@ func (b *bench) rollout(ctx context.Context, n int) (res RolloutResult) {
 			return ok && h.state.Terminal()
 		})
 	}
-	res.TotalSeconds = seconds(time.Since(submitted))
+	ended := time.Now()
+	res.TotalSeconds = seconds(ended.Sub(submitted))
 	f.obs.mu.Lock()
 	if h, ok := f.obs.last(wf); ok {
 		res.State, res.Targets = string(h.state), h.targets
 	}
 	f.obs.mu.Unlock()
 	res.Finished = err == nil && res.State == string(records.WorkflowSucceeded)
-	b.sweepRollout(f.cfg, wf, &res)
+	b.sweepRollout(f.cfg, wf, &res, ended)
 	if !res.Finished {
 		res.Note = fmt.Sprintf("did not finish: %d of %d done after %s (%v, state %q)", res.Completed, res.Targets, time.Since(submitted).Round(time.Second), err, res.State)
 	}
@@ -79,8 +81,10 @@ func (b *bench) rollout(ctx context.Context, n int) (res RolloutResult) {
 }
 
 // sweepRollout reads the workflow's commands and operation results from
-// the topics and counts what they show.
-func (b *bench) sweepRollout(cfg backbone.Config, wf string, res *RolloutResult) {
+// the topics and counts what they show. Its rate runs from the first
+// command to the last operation finished, or to ended for a rollout that
+// did not finish.
+func (b *bench) sweepRollout(cfg backbone.Config, wf string, res *RolloutResult, ended time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	l, err := readLog(ctx, cfg, wf)
@@ -91,6 +95,9 @@ func (b *bench) sweepRollout(cfg backbone.Config, wf string, res *RolloutResult)
 	res.Completed = l.succeeded
 	res.MaxInFlight = l.maxInFlight()
 	if first, last, ok := l.span(); ok {
+		if !res.Finished {
+			last = ended
+		}
 		res.Seconds = seconds(last.Sub(first))
 		res.OpsPerSecond = rate(l.finished(), last.Sub(first))
 	}
