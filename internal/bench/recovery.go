@@ -50,18 +50,18 @@ type ServiceRecovery struct {
 	Ratio         float64 `json:"ratio"`
 }
 
+// serviceIO is what a service reads as it starts, and where it writes.
+type serviceIO struct {
+	reads []string
+	out   string
+}
+
 // serviceTopics are the topics each service reads from their start as it
 // starts (its tables; what its consumer group consumes it takes from the
 // group's committed offsets) and the one whose first record shows it
 // acting.
-func serviceTopics(n topics.Names) map[string]struct {
-	reads []string
-	out   string
-} {
-	return map[string]struct {
-		reads []string
-		out   string
-	}{
+func serviceTopics(n topics.Names) map[string]serviceIO {
+	return map[string]serviceIO{
 		"planner":  {[]string{n.Inventory, n.Policies, n.Workflows, n.Health}, n.Workflows},
 		"executor": {[]string{n.Commands, n.Operations, n.Claims, n.Leases}, n.Operations},
 		"monitor":  {[]string{n.Inventory, n.Health}, n.Health},
@@ -134,23 +134,30 @@ func (b *bench) recover(ctx context.Context, cfg backbone.Config, res *RecoveryR
 		return nil, err
 	}
 	err = obs.wait(ctx, svc, func() bool { return len(obs.first) == len(serviceNames) })
-	obs.mu.Lock()
-	for i := range res.Services {
-		s := &res.Services[i]
-		if seen, ok := obs.first[st[s.Service].out]; ok {
-			s.Acted = true
-			s.ActingSeconds = seconds(seen.Sub(svc.get(s.Service).started))
-			if s.Records > 0 {
-				s.CatchUp = float64(s.Records) / s.ActingSeconds
-				s.Ratio = s.CatchUp / s.Raw
-			}
-		}
-	}
-	obs.mu.Unlock()
+	noteActing(obs, svc, st, res)
 	if err != nil {
 		return svc, fmt.Errorf("waiting for every service to act: %w", err)
 	}
 	return svc, b.measureIdle(ctx, svc, res)
+}
+
+// noteActing records when each service acted, and its catch-up rate.
+func noteActing(obs *observer, svc *services, st map[string]serviceIO, res *RecoveryResult) {
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	for i := range res.Services {
+		s := &res.Services[i]
+		seen, ok := obs.first[st[s.Service].out]
+		if !ok {
+			continue
+		}
+		s.Acted = true
+		s.ActingSeconds = seconds(seen.Sub(svc.get(s.Service).started))
+		if s.Records > 0 {
+			s.CatchUp = float64(s.Records) / s.ActingSeconds
+			s.Ratio = s.CatchUp / s.Raw
+		}
+	}
 }
 
 // rawRead counts the records of a service's topics and reads them all

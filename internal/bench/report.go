@@ -49,9 +49,10 @@ func (r *Report) check() {
 	r.Goals = nil
 	for i := range r.Rollouts {
 		ro := &r.Rollouts[i]
-		if r.Limits != nil && r.Limits.Txn > 0 {
-			ro.TxnRatio = ro.OpsPerSecond / r.Limits.Txn
+		if !r.hasTxnLimit() {
+			continue
 		}
+		ro.TxnRatio = ro.OpsPerSecond / r.Limits.Txn
 		r.goal(fmt.Sprintf("completion, %s clusters", count(ro.Clusters)), pct(ro.TxnRatio)+" of raw txn", "≥ 20% of raw txn", ro.Finished && ro.TxnRatio >= goalTxnRatio)
 	}
 	if re := r.Reaction; re != nil {
@@ -76,6 +77,8 @@ func (r *Report) check() {
 		}
 	}
 }
+
+func (r *Report) hasTxnLimit() bool { return r.Limits != nil && r.Limits.Txn > 0 }
 
 func (r *Report) goal(figure, value, goal string, pass bool) {
 	r.Goals = append(r.Goals, Goal{Figure: figure, Value: value, Goal: goal, Pass: pass})
@@ -141,8 +144,12 @@ func (r *Report) writeRollouts(w io.Writer) {
 	fmt.Fprintf(w, "\nROLLOUT: upgrade every kafka cluster, instant operations, one phase of one wave, maxInFlight %s\n", count(r.InFlight))
 	fmt.Fprintf(w, "CLUSTERS\tTARGETS\tCOMPLETED\tSECONDS\tOPS/S\tOF RAW TXN (GOAL ≥ 20%%)\tMAX IN FLIGHT\tTOTAL SECONDS\n")
 	for _, ro := range r.Rollouts {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%.1f\t%s\t%s %s\t%s\t%.1f\n", count(ro.Clusters), count(ro.Targets), count(ro.Completed), ro.Seconds,
-			count(int(ro.OpsPerSecond)), pct(ro.TxnRatio), passFail(ro.Finished && ro.TxnRatio >= goalTxnRatio), count(ro.MaxInFlight), ro.TotalSeconds)
+		ratio := "- (no limits stage)"
+		if r.hasTxnLimit() {
+			ratio = pct(ro.TxnRatio) + " " + passFail(ro.Finished && ro.TxnRatio >= goalTxnRatio)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%.1f\n", count(ro.Clusters), count(ro.Targets), count(ro.Completed), ro.Seconds,
+			count(int(ro.OpsPerSecond)), ratio, count(ro.MaxInFlight), ro.TotalSeconds)
 	}
 	for _, ro := range r.Rollouts {
 		writeProblem(w, count(ro.Clusters)+" clusters: ", ro.Note)
