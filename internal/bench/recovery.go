@@ -99,29 +99,9 @@ func (b *bench) recovery(ctx context.Context, n int) RecoveryResult {
 
 // recover writes the history, starts the services and measures them.
 func (b *bench) recover(ctx context.Context, cfg backbone.Config, res *RecoveryResult) (*services, error) {
-	clusters := simfleet.GenerateClusters(res.Clusters + 1)
-	fleet, newcomer := clusters[:res.Clusters], clusters[res.Clusters]
-	written, err := writeHistory(ctx, cfg, fleet, res.HistoryRollouts)
-	res.HistoryRecords = written
-	if err != nil {
-		return nil, fmt.Errorf("write the history: %w", err)
-	}
 	dir := filepath.Join(b.dir, cfg.Namespace)
-	if err := createSimState(ctx, filepath.Join(dir, "sim"), fleet); err != nil {
-		return nil, err
-	}
-	if err := commitGroups(ctx, cfg); err != nil {
-		return nil, err
-	}
-	st := serviceTopics(cfg.Names())
-	for _, name := range serviceNames {
-		s, err := rawRead(ctx, cfg, name, st[name].reads)
-		if err != nil {
-			return nil, err
-		}
-		res.Services = append(res.Services, s)
-	}
-	if err := writeTriggers(ctx, cfg, fleet, newcomer); err != nil {
+	st, err := prepareRecovery(ctx, cfg, filepath.Join(dir, "sim"), res)
+	if err != nil {
 		return nil, err
 	}
 	names := cfg.Names()
@@ -139,6 +119,34 @@ func (b *bench) recover(ctx context.Context, cfg backbone.Config, res *RecoveryR
 		return svc, fmt.Errorf("waiting for every service to act: %w", err)
 	}
 	return svc, b.measureIdle(ctx, svc, res)
+}
+
+// prepareRecovery writes the history of a fleet of res.Clusters, reads
+// each service's topics raw, and writes something for each service to
+// act on.
+func prepareRecovery(ctx context.Context, cfg backbone.Config, simDir string, res *RecoveryResult) (map[string]serviceIO, error) {
+	clusters := simfleet.GenerateClusters(res.Clusters + 1)
+	fleet, newcomer := clusters[:res.Clusters], clusters[res.Clusters]
+	written, err := writeHistory(ctx, cfg, fleet, res.HistoryRollouts)
+	res.HistoryRecords = written
+	if err != nil {
+		return nil, fmt.Errorf("write the history: %w", err)
+	}
+	if err := createSimState(ctx, simDir, fleet); err != nil {
+		return nil, err
+	}
+	if err := commitGroups(ctx, cfg); err != nil {
+		return nil, err
+	}
+	st := serviceTopics(cfg.Names())
+	for _, name := range serviceNames {
+		s, err := rawRead(ctx, cfg, name, st[name].reads)
+		if err != nil {
+			return nil, err
+		}
+		res.Services = append(res.Services, s)
+	}
+	return st, writeTriggers(ctx, cfg, fleet, newcomer)
 }
 
 // noteActing records when each service acted, and its catch-up rate.
