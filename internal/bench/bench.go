@@ -58,7 +58,7 @@ type Options struct {
 
 	// The sizes of the stages, set from Quick when zero.
 	Partitions      int32         // of each topic (default 6, as the services create them)
-	RawRecords      int           // records of each raw measure (default 200,000)
+	RawRecords      int           // records of each raw measure (default 500,000)
 	Trials          int           // of the reaction stage (default 5)
 	ReactionOpTime  time.Duration // of a simulated operation in the reaction stage (default 10s)
 	HistoryRollouts int           // finished rollouts in the recovery stage's history (default 10)
@@ -79,7 +79,7 @@ func (o Options) withDefaults() Options {
 		}
 	}
 	setInt(&o.InFlight, quick(1_000, 10_000))
-	setInt(&o.RawRecords, quick(20_000, 200_000))
+	setInt(&o.RawRecords, quick(20_000, 500_000))
 	setInt(&o.Trials, quick(3, 5))
 	setInt(&o.HistoryRollouts, quick(5, 10))
 	if len(o.Stages) == 0 {

@@ -114,28 +114,9 @@ func (b *bench) trials(ctx context.Context, f *liveFleet, res *ReactionResult) e
 // signal for a cluster the rollout upgraded, waits for the pause, lets
 // operations finish meanwhile, and resumes the rollout.
 func (b *bench) trial(ctx context.Context, f *liveFleet, w *writer, wf string, byID map[string]inventory.Cluster, used map[string]bool) (Trial, error) {
-	var t Trial
-	var before header
-	o := f.obs
-	err := o.wait(ctx, f.svc, func() bool {
-		h, ok := o.last(wf)
-		if !ok || h.state != records.WorkflowRunning || o.inFlight < res90(b.o.InFlight) {
-			return false
-		}
-		for _, id := range o.ready[wf] {
-			if !used[id] {
-				t.Cluster, t.InFlight, before = id, o.inFlight, h
-				return true
-			}
-		}
-		return false
-	})
+	t, before, err := b.awaitTarget(ctx, f, wf, used)
 	if err != nil {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		h, _ := o.last(wf)
-		return t, fmt.Errorf("waiting for %d operations in flight and one done (%d in flight, %d done, workflow %q): %w",
-			res90(b.o.InFlight), o.inFlight, len(o.ready[wf]), h.state, err)
+		return t, err
 	}
 	used[t.Cluster] = true
 	signalled := time.Now()
@@ -164,8 +145,38 @@ func (b *bench) trial(ctx context.Context, f *liveFleet, w *writer, wf string, b
 	return t, nil
 }
 
-// res90 is 90% of the in-flight limit, which a trial waits for.
-func res90(limit int) int { return max(1, limit*9/10) }
+// awaitTarget waits until the running workflow has nearly its limit in
+// flight and a target whose success the planner committed that no trial
+// used yet, and returns the trial begun on it with the workflow's header.
+func (b *bench) awaitTarget(ctx context.Context, f *liveFleet, wf string, used map[string]bool) (Trial, header, error) {
+	var t Trial
+	var last header
+	o := f.obs
+	err := o.wait(ctx, f.svc, func() bool {
+		h, ok := o.last(wf)
+		if !ok || h.state != records.WorkflowRunning || o.inFlight < nearLimit(b.o.InFlight) {
+			return false
+		}
+		for _, id := range o.ready[wf] {
+			if !used[id] {
+				t.Cluster, t.InFlight, last = id, o.inFlight, h
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		h, _ := o.last(wf)
+		err = fmt.Errorf("waiting for %d operations in flight and one done (%d in flight, %d done, workflow %q): %w",
+			nearLimit(b.o.InFlight), o.inFlight, len(o.ready[wf]), h.state, err)
+	}
+	return t, last, err
+}
+
+// nearLimit is 90% of the in-flight limit, which a trial waits for.
+func nearLimit(limit int) int { return max(1, limit*9/10) }
 
 // awaitState waits for a header row of workflow wf in state, newer than seq.
 func awaitState(ctx context.Context, f *liveFleet, wf string, seq int64, state records.WorkflowState) (header, error) {
