@@ -329,6 +329,10 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 	if p.Rollback != "" {
 		fmt.Fprintf(out, "rollback:  %s (flotilla rollout status %s)\n", p.Rollback, p.Rollback)
 	}
+	if p.Compacted {
+		fmt.Fprintf(out, "clusters:  %d; their rows were removed after the retention (each cluster's: flotilla cluster history ID)\n", p.Targets)
+		return
+	}
 	fmt.Fprintf(out, "clusters:  %d: %d succeeded, %d failed, %d running, %d pending\n", p.Targets, p.Succeeded, p.Failed, p.Running, p.Pending)
 	if p.ResumeAt != nil && p.State == records.WorkflowPaused {
 		fmt.Fprintf(out, "resumes:   by itself at %s, unless a recovered cluster relapses\n", p.ResumeAt.Local().Format(time.RFC3339))

@@ -68,6 +68,9 @@ type Options struct {
 	BadVersions []string
 	FailureRate float64
 	Partitions  int32 // of each topic (default 3)
+	// Retention is the planner's retention of finished workflows' rows
+	// (default its own, a week).
+	Retention time.Duration
 	// Drivers registers drivers and probes besides the simulated fleet's.
 	Drivers func(*drivers.Registry)
 }
@@ -86,6 +89,7 @@ type Fleet struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	workflow *logtable.Table[records.WorkflowRecord]
+	opts     Options
 }
 
 type service struct {
@@ -134,6 +138,7 @@ func Start(t testing.TB, o Options) *Fleet {
 		Clusters: simfleet.GenerateClusters(o.Clusters),
 		registry: reg,
 		running:  map[string]*service{},
+		opts:     o,
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	t.Cleanup(f.stopAll)
@@ -236,7 +241,7 @@ func (f *Fleet) StartService(name string) {
 	switch kind {
 	case "planner":
 		run = func() error {
-			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond})
+			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond, Retention: f.opts.Retention})
 		}
 	case "executor":
 		instance := "" // the first copy is a dynamic member, holding as "executor"

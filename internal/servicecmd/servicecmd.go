@@ -180,12 +180,16 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 // Planner returns the planner's command.
 func Planner() *cobra.Command {
 	var instance string
-	var poll time.Duration
+	var poll, retention time.Duration
 	return serviceCommand("planner", "Plan rollouts and decide what happens next", func(fs *pflag.FlagSet) {
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 		fs.DurationVar(&poll, "poll-interval", 100*time.Millisecond, "longest wait for records before checking health changes and deadlines")
+		fs.DurationVar(&retention, "retention", planner.DefaultRetention, "how long a finished rollout keeps its per-cluster rows and commands (status, retry, rollback) before they are removed; its summary and each cluster's history stay; 0 keeps them for ever")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
-		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll})
+		if retention == 0 {
+			retention = -1 // for ever
+		}
+		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll, Retention: retention})
 	})
 }
 

@@ -356,10 +356,12 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 		}
 		return cmd, err
 	}, logtable.Partitions[records.Command](p), logtable.WithLogger[records.Command](e.log), logtable.OnDecodeError[records.Command](setAside),
-		logtable.OnChange(func(_ string, cmd records.Command, deleted bool) {
-			if !deleted {
-				e.handle(part, cmd)
+		logtable.OnChange(func(key string, cmd records.Command, deleted bool) {
+			if deleted {
+				e.forget(part, key)
+				return
 			}
+			e.handle(part, cmd)
 		}))
 	for _, t := range []interface{ Run(context.Context) error }{part.ops, part.commands} {
 		part.tables.Add(1)
@@ -388,8 +390,40 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 	for _, cmd := range part.commands.Snapshot() {
 		e.handle(part, cmd)
 	}
+	// Commands removed while no one owned the partition, or before their
+	// operation record was read: theirs go now.
+	for key := range part.ops.Snapshot() {
+		if _, ok := part.commands.Get(key); !ok {
+			e.forget(part, key)
+		}
+	}
 	e.sweep(part)
 	return nil
+}
+
+// forget tombstones the operation record of a command the planner
+// removed (a finished workflow's, after its retention): the executor,
+// the operations topic's one writer, removes the answer with the
+// question, and so holds only what is still to do. The cluster's history
+// keeps what the operation did. A write that fails is retried by the next
+// owner of the partition, which finds the record orphaned.
+func (e *executor) forget(part *partition, key string) {
+	e.mu.Lock()
+	ready := part.ready
+	delete(part.written, key)
+	e.mu.Unlock()
+	if !ready {
+		return // the take-over looks for orphans once both tables are read
+	}
+	if _, ok := part.ops.Get(key); !ok {
+		return
+	}
+	go func() {
+		err := part.w.write(part.ctx, &kgo.Record{Topic: e.names.Operations, Key: []byte(key)})
+		if err != nil && part.ctx.Err() == nil {
+			e.log.Warn("could not remove the operation record of a removed command; the partition's next owner will", "key", key, "err", err)
+		}
+	}()
 }
 
 // keyedByTarget checks that a record about a target is keyed by it.

@@ -128,6 +128,8 @@ func FromWorkflow(rec records.WorkflowRecord) (records.Notification, bool) {
 	case "rolled-back":
 		sev = records.SeverityWarning
 		msg = fmt.Sprintf("%s rolled back: %s", name(w), w.Reason)
+	case "compacted":
+		msg = fmt.Sprintf("%s (%s) kept its per-cluster rows for its retention: they are removed; its summary stays, and what it did to each cluster is in flotilla cluster history", name(w), w.State)
 	case "rollback-failed":
 		sev = records.SeverityError
 		msg = fmt.Sprintf("%s could not be rolled back: %s", name(w), w.Reason)

@@ -47,9 +47,17 @@ type Config struct {
 	// PollInterval is the longest the planner waits for records before it
 	// looks at health changes and deadlines (default 100ms).
 	PollInterval time.Duration
+	// Retention is how long a finished workflow keeps its target rows
+	// and commands before they are tombstoned (decide.State.Retention):
+	// 0 means DefaultRetention, a negative one for ever.
+	Retention time.Duration
 
 	hooks *testHooks // nil but in this package's tests
 }
+
+// DefaultRetention is how long a finished workflow keeps its rows: a week
+// to look at it, retry it or roll it back.
+const DefaultRetention = 7 * 24 * time.Hour
 
 // testHooks let the package's tests see what Run does at points no record
 // shows, so that they wait on conditions rather than sleep.
@@ -113,6 +121,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 100 * time.Millisecond
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
 	}
 	p := &planner{
 		cfg:   cfg,
@@ -196,6 +207,7 @@ func Run(ctx context.Context, cfg Config) error {
 		invSnap[id] = rec.Cluster
 	}
 	p.state = decide.NewState(invSnap, health.Snapshot())
+	p.state.Retention = max(cfg.Retention, 0)
 	for name, pol := range policies.Snapshot() {
 		if pol != nil {
 			p.state.Policies[name] = *pol
@@ -402,6 +414,7 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 		out.Rows = append(out.Rows, o.Rows...)
 		out.Commands = append(out.Commands, o.Commands...)
 		out.History = append(out.History, o.History...)
+		out.Removed = append(out.Removed, o.Removed...)
 	}
 	for _, c := range p.changes.drain() {
 		switch {
@@ -483,6 +496,13 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 	}
 	for _, h := range out.History {
 		p.produce(ctx, p.names.History, topics.HistoryKey(h.Target.ClusterID, h.Target.WorkflowID), h, promise)
+	}
+	for _, r := range out.Removed {
+		key := []byte(topics.TargetKey(r.WorkflowID, r.ClusterID))
+		p.sess.Produce(ctx, &kgo.Record{Topic: p.names.Workflows, Key: key}, promise.Promise())
+		if r.Commanded {
+			p.sess.Produce(ctx, &kgo.Record{Topic: p.names.Commands, Key: key}, promise.Promise())
+		}
 	}
 	produceErr := promise.Err()
 	// A transaction that consumed nothing (decided on time alone) commits
