@@ -135,20 +135,29 @@ func parseCPUTime(stat string) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
-// lastLine returns the last non-empty line of a log file.
+// lastLine returns what a log file says last: the line of a panic or a
+// fatal error if it has one (a crash dump ends in stack frames, which say
+// less), else its last non-empty line.
 func lastLine(path string) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return "(no log)"
 	}
 	defer f.Close()
-	last := "(empty log)"
+	last, crash := "(empty log)", ""
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); line != "" {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case crash == "" && (strings.HasPrefix(line, "panic:") || strings.HasPrefix(line, "fatal error:")):
+			crash = line
+		case line != "":
 			last = line
 		}
+	}
+	if crash != "" {
+		last = crash
 	}
 	if len(last) > 300 {
 		last = last[:300] + "…"
