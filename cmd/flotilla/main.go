@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -21,9 +22,38 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := rootCommand().ExecuteContext(ctx); err != nil {
+	stopProfile := profileCPU(os.Getenv("FLOTILLA_CPUPROFILE"))
+	err := rootCommand().ExecuteContext(ctx)
+	stopProfile()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
+	}
+}
+
+// profileCPU writes a CPU profile of this process to prefix.<command>.<pid>
+// until the returned function is called, if prefix is set (the environment's
+// FLOTILLA_CPUPROFILE): for a developer looking at where a service's time
+// goes, also under flotilla bench, whose service processes inherit it.
+func profileCPU(prefix string) (stop func()) {
+	if prefix == "" {
+		return func() {}
+	}
+	name := "flotilla"
+	if len(os.Args) > 1 {
+		name = os.Args[1]
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%s.%d", prefix, name, os.Getpid()))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "warning: no CPU profile:", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }
 

@@ -78,11 +78,14 @@ const confirmTimeout = 30 * time.Second
 const clockSkew = 2 * time.Second
 
 // DefaultConcurrency is how many operations an executor carries out at
-// once unless told otherwise. An operation acting mostly waits on its
-// cluster (a rolling restart takes minutes) and costs a goroutine, so one
-// copy can keep 10,000 in flight. Drivers that cost more per operation
-// (an exec driver's processes) are what an operator lowers it for.
-const DefaultConcurrency = 10000
+// once unless told otherwise. The planner's in-flight limit counts the
+// operations sent; those beyond it here wait their turn in the executor.
+// An operation acting mostly waits on its cluster and costs a goroutine,
+// but a driver that blocks in system calls (an exec driver's process, the
+// simulated fleet's files) holds an OS thread while it does, and Go stops
+// a process at 10,000 threads: more copies, or a higher --concurrency for
+// drivers that wait on the network (the kafka driver), go further.
+const DefaultConcurrency = 1000
 
 // Config configures an executor.
 type Config struct {
