@@ -22,7 +22,7 @@ func newBucket(rate float64) *bucket {
 
 // ready returns when a token is there: now or earlier if one is.
 func (b *bucket) ready(now time.Time) time.Time {
-	return maxTime(b.next, now.Add(-b.burst))
+	return maxTime(b.next, now.Add(b.every-b.burst))
 }
 
 // take spends a token (which must be ready).
