@@ -78,10 +78,12 @@ type Config struct {
 	Backbone backbone.Config
 	Probers  *drivers.Registry
 	Clock    clockwork.Clock
-	// Interval is the time between two probes of a cluster (default 10s).
+	// Interval is the time between two probes of a cluster (default
+	// 10s), or clusters owned / ProbeRate if that is longer.
 	Interval time.Duration
 	// Heartbeat is the longest time without a signal for a cluster whose
-	// health does not change (default 1m).
+	// health does not change (default 1m), or clusters owned /
+	// HeartbeatBudget if that is longer.
 	Heartbeat time.Duration
 	// ProbeTimeout bounds one probe (default 10s); a probe that fails or
 	// times out reports the cluster unhealthy.
@@ -536,7 +538,7 @@ func (m *monitor) turn(ctx context.Context, it *item) {
 	m.mu.Unlock()
 	switch {
 	case !listed && !seen:
-		m.forget(it, at) // nothing to tombstone
+		m.settle(settled{it, at, leave}) // nothing to tombstone
 	case !listed:
 		m.send(ctx, result{it: it, at: at})
 	case isOwed:
@@ -548,7 +550,7 @@ func (m *monitor) turn(ctx context.Context, it *item) {
 		if h, ok := m.signal(prev, seen, it.id, obs, at, fresh); ok {
 			m.send(ctx, result{it: it, at: at, signal: &h})
 		} else {
-			m.settle(settled{it, at, m.nextProbe(at)})
+			m.settle(settled{it, at, probeNext})
 		}
 	}
 }
@@ -561,27 +563,39 @@ func (m *monitor) send(ctx context.Context, r result) {
 	}
 }
 
-// settled is an item done with for now, when its probe ran, and when it
-// is due next (the zero time: it leaves the schedule).
+// settled is an item done with for now, and when its probe ran.
 type settled struct {
-	it       *item
-	at, next time.Time
+	it   *item
+	at   time.Time
+	then next
 }
+
+// next says when a settled item is due again.
+type next int
+
+const (
+	probeNext next = iota // an interval after its probe
+	retryNext             // its record failed: Interval from now
+	leave                 // tombstoned, or nothing to tombstone: out of the schedule
+)
 
 // settle puts items back in the schedule, and tells the test hook.
 func (m *monitor) settle(items ...settled) {
 	m.mu.Lock()
 	now, first := m.cfg.Clock.Now(), false
 	for _, s := range items {
-		if s.next.IsZero() {
+		switch s.then {
+		case leave:
 			if m.sched.current(s.it) {
 				m.sched.remove(s.it.id)
+				m.pace = m.cfg.pace(m.sched.Len())
 			}
-			continue
+		case retryNext:
+			first = m.sched.settle(s.it, now.Add(m.cfg.Interval), now) || first
+		default:
+			first = m.sched.settle(s.it, s.at.Add(m.pace.Interval), now) || first
 		}
-		first = m.sched.settle(s.it, s.next, now) || first
 	}
-	m.pace = m.cfg.pace(m.sched.Len())
 	m.mu.Unlock()
 	if first {
 		m.poke()
@@ -591,16 +605,6 @@ func (m *monitor) settle(items ...settled) {
 			m.cfg.settled(s.it.id, s.at)
 		}
 	}
-}
-
-// forget takes a cluster with nothing left to publish out of the schedule.
-func (m *monitor) forget(it *item, at time.Time) { m.settle(settled{it: it, at: at}) }
-
-// nextProbe is when a cluster probed at is next due.
-func (m *monitor) nextProbe(at time.Time) time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return at.Add(m.pace.Interval)
 }
 
 // publishLoop publishes the results as they come, each batch what the
@@ -649,7 +653,7 @@ func (m *monitor) publish(ctx context.Context, batch []result) {
 			value, err := records.Encode(*r.signal)
 			if err != nil {
 				m.log.Error("encode health", "cluster", r.it.id, "err", err)
-				done = append(done, settled{r.it, r.at, r.at.Add(m.pace.Interval)})
+				done = append(done, settled{r.it, r.at, probeNext})
 				continue
 			}
 			rec.Value = value
@@ -665,21 +669,20 @@ func (m *monitor) publish(ctx context.Context, batch []result) {
 	var failed []string
 	var firstErr error
 	m.mu.Lock()
-	now := m.cfg.Clock.Now()
 	for _, pr := range produced {
 		r := what[pr.Record]
 		if pr.Err != nil {
 			failed, firstErr = append(failed, r.it.id), cmp.Or(firstErr, pr.Err)
 			m.failed(r, pr.Err)
-			done = append(done, settled{r.it, r.at, now.Add(m.cfg.Interval)})
+			done = append(done, settled{r.it, r.at, retryNext})
 			continue
 		}
 		m.took(r)
-		next := r.at.Add(m.pace.Interval)
+		then := probeNext
 		if r.signal == nil {
-			next = time.Time{} // tombstoned: it leaves the schedule
+			then = leave
 		}
-		done = append(done, settled{r.it, r.at, next})
+		done = append(done, settled{r.it, r.at, then})
 	}
 	m.mu.Unlock()
 	m.settle(done...)
