@@ -431,9 +431,7 @@ func (m *monitor) logPace(p Pace) {
 // revoked forgets lost partitions, once a publication under way is done.
 func (m *monitor) revoked(partitions []int32) {
 	m.pubMu.Lock()
-	defer m.pubMu.Unlock()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	for _, p := range partitions {
 		// An owed signal is lost with its partition: the next owner
 		// reads back what Kafka has, probes, and publishes the change
@@ -443,6 +441,13 @@ func (m *monitor) revoked(partitions []int32) {
 		m.sched.removePartition(p)
 	}
 	m.pace = m.cfg.pace(m.sched.Len())
+	pace := m.pace
+	m.mu.Unlock()
+	m.pubMu.Unlock()
+	if len(partitions) > 0 {
+		m.log.Info("partitions revoked", "partitions", partitions)
+		m.logPace(pace)
+	}
 }
 
 // dispatch hands the workers the clusters to probe, as they come due.

@@ -66,10 +66,17 @@ func newTurns() *turns { return &turns{at: map[string]time.Time{}, more: make(ch
 
 func (r *turns) settled(id string, at time.Time) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if at.After(r.at[id]) {
 		r.at[id] = at
 	}
+	r.mu.Unlock()
+	r.poke()
+}
+
+// poke wakes those waiting for a change.
+func (r *turns) poke() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	close(r.more)
 	r.more = make(chan struct{})
 }

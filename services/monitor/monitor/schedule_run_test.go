@@ -48,6 +48,12 @@ type turn struct {
 // start registers ids healthy and runs a monitor configured by cfg (its
 // backbone, probers, clock and hooks filled in).
 func start(t *testing.T, ids []string, cfg Config) *harness {
+	h := newHarness(t, ids)
+	h.run("a", cfg)
+	return h
+}
+
+func newHarness(t *testing.T, ids []string) *harness {
 	ns := fmt.Sprintf("mtest%d-%s", time.Now().UnixNano(), strings.ToLower(t.Name()))
 	h := &harness{t: t, bb: backbone.Config{Brokers: brokertest.Addrs(t), Namespace: ns,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))},
@@ -68,29 +74,77 @@ func start(t *testing.T, ids []string, cfg Config) *harness {
 	for _, id := range ids {
 		h.register(id)
 	}
+	return h
+}
 
-	cfg.Backbone, cfg.Probers, cfg.Clock = h.bb, h.fleet.registry(), h.clock
+// copyRun is one running copy of the monitor.
+type copyRun struct {
+	mu    sync.Mutex
+	paces []Pace
+	turns []turn
+	stop  func()
+}
+
+// pace returns the last pace the copy told, and how many it told.
+func (c *copyRun) pace() (Pace, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.paces) == 0 {
+		return Pace{}, 0
+	}
+	return c.paces[len(c.paces)-1], len(c.paces)
+}
+
+// turnsAt returns the clusters that had a turn at exactly at.
+func (c *copyRun) turnsAt(at time.Time) map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]bool{}
+	for _, tn := range c.turns {
+		if tn.at.Equal(at) {
+			out[tn.id] = true
+		}
+	}
+	return out
+}
+
+// run runs a copy of the monitor, named instance, until stopped (at the
+// latest when the test ends).
+func (h *harness) run(instance string, cfg Config) *copyRun {
+	c := &copyRun{}
+	cfg.Backbone, cfg.Probers, cfg.Clock, cfg.InstanceID = h.bb, h.fleet.registry(), h.clock, instance
 	cfg.settled = func(id string, at time.Time) {
+		c.mu.Lock()
+		c.turns = append(c.turns, turn{id, at})
+		c.mu.Unlock()
 		h.mu.Lock()
 		h.log = append(h.log, turn{id, at})
 		h.mu.Unlock()
 		h.turns.settled(id, at)
 	}
 	cfg.paced = func(p Pace) {
+		c.mu.Lock()
+		c.paces = append(c.paces, p)
+		c.mu.Unlock()
 		h.mu.Lock()
-		defer h.mu.Unlock()
 		h.paces = append(h.paces, p)
+		h.mu.Unlock()
+		h.turns.poke()
 	}
-	runCtx, stop := context.WithCancel(context.Background())
+	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(runCtx, cfg) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return h
+	var once sync.Once
+	c.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				h.t.Errorf("Run %s: %v", instance, err)
+			}
+		})
+	}
+	h.t.Cleanup(c.stop)
+	return c
 }
 
 // register puts cluster id in the inventory, probing healthy.
@@ -359,5 +413,86 @@ func TestHeartbeatBudget(t *testing.T) {
 	}
 	if at != 2 {
 		t.Errorf("%d heartbeats at once after a pause, want 2 (one second of the budget)", at)
+	}
+}
+
+// TestRestartCarriesOn stops the monitor and starts it again: it reads
+// back what it published, so it repeats nothing, and publishes once what
+// changed while it was away.
+func TestRestartCarriesOn(t *testing.T) {
+	ids := clusterIDs(6)
+	h := newHarness(t, ids)
+	cfg := Config{Interval: time.Second, Heartbeat: time.Hour}
+	first := h.run("a", cfg)
+	h.turns.await(t, ids, t0)
+	h.awaitHealth("first signal of every cluster", func(hs map[string][]*records.Health) bool { return len(hs) == len(ids) })
+	first.stop()
+
+	broken := ids[1]
+	h.fleet.set(broken, drivers.Observation{Status: records.HealthUnhealthy, Reasons: []string{"brokers offline"}, Version: "3.9.0"})
+	h.clock.Advance(time.Minute)
+	h.run("a", cfg)
+	h.turns.await(t, ids, h.clock.Now())
+	h.clock.Advance(time.Second)
+	h.turns.await(t, ids, h.clock.Now())
+	for id, s := range h.health() {
+		want := 1
+		if id == broken {
+			want = 2
+		}
+		if len(s) != want {
+			t.Errorf("%s: %d signals after a restart, want %d", id, len(s), want)
+			continue
+		}
+		if id == broken && (s[1].Status != records.HealthUnhealthy || s[1].PreviousStatus != records.HealthHealthy) {
+			t.Errorf("%s: %s after %s, want unhealthy after healthy", id, s[1].Status, s[1].PreviousStatus)
+		}
+	}
+}
+
+// TestTwoCopiesShareTheFleet runs a second copy beside the first: once
+// their group has shared out the partitions, each cluster is probed by one
+// copy only, and the copy that gained it read back what the other
+// published (nothing is published again).
+func TestTwoCopiesShareTheFleet(t *testing.T) {
+	ids := clusterIDs(12)
+	h := newHarness(t, ids)
+	cfg := Config{Interval: time.Second, Heartbeat: time.Hour}
+	a := h.run("a", cfg)
+	h.turns.await(t, ids, t0)
+	h.awaitHealth("first signal of every cluster", func(hs map[string][]*records.Health) bool { return len(hs) == len(ids) })
+	_, told := a.pace()
+	b := h.run("b", cfg)
+	deadline := time.After(30 * time.Second)
+	for {
+		h.turns.mu.Lock()
+		more := h.turns.more
+		h.turns.mu.Unlock()
+		pa, na := a.pace()
+		pb, nb := b.pace()
+		if na > told && nb > 0 && pa.Clusters+pb.Clusters == len(ids) && pa.Clusters > 0 && pb.Clusters > 0 {
+			break
+		}
+		select {
+		case <-more: // a turn had or a pace told
+		case <-deadline:
+			t.Fatalf("the copies did not share the fleet after 30s: a %+v, b %+v", pa, pb)
+		}
+	}
+	for range 2 {
+		h.clock.Advance(time.Second)
+		now := h.clock.Now()
+		h.turns.await(t, ids, now)
+		byA, byB := a.turnsAt(now), b.turnsAt(now)
+		for _, id := range ids {
+			if byA[id] == byB[id] {
+				t.Errorf("%s: probed at %s by a %v, by b %v, want by exactly one", id, now.Sub(t0), byA[id], byB[id])
+			}
+		}
+	}
+	for id, s := range h.health() {
+		if len(s) != 1 {
+			t.Errorf("%s: %d signals, want 1: the new owner repeated what the old one published", id, len(s))
+		}
 	}
 }
