@@ -15,17 +15,19 @@
 // is published as soon as its probe is done, batched with the others ready
 // at that moment, and stamped with the time its own probe ran. A change of
 // the inventory, or a partition gained or lost, adds, moves or removes only
-// the clusters concerned. A cluster is probed again Interval after its
-// last probe began.
+// the clusters concerned. A cluster is due again one interval after its
+// probe began.
 //
-// Two budgets keep a large fleet cheap. At most ProbeRate probes start per
-// second: when the clusters owned do not fit in Interval at that rate, the
-// interval stretches to clusters/ProbeRate (logged when partitions are
-// assigned). A cluster whose health does not change gets a heartbeat at
-// most every max(Heartbeat, clusters/HeartbeatBudget), and never more than
-// HeartbeatBudget heartbeats go out per second, so heartbeats cost the
-// same at 100,000 clusters as at 10,000; a change of status, reasons,
-// version or managed configs is published at once, outside both budgets.
+// Two budgets keep a large fleet cheap, whatever its size. At most
+// ProbeRate probes start per second: when the clusters a copy owns do not
+// fit in Interval at that rate, the interval stretches to
+// clusters/ProbeRate (logged when partitions are assigned or revoked). A
+// cluster whose health does not change gets a heartbeat at most every
+// max(Heartbeat, clusters/HeartbeatBudget), and never more than
+// HeartbeatBudget heartbeats a second go out (after a pause, when every
+// cluster is due one at once, they are spread over the probes that
+// follow). A change of status, reasons, version or managed configs is
+// published as soon as a probe sees it, whatever the heartbeat budget.
 //
 // It also follows the operations topic: when an operation on one of its
 // clusters ends, it probes that cluster ahead of every cluster merely due,
