@@ -467,6 +467,9 @@ func (m *monitor) dispatch(ctx context.Context, jobs chan<- *item) {
 	}
 }
 
+// tick is the shortest time the dispatcher sleeps for a probe due.
+const tick = 50 * time.Millisecond
+
 // next waits for the next cluster to probe: one whose operation ended, or
 // else the first due once the probe budget allows. It returns nil when ctx
 // ends.
@@ -487,7 +490,10 @@ func (m *monitor) next(ctx context.Context) *item {
 				m.mu.Unlock()
 				return it
 			}
-			wait = at.Sub(now)
+			// A wake-up per probe would cost more than the probe:
+			// what comes due within a tick goes together (and its
+			// signals in one produce).
+			wait = max(at.Sub(now), tick)
 		}
 		m.mu.Unlock()
 		if !m.sleep(ctx, now, wait) {
