@@ -604,7 +604,7 @@ func (m *monitor) settle(items ...settled) {
 				m.pace = m.cfg.pace(m.sched.Len())
 			}
 		case retryNext:
-			first = m.sched.settle(s.it, now.Add(m.cfg.Interval), now) || first
+			first = m.sched.retry(s.it, now.Add(m.cfg.Interval)) || first
 		default:
 			first = m.sched.settle(s.it, s.at.Add(m.pace.Interval), now) || first
 		}

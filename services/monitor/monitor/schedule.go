@@ -179,6 +179,17 @@ func (s *schedule) settle(it *item, next time.Time, now time.Time) bool {
 	}
 }
 
+// retry puts a busy item whose record failed back at next, whatever
+// happened meanwhile (that is seen to at its following settle): a failing
+// produce is not retried in a loop.
+func (s *schedule) retry(it *item, next time.Time) bool {
+	if !it.busy || !s.current(it) {
+		return false
+	}
+	it.busy = false
+	return s.setDue(it, next)
+}
+
 // takeFresh reports whether a probe of it must publish what it sees, and
 // clears the mark: an operation that ends during the probe marks it again.
 func (it *item) takeFresh() bool {

@@ -96,6 +96,29 @@ func TestScheduleBusyItemsComeBackOnce(t *testing.T) {
 	}
 }
 
+// TestScheduleRetryWaits: a cluster whose record failed waits for its
+// retry even if its operation ended meanwhile (a produce that keeps
+// failing is not retried in a loop), and is hurried once the retry is
+// done.
+func TestScheduleRetryWaits(t *testing.T) {
+	s := newSchedule()
+	s.add("a", 0, t0)
+	a := s.take()
+	s.hurry("a")
+	retryAt := t0.Add(5 * time.Second)
+	s.retry(a, retryAt)
+	if got := drain(s, retryAt.Add(-time.Millisecond)); len(got) != 0 {
+		t.Fatalf("%v handed out before the retry is due", got)
+	}
+	if got := fmt.Sprint(drain(s, retryAt)); got != "[a]" {
+		t.Fatalf("%s at the retry, want [a]", got)
+	}
+	s.settle(a, retryAt.Add(time.Hour), retryAt)
+	if got := fmt.Sprint(drain(s, retryAt)); got != "[a]" {
+		t.Fatalf("%s after the retry, want [a] at once: its operation ended", got)
+	}
+}
+
 func TestScheduleRemovesOnlyWhatLeaves(t *testing.T) {
 	s := newSchedule()
 	for i := range 6 {
