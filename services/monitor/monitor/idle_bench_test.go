@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -27,6 +28,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
 )
 
@@ -84,6 +86,7 @@ func BenchmarkIdleFleet(b *testing.B) {
 	cores := cpuOver(window)
 	stopProfile()
 	written := healthEnd(b, ctx, cl, cfg) - before
+	lat := opLatencies(b, ctx, cl, cfg, 5)
 	stop()
 	if err := <-done; err != nil {
 		b.Fatal(err)
@@ -92,8 +95,61 @@ func BenchmarkIdleFleet(b *testing.B) {
 	b.ReportMetric(cores, "cores")
 	b.ReportMetric(brokerOnly, "broker-only-cores")
 	b.ReportMetric(float64(written)/window.Seconds(), "records/s")
-	b.Logf("%d clusters, interval %s, heartbeat %s: %.3f cores with the monitor (%.3f broker alone), %.0f health records/s",
-		n, interval, heartbeat, cores, brokerOnly, float64(written)/window.Seconds())
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "op-probe-p50-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "op-probe-max-ms")
+	b.Logf("%d clusters, interval %s, heartbeat %s: %.3f cores with the monitor (%.3f broker alone), %.0f health records/s, operation end to its probe's signal %s median, %s max",
+		n, interval, heartbeat, cores, brokerOnly, float64(written)/window.Seconds(), lat[len(lat)/2].Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond))
+}
+
+// opLatencies ends an operation on n clusters, one after the other, and
+// measures each time from the operation's record to the health signal of
+// the probe that follows it: what the planner's wave gate waits for. They
+// are returned sorted.
+func opLatencies(b *testing.B, ctx context.Context, cl *kgo.Client, cfg backbone.Config, n int) []time.Duration {
+	names := cfg.Names()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, names.Health)
+	if err != nil {
+		b.Fatal(err)
+	}
+	from := map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) { from[o.Partition] = kgo.NewOffset().At(o.Offset) })
+	health, err := cfg.Client(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{names.Health: from}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer health.Close()
+	var out []time.Duration
+	for i := range n {
+		id := fmt.Sprintf("sim-%04d", 1+i*997)
+		ended := time.Now().UTC()
+		v, err := records.Encode(records.OperationEvent{Envelope: records.Envelope{ID: uuid.NewString(), Time: ended, Principal: "executor"},
+			CommandID: uuid.NewString(), WorkflowID: "bench", ClusterID: id, Attempt: 1, Status: records.OperationSucceeded})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: names.Operations, Key: []byte(topics.TargetKey("bench", id)), Value: v}).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+		waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		for seen := false; !seen; {
+			fs := health.PollFetches(waitCtx)
+			if waitCtx.Err() != nil {
+				b.Fatalf("no signal of %s's probe after its operation ended, after a minute", id)
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				if string(r.Key) != id || r.Value == nil {
+					return
+				}
+				if h, err := records.DecodeHealth(r.Value); err == nil && !h.ObservedAt.Before(ended.Truncate(time.Millisecond)) {
+					seen = true
+				}
+			})
+		}
+		cancel()
+		out = append(out, time.Since(ended))
+	}
+	slices.Sort(out)
+	return out
 }
 
 // seed registers n simulated clusters and, for each, the health its probe
