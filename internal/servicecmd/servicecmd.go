@@ -220,18 +220,24 @@ func Monitor() *cobra.Command {
 	var df DriverFlags
 	var instance string
 	var interval, heartbeat time.Duration
+	var concurrency int
+	var probeRate, heartbeatBudget float64
 	return serviceCommand("monitor", "Probe every cluster and publish health signals", func(fs *pflag.FlagSet) {
 		df.Bind(fs)
 		fs.StringVar(&instance, "instance", defaultInstance(), staticInstanceUsage)
-		fs.DurationVar(&interval, "interval", 10*time.Second, "time between two probes of a cluster")
-		fs.DurationVar(&heartbeat, "heartbeat", time.Minute, "longest time without a signal for a cluster whose health does not change")
+		fs.DurationVar(&interval, "interval", 10*time.Second, "time between two probes of a cluster, at least (clusters this copy owns) / --probe-rate")
+		fs.DurationVar(&heartbeat, "heartbeat", time.Minute, "longest time without a signal for a cluster whose health does not change, at least (clusters this copy owns) / --heartbeat-budget")
+		fs.IntVar(&concurrency, "concurrency", 32, "most probes run at once")
+		fs.Float64Var(&probeRate, "probe-rate", monitor.DefaultProbeRate, "most probes of due clusters started per second by this copy (probes after an operation ends are not counted)")
+		fs.Float64Var(&heartbeatBudget, "heartbeat-budget", monitor.DefaultHeartbeatBudget, "most heartbeats published per second by this copy (changes of health are published at once, not counted)")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
 		reg, closeDrivers, err := df.Registry()
 		if err != nil {
 			return err
 		}
 		defer closeDrivers()
-		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, InstanceID: instance, Interval: interval, Heartbeat: heartbeat})
+		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, InstanceID: instance, Interval: interval, Heartbeat: heartbeat,
+			Concurrency: concurrency, ProbeRate: probeRate, HeartbeatBudget: heartbeatBudget})
 	})
 }
 

@@ -135,6 +135,60 @@ func TestClientCacheClosesIdleClients(t *testing.T) {
 	}
 }
 
+// TestClientCacheExpiresOldestFirst checks that idle clients are let go in
+// the order they were last used, and that one in use is never, however long
+// its call takes.
+func TestClientCacheExpiresOldestFirst(t *testing.T) {
+	tg := kfakeTarget(t, 1)
+	clock := clockwork.NewFakeClock()
+	d, _ := countingDriver(t, Options{Clock: clock, IdleTimeout: time.Minute})
+
+	_, releaseBusy, err := d.acquire(tg.cluster("busy", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := d.clients["busy"]
+	for _, id := range []string{"a", "b", "c"} {
+		_, release, err := d.acquire(tg.cluster(id, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+		clock.Advance(20 * time.Second)
+	}
+	a, b, c := d.clients["a"], d.clients["b"], d.clients["c"]
+	// Now a was released 60s ago, b 40s, c 20s: a use of c lets a go.
+	touch := func(id string) {
+		t.Helper()
+		_, release, err := d.acquire(tg.cluster(id, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+	}
+	touch("c")
+	if !closed(t, a) || closed(t, b) || closed(t, c) {
+		t.Fatalf("after a minute: a closed %v (want true), b %v, c %v (want false)", closed(t, a), closed(t, b), closed(t, c))
+	}
+	clock.Advance(21 * time.Second)
+	touch("c")
+	if !closed(t, b) || closed(t, c) {
+		t.Fatalf("b idle 61s closed %v (want true), c just used closed %v (want false)", closed(t, b), closed(t, c))
+	}
+	if closed(t, busy) || d.clients["busy"] != busy {
+		t.Fatal("a client in use for longer than the idle timeout was let go")
+	}
+	releaseBusy()
+	clock.Advance(61 * time.Second)
+	touch("c")
+	if !closed(t, busy) {
+		t.Error("a client idle for the idle timeout after its long call was not closed")
+	}
+	if len(d.clients) != 1 || d.idleLRU.Len() != 1 {
+		t.Errorf("%d clients cached, %d idle, want only c's", len(d.clients), d.idleLRU.Len())
+	}
+}
+
 func TestClose(t *testing.T) {
 	tg := kfakeTarget(t, 1)
 	d, _ := countingDriver(t, Options{})

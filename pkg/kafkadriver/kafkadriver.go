@@ -27,10 +27,14 @@
 // One admin client is kept per cluster and reused across probes and
 // operations; it is replaced when the cluster's address or settings change,
 // closed when the cluster has not been used for [Options.IdleTimeout], and
-// all are closed by [Driver.Close].
+// all are closed by [Driver.Close]. Finding a cluster's client is one map
+// lookup, and letting idle clients go looks only at the least recently used
+// ones, so a probe costs the same whether the driver holds ten clients or
+// a hundred thousand.
 package kafkadriver
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"os"
@@ -90,6 +94,7 @@ type Driver struct {
 
 	mu      sync.Mutex
 	clients map[string]*client // by cluster ID
+	idleLRU *list.List         // clients no call uses, least recently used at the back
 	closed  bool
 
 	// newClient builds a kgo client; tests count and replace it.
@@ -110,6 +115,7 @@ func New(opts Options) *Driver {
 		verifyTimeout: opts.VerifyTimeout,
 		clock:         opts.Clock,
 		clients:       map[string]*client{},
+		idleLRU:       list.New(),
 		newClient:     kgo.NewClient,
 	}
 	if d.lookupEnv == nil {
@@ -138,6 +144,7 @@ func (d *Driver) Close() {
 	d.mu.Lock()
 	clients := d.clients
 	d.clients = map[string]*client{}
+	d.idleLRU.Init()
 	d.closed = true
 	d.mu.Unlock()
 	for _, cl := range clients {
@@ -147,13 +154,15 @@ func (d *Driver) Close() {
 
 // client is the cached admin client of one cluster.
 type client struct {
-	key      string // cacheKey of the cluster it was built for
+	id       string // the cluster it was built for
+	key      string // cacheKey of that cluster
 	set      settings
 	kgo      *kgo.Client
 	adm      *kadm.Client
-	refs     int       // calls using it now
-	lastUsed time.Time // when the last call using it ended (or began)
-	retired  bool      // replaced or expired: close when refs drops to 0
+	refs     int           // calls using it now
+	lastUsed time.Time     // when the last call using it ended (or began)
+	retired  bool          // replaced: close when refs drops to 0
+	idle     *list.Element // its place in idleLRU while refs is 0, else nil
 }
 
 // acquire returns the client of cluster c, building it if c is new or its
@@ -174,18 +183,13 @@ func (d *Driver) acquire(c inventory.Cluster) (*client, func(), error) {
 		return nil, nil, fmt.Errorf("cluster %s: %w", c.ID, ErrClosed)
 	}
 	now := d.clock.Now()
-	var toClose []*client
-	for id, cl := range d.clients {
-		if cl.refs == 0 && now.Sub(cl.lastUsed) >= d.idle {
-			delete(d.clients, id)
-			toClose = append(toClose, cl)
-		}
-	}
+	toClose := d.expire(now)
 	cl := d.clients[c.ID]
 	if cl != nil && cl.key != key {
 		delete(d.clients, c.ID)
 		cl.retired = true
 		if cl.refs == 0 {
+			d.idleLRU.Remove(cl.idle)
 			toClose = append(toClose, cl)
 		}
 		cl = nil
@@ -199,6 +203,10 @@ func (d *Driver) acquire(c inventory.Cluster) (*client, func(), error) {
 		}
 		d.clients[c.ID] = cl
 	}
+	if cl.idle != nil {
+		d.idleLRU.Remove(cl.idle)
+		cl.idle = nil
+	}
 	cl.refs++
 	cl.lastUsed = now
 	d.mu.Unlock()
@@ -206,18 +214,43 @@ func (d *Driver) acquire(c inventory.Cluster) (*client, func(), error) {
 
 	var once sync.Once
 	release := func() {
-		once.Do(func() {
-			d.mu.Lock()
-			cl.refs--
-			cl.lastUsed = d.clock.Now()
-			closeIt := cl.retired && cl.refs == 0
-			d.mu.Unlock()
-			if closeIt {
-				cl.adm.Close()
-			}
-		})
+		once.Do(func() { d.release(cl) })
 	}
 	return cl, release, nil
+}
+
+// release ends one call's use of cl: a replaced client is closed once no
+// call uses it, a current one goes to the front of the idle list.
+func (d *Driver) release(cl *client) {
+	d.mu.Lock()
+	cl.refs--
+	cl.lastUsed = d.clock.Now()
+	closeIt := cl.retired && cl.refs == 0
+	if cl.refs == 0 && !cl.retired && !d.closed {
+		cl.idle = d.idleLRU.PushFront(cl)
+	}
+	d.mu.Unlock()
+	if closeIt {
+		cl.adm.Close()
+	}
+}
+
+// expire takes out of the cache the clients idle for the idle timeout, for
+// the caller to close outside the lock. The idle list is in order of last
+// use, so it stops at the first client used recently: O(1) amortised.
+func (d *Driver) expire(now time.Time) []*client {
+	var out []*client
+	for e := d.idleLRU.Back(); e != nil; e = d.idleLRU.Back() {
+		cl := e.Value.(*client)
+		if now.Sub(cl.lastUsed) < d.idle {
+			break
+		}
+		d.idleLRU.Remove(e)
+		cl.idle = nil
+		delete(d.clients, cl.id) // only current clients are on the list
+		out = append(out, cl)
+	}
+	return out
 }
 
 // build makes the client of cluster c. It reads the files and the
@@ -231,7 +264,7 @@ func (d *Driver) build(c inventory.Cluster, set settings, key string) (*client, 
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: new kafka client: %w", c.ID, err)
 	}
-	return &client{key: key, set: set, kgo: kcl, adm: kadm.NewClient(kcl)}, nil
+	return &client{id: c.ID, key: key, set: set, kgo: kcl, adm: kadm.NewClient(kcl)}, nil
 }
 
 func closeAll(cls []*client) {

@@ -70,6 +70,7 @@ func realTarget(t *testing.T, addr string) target {
 	if _, err := adm.CreateTopic(ctx, 3, 1, nil, topic); err != nil {
 		t.Fatalf("create topic on %s: %v", addr, err)
 	}
+	awaitTopic(t, ctx, adm, topic)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -80,6 +81,28 @@ func realTarget(t *testing.T, addr string) target {
 		t.Fatal(err)
 	}
 	return target{addr: addr, brokers: len(m.Brokers), topic: topic, admin: adm}
+}
+
+// awaitTopic waits until the broker's metadata and configs know a topic
+// just created: Apache Kafka answers CreateTopics first, and a driver that
+// looked at once would find no such topic.
+func awaitTopic(t *testing.T, ctx context.Context, adm *kadm.Client, topic string) {
+	t.Helper()
+	for {
+		md, err := adm.Metadata(ctx, topic)
+		if err == nil {
+			if td, ok := md.Topics[topic]; ok && td.Err == nil {
+				if rc, err := adm.DescribeTopicConfigs(ctx, topic); err == nil && rc[0].Err == nil {
+					return
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %s is not known to the broker: %v", topic, ctx.Err())
+		case <-time.After(20 * time.Millisecond): // the broker has no way to tell
+		}
+	}
 }
 
 // targets runs fn against a 3-broker kfake cluster and, when

@@ -1,6 +1,6 @@
 // Package monitor is the monitor service: it probes the clusters of the
-// inventory on an interval and publishes health signals, keyed by cluster,
-// when a cluster's health changes and as a periodic heartbeat.
+// inventory and publishes health signals, keyed by cluster, when a
+// cluster's health changes and as a periodic heartbeat.
 //
 // Copies of the monitor share the fleet through their consumer group on
 // the inventory topic: each probes the clusters of the inventory
@@ -9,20 +9,42 @@
 // with the inventory) when it gains them, so a restarted monitor, or the
 // next owner of a partition, neither repeats a change nor misses one.
 //
+// Each cluster has its own schedule: a min-heap of due times, from which a
+// pool of Concurrency workers takes the clusters as they come due, one
+// probe each, O(log n) in the clusters owned. There are no rounds: a signal
+// is published as soon as its probe is done, batched with the others ready
+// at that moment, and stamped with the time its own probe ran. A change of
+// the inventory, or a partition gained or lost, adds, moves or removes only
+// the clusters concerned. A cluster is due again one interval after its
+// probe began.
+//
+// Two budgets keep a large fleet cheap, whatever its size. At most
+// ProbeRate probes start per second: when the clusters a copy owns do not
+// fit in Interval at that rate, the interval stretches to
+// clusters/ProbeRate (logged when partitions are assigned or revoked). A
+// cluster whose health does not change gets a heartbeat at most every
+// max(Heartbeat, clusters/HeartbeatBudget), and never more than
+// HeartbeatBudget heartbeats a second go out (after a pause, when every
+// cluster is due one at once, they are spread over the probes that
+// follow). A change of status, reasons, version or managed configs is
+// published as soon as a probe sees it, whatever the heartbeat budget.
+//
 // It also follows the operations topic: when an operation on one of its
-// clusters ends, it probes that cluster at once and publishes what it sees
-// even if nothing changed (a restart changes nothing a probe sees), so
-// that the planner's wave gate, which waits for a probe after each
-// operation, does not wait for the next heartbeat.
+// clusters ends, it probes that cluster ahead of every cluster merely due,
+// outside the probe budget, and publishes what it sees even if nothing
+// changed (a restart changes nothing a probe sees), so that the planner's
+// wave gate, which waits for a probe after each operation, does not wait
+// for the next heartbeat.
 //
 // A signal whose record fails to produce is owed: the monitor remembers
 // exactly the records Kafka took, and publishes an owed signal again, as
-// it was (same ID, same observation time), in the next round, before
-// anything newer about its cluster. A signal's ID is derived from its
-// cluster, observation time, status, previous status and heartbeat flag,
-// so a record written twice (a produce that failed on the way back, after
-// Kafka had it) is recognisable by its ID, and so is the notification the
-// notifier derives from it.
+// it was (same ID, same observation time), Interval later, before anything
+// newer about its cluster. A signal's ID is derived from its cluster,
+// observation time, status, previous status and heartbeat flag, so a
+// record written twice (a produce that failed on the way back, after Kafka
+// had it) is recognisable by its ID, and so is the notification the
+// notifier derives from it. A cluster that leaves the inventory has its
+// health tombstoned, again Interval later until Kafka takes it.
 package monitor
 
 import (
@@ -58,26 +80,50 @@ type Config struct {
 	Backbone backbone.Config
 	Probers  *drivers.Registry
 	Clock    clockwork.Clock
-	// Interval is the time between two probes of a cluster (default 10s).
+	// Interval is the time between two probes of a cluster (default
+	// 10s), or clusters owned / ProbeRate if that is longer.
 	Interval time.Duration
 	// Heartbeat is the longest time without a signal for a cluster whose
-	// health does not change (default 1m).
+	// health does not change (default 1m), or clusters owned /
+	// HeartbeatBudget if that is longer.
 	Heartbeat time.Duration
 	// ProbeTimeout bounds one probe (default 10s); a probe that fails or
 	// times out reports the cluster unhealthy.
 	ProbeTimeout time.Duration
 	// Concurrency is the most probes run at once (default 32).
 	Concurrency int
+	// ProbeRate is the most probes of due clusters this copy starts per
+	// second (default DefaultProbeRate); the interval stretches when the
+	// clusters owned need more. Probes after an operation are not counted.
+	ProbeRate float64
+	// HeartbeatBudget is the most heartbeats this copy publishes per
+	// second (default DefaultHeartbeatBudget); the heartbeat interval
+	// stretches when the clusters owned need more.
+	HeartbeatBudget float64
 	// InstanceID names this copy, stable across its restarts and distinct
 	// between copies: its static identity in the consumer group (a copy
 	// restarted after a crash takes its partitions back at once). Empty: a
 	// dynamic member.
 	InstanceID string
 
-	// roundDone, if set, is called after each round with the number of
-	// clusters it probed (tests wait on it).
-	roundDone func(clusters int)
+	// settled, if set, is told of each cluster the monitor is done with
+	// for now, and when its probe ran: after the signal was published, or
+	// found not worth publishing (tests wait on it).
+	settled func(clusterID string, at time.Time)
+	// paced, if set, is told the pace each time it is logged.
+	paced func(Pace)
 }
+
+// Defaults of the budgets. At 500 probes a second one copy goes round
+// 100,000 clusters in 200 seconds; 10s probes of up to 5,000 clusters fit.
+// 200 heartbeats a second keep the 1-minute heartbeat up to 12,000
+// clusters and give 100,000 clusters one every 500s (every third probe),
+// where a 1-minute heartbeat would write 1,667 records a second that tell
+// nothing new (a change is published at once, whatever the budget).
+const (
+	DefaultProbeRate       = 500
+	DefaultHeartbeatBudget = 200
+)
 
 type monitor struct {
 	cfg   Config
@@ -86,19 +132,23 @@ type monitor struct {
 	cl    *kgo.Client
 	inv   *logtable.Table[entry]
 
-	// mu guards the partitions owned and what was published for them: a
-	// revocation waits for a publication under way, so that the next
-	// owner reads it back.
-	mu   sync.Mutex
-	last map[int32]map[string]records.Health // owned partition → cluster → last signal published
-	owed map[int32]map[string]records.Health // owned partition → cluster → signal whose record failed to produce
+	// mu guards the partitions owned, what was published for them and the
+	// schedule of their clusters.
+	mu     sync.Mutex
+	last   map[int32]map[string]records.Health // owned partition → cluster → last signal published
+	owed   map[int32]map[string]records.Health // owned partition → cluster → signal whose record failed to produce
+	sched  *schedule
+	probes *bucket // the probe budget
+	beats  *bucket // the heartbeat budget
+	pace   Pace    // of the clusters scheduled now
 
-	stop   context.CancelCauseFunc // ends Run with an error
-	gained chan struct{}           // a partition was gained: probe it now
+	// pubMu is held while a publication is under way: a revocation waits
+	// for it, so that the next owner reads it back.
+	pubMu   sync.Mutex
+	results chan result   // from the workers to the publisher
+	wake    chan struct{} // the schedule changed ahead of what the dispatcher waits for
 
-	operatedMu sync.Mutex
-	operated   map[string]bool // clusters whose operation just ended: probe them now
-	operatedCh chan struct{}
+	stop context.CancelCauseFunc // ends Run with an error
 
 	// unusable holds the inventory records that could not be used until
 	// the monitor owns their partition and sets them aside.
@@ -113,28 +163,23 @@ type entry struct {
 	partition int32
 }
 
+// result is what a worker hands the publisher about one cluster.
+type result struct {
+	it     *item
+	at     time.Time       // when its probe ran
+	signal *records.Health // nil: a tombstone
+}
+
 // Run runs the monitor until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.Clock == nil {
-		cfg.Clock = clockwork.NewRealClock()
-	}
-	if cfg.Interval <= 0 {
-		cfg.Interval = 10 * time.Second
-	}
-	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = time.Minute
-	}
-	if cfg.ProbeTimeout <= 0 {
-		cfg.ProbeTimeout = 10 * time.Second
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 32
-	}
+	cfg = cfg.withDefaults()
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(), last: map[int32]map[string]records.Health{}, owed: map[int32]map[string]records.Health{}, stop: cancel,
-		gained: make(chan struct{}, 1), operated: map[string]bool{}, operatedCh: make(chan struct{}, 1),
+	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(),
+		last: map[int32]map[string]records.Health{}, owed: map[int32]map[string]records.Health{},
+		sched: newSchedule(), probes: newBucket(cfg.ProbeRate), beats: newBucket(cfg.HeartbeatBudget), pace: cfg.pace(0),
+		results: make(chan result, 256), wake: make(chan struct{}, 1), stop: cancel,
 		cl0: make(chan struct{}), runCtx: ctx}
 	go func() {
 		// Probing a fleet whose inventory was recreated empty would
@@ -150,7 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 			err = fmt.Errorf("cluster %q is keyed %q", rec.Cluster.ID, r.Key)
 		}
 		return entry{cluster: rec.Cluster, partition: r.Partition}, err
-	}, logtable.WithLogger[entry](m.log), logtable.OnDecodeError[entry](m.unusableRecord))
+	}, logtable.WithLogger[entry](m.log), logtable.OnDecodeError[entry](m.unusableRecord), logtable.OnChange(m.inventoryChanged))
 	invDone := make(chan error, 1)
 	go func() { invDone <- m.inv.Run(ctx) }()
 	if err := m.inv.WaitReady(ctx); err != nil {
@@ -193,36 +238,63 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer ops.Close()
 	go m.followOperations(ctx, ops)
-	m.log.Info("monitor started", "clusters", m.inv.Len(), "interval", cfg.Interval)
+	m.log.Info("monitor started", "clusters", m.inv.Len(), "interval", cfg.Interval, "heartbeat", cfg.Heartbeat,
+		"probe_rate", cfg.ProbeRate, "heartbeat_budget", cfg.HeartbeatBudget, "concurrency", cfg.Concurrency)
 
-	ticker := cfg.Clock.NewTicker(cfg.Interval)
-	defer ticker.Stop()
-	var only map[string]bool // the clusters of the next round; nil = all
-	for {
-		m.round(ctx, only)
-		only = nil
-		select {
-		case <-ctx.Done():
-			if parent.Err() != nil {
-				return nil
-			}
-			return context.Cause(ctx)
-		case err := <-invDone:
-			if parent.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("monitor: inventory table: %w", err)
-		case <-ticker.Chan():
-		case <-m.gained:
-		case <-m.operatedCh:
-			m.operatedMu.Lock()
-			only, m.operated = m.operated, map[string]bool{}
-			m.operatedMu.Unlock()
+	// The loops end before the clients close, so that nothing is left
+	// half published.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel(nil)
+	jobs := make(chan *item)
+	for range cfg.Concurrency {
+		wg.Go(func() { m.work(ctx, jobs) })
+	}
+	wg.Go(func() { m.publishLoop(ctx) })
+	wg.Go(func() { m.dispatch(ctx, jobs) })
+
+	select {
+	case <-ctx.Done():
+		if parent.Err() != nil {
+			return nil
 		}
+		return context.Cause(ctx)
+	case err := <-invDone:
+		if parent.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("monitor: inventory table: %w", err)
 	}
 }
 
-// followOperations notes the clusters whose operation ends, from now on.
+// withDefaults fills in the defaults of the fields left zero.
+func (c Config) withDefaults() Config {
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+	}
+	if c.Interval <= 0 {
+		c.Interval = 10 * time.Second
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = time.Minute
+	}
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = 10 * time.Second
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 32
+	}
+	if c.ProbeRate <= 0 {
+		c.ProbeRate = DefaultProbeRate
+	}
+	if c.HeartbeatBudget <= 0 {
+		c.HeartbeatBudget = DefaultHeartbeatBudget
+	}
+	return c
+}
+
+// followOperations puts the clusters whose operation ends, from now on,
+// ahead of the schedule.
 func (m *monitor) followOperations(ctx context.Context, cl *kgo.Client) {
 	for ctx.Err() == nil {
 		fetches := cl.PollFetches(ctx)
@@ -237,19 +309,51 @@ func (m *monitor) followOperations(ctx context.Context, cl *kgo.Client) {
 			if err != nil || !ev.Status.Terminal() {
 				return // the executor's records; the planner reports what it cannot read
 			}
-			m.operatedMu.Lock()
-			m.operated[ev.ClusterID] = true
-			m.operatedMu.Unlock()
-			select {
-			case m.operatedCh <- struct{}{}:
-			default:
+			m.mu.Lock()
+			hurried := m.sched.hurry(ev.ClusterID)
+			m.mu.Unlock()
+			if hurried {
+				m.poke()
 			}
 		})
 	}
 }
 
+// inventoryChanged schedules at once a cluster of an owned partition that
+// was added or changed, or removed (its next turn tombstones its health).
+func (m *monitor) inventoryChanged(id string, e entry, deleted bool) {
+	m.mu.Lock()
+	if deleted {
+		if it := m.sched.items[id]; it != nil {
+			e.partition = it.partition
+		} else {
+			m.mu.Unlock()
+			return // not one of ours, or no health to tombstone
+		}
+	}
+	if m.last[e.partition] == nil {
+		m.mu.Unlock()
+		return // another copy's
+	}
+	first := m.sched.add(id, e.partition, m.cfg.Clock.Now())
+	m.pace = m.cfg.pace(m.sched.Len())
+	m.mu.Unlock()
+	if first {
+		m.poke()
+	}
+}
+
+// poke tells the dispatcher to look at the schedule again.
+func (m *monitor) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default: // it will look anyway
+	}
+}
+
 // assigned reads back the last signal published for each cluster of newly
-// owned partitions. kgo calls it before the member is given more.
+// owned partitions, and schedules their clusters at once. kgo calls it
+// before the member is given more.
 func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 	if len(partitions) == 0 {
 		return
@@ -286,180 +390,347 @@ func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 		return
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	maps.Copy(m.last, loaded)
-	go m.setAsideUnusable(ctx, partitions)
-	go m.setAside(ctx, badHealth.Take(m.names.DeadLetters, Principal, partitions, m.cfg.Clock.Now(), m.letterFailed))
 	for _, p := range partitions {
 		m.owed[p] = map[string]records.Health{}
 	}
+	// Under the lock, so that an inventory change made after this look
+	// finds its partition owned (and one made before is in the look).
+	now := m.cfg.Clock.Now()
+	for id, e := range m.inv.Snapshot() {
+		if loaded[e.partition] != nil {
+			m.sched.add(id, e.partition, now)
+		}
+	}
+	for p, health := range loaded {
+		for id := range health {
+			m.sched.add(id, p, now) // a cluster gone from the inventory: its health is tombstoned
+		}
+	}
+	m.pace = m.cfg.pace(m.sched.Len())
+	pace := m.pace
+	m.mu.Unlock()
+	go m.setAsideUnusable(ctx, partitions)
+	go m.setAside(ctx, badHealth.Take(m.names.DeadLetters, Principal, partitions, m.cfg.Clock.Now(), m.letterFailed))
 	m.log.Info("partitions assigned", "partitions", partitions)
-	select {
-	case m.gained <- struct{}{}:
-	default: // a round is due already
+	m.logPace(pace)
+	m.poke()
+}
+
+// logPace says how often each cluster is probed and heartbeats.
+func (m *monitor) logPace(p Pace) {
+	if p.Stretched {
+		m.log.Info("probe budget stretches the interval: more clusters than the interval holds at the probe rate",
+			"clusters", p.Clusters, "interval", p.Interval, "configured_interval", m.cfg.Interval, "probe_rate", m.cfg.ProbeRate, "heartbeat", p.Heartbeat)
+	} else {
+		m.log.Info("probe pace", "clusters", p.Clusters, "interval", p.Interval, "heartbeat", p.Heartbeat)
+	}
+	if m.cfg.paced != nil {
+		m.cfg.paced(p)
 	}
 }
 
 // revoked forgets lost partitions, once a publication under way is done.
 func (m *monitor) revoked(partitions []int32) {
+	m.pubMu.Lock()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	for _, p := range partitions {
 		// An owed signal is lost with its partition: the next owner
 		// reads back what Kafka has, probes, and publishes the change
 		// it sees under an ID of its own.
 		delete(m.last, p)
 		delete(m.owed, p)
+		m.sched.removePartition(p)
+	}
+	m.pace = m.cfg.pace(m.sched.Len())
+	pace := m.pace
+	m.mu.Unlock()
+	m.pubMu.Unlock()
+	if len(partitions) > 0 {
+		m.log.Info("partitions revoked", "partitions", partitions)
+		m.logPace(pace)
 	}
 }
 
-// round probes every cluster of the owned partitions once (or those of
-// only, if not nil) and publishes what changed, what is due a heartbeat,
-// what it saw of the clusters in only, and tombstones for clusters that
-// left the inventory.
-func (m *monitor) round(ctx context.Context, only map[string]bool) {
-	m.mu.Lock()
-	owned := map[int32]bool{}
-	for p := range m.last {
-		owned[p] = true
-	}
-	m.mu.Unlock()
-	clusters := map[string]entry{}
-	add := func(id string, e entry) {
-		if owned[e.partition] {
-			clusters[id] = e
+// dispatch hands the workers the clusters to probe, as they come due.
+func (m *monitor) dispatch(ctx context.Context, jobs chan<- *item) {
+	for {
+		it := m.next(ctx)
+		if it == nil {
+			return
+		}
+		select {
+		case jobs <- it:
+		case <-ctx.Done():
+			return
 		}
 	}
-	if only != nil { // a few clusters: no copy of the whole inventory
-		for id := range only {
-			if e, ok := m.inv.Get(id); ok {
-				add(id, e)
+}
+
+// tick is the shortest time the dispatcher sleeps for a probe due.
+const tick = 50 * time.Millisecond
+
+// next waits for the next cluster to probe: one whose operation ended, or
+// else the first due once the probe budget allows. It returns nil when ctx
+// ends.
+func (m *monitor) next(ctx context.Context) *item {
+	for {
+		m.mu.Lock()
+		now := m.cfg.Clock.Now()
+		if it := m.sched.nextUrgent(); it != nil {
+			m.mu.Unlock()
+			return it
+		}
+		wait := time.Duration(-1) // nothing scheduled: until woken
+		if top := m.sched.peek(); top != nil {
+			at := maxTime(top.due, m.probes.ready(now))
+			if !at.After(now) {
+				m.probes.take(now)
+				it := m.sched.take()
+				m.mu.Unlock()
+				return it
 			}
+			// A wake-up per probe would cost more than the probe:
+			// what comes due within a tick goes together (and its
+			// signals in one produce).
+			wait = max(at.Sub(now), tick)
 		}
-	} else {
-		for id, e := range m.inv.Snapshot() {
-			add(id, e)
+		m.mu.Unlock()
+		if !m.sleep(ctx, now, wait) {
+			return nil
 		}
 	}
+}
+
+// sleep waits d on the clock from then (forever if d < 0), or until poked.
+// It returns false when ctx ends.
+func (m *monitor) sleep(ctx context.Context, then time.Time, d time.Duration) bool {
+	var fire <-chan time.Time
+	if d >= 0 {
+		t := m.cfg.Clock.NewTimer(d)
+		defer t.Stop()
+		if m.cfg.Clock.Since(then) >= time.Millisecond {
+			// The clock moved on (a test's fake clock was advanced)
+			// while the timer was being set: it would fire late.
+			return true
+		}
+		fire = t.Chan()
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-m.wake:
+	case <-fire:
+	}
+	return true
+}
+
+// work probes the clusters it is handed.
+func (m *monitor) work(ctx context.Context, jobs <-chan *item) {
+	for {
+		select {
+		case it := <-jobs:
+			m.turn(ctx, it)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// turn does a cluster's turn: the tombstone of a cluster gone from the
+// inventory, an owed signal, or a probe and what it is worth publishing.
+func (m *monitor) turn(ctx context.Context, it *item) {
 	// At the precision a record keeps (milliseconds), so that a signal
 	// read back is the signal published, ID included.
-	now := m.cfg.Clock.Now().UTC().Truncate(time.Millisecond)
-	var (
-		mu      sync.Mutex
-		signals []records.Health
-		wg      sync.WaitGroup
-		slots   = make(chan struct{}, m.cfg.Concurrency)
-	)
-	for _, id := range slices.Sorted(maps.Keys(clusters)) {
-		e := clusters[id]
-		slots <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-slots; wg.Done() }()
-			m.mu.Lock()
-			prev, seen := m.last[e.partition][e.cluster.ID]
-			owed, isOwed := m.owed[e.partition][e.cluster.ID]
-			m.mu.Unlock()
-			if isOwed {
-				// Published again as it was, before anything newer;
-				// the next round compares the probe with it.
-				mu.Lock()
-				signals = append(signals, owed)
-				mu.Unlock()
-				return
-			}
-			obs := m.probe(ctx, e.cluster)
-			if h, ok := m.signal(prev, seen, e.cluster.ID, obs, now, only[e.cluster.ID]); ok {
-				mu.Lock()
-				signals = append(signals, h)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return
-	}
-	m.publish(ctx, clusters, signals)
-	if m.cfg.roundDone != nil {
-		m.cfg.roundDone(len(clusters))
+	at := m.cfg.Clock.Now().UTC().Truncate(time.Millisecond)
+	e, listed := m.inv.Get(it.id)
+	m.mu.Lock()
+	prev, seen := m.last[it.partition][it.id]
+	owed, isOwed := m.owed[it.partition][it.id]
+	fresh := listed && !isOwed && it.takeFresh()
+	m.mu.Unlock()
+	switch {
+	case !listed && !seen:
+		m.settle(settled{it, at, leave}) // nothing to tombstone
+	case !listed:
+		m.send(ctx, result{it: it, at: at})
+	case isOwed:
+		// Published again as it was, before anything newer; the next
+		// probe compares with it.
+		m.send(ctx, result{it: it, at: at, signal: &owed})
+	default:
+		obs := m.probe(ctx, e.cluster)
+		if h, ok := m.signal(prev, seen, it.id, obs, at, fresh); ok {
+			m.send(ctx, result{it: it, at: at, signal: &h})
+		} else {
+			m.settle(settled{it, at, probeNext})
+		}
 	}
 }
 
-// publish writes the signals of a round, and tombstones for clusters of
-// owned partitions that left the inventory, leaving out partitions lost
-// during the round. It remembers, record by record, what Kafka took: a
-// signal written is the cluster's last, a signal that failed is owed (see
-// the package doc), a tombstone that failed is sent again next round.
-func (m *monitor) publish(ctx context.Context, clusters map[string]entry, signals []records.Health) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	type sent struct {
-		partition int32
-		id        string
-		signal    *records.Health // nil for a tombstone
+// send hands a result to the publisher.
+func (m *monitor) send(ctx context.Context, r result) {
+	select {
+	case m.results <- r:
+	case <-ctx.Done():
 	}
-	var recs []*kgo.Record
-	what := map[*kgo.Record]sent{} // ProduceSync gives results in the order they come
-	for _, h := range signals {
-		p := clusters[h.ClusterID].partition
-		if m.last[p] == nil {
+}
+
+// settled is an item done with for now, and when its probe ran.
+type settled struct {
+	it   *item
+	at   time.Time
+	then next
+}
+
+// next says when a settled item is due again.
+type next int
+
+const (
+	probeNext next = iota // an interval after its probe
+	retryNext             // its record failed: Interval from now
+	leave                 // tombstoned, or nothing to tombstone: out of the schedule
+)
+
+// settle puts items back in the schedule, and tells the test hook.
+func (m *monitor) settle(items ...settled) {
+	m.mu.Lock()
+	now, first := m.cfg.Clock.Now(), false
+	for _, s := range items {
+		switch s.then {
+		case leave:
+			if m.sched.current(s.it) {
+				m.sched.remove(s.it.id)
+				m.pace = m.cfg.pace(m.sched.Len())
+			}
+		case retryNext:
+			first = m.sched.retry(s.it, now.Add(m.cfg.Interval)) || first
+		default:
+			first = m.sched.settle(s.it, s.at.Add(m.pace.Interval), now) || first
+		}
+	}
+	m.mu.Unlock()
+	if first {
+		m.poke()
+	}
+	if m.cfg.settled != nil {
+		for _, s := range items {
+			m.cfg.settled(s.it.id, s.at)
+		}
+	}
+}
+
+// publishLoop publishes the results as they come, each batch what the
+// workers finished while the previous one was being produced.
+func (m *monitor) publishLoop(ctx context.Context) {
+	const most = 1000 // records per produce
+	batch := make([]result, 0, most)
+	for {
+		select {
+		case r := <-m.results:
+			batch = append(batch[:0], r)
+		case <-ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < most {
+			select {
+			case r := <-m.results:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		m.publish(ctx, batch)
+	}
+}
+
+// publish writes a batch of signals and tombstones, leaving out clusters
+// no longer scheduled (their partition was lost). It remembers, record by
+// record, what Kafka took: a signal written is the cluster's last, a signal
+// that failed is owed (see the package doc), a tombstone that failed is
+// sent again Interval later.
+func (m *monitor) publish(ctx context.Context, batch []result) {
+	m.pubMu.Lock()
+	defer m.pubMu.Unlock()
+	recs := make([]*kgo.Record, 0, len(batch))
+	what := make(map[*kgo.Record]result, len(batch)) // ProduceSync gives results in the order they come
+	var done []settled
+	m.mu.Lock()
+	for _, r := range batch {
+		if !m.sched.current(r.it) {
 			continue // lost meanwhile: its next owner probes it
 		}
-		value, err := records.Encode(h)
-		if err != nil {
-			m.log.Error("encode health", "cluster", h.ClusterID, "err", err)
-			continue
-		}
-		r := &kgo.Record{Topic: m.names.Health, Key: []byte(h.ClusterID), Value: value}
-		recs = append(recs, r)
-		what[r] = sent{p, h.ClusterID, &h}
-	}
-	for p, last := range m.last {
-		for id := range last {
-			if _, ok := m.inv.Get(id); !ok {
-				delete(m.owed[p], id) // nothing is owed about a cluster that left
-				r := &kgo.Record{Topic: m.names.Health, Key: []byte(id)}
-				recs = append(recs, r)
-				what[r] = sent{p, id, nil}
+		rec := &kgo.Record{Topic: m.names.Health, Key: []byte(r.it.id)}
+		if r.signal != nil {
+			value, err := records.Encode(*r.signal)
+			if err != nil {
+				m.log.Error("encode health", "cluster", r.it.id, "err", err)
+				done = append(done, settled{r.it, r.at, probeNext})
+				continue
 			}
+			rec.Value = value
 		}
+		recs = append(recs, rec)
+		what[rec] = r
 	}
-	if len(recs) == 0 {
-		return
+	m.mu.Unlock()
+	var produced kgo.ProduceResults
+	if len(recs) > 0 {
+		produced = m.cl.ProduceSync(ctx, recs...)
 	}
-	results := m.cl.ProduceSync(ctx, recs...)
 	var failed []string
 	var firstErr error
-	for _, r := range results {
-		s := what[r.Record]
-		switch {
-		case r.Err != nil && s.signal == nil:
-			failed, firstErr = append(failed, s.id), cmp.Or(firstErr, r.Err) // it stays in last: its tombstone is sent again
-		case r.Err != nil:
-			failed, firstErr = append(failed, s.id), cmp.Or(firstErr, r.Err)
-			owed := *s.signal
-			if errors.Is(r.Err, kerr.MessageTooLarge) || errors.Is(r.Err, kerr.RecordListTooLarge) {
-				// What the probe measured is for people; the
-				// transition must get through.
-				owed.Details = map[string]string{"details": "left out: over the health topic's max.message.bytes"}
-			}
-			if m.owed[s.partition] != nil {
-				m.owed[s.partition][s.id] = owed
-			}
-		case s.signal == nil:
-			delete(m.last[s.partition], s.id)
-		default:
-			if m.last[s.partition] != nil {
-				m.last[s.partition][s.id] = *s.signal
-			}
-			delete(m.owed[s.partition], s.id)
+	m.mu.Lock()
+	for _, pr := range produced {
+		r := what[pr.Record]
+		if pr.Err != nil {
+			failed, firstErr = append(failed, r.it.id), cmp.Or(firstErr, pr.Err)
+			m.failed(r, pr.Err)
+			done = append(done, settled{r.it, r.at, retryNext})
+			continue
 		}
+		m.took(r)
+		then := probeNext
+		if r.signal == nil {
+			then = leave
+		}
+		done = append(done, settled{r.it, r.at, then})
 	}
+	m.mu.Unlock()
+	m.settle(done...)
 	if len(failed) > 0 {
 		slices.Sort(failed)
-		m.log.Warn("publish health; sending the failed records again next round", "failed", len(failed), "of", len(recs), "clusters", failed, "err", firstErr)
+		m.log.Warn("publish health; sending the failed records again after the interval", "failed", len(failed), "of", len(recs), "clusters", failed, "err", firstErr)
 	}
+}
+
+// took records what Kafka took: the cluster's last signal, or its
+// tombstone.
+func (m *monitor) took(r result) {
+	p, id := r.it.partition, r.it.id
+	delete(m.owed[p], id)
+	switch {
+	case r.signal == nil:
+		delete(m.last[p], id)
+	case m.last[p] != nil:
+		m.last[p][id] = *r.signal
+	}
+}
+
+// failed records a signal whose record Kafka did not take as owed; a
+// tombstone that failed stays due, as the cluster's health stays in last.
+func (m *monitor) failed(r result, err error) {
+	if r.signal == nil || m.owed[r.it.partition] == nil {
+		return
+	}
+	owed := *r.signal
+	if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
+		// What the probe measured is for people; the transition must
+		// get through.
+		owed.Details = map[string]string{"details": "left out: over the health topic's max.message.bytes"}
+	}
+	m.owed[r.it.partition][r.it.id] = owed
 }
 
 func (m *monitor) probe(ctx context.Context, c inventory.Cluster) drivers.Observation {
@@ -484,7 +755,7 @@ func (m *monitor) probe(ctx context.Context, c inventory.Cluster) drivers.Observ
 func (m *monitor) signal(prev records.Health, seen bool, clusterID string, obs drivers.Observation, now time.Time, fresh bool) (records.Health, bool) {
 	changed := !seen || prev.Status != obs.Status || prev.ObservedVersion != obs.Version || prev.ConfigHash != obs.ConfigHash ||
 		!slices.Equal(prev.Reasons, obs.Reasons)
-	if !changed && !fresh && now.Sub(prev.ObservedAt) < m.cfg.Heartbeat {
+	if !changed && !fresh && !m.heartbeatDue(prev, now) {
 		return records.Health{}, false
 	}
 	previous := records.HealthUnknown
@@ -503,6 +774,16 @@ func (m *monitor) signal(prev records.Health, seen bool, clusterID string, obs d
 		ObservedAt:      now,
 		Heartbeat:       !changed,
 	}, true
+}
+
+// heartbeatDue reports whether a cluster whose health did not change is
+// due a heartbeat: its last signal is older than the pace's heartbeat, and
+// the heartbeat budget has room (after a pause every cluster is due at
+// once; the budget spreads them over the probes that follow).
+func (m *monitor) heartbeatDue(prev records.Health, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return now.Sub(prev.ObservedAt) >= m.pace.Heartbeat && m.beats.allow(now)
 }
 
 // idSpace scopes the IDs of health signals.

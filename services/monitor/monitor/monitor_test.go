@@ -54,39 +54,54 @@ func (f *fleet) registry() *drivers.Registry {
 	return reg
 }
 
-// rounds counts the monitor's rounds that probed a given number of clusters.
-type rounds struct {
+// turns records, cluster by cluster, when the monitor last settled a turn
+// (a probe and its publication), by the monitor's clock.
+type turns struct {
 	mu   sync.Mutex
-	want int
-	n    int
+	at   map[string]time.Time
 	more chan struct{}
 }
 
-func (r *rounds) done(clusters int) {
+func newTurns() *turns { return &turns{at: map[string]time.Time{}, more: make(chan struct{})} }
+
+func (r *turns) settled(id string, at time.Time) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if clusters == r.want {
-		r.n++
-		close(r.more)
-		r.more = make(chan struct{})
+	if at.After(r.at[id]) {
+		r.at[id] = at
 	}
+	r.mu.Unlock()
+	r.poke()
 }
 
-// await waits until n rounds probed every cluster.
-func (r *rounds) await(t *testing.T, n int) {
+// poke wakes those waiting for a change.
+func (r *turns) poke() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	close(r.more)
+	r.more = make(chan struct{})
+}
+
+// await waits until every cluster of ids had a turn at t or later.
+func (r *turns) await(t *testing.T, ids []string, at time.Time) {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
 		r.mu.Lock()
-		got, more := r.n, r.more
+		var behind []string
+		for _, id := range ids {
+			if r.at[id].Before(at) {
+				behind = append(behind, id)
+			}
+		}
+		more := r.more
 		r.mu.Unlock()
-		if got >= n {
+		if len(behind) == 0 {
 			return
 		}
 		select {
 		case <-more:
 		case <-deadline:
-			t.Fatalf("%d rounds over the whole fleet after 30s, want %d", got, n)
+			t.Fatalf("clusters %v had no turn at %s or later after 30s", behind, at.Format(time.TimeOnly))
 		}
 	}
 }
@@ -95,9 +110,9 @@ func (r *rounds) await(t *testing.T, n int) {
 // transition fail to produce (it is over the health topic's
 // max.message.bytes) in a round where every cluster turns unhealthy, and
 // checks that the transitions of the other clusters are published once,
-// not again in the next round (the notifier would announce them twice),
-// and that the failed one is published in the next round as the same
-// transition: observed when it happened, under the same ID.
+// not again at their next probe (the notifier would announce them twice),
+// and that the failed one is published again an interval later as the
+// same transition: observed when it happened, under the same ID.
 func TestAFailedRecordRepeatsNoTransition(t *testing.T) {
 	ns := fmt.Sprintf("mtest%d-%s", time.Now().UnixNano(), strings.ToLower(t.Name()))
 	bb := backbone.Config{Brokers: brokertest.Addrs(t), Namespace: ns,
@@ -152,11 +167,11 @@ func TestAFailedRecordRepeatsNoTransition(t *testing.T) {
 
 	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	const interval = 5 * time.Second
-	r := &rounds{want: len(ids), more: make(chan struct{})}
+	r := newTurns()
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(runCtx, Config{Backbone: bb, Probers: f.registry(), Clock: clock, Interval: interval, Heartbeat: time.Hour, roundDone: r.done})
+		done <- Run(runCtx, Config{Backbone: bb, Probers: f.registry(), Clock: clock, Interval: interval, Heartbeat: time.Hour, settled: r.settled})
 	}()
 	defer func() {
 		stop()
@@ -165,7 +180,7 @@ func TestAFailedRecordRepeatsNoTransition(t *testing.T) {
 		}
 	}()
 
-	r.await(t, 1) // every cluster first seen healthy
+	r.await(t, ids, clock.Now()) // every cluster first seen healthy
 	for _, id := range ids {
 		o := drivers.Observation{Status: records.HealthUnhealthy, Reasons: []string{"brokers offline"}, Version: "3.9.0"}
 		if id == big {
@@ -179,11 +194,11 @@ func TestAFailedRecordRepeatsNoTransition(t *testing.T) {
 	}
 	clock.Advance(interval)
 	turned := clock.Now().UTC()
-	r.await(t, 2) // every cluster turns unhealthy; big's record fails
+	r.await(t, ids, turned) // every cluster turns unhealthy; big's record fails
 	clock.Advance(interval)
-	r.await(t, 3) // nothing changed since
+	r.await(t, ids, clock.Now()) // big's owed again; nothing changed for the others
 	clock.Advance(interval)
-	r.await(t, 4)
+	r.await(t, ids, clock.Now())
 
 	transitions := map[string][]records.Health{}
 	if err := logtable.ReadToEnd(ctx, bb.Opts(), names.Health, nil, func(rec *kgo.Record) {
