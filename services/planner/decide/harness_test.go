@@ -193,24 +193,23 @@ func (h *harness) workflow(id string) *Workflow {
 // rebuilt returns a state loaded from the rows written so far, as the
 // planner rebuilds it after a restart.
 func (h *harness) rebuilt() *State {
-	s := NewState(h.s.Inventory, h.s.Health)
+	return h.load(NewState(h.s.Inventory, h.s.Health))
+}
+
+// load loads into s the rows written so far and the tombstones of removed
+// targets' rows (which come after every row of theirs in the log).
+func (h *harness) load(s *State) *State {
 	s.Retention = h.s.Retention
 	for _, r := range h.rows {
 		s.ApplyRow(0, r)
 	}
-	applyRemoved(s, h.removed)
-	s.Reindex()
-	return s
-}
-
-// applyRemoved applies the tombstones of removed targets' rows, which
-// come after every row of theirs in the log.
-func applyRemoved(s *State, removed []Removed) {
-	for _, r := range removed {
+	for _, r := range h.removed {
 		if w := s.Workflows[r.WorkflowID]; w != nil {
 			delete(w.Targets, r.ClusterID)
 		}
 	}
+	s.Reindex()
+	return s
 }
 
 func fleet(n int) []inventory.Cluster {

@@ -134,13 +134,7 @@ func shadowDecide(t testing.TB, h *harness, before *State, in Input, out Outputs
 func (h *harness) rebuiltCopy() *State {
 	s := NewState(maps.Clone(h.s.Inventory), maps.Clone(h.s.Health))
 	s.Policies = maps.Clone(h.s.Policies)
-	s.Retention = h.s.Retention
-	for _, r := range h.rows {
-		s.ApplyRow(0, r)
-	}
-	applyRemoved(s, h.removed)
-	s.Reindex()
-	return s
+	return h.load(s)
 }
 
 // A planner that takes over a workflow moves it at its next tick, even if
