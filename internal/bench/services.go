@@ -27,7 +27,7 @@ type services struct {
 // simulation says how the simulated fleet of the services behaves.
 type simulation struct {
 	opDuration  time.Duration // of one simulated operation
-	concurrency int           // the executor's most operations acting at once
+	concurrency int           // the executor's most operations acting at once (0: its default)
 }
 
 // startServices starts the four services against cfg's namespace; dir
@@ -45,9 +45,12 @@ func startServices(o Options, cfg backbone.Config, dir string, sim simulation) (
 	args := map[string][]string{
 		"planner": common,
 		"executor": append(append(append([]string{}, common...), simDir...),
-			"--sim-op-duration", sim.opDuration.String(), "--concurrency", strconv.Itoa(sim.concurrency)),
+			"--sim-op-duration", sim.opDuration.String()),
 		"monitor":  append(append([]string{}, common...), simDir...),
 		"notifier": common,
+	}
+	if sim.concurrency > 0 {
+		args["executor"] = append(args["executor"], "--concurrency", strconv.Itoa(sim.concurrency))
 	}
 	s := &services{down: make(chan struct{})}
 	for _, name := range serviceNames {
