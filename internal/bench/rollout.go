@@ -48,7 +48,7 @@ func (b *bench) rollout(ctx context.Context, n int) (res RolloutResult) {
 	ctx, cancel := b.stage(ctx, fmt.Sprintf("rollout over %d clusters, %d in flight", n, b.o.InFlight))
 	defer cancel()
 	res = RolloutResult{Clusters: n, InFlightLimit: b.o.InFlight}
-	f, err := b.startFleet(ctx, "rollout", simfleet.GenerateClusters(n), simulation{opDuration: 0})
+	f, err := b.startFleet(ctx, "rollout", simfleet.GenerateClusters(n), simulation{opDuration: 0, inMemory: true})
 	if f != nil {
 		defer func() { res.PeakRSS = f.close() }()
 	}

@@ -28,6 +28,12 @@ type services struct {
 type simulation struct {
 	opDuration  time.Duration // of one simulated operation
 	concurrency int           // the executor's most operations acting at once (0: its default)
+	// inMemory gives the executor and the monitor simulated fleets of
+	// their own, in memory, instead of one shared through files: the
+	// monitor then sees every cluster as it was registered (healthy, at
+	// its first version), and the files' cost, which is the simulation's
+	// and not Flotilla's (a real fleet is across the network), is left out.
+	inMemory bool
 }
 
 // startServices starts the four services against cfg's namespace; dir
@@ -42,6 +48,9 @@ func startServices(o Options, cfg backbone.Config, dir string, sim simulation) (
 		"--partitions", strconv.Itoa(int(o.Partitions)),
 	}
 	simDir := []string{"--sim-dir", filepath.Join(dir, "sim")}
+	if sim.inMemory {
+		simDir = nil
+	}
 	args := map[string][]string{
 		"planner": common,
 		"executor": append(append(append([]string{}, common...), simDir...),
