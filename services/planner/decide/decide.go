@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"crypto/sha1"
 	"errors"
 	"fmt"
 	"maps"
@@ -88,7 +89,9 @@ var idSpace = uuid.MustParse("6f1f8a52-3c55-4d0e-9b7e-2a0c7d1e5b90")
 
 // CommandID is the ID of the command for one attempt at one target.
 func CommandID(workflowID, clusterID string, attempt int) string {
-	return uuid.NewSHA1(idSpace, []byte(workflowID+"/"+clusterID+"/"+strconv.Itoa(attempt))).String()
+	var buf [256]byte
+	name := append(append(append(append(buf[:0], workflowID...), '/'), clusterID...), '/')
+	return nameID(strconv.AppendInt(name, int64(attempt), 10))
 }
 
 // Decide applies one input to the state at time now and returns the
@@ -228,7 +231,22 @@ func ended(s records.TargetState) bool {
 
 // rowID is the envelope ID of a workflow's row number seq.
 func rowID(workflowID string, seq int64) string {
-	return uuid.NewSHA1(idSpace, []byte(workflowID+"#"+strconv.FormatInt(seq, 10))).String()
+	var buf [256]byte
+	name := append(append(buf[:0], workflowID...), '#')
+	return nameID(strconv.AppendInt(name, seq, 10))
+}
+
+// nameID is uuid.NewSHA1(idSpace, name).String(), the name-based UUID of
+// the planner's records, made without the garbage of a hash object: the
+// planner makes one per row it writes.
+func nameID(name []byte) string {
+	var buf [320]byte
+	sum := sha1.Sum(append(append(buf[:0], idSpace[:]...), name...))
+	var id uuid.UUID
+	copy(id[:], sum[:])
+	id[6] = (id[6] & 0x0f) | 0x50 // version 5: SHA-1
+	id[8] = (id[8] & 0x3f) | 0x80 // the RFC 4122 variant
+	return id.String()
 }
 
 // sameHeader reports whether two header rows hold the same state, apart
@@ -406,7 +424,7 @@ func (d *decision) operation(ev records.OperationEvent) {
 	if ix := w.cur; ix.of(t) {
 		ix.running--
 		if t.State == records.TargetSucceeded && !d.seenSince(t) {
-			ix.unseen[t.ClusterID] = struct{}{}
+			ix.markUnseen(t.ClusterID, true)
 		}
 	}
 	d.changed(w, t)
@@ -483,8 +501,8 @@ func (d *decision) health(h records.Health) {
 			case w.Spec.UnhealthyTargets == rollout.SkipUnhealthy:
 				ix.release(t.ClusterID, heldWindow) // skipped now, not once its window opens
 			}
-			if !h.ObservedAt.Before(t.FinishedAt) {
-				delete(ix.unseen, t.ClusterID)
+			if ix.unseenN > 0 && t.State == records.TargetSucceeded && !h.ObservedAt.Before(t.FinishedAt) {
+				ix.markUnseen(t.ClusterID, false)
 			}
 		}
 		if h.Status == records.HealthUnhealthy && d.changedLast(w, t) && !h.ObservedAt.Before(t.FinishedAt) {
@@ -520,7 +538,7 @@ func (d *decision) markUnhealthy(w *Workflow, t *records.Target, h records.Healt
 	w.fail(t, reason)
 	t.Unhealthy = true
 	if ix := w.cur; ix.of(t) {
-		delete(ix.unseen, t.ClusterID)
+		ix.markUnseen(t.ClusterID, false)
 	}
 	d.changed(w, t)
 }
@@ -734,7 +752,7 @@ func (d *decision) advance(w *Workflow) {
 // knows of one not seen, that is the answer; then every cluster is looked
 // at, once the last is seen.
 func (d *decision) waveSeenHealthy(w *Workflow, ix *waveIndex) bool {
-	if len(ix.unseen) > 0 {
+	if ix.unseenN > 0 {
 		return false
 	}
 	all := true
@@ -745,7 +763,7 @@ func (d *decision) waveSeenHealthy(w *Workflow, ix *waveIndex) bool {
 		}
 		h, ok := d.s.Health[id]
 		if !ok || h.ObservedAt.Before(t.FinishedAt) {
-			ix.unseen[id] = struct{}{} // its signal was removed
+			ix.markUnseen(id, true) // its signal was removed
 			all = false
 			continue
 		}

@@ -4,9 +4,12 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
@@ -69,12 +72,21 @@ func checkWaveIndex(t testing.TB, s *State, w *Workflow) {
 		if pending := tg.State == records.TargetPending; pending != (queued[id] || held) {
 			t.Fatalf("%s: %s is %s, queued %v, held %v", w.ID, id, tg.State, queued[id], held)
 		}
-		_, unseen := ix.unseen[id]
+		unseen := ix.unseen[ix.place[id]]
 		h, seen := s.Health[id]
 		want := tg.State == records.TargetSucceeded && (!seen || h.ObservedAt.Before(tg.FinishedAt))
 		if unseen != want {
 			t.Fatalf("%s: %s (%s, finished %v, health %+v) unseen %v, want %v", w.ID, id, tg.State, tg.FinishedAt, h, unseen, want)
 		}
+	}
+	unseenN := 0
+	for _, u := range ix.unseen {
+		if u {
+			unseenN++
+		}
+	}
+	if unseenN != ix.unseenN {
+		t.Fatalf("%s: %d targets marked unseen, the index counts %d", w.ID, unseenN, ix.unseenN)
 	}
 	if running != ix.running {
 		t.Fatalf("%s: %d targets running, the index counts %d", w.ID, running, ix.running)
@@ -284,4 +296,19 @@ func TestAFinishedWorkflowIsCompactedAfterItsRetention(t *testing.T) {
 		t.Fatalf("a retention after its operation ended, removed %v", out.Removed)
 	}
 	assertSameState(t, h.s, h.rebuilt())
+}
+
+// The IDs of the planner's records must not change from one release to the
+// next: a decision taken again after a restart must write the same IDs.
+func TestRecordIDsAreTheNameBasedUUIDs(t *testing.T) {
+	for _, wf := range []string{"wf", "3f2c9d1e-0000-4000-8000-000000000000", "wf-1/rollback", strings.Repeat("x", 300)} {
+		for _, seq := range []int64{0, 1, 42, 1 << 40} {
+			if got, want := rowID(wf, seq), uuid.NewSHA1(idSpace, []byte(wf+"#"+strconv.FormatInt(seq, 10))).String(); got != want {
+				t.Fatalf("rowID(%q, %d) = %s, want %s", wf, seq, got, want)
+			}
+		}
+		if got, want := CommandID(wf, "c-001", 3), uuid.NewSHA1(idSpace, []byte(wf+"/c-001/3")).String(); got != want {
+			t.Fatalf("CommandID(%q) = %s, want %s", wf, got, want)
+		}
+	}
 }

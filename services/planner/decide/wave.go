@@ -32,7 +32,11 @@ type waveIndex struct {
 	// are looked at again; zero when none is.
 	recheck time.Time
 	running int
-	unseen  map[string]struct{} // succeeded, not probed since their operation finished
+	// unseen marks, by place, the succeeded targets not probed since their
+	// operation finished; unseenN counts them. (A slice, not a map: it does
+	// not grow, or make garbage, with each operation.)
+	unseen  []bool
+	unseenN int
 }
 
 // holdReason is why dispatch held back a pending target; what ends the
@@ -68,7 +72,7 @@ func (d *decision) index(w *Workflow) *waveIndex {
 	ix := &waveIndex{
 		phase: w.Phase, wave: w.Wave,
 		place: make(map[string]int, len(wave)), order: wave,
-		held: map[string]holdReason{}, unseen: map[string]struct{}{},
+		held: map[string]holdReason{}, unseen: make([]bool, len(wave)),
 	}
 	for i, id := range wave {
 		ix.place[id] = i
@@ -79,7 +83,7 @@ func (d *decision) index(w *Workflow) *waveIndex {
 			ix.running++
 		case records.TargetSucceeded:
 			if !d.seenSince(t) {
-				ix.unseen[id] = struct{}{}
+				ix.markUnseen(id, true)
 			}
 		}
 	}
@@ -92,6 +96,21 @@ func (d *decision) index(w *Workflow) *waveIndex {
 func (d *decision) seenSince(t *records.Target) bool {
 	h, ok := d.s.Health[t.ClusterID]
 	return ok && !h.ObservedAt.Before(t.FinishedAt)
+}
+
+// markUnseen marks a succeeded target of the wave as not probed since its
+// operation finished (unseen), or as probed.
+func (ix *waveIndex) markUnseen(id string, unseen bool) {
+	i, ok := ix.place[id]
+	if !ok || ix.unseen[i] == unseen {
+		return
+	}
+	ix.unseen[i] = unseen
+	if unseen {
+		ix.unseenN++
+	} else {
+		ix.unseenN--
+	}
 }
 
 // of returns the index if target t is in its wave.
