@@ -457,3 +457,31 @@ func TestCLIRollback(t *testing.T) {
 		t.Fatalf("second rollback: %v", err)
 	}
 }
+
+// TestCLIShowsACompactedRollout: once a finished rollout's retention has
+// passed, status shows its summary and says where its clusters' records
+// went; each cluster's history still has it.
+func TestCLIShowsACompactedRollout(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 4, Retention: time.Hour})
+	id := f.Submit(rollout.Spec{Name: "restart two", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{f.Clusters[0].ID, f.Clusters[1].ID}})
+	f.Await(id, time.Second, time.Minute, "the rollout finishing", func(w *decide.Workflow) bool { return w.State.Terminal() })
+	f.Await(id, time.Minute, time.Minute, "its rows removed", func(w *decide.Workflow) bool { return w.Compacted() })
+
+	out, err := run(t, f, "rollout", "status", id, "-o", "json")
+	if err != nil {
+		t.Fatalf("rollout status: %v\n%s", err, out)
+	}
+	var p decide.Progress
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	if !p.Compacted || p.Targets != 2 || p.State != records.WorkflowSucceeded {
+		t.Fatalf("status of a compacted rollout = %+v", p)
+	}
+	if text, err := run(t, f, "rollout", "status", id); err != nil || !strings.Contains(text, "removed after the retention") {
+		t.Fatalf("rollout status (text): %v\n%s", err, text)
+	}
+	if text, err := run(t, f, "cluster", "history", f.Clusters[0].ID); err != nil || !strings.Contains(text, id) {
+		t.Fatalf("cluster history after the compaction: %v\n%s", err, text)
+	}
+}

@@ -262,7 +262,11 @@ func readWorkflow(ctx context.Context, cfg backbone.Config, id string) (*decide.
 func readWorkflowRows(ctx context.Context, cfg backbone.Config, partitions []int32, keep func(key []byte) bool) (*decide.State, error) {
 	s := decide.NewState(nil, nil)
 	err := logtable.ReadToEnd(ctx, cfg.Opts(), cfg.Names().Workflows, partitions, func(r *kgo.Record) {
-		if r.Value == nil || !keep(r.Key) {
+		if !keep(r.Key) {
+			return
+		}
+		if r.Value == nil {
+			s.ApplyTombstone(string(r.Key)) // a compacted workflow's target
 			return
 		}
 		rec, err := records.DecodeWorkflowRecord(r.Value)

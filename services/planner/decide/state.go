@@ -110,6 +110,26 @@ func (s *State) ApplyRow(partition int32, rec records.WorkflowRecord) {
 	}
 }
 
+// ApplyTombstone applies the tombstone of a workflows row: key is a
+// workflow ID (the header's), or a workflow ID, '/' and a cluster ID (a
+// target's). A rollback's workflow ID has a '/' of its own
+// (records.RollbackID), so the workflow is the longest known prefix.
+func (s *State) ApplyTombstone(key string) {
+	if _, ok := s.Workflows[key]; ok {
+		s.Forget(key)
+		return
+	}
+	for i := len(key) - 1; i > 0; i-- {
+		if key[i] != '/' {
+			continue
+		}
+		if w := s.Workflows[key[:i]]; w != nil {
+			delete(w.Targets, key[i+1:])
+			return
+		}
+	}
+}
+
 // Forget drops a workflow, as when its partition is lost.
 func (s *State) Forget(id string) { delete(s.Workflows, id) }
 

@@ -696,7 +696,7 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 	var bad deadletter.Pending
 	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Workflows, partitions, func(r *kgo.Record) {
 		if r.Value == nil { // a tombstone removes a target or a whole workflow
-			p.forgetRow(string(r.Key))
+			p.state.ApplyTombstone(string(r.Key))
 			return
 		}
 		rec, err := records.DecodeWorkflowRecord(r.Value)
@@ -753,26 +753,6 @@ func (p *planner) setAside(ctx context.Context, recs []*kgo.Record) {
 // letterFailed logs a record that could not be set aside.
 func (p *planner) letterFailed(src *kgo.Record, err error) {
 	p.log.Error("could not set a record aside", "topic", src.Topic, "partition", src.Partition, "offset", src.Offset, "err", err)
-}
-
-// forgetRow applies the tombstone of a workflows row: key is a workflow
-// ID, or a workflow ID, '/' and a cluster ID. A rollback's workflow ID has
-// a '/' of its own (records.RollbackID), so the workflow is the longest
-// known prefix.
-func (p *planner) forgetRow(key string) {
-	if _, ok := p.state.Workflows[key]; ok {
-		p.state.Forget(key)
-		return
-	}
-	for i := len(key) - 1; i > 0; i-- {
-		if key[i] != '/' {
-			continue
-		}
-		if w := p.state.Workflows[key[:i]]; w != nil {
-			delete(w.Targets, key[i+1:])
-			return
-		}
-	}
 }
 
 // rebuild throws away what was decided but not committed and reloads the

@@ -1,16 +1,15 @@
-package planner
+package decide
 
 import (
 	"testing"
 
 	"github.com/flotilla-fleet/flotilla/pkg/records"
-	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
 
-// TestForgetRow applies tombstones of workflows rows whose keys have more
-// than one '/': a cluster ID with a '/', and a rollback's workflow ID.
-func TestForgetRow(t *testing.T) {
-	p := &planner{state: decide.NewState(nil, nil)}
+// TestApplyTombstone applies tombstones of workflows rows whose keys have
+// more than one '/': a cluster ID with a '/', and a rollback's workflow ID.
+func TestApplyTombstone(t *testing.T) {
+	s := NewState(nil, nil)
 	rows := []records.WorkflowRecord{
 		{Workflow: &records.Workflow{ID: "w1", State: records.WorkflowRunning}},
 		{Target: &records.Target{WorkflowID: "w1", ClusterID: "eu/c1"}},
@@ -19,16 +18,16 @@ func TestForgetRow(t *testing.T) {
 		{Target: &records.Target{WorkflowID: records.RollbackID("w1"), ClusterID: "c2"}},
 	}
 	for _, r := range rows {
-		p.state.ApplyRow(0, r)
+		s.ApplyRow(0, r)
 	}
-	p.forgetRow("w1/eu/c1")
-	p.forgetRow("w1/rollback/c2")
-	w, r := p.state.Workflows["w1"], p.state.Workflows["w1/rollback"]
+	s.ApplyTombstone("w1/eu/c1")
+	s.ApplyTombstone("w1/rollback/c2")
+	w, r := s.Workflows["w1"], s.Workflows["w1/rollback"]
 	if _, ok := w.Targets["eu/c1"]; ok || len(w.Targets) != 1 || len(r.Targets) != 0 {
 		t.Fatalf("after the target tombstones: w1 %v, w1/rollback %v", w.Targets, r.Targets)
 	}
-	p.forgetRow("w1/rollback")
-	if _, ok := p.state.Workflows["w1/rollback"]; ok || p.state.Workflows["w1"] == nil {
+	s.ApplyTombstone("w1/rollback")
+	if _, ok := s.Workflows["w1/rollback"]; ok || s.Workflows["w1"] == nil {
 		t.Fatal("the rollback's tombstone did not forget it alone")
 	}
 }
