@@ -4,7 +4,6 @@ import (
 	"crypto/sha1"
 	"errors"
 	"fmt"
-	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -115,12 +114,19 @@ func Decide(s *State, in Input, now time.Time) Outputs {
 		d.tick()
 	}
 	out := d.flush()
-	// What the decision changed or looked at may have a new deadline.
+	// What the decision changed or looked at may have a new deadline; what
+	// it finished leaves memory.
 	for _, id := range d.order {
 		s.schedule(d.touched[id].w, d.now)
+		s.shed(d.touched[id].w)
 	}
 	for _, w := range d.advanced {
 		s.schedule(w, d.now)
+	}
+	if in, ok := in.(Submit); ok && in.Request.Control != nil {
+		if w, ok := s.Workflows[in.Request.Control.WorkflowID]; ok {
+			s.shed(w) // restored for a retry or a rollback that did not happen
+		}
 	}
 	return out
 }
@@ -962,10 +968,13 @@ func (d *decision) compact(w *Workflow) {
 		return
 	}
 	d.cause = rowID(w.ID, w.Seq)
-	for _, id := range slices.Sorted(maps.Keys(w.Targets)) {
-		d.out.Removed = append(d.out.Removed, Removed{WorkflowID: w.ID, ClusterID: id, Commanded: w.Targets[id].Attempt > 0})
+	if !w.shed {
+		w.removal = w.removals()
+		w.Targets = map[string]*records.Target{}
 	}
-	w.Targets = map[string]*records.Target{}
+	d.out.Removed = append(d.out.Removed, w.removal...)
+	// Nothing is left to read back, nor to count.
+	w.shed, w.removal = false, nil
 	w.reindex()
 	d.transition(w, "compacted")
 }

@@ -284,7 +284,7 @@ func assertSameState(t testing.TB, live, rebuilt *State) {
 			t.Fatalf("workflow %s header differs:\nlive    %+v\nrebuilt %+v", id, w.Workflow, r.Workflow)
 		}
 		if !reflect.DeepEqual(w.Targets, r.Targets) || w.failed != r.failed || !slices.Equal(w.failedIn, r.failedIn) {
-			t.Fatalf("workflow %s targets differ after rebuild", id)
+			t.Fatalf("workflow %s (%s) targets differ after rebuild: live %d (shed %v), rebuilt %d (shed %v); failed %d/%d", id, w.State, len(w.Targets), w.shed, len(r.Targets), r.shed, w.failed, r.failed)
 		}
 	}
 	if !reflect.DeepEqual(live.busy, rebuilt.busy) {
@@ -378,7 +378,7 @@ func TestPauseResumeCancel(t *testing.T) {
 			t.Fatalf("cancelled workflow started %v", clusterIDs(out.Commands))
 		}
 	}
-	if got := w.Progress().Succeeded; got != 6 {
+	if got := h.view("wf").Progress().Succeeded; got != 6 {
 		t.Fatalf("%d succeeded, want the 6 that ran", got)
 	}
 	if _, busy := h.s.Busy("c-003"); busy {

@@ -44,7 +44,9 @@ func newHarness(t testing.TB, clusters []inventory.Cluster) *harness {
 	for _, c := range clusters {
 		versions[c.ID] = c.Version
 	}
-	return &harness{t: t, s: NewState(inv, nil), now: t0, versions: versions}
+	s := NewState(inv, nil)
+	s.HoldUnfinishedOnly = true // as the planner's
+	return &harness{t: t, s: s, now: t0, versions: versions}
 }
 
 func (h *harness) id(prefix string) string {
@@ -63,6 +65,15 @@ func (h *harness) do(in Input) Outputs {
 	var before *State
 	if h.shadow {
 		before = h.rebuiltCopy()
+	}
+	// What the shell does before a retry or a rollback of a finished
+	// workflow: read its targets back.
+	for _, s := range []*State{h.s, before} {
+		if sub, ok := in.(Submit); ok && s != nil {
+			if id, need := s.NeedsTargets(sub.Request); need {
+				s.Restore(id, h.targetsOf(id))
+			}
+		}
 	}
 	out := Decide(h.s, in, h.now)
 	if h.shadow {
@@ -115,7 +126,7 @@ func (h *harness) do(in Input) Outputs {
 		}
 	}
 	checkWaveOrder(h.t, h.s, out.Commands)
-	checkRollbackCommands(h.t, h.s, out.Commands)
+	checkRollbackCommands(h.t, h.s, out.Commands, h.target)
 	h.commands = append(h.commands, out.Commands...)
 	return out
 }
@@ -193,7 +204,55 @@ func (h *harness) workflow(id string) *Workflow {
 // rebuilt returns a state loaded from the rows written so far, as the
 // planner rebuilds it after a restart.
 func (h *harness) rebuilt() *State {
-	return h.load(NewState(h.s.Inventory, h.s.Health))
+	s := NewState(h.s.Inventory, h.s.Health)
+	s.HoldUnfinishedOnly = h.s.HoldUnfinishedOnly
+	return h.load(s)
+}
+
+// target returns a target of a workflow: the planner's, or, for a finished
+// workflow whose targets it shed, the last row of it in the log.
+func (h *harness) target(workflowID, clusterID string) *records.Target {
+	if w := h.s.Workflows[workflowID]; w != nil && !w.Shed() {
+		return w.Targets[clusterID]
+	}
+	for _, t := range h.targetsOf(workflowID) {
+		if t.ClusterID == clusterID {
+			return &t
+		}
+	}
+	return nil
+}
+
+// view returns a workflow as people see it, from the rows (as the CLI
+// reads it): with its targets, finished or not.
+func (h *harness) view(id string) *Workflow {
+	h.t.Helper()
+	w, ok := h.load(NewState(h.s.Inventory, h.s.Health)).Workflows[id]
+	if !ok {
+		h.t.Fatalf("workflow %s unknown", id)
+	}
+	return w
+}
+
+// targetsOf returns the target rows of workflow id in the log, the last
+// of each, less those removed.
+func (h *harness) targetsOf(id string) []records.Target {
+	last := map[string]records.Target{}
+	for _, r := range h.rows {
+		if r.Target != nil && r.Target.WorkflowID == id {
+			last[r.Target.ClusterID] = *r.Target
+		}
+	}
+	for _, r := range h.removed {
+		if r.WorkflowID == id {
+			delete(last, r.ClusterID)
+		}
+	}
+	var out []records.Target
+	for _, t := range last {
+		out = append(out, t)
+	}
+	return out
 }
 
 // load loads into s the rows written so far and the tombstones of removed

@@ -146,6 +146,7 @@ func shadowDecide(t testing.TB, h *harness, before *State, in Input, out Outputs
 func (h *harness) rebuiltCopy() *State {
 	s := NewState(maps.Clone(h.s.Inventory), maps.Clone(h.s.Health))
 	s.Policies = maps.Clone(h.s.Policies)
+	s.HoldUnfinishedOnly = h.s.HoldUnfinishedOnly
 	return h.load(s)
 }
 

@@ -179,7 +179,7 @@ func checkInvariants(t *testing.T, h *harness) {
 // checkRollbackCommands checks that the commands of a rollback go only to
 // clusters that the workflow it rolls back changed, each back to the
 // version it ran before.
-func checkRollbackCommands(t testing.TB, s *State, sent []records.Command) {
+func checkRollbackCommands(t testing.TB, s *State, sent []records.Command, target func(workflowID, clusterID string) *records.Target) {
 	t.Helper()
 	for _, c := range sent {
 		w := s.Workflows[c.WorkflowID]
@@ -187,7 +187,7 @@ func checkRollbackCommands(t testing.TB, s *State, sent []records.Command) {
 			continue
 		}
 		parent := s.Workflows[w.RollbackOf]
-		changed := parent.Targets[c.ClusterID]
+		changed := target(w.RollbackOf, c.ClusterID)
 		switch {
 		case changed == nil || !applied(changed):
 			t.Fatalf("rollback %s sent a command to %s, which %s did not change (%+v)", w.ID, c.ClusterID, w.RollbackOf, changed)

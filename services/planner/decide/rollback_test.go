@@ -83,8 +83,11 @@ func TestAbortLetsOperationsInFlightFinish(t *testing.T) {
 		t.Fatalf("after a rebuild, %s is not busy with the aborted workflow's operation in flight", first[1].ClusterID)
 	}
 	out := h.result(first[1], records.OperationSucceeded, "")
-	if len(out.Commands) != 0 || w.Targets[first[1].ClusterID].State != records.TargetSucceeded {
-		t.Fatalf("in-flight result after abort: commands %v, target %+v", clusterIDs(out.Commands), w.Targets[first[1].ClusterID])
+	if got := h.view("wf").Targets[first[1].ClusterID]; len(out.Commands) != 0 || got.State != records.TargetSucceeded {
+		t.Fatalf("in-flight result after abort: commands %v, target %+v", clusterIDs(out.Commands), got)
+	}
+	if !w.Shed() {
+		t.Fatal("the aborted workflow keeps its targets in memory once its last operation ended")
 	}
 	if _, ok := h.s.Busy(first[1].ClusterID); ok {
 		t.Fatalf("%s still busy after its operation finished", first[1].ClusterID)

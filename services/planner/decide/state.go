@@ -12,6 +12,8 @@
 package decide
 
 import (
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -29,6 +31,10 @@ type State struct {
 	Health    map[string]records.Health
 	// Policies are the named deployment policies, by name.
 	Policies map[string]rollout.Policy
+	// HoldUnfinishedOnly makes the state drop a finished workflow's
+	// targets from memory (Shed), as the planner's does: it holds
+	// unfinished work only. A state read for people (the CLI's) keeps them.
+	HoldUnfinishedOnly bool
 	// Retention is how long a finished workflow keeps its target rows and
 	// commands; then they are tombstoned and its header row says
 	// "compacted" (what it did to each cluster stays in the history
@@ -57,6 +63,11 @@ type Workflow struct {
 
 	queued   bool      // whether the deadline queue holds the workflow,
 	queuedAt time.Time // at this time
+
+	// shed is set when a finished workflow's targets left memory (see
+	// shed); removal is what its compaction will tombstone.
+	shed    bool
+	removal []Removed
 
 	windows         rollout.Windows // the spec's window rules, compiled on first use
 	windowsCompiled bool
@@ -150,8 +161,10 @@ func (s *State) Reindex() {
 	s.byCluster = map[string]map[string]struct{}{}
 	s.deadlines = nil
 	for _, w := range s.Workflows {
+		w.shed, w.removal = false, nil
 		w.reindex()
 		s.indexWorkflow(w)
+		s.shed(w)
 		w.queued = false
 		switch at, ok := s.deadline(w); {
 		case w.State == records.WorkflowRunning:
@@ -301,6 +314,66 @@ func (w *Workflow) WaveTargets(phase, wave int) []string {
 	return w.waves[phase][wave]
 }
 
+// Shed reports whether a finished workflow's targets are out of memory:
+// the planner holds unfinished work only. A retry or a rollback of it
+// needs them back first (NeedsTargets, Restore).
+func (w *Workflow) Shed() bool { return w.shed }
+
+// shed drops a finished workflow's targets from memory, keeping only the
+// keys its compaction will tombstone; not while an operation of it is in
+// flight (a cancelled workflow's), whose end updates its target.
+func (s *State) shed(w *Workflow) {
+	if !s.HoldUnfinishedOnly || w.shed || !w.State.Terminal() || len(w.Targets) == 0 {
+		return
+	}
+	for _, t := range w.Targets {
+		if t.State == records.TargetRunning {
+			return
+		}
+	}
+	w.removal = w.removals()
+	w.Targets = map[string]*records.Target{}
+	w.waves, w.cur, w.failedIDs = nil, nil, nil
+	w.shed = true
+}
+
+// removals lists what compacting w tombstones: its targets' rows, and the
+// commands of those that were sent one.
+func (w *Workflow) removals() []Removed {
+	out := make([]Removed, 0, len(w.Targets))
+	for _, id := range slices.Sorted(maps.Keys(w.Targets)) {
+		out = append(out, Removed{WorkflowID: w.ID, ClusterID: id, Commanded: w.Targets[id].Attempt > 0})
+	}
+	return out
+}
+
+// NeedsTargets reports which finished workflow's targets, out of memory,
+// a request needs back before Decide (Restore): a retry or a rollback.
+func (s *State) NeedsTargets(req records.Request) (string, bool) {
+	c := req.Control
+	if c == nil || (c.Action != records.ActionRetry && c.Action != records.ActionRollback) {
+		return "", false
+	}
+	w, ok := s.Workflows[c.WorkflowID]
+	return c.WorkflowID, ok && w.shed
+}
+
+// Restore puts back a shed workflow's target rows, as read from the log.
+func (s *State) Restore(id string, targets []records.Target) {
+	w, ok := s.Workflows[id]
+	if !ok || !w.shed {
+		return
+	}
+	for _, t := range targets {
+		if t.WorkflowID == id {
+			row := t
+			w.Targets[t.ClusterID] = &row
+		}
+	}
+	w.shed, w.removal = false, nil
+	w.reindex()
+}
+
 // Compacted reports whether a finished workflow's target rows were removed
 // after its retention: only its header row is left.
 func (w *Workflow) Compacted() bool { return w.Event == "compacted" }
@@ -312,7 +385,7 @@ func (s *State) compactAt(w *Workflow) (time.Time, bool) {
 	if s.Retention <= 0 || w.Compacted() || !w.State.Terminal() || w.State == records.WorkflowRejected {
 		return time.Time{}, false
 	}
-	for _, t := range w.Targets {
+	for _, t := range w.Targets { // none if shed
 		if t.State == records.TargetRunning {
 			return time.Time{}, false // a cancelled workflow's operation still finishes
 		}

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -208,6 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	p.state = decide.NewState(invSnap, health.Snapshot())
 	p.state.Retention = max(cfg.Retention, 0)
+	p.state.HoldUnfinishedOnly = true // finished workflows' targets are read back when needed
 	for name, pol := range policies.Snapshot() {
 		if pol != nil {
 			p.state.Policies[name] = *pol
@@ -315,7 +318,14 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 		}
 		return fmt.Errorf("read deployment policies: %w", err)
 	}
-	out := p.decideBatch(fetches, requests, policies)
+	restored, err := p.targetsFor(ctx, requests)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("read back the targets of finished workflows: %w", err)
+	}
+	out := p.decideBatch(fetches, requests, policies, restored)
 	if out.Empty() && fetches.NumRecords() == 0 {
 		return nil
 	}
@@ -401,12 +411,68 @@ func (p *planner) decodeRequests(fetches kgo.Fetches) map[*kgo.Record]decodedReq
 	return out
 }
 
+// targetsFor reads back from the log the targets of the finished
+// workflows that requests of the batch need (a retry, a rollback): the
+// planner holds unfinished work only (decide.State.HoldUnfinishedOnly). It
+// reads only those workflows' partitions of the workflows topic and
+// decodes only their rows.
+func (p *planner) targetsFor(ctx context.Context, requests map[*kgo.Record]decodedRequest) (map[string][]records.Target, error) {
+	need := map[string]bool{}
+	var partitions []int32
+	p.mu.Lock()
+	for _, d := range requests {
+		if d.err != nil {
+			continue
+		}
+		if id, ok := p.state.NeedsTargets(d.req); ok && !need[id] {
+			need[id] = true
+			if part := p.state.Workflows[id].Partition; !slices.Contains(partitions, part) {
+				partitions = append(partitions, part)
+			}
+		}
+	}
+	p.mu.Unlock()
+	if len(need) == 0 {
+		return nil, nil
+	}
+	rows := map[string]records.Target{} // by key
+	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Workflows, partitions, func(r *kgo.Record) {
+		key := string(r.Key)
+		if r.Value == nil {
+			delete(rows, key) // a target compacted away, if it was one of theirs
+			return
+		}
+		under := false
+		for id := range need {
+			under = under || strings.HasPrefix(key, id+"/")
+		}
+		if !under {
+			return // not a row of those workflows: not decoded
+		}
+		if rec, err := records.DecodeWorkflowRecord(r.Value); err == nil && rec.Target != nil && need[rec.Target.WorkflowID] {
+			rows[key] = *rec.Target
+		}
+	}, logtable.AwaitOpenTransactions())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]records.Target{}
+	for _, t := range rows {
+		out[t.WorkflowID] = append(out[t.WorkflowID], t)
+	}
+	p.log.Info("read back the targets of finished workflows for a retry or a rollback", "workflows", len(need), "targets", len(rows))
+	return out, nil
+}
+
 // decideBatch applies the table changes, the records (with their decoded
 // requests) and a tick to the state, with policies (if not nil) in place
 // of the policies it holds.
-func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]decodedRequest, policies map[string]rollout.Policy) decide.Outputs {
+func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]decodedRequest, policies map[string]rollout.Policy, restored map[string][]records.Target) decide.Outputs {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for id, targets := range restored {
+		p.state.Restore(id, targets)
+	}
 	now := p.cfg.Clock.Now()
 	var out decide.Outputs
 	decideOn := func(in decide.Input) {
