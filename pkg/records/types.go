@@ -281,6 +281,12 @@ const (
 	TargetSkipped TargetState = "skipped"
 )
 
+// Terminal reports whether the target has its outcome (succeeded, failed
+// or skipped), for now: a retry puts a failed one back in line.
+func (s TargetState) Terminal() bool {
+	return s == TargetSucceeded || s == TargetFailed || s == TargetSkipped
+}
+
 // Target is the planner's state of one cluster within a workflow.
 type Target struct {
 	WorkflowID string

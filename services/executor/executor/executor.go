@@ -395,11 +395,13 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 	}
 	// Commands removed while no one owned the partition, or before their
 	// operation record was read: theirs go now.
+	var orphans []string
 	for key := range part.ops.Snapshot() {
 		if _, ok := part.commands.Get(key); !ok {
-			e.forget(part, key)
+			orphans = append(orphans, key)
 		}
 	}
+	e.forget(part, orphans...)
 	e.sweep(part)
 	return nil
 }
@@ -410,21 +412,28 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 // question, and so holds only what is still to do. The cluster's history
 // keeps what the operation did. A write that fails is retried by the next
 // owner of the partition, which finds the record orphaned.
-func (e *executor) forget(part *partition, key string) {
+func (e *executor) forget(part *partition, keys ...string) {
 	e.mu.Lock()
 	ready := part.ready
-	delete(part.written, key)
+	for _, key := range keys {
+		delete(part.written, key)
+	}
 	e.mu.Unlock()
 	if !ready {
 		return // the take-over looks for orphans once both tables are read
 	}
-	if _, ok := part.ops.Get(key); !ok {
+	var tombstones []*kgo.Record
+	for _, key := range keys {
+		if _, ok := part.ops.Get(key); ok {
+			tombstones = append(tombstones, &kgo.Record{Topic: e.names.Operations, Key: []byte(key)})
+		}
+	}
+	if len(tombstones) == 0 {
 		return
 	}
-	go func() {
-		err := part.w.write(part.ctx, &kgo.Record{Topic: e.names.Operations, Key: []byte(key)})
-		if err != nil && part.ctx.Err() == nil {
-			e.log.Warn("could not remove the operation record of a removed command; the partition's next owner will", "key", key, "err", err)
+	go func() { // not on the table's goroutine, which delivers the commands
+		if err := part.w.write(part.ctx, tombstones...); err != nil && part.ctx.Err() == nil {
+			e.log.Warn("could not remove the operation records of removed commands; the partition's next owner will", "records", len(tombstones), "err", err)
 		}
 	}()
 }

@@ -204,7 +204,7 @@ func (d *decision) flush() Outputs {
 			w.Seq++
 			row := *target
 			d.out.Rows = append(d.out.Rows, records.WorkflowRecord{Envelope: d.envelope(w), Target: &row})
-			if ended(row.State) {
+			if row.State.Terminal() {
 				entry := row
 				if entry.Operation.Kind == "" {
 					entry.Operation = w.Spec.Operation
@@ -228,11 +228,6 @@ func (d *decision) flush() Outputs {
 		}
 	}
 	return d.out
-}
-
-// ended reports whether a target in state s has its outcome.
-func ended(s records.TargetState) bool {
-	return s == records.TargetSucceeded || s == records.TargetFailed || s == records.TargetSkipped
 }
 
 // rowID is the envelope ID of a workflow's row number seq.
