@@ -161,8 +161,8 @@ func (d *decision) rollbackRefused(w *Workflow) string {
 			continue
 		}
 		for _, other := range d.s.workflowsOn(id) {
-			if other != w {
-				busy = append(busy, fmt.Sprintf("%s (in %s)", id, other.ID))
+			if other.w != w {
+				busy = append(busy, fmt.Sprintf("%s (in %s)", id, other.w.ID))
 				break
 			}
 		}
@@ -199,7 +199,7 @@ func (d *decision) retryFailed(w *Workflow) int {
 	w.BakeUntil, w.Gate, w.GateExpires = time.Time{}, "", time.Time{}
 	w.cur = nil // targets of any wave are pending again
 	for id := range w.Targets {
-		d.s.watch(id, w.ID) // a finished workflow had left the index
+		d.s.watch(id, w) // a finished workflow had left the index
 	}
 	return retried
 }
@@ -230,7 +230,7 @@ func (d *decision) checkRecovery(w *Workflow) {
 	var recovered []*records.Target
 	all := true
 	for _, t := range w.failedTargets() {
-		h, seen := d.s.Health[t.ClusterID]
+		h, seen := d.s.HealthOf(t.ClusterID)
 		if !t.Unhealthy || !seen || h.Status != records.HealthHealthy {
 			all = false
 			break

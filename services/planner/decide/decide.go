@@ -330,7 +330,7 @@ func (d *decision) submit(in Submit) {
 			for _, clusterID := range wave {
 				t := &records.Target{WorkflowID: id, ClusterID: clusterID, Phase: p, Wave: i, State: records.TargetPending}
 				w.Targets[clusterID] = t
-				d.s.watch(clusterID, id)
+				d.s.watch(clusterID, w)
 				d.changed(w, t)
 			}
 		}
@@ -440,8 +440,8 @@ func (d *decision) operation(ev records.OperationEvent) {
 
 // freed lets the workflows that wait for a cluster w's operation ran on go on.
 func (d *decision) freed(w *Workflow, clusterID string) {
-	for _, other := range d.s.workflowsOn(clusterID) {
-		if other != w {
+	for _, x := range d.s.workflowsOn(clusterID) {
+		if other := x.w; other != w {
 			if other.cur != nil {
 				other.cur.release(clusterID, heldBusy)
 			}
@@ -489,12 +489,9 @@ func (d *decision) retryLater(w *Workflow, t *records.Target, ev records.Operati
 // so after that change: a later rollout's damage is not blamed on an
 // earlier one.
 func (d *decision) health(h records.Health) {
-	d.s.Health[h.ClusterID] = h
-	for _, w := range d.s.workflowsOn(h.ClusterID) {
-		t := w.Targets[h.ClusterID]
-		if t == nil {
-			continue
-		}
+	d.s.SetHealth(h)
+	for _, x := range d.s.workflowsOn(h.ClusterID) {
+		w, t := x.w, x.t
 		if ix := w.cur; ix.of(t) {
 			switch {
 			case h.Status != records.HealthUnhealthy:
@@ -524,7 +521,7 @@ func (d *decision) changedLast(w *Workflow, t *records.Target) bool {
 		return false
 	}
 	for _, other := range d.s.workflowsOn(t.ClusterID) {
-		if o := other.Targets[t.ClusterID]; other != w && o != nil && o.State == records.TargetSucceeded && o.FinishedAt.After(t.FinishedAt) {
+		if o := other.t; other.w != w && o.State == records.TargetSucceeded && o.FinishedAt.After(t.FinishedAt) {
 			return false
 		}
 	}
@@ -547,11 +544,11 @@ func (d *decision) markUnhealthy(w *Workflow, t *records.Target, h records.Healt
 // inventory looks again at a cluster whose inventory record changed, in
 // the workflows that target it.
 func (d *decision) inventory(clusterID string) {
-	for _, w := range d.s.workflowsOn(clusterID) {
-		if t := w.Targets[clusterID]; t != nil && w.cur.of(t) {
-			w.cur.release(clusterID)
+	for _, x := range d.s.workflowsOn(clusterID) {
+		if x.w.cur.of(x.t) {
+			x.w.cur.release(clusterID)
 		}
-		d.advance(w)
+		d.advance(x.w)
 	}
 }
 
@@ -762,7 +759,7 @@ func (d *decision) waveSeenHealthy(w *Workflow, ix *waveIndex) bool {
 		if t.State != records.TargetSucceeded {
 			continue
 		}
-		h, ok := d.s.Health[id]
+		h, ok := d.s.HealthOf(id)
 		if !ok || h.ObservedAt.Before(t.FinishedAt) {
 			ix.markUnseen(id, true) // its signal was removed
 			all = false
@@ -810,7 +807,7 @@ func (d *decision) dispatch(w *Workflow, ix *waveIndex) {
 			continue
 		}
 		// A rollback is what may heal an unhealthy cluster: it is not held.
-		if h, seen := d.s.Health[t.ClusterID]; seen && h.Status == records.HealthUnhealthy && w.RollbackOf == "" {
+		if h, seen := d.s.HealthOf(t.ClusterID); seen && h.Status == records.HealthUnhealthy && w.RollbackOf == "" {
 			if w.Spec.UnhealthyTargets == rollout.SkipUnhealthy {
 				t.State = records.TargetSkipped
 				t.Reason = "skipped: unhealthy before its operation"
@@ -938,19 +935,15 @@ func (d *decision) end(w *Workflow) {
 	w.cur = nil // not needed again, unless a person retries it
 	var unhealthy []string
 	for id := range w.Targets {
-		if m := d.s.byCluster[id]; m != nil {
-			delete(m, w.ID)
-			if len(m) == 0 {
-				delete(d.s.byCluster, id)
-			} else if d.s.Health[id].Status == records.HealthUnhealthy {
-				unhealthy = append(unhealthy, id)
-			}
+		if h, _ := d.s.HealthOf(id); d.s.unwatch(id, w) && h.Status == records.HealthUnhealthy {
+			unhealthy = append(unhealthy, id)
 		}
 	}
 	d.rollbackEnded(w)
 	sort.Strings(unhealthy)
 	for _, id := range unhealthy {
-		d.health(d.s.Health[id])
+		h, _ := d.s.HealthOf(id)
+		d.health(h)
 	}
 }
 

@@ -290,9 +290,27 @@ func assertSameState(t testing.TB, live, rebuilt *State) {
 	if !reflect.DeepEqual(live.busy, rebuilt.busy) {
 		t.Fatalf("busy clusters differ: live %v rebuilt %v", live.busy, rebuilt.busy)
 	}
-	if !reflect.DeepEqual(live.byCluster, rebuilt.byCluster) {
-		t.Fatalf("workflows by cluster differ: live %v rebuilt %v", live.byCluster, rebuilt.byCluster)
+	if l, r := workflowIDsByCluster(live), workflowIDsByCluster(rebuilt); !reflect.DeepEqual(l, r) {
+		t.Fatalf("workflows by cluster differ: live %v rebuilt %v", l, r)
 	}
+	for id, c := range live.clusters {
+		for _, x := range c.on {
+			if live.Workflows[x.w.ID] != x.w || x.w.Targets[id] != x.t || x.t == nil {
+				t.Fatalf("cluster %s is indexed under a workflow %s or target that is not the state's", id, x.w.ID)
+			}
+		}
+	}
+}
+
+// workflowIDsByCluster is the index of workflows by cluster, by ID.
+func workflowIDsByCluster(s *State) map[string][]string {
+	out := map[string][]string{}
+	for id, c := range s.clusters {
+		for _, x := range c.on {
+			out[id] = append(out[id], x.w.ID)
+		}
+	}
+	return out
 }
 
 func TestUnhealthyCountsOnlyAgainstTheLastChange(t *testing.T) {

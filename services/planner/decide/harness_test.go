@@ -114,7 +114,7 @@ func (h *harness) do(in Input) Outputs {
 		if h.now.Before(tg.NotBefore) {
 			h.t.Fatalf("command for %s sent at %v, before its retry at %v", c.ClusterID, h.now, tg.NotBefore)
 		}
-		if hs, ok := h.s.Health[c.ClusterID]; ok && hs.Status == records.HealthUnhealthy && w.RollbackOf == "" {
+		if hs, ok := h.s.HealthOf(c.ClusterID); ok && hs.Status == records.HealthUnhealthy && w.RollbackOf == "" {
 			h.t.Fatalf("command for %s sent while it is unhealthy", c.ClusterID)
 		}
 		windows, err := w.Spec.CompileWindows()
@@ -204,7 +204,7 @@ func (h *harness) workflow(id string) *Workflow {
 // rebuilt returns a state loaded from the rows written so far, as the
 // planner rebuilds it after a restart.
 func (h *harness) rebuilt() *State {
-	s := NewState(h.s.Inventory, h.s.Health)
+	s := NewState(h.s.Inventory, healthOf(h.s))
 	s.HoldUnfinishedOnly = h.s.HoldUnfinishedOnly
 	return h.load(s)
 }
@@ -227,7 +227,7 @@ func (h *harness) target(workflowID, clusterID string) *records.Target {
 // reads it): with its targets, finished or not.
 func (h *harness) view(id string) *Workflow {
 	h.t.Helper()
-	w, ok := h.load(NewState(h.s.Inventory, h.s.Health)).Workflows[id]
+	w, ok := h.load(NewState(h.s.Inventory, healthOf(h.s))).Workflows[id]
 	if !ok {
 		h.t.Fatalf("workflow %s unknown", id)
 	}
@@ -306,4 +306,12 @@ func (h *harness) control(workflowID string, action records.ControlAction, reaso
 		Envelope: records.Envelope{ID: id, Time: h.now, Principal: "carol"},
 		Control:  &records.ControlWorkflow{WorkflowID: workflowID, Action: action, Reason: reason},
 	}})
+}
+
+// healthOf returns the health signals a state holds, for a state rebuilt
+// from the rows beside it.
+func healthOf(s *State) map[string]records.Health {
+	out := map[string]records.Health{}
+	s.HealthSignals(func(h records.Health) { out[h.ClusterID] = h })
+	return out
 }

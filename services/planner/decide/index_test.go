@@ -44,7 +44,7 @@ func checkWaveIndex(t testing.TB, s *State, w *Workflow) {
 				t.Fatalf("%s: %s is held as busy, but no operation runs on it", w.ID, id)
 			}
 		case heldUnhealthy:
-			if h := s.Health[id]; h.Status != records.HealthUnhealthy {
+			if h, _ := s.HealthOf(id); h.Status != records.HealthUnhealthy {
 				t.Fatalf("%s: %s is held as unhealthy, but its health is %q", w.ID, id, h.Status)
 			}
 		case heldRetry:
@@ -73,7 +73,7 @@ func checkWaveIndex(t testing.TB, s *State, w *Workflow) {
 			t.Fatalf("%s: %s is %s, queued %v, held %v", w.ID, id, tg.State, queued[id], held)
 		}
 		unseen := ix.unseen[ix.place[id]]
-		h, seen := s.Health[id]
+		h, seen := s.HealthOf(id)
 		want := tg.State == records.TargetSucceeded && (!seen || h.ObservedAt.Before(tg.FinishedAt))
 		if unseen != want {
 			t.Fatalf("%s: %s (%s, finished %v, health %+v) unseen %v, want %v", w.ID, id, tg.State, tg.FinishedAt, h, unseen, want)
@@ -144,7 +144,7 @@ func shadowDecide(t testing.TB, h *harness, before *State, in Input, out Outputs
 // rebuiltCopy is the state rebuilt from the rows so far, over copies of the
 // views, so that deciding on it changes nothing the live state sees.
 func (h *harness) rebuiltCopy() *State {
-	s := NewState(maps.Clone(h.s.Inventory), maps.Clone(h.s.Health))
+	s := NewState(maps.Clone(h.s.Inventory), healthOf(h.s))
 	s.Policies = maps.Clone(h.s.Policies)
 	s.HoldUnfinishedOnly = h.s.HoldUnfinishedOnly
 	return h.load(s)
@@ -160,7 +160,7 @@ func TestALoadedWorkflowMovesAtTheNextTick(t *testing.T) {
 	if out := h.submit("b", rollout.Spec{Name: "restart", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{"c-000"}}); len(out.Commands) != 0 {
 		t.Fatalf("b started %v on a busy cluster", clusterIDs(out.Commands))
 	}
-	taken := NewState(h.s.Inventory, h.s.Health)
+	taken := NewState(h.s.Inventory, healthOf(h.s))
 	for _, r := range h.rows {
 		if r.Workflow != nil && r.Workflow.ID == "b" || r.Target != nil && r.Target.WorkflowID == "b" {
 			taken.ApplyRow(1, r)

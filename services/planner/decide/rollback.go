@@ -27,7 +27,7 @@ func (d *decision) beginRollback(w *Workflow, why string) {
 	w.State = records.WorkflowRollingBack
 	w.Reason = why
 	for id := range w.Targets {
-		d.s.watch(id, w.ID) // a finished workflow had left the index
+		d.s.watch(id, w) // a finished workflow had left the index
 	}
 	d.transition(w, "rolling-back")
 	d.startRollback(w)
@@ -84,7 +84,7 @@ func (d *decision) startRollback(w *Workflow) {
 	r.Phases = phases
 	r.Targets = undo
 	for _, clusterID := range slices.Sorted(maps.Keys(undo)) { // rows in a stable order
-		d.s.watch(clusterID, id)
+		d.s.watch(clusterID, r)
 		d.changed(r, undo[clusterID])
 	}
 	r.reindexTargetsCount()

@@ -24,11 +24,11 @@ import (
 )
 
 // State is what the planner knows. Workflows are owned by the state; the
-// Inventory, Health and Policies maps are views the shell keeps current.
+// Inventory and Policies maps are views the shell keeps current, and the
+// health of each cluster comes in with HealthUpdate (or SetHealth).
 type State struct {
 	Workflows map[string]*Workflow
 	Inventory map[string]inventory.Cluster
-	Health    map[string]records.Health
 	// Policies are the named deployment policies, by name.
 	Policies map[string]rollout.Policy
 	// HoldUnfinishedOnly makes the state drop a finished workflow's
@@ -42,9 +42,24 @@ type State struct {
 	Retention time.Duration
 
 	// Derived indexes, rebuilt by Reindex after loading rows.
-	busy      map[string]string              // cluster ID → workflow ID whose command runs on it
-	byCluster map[string]map[string]struct{} // cluster ID → IDs of unfinished workflows targeting it
-	deadlines deadlines                      // workflows by their deadline
+	busy      map[string]string // cluster ID → workflow ID whose command runs on it
+	clusters  map[string]*clusterState
+	deadlines deadlines // workflows by their deadline
+}
+
+// clusterState is what the state knows of one cluster: its last health
+// signal and the unfinished workflows targeting it. One map holds both, so
+// that a health signal costs one lookup whatever the size of the fleet.
+type clusterState struct {
+	health records.Health
+	seen   bool    // a health signal came
+	on     []watch // in workflow ID order (usually one); Reindex rebuilds it
+}
+
+// watch is an unfinished workflow targeting a cluster, with its target.
+type watch struct {
+	w *Workflow
+	t *records.Target
 }
 
 // Workflow is one workflow's header row with its target rows.
@@ -83,21 +98,69 @@ func (w *Workflow) schedule(labels map[string]string) window.All {
 	return w.windows.For(labels)
 }
 
-// NewState returns an empty state over the given views (nil means empty).
+// NewState returns an empty state over the given inventory view and
+// health signals (nil means none).
 func NewState(inv map[string]inventory.Cluster, health map[string]records.Health) *State {
 	if inv == nil {
 		inv = map[string]inventory.Cluster{}
 	}
-	if health == nil {
-		health = map[string]records.Health{}
-	}
-	return &State{
+	s := &State{
 		Workflows: map[string]*Workflow{},
 		Inventory: inv,
-		Health:    health,
 		Policies:  map[string]rollout.Policy{},
 		busy:      map[string]string{},
-		byCluster: map[string]map[string]struct{}{},
+		clusters:  make(map[string]*clusterState, len(health)),
+	}
+	for _, h := range health {
+		s.SetHealth(h)
+	}
+	return s
+}
+
+// SetHealth records a cluster's health signal without deciding on it, as
+// when loading; HealthUpdate decides on it.
+func (s *State) SetHealth(h records.Health) {
+	c := s.cluster(h.ClusterID)
+	c.health, c.seen = h, true
+}
+
+// ForgetHealth drops a cluster's health signal (its record was deleted).
+func (s *State) ForgetHealth(clusterID string) {
+	if c, ok := s.clusters[clusterID]; ok {
+		c.health, c.seen = records.Health{}, false
+		s.dropIfEmpty(clusterID, c)
+	}
+}
+
+// HealthOf returns a cluster's last health signal, if one came.
+func (s *State) HealthOf(clusterID string) (records.Health, bool) {
+	if c, ok := s.clusters[clusterID]; ok && c.seen {
+		return c.health, true
+	}
+	return records.Health{}, false
+}
+
+// HealthSignals calls fn with every cluster's last health signal.
+func (s *State) HealthSignals(fn func(records.Health)) {
+	for _, c := range s.clusters {
+		if c.seen {
+			fn(c.health)
+		}
+	}
+}
+
+func (s *State) cluster(id string) *clusterState {
+	c, ok := s.clusters[id]
+	if !ok {
+		c = &clusterState{}
+		s.clusters[id] = c
+	}
+	return c
+}
+
+func (s *State) dropIfEmpty(id string, c *clusterState) {
+	if !c.seen && len(c.on) == 0 {
+		delete(s.clusters, id)
 	}
 }
 
@@ -158,7 +221,10 @@ func (s *State) workflow(id string, partition int32) *Workflow {
 // loading rows with ApplyRow or after Forget, not after Decide.
 func (s *State) Reindex() {
 	s.busy = map[string]string{}
-	s.byCluster = map[string]map[string]struct{}{}
+	for id, c := range s.clusters {
+		c.on = nil
+		s.dropIfEmpty(id, c)
+	}
 	s.deadlines = nil
 	for _, w := range s.Workflows {
 		w.shed, w.removal = false, nil
@@ -184,40 +250,56 @@ func (s *State) indexWorkflow(w *Workflow) {
 			s.busy[id] = w.ID // an ended workflow's operations in flight still finish
 		}
 		if !w.State.Terminal() {
-			s.watch(id, w.ID) // as when the workflow was submitted: every target
+			s.watch(id, w) // as when the workflow was submitted: every target
 		}
 	}
 }
 
-func (s *State) watch(clusterID, workflowID string) {
-	m := s.byCluster[clusterID]
-	if m == nil {
-		m = map[string]struct{}{}
-		s.byCluster[clusterID] = m
+func (s *State) watch(clusterID string, w *Workflow) {
+	c, x := s.cluster(clusterID), watch{w, w.Targets[clusterID]}
+	i := sort.Search(len(c.on), func(i int) bool { return c.on[i].w.ID >= w.ID })
+	if i < len(c.on) && c.on[i].w.ID == w.ID {
+		c.on[i] = x
+		return
 	}
-	m[workflowID] = struct{}{}
+	c.on = slices.Insert(slices.Clip(c.on), i, x) // a new array: a caller may be ranging over the old one
 }
 
-// workflowsOn returns the unfinished workflows targeting a cluster, in ID order.
-func (s *State) workflowsOn(clusterID string) []*Workflow {
-	m := s.byCluster[clusterID]
-	if len(m) == 0 {
+// unwatch drops w from the workflows targeting a cluster; it reports
+// whether others still do.
+func (s *State) unwatch(clusterID string, w *Workflow) (others bool) {
+	c, ok := s.clusters[clusterID]
+	if !ok {
+		return false
+	}
+	if i := slices.IndexFunc(c.on, func(x watch) bool { return x.w == w }); i >= 0 {
+		c.on = slices.Delete(slices.Clone(c.on), i, i+1) // as in watch
+	}
+	s.dropIfEmpty(clusterID, c)
+	return len(c.on) > 0
+}
+
+// workflowsOn returns the unfinished workflows targeting a cluster, with
+// their targets, in workflow ID order. The slice is the index's own:
+// callers only read it, and a change to the index makes a new one, so
+// ranging over it stays safe.
+func (s *State) workflowsOn(clusterID string) []watch {
+	c, ok := s.clusters[clusterID]
+	if !ok {
 		return nil
 	}
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	if len(ids) > 1 {
-		sort.Strings(ids)
-	}
-	out := make([]*Workflow, 0, len(ids))
-	for _, id := range ids {
-		if w, ok := s.Workflows[id]; ok && !w.State.Terminal() {
-			out = append(out, w)
+	for i, x := range c.on {
+		if x.w.State.Terminal() { // ended in this decision, not yet dropped (see end)
+			out := slices.Clone(c.on[:i])
+			for _, x := range c.on[i+1:] {
+				if !x.w.State.Terminal() {
+					out = append(out, x)
+				}
+			}
+			return out
 		}
 	}
-	return out
+	return c.on
 }
 
 // RolloutsOn returns the IDs of the unfinished workflows that target a
@@ -225,8 +307,8 @@ func (s *State) workflowsOn(clusterID string) []*Workflow {
 // ApplyRow needs Reindex first.
 func (s *State) RolloutsOn(clusterID string) []string {
 	var ids []string
-	for _, w := range s.workflowsOn(clusterID) {
-		ids = append(ids, w.ID)
+	for _, x := range s.workflowsOn(clusterID) {
+		ids = append(ids, x.w.ID)
 	}
 	return ids
 }

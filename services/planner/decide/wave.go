@@ -94,7 +94,7 @@ func (d *decision) index(w *Workflow) *waveIndex {
 // seenSince reports whether target t's cluster was probed since its
 // operation finished.
 func (d *decision) seenSince(t *records.Target) bool {
-	h, ok := d.s.Health[t.ClusterID]
+	h, ok := d.s.HealthOf(t.ClusterID)
 	return ok && !h.ObservedAt.Before(t.FinishedAt)
 }
 

@@ -491,7 +491,7 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 			p.state.Inventory[c.key] = *c.cluster
 			decideOn(decide.InventoryUpdate{ClusterID: c.key})
 		case c.health != nil && c.deleted:
-			delete(p.state.Health, c.key)
+			p.state.ForgetHealth(c.key)
 		case c.health != nil:
 			decideOn(decide.HealthUpdate{Health: *c.health})
 		case c.isPolicy && c.deleted:
@@ -839,9 +839,9 @@ func (p *planner) rebuild(ctx context.Context) error {
 		}
 		return fmt.Errorf("planner: rebuild from the log: %w", err)
 	}
-	for _, h := range p.state.Health {
+	p.state.HealthSignals(func(h records.Health) {
 		p.changes.push(change{key: h.ClusterID, health: &h})
-	}
+	})
 	return nil
 }
 
