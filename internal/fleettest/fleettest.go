@@ -331,7 +331,7 @@ func (f *Fleet) stopAll() {
 func (f *Fleet) Workflow(id string) (*decide.Workflow, bool) {
 	s := decide.NewState(nil, nil)
 	for _, rec := range f.workflow.Snapshot() {
-		if (rec.Workflow != nil && rec.Workflow.ID == id) || (rec.Target != nil && rec.Target.WorkflowID == id) {
+		if (rec.Workflow != nil && rec.Workflow.ID == id) || (rec.Target != nil && rec.Target.WorkflowID == id) || (rec.Spec != nil && rec.Spec.WorkflowID == id) {
 			s.ApplyRow(0, rec)
 		}
 	}

@@ -58,6 +58,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"operation.v2.avsc":    0xb95eacd54557cbdc,
 		"request.v2.avsc":      0x2439f2bd73fc794c,
 		"workflow.v2.avsc":     0x38b9954314ff8520,
+		"workflow.v3.avsc":     0x7481be2c399eb06f,
 		"policy.v1.avsc":       0x8d9090757535e902,
 		"claim.v1.avsc":        0x0f5580a0c49d582f,
 		"claim.v2.avsc":        0x3b96f00a77886fc3,
@@ -216,7 +217,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"health decoded as request", nameRequest, health, ErrWrongSchema, "record is a flotilla.Health, want flotilla.Request"},
 		{"truncated body", nameHealth, health[:len(health)-3], ErrMalformed, "decode flotilla.Health (health.v1.avsc): malformed record: cannot decode binary record"},
 		{"trailing bytes", nameHealth, append(bytes.Clone(health), 0, 0), ErrMalformed, "2 bytes after the end of the record"},
-		{"union index out of range", nameWorkflowRecord, badUnion, ErrMalformed, "index ought to be between 0 and 1"},
+		{"union index out of range", nameWorkflowRecord, badUnion, ErrMalformed, "index ought to be between 0 and 2"},
 		{"header only", nameHealth, health[:10], ErrMalformed, "malformed record"},
 		{"huge array count", nameRequest, hugeArray, ErrMalformed, "block count exceeds MaxBlockCount"},
 	} {
@@ -277,8 +278,8 @@ func TestEncodeErrors(t *testing.T) {
 		{"not a record type", "hello", "encode: string is not a record type"},
 		{"nil pointer", (*Health)(nil), "encode: nil *records.Health"},
 		{"request without body", Request{}, "encode flotilla.Request: request has no body"},
-		{"workflow record with no row", WorkflowRecord{}, "neither Workflow nor Target"},
-		{"workflow record with two rows", WorkflowRecord{Workflow: &Workflow{}, Target: &Target{}}, "both Workflow and Target"},
+		{"workflow record with no row", WorkflowRecord{}, "none of Workflow, Target and Spec"},
+		{"workflow record with two rows", WorkflowRecord{Workflow: &Workflow{}, Target: &Target{}}, "more than one of Workflow, Target and Spec"},
 		{"int beyond 32 bits", Command{Attempt: 1 << 40}, `field "attempt"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,6 +17,7 @@ const (
 	memberControlWorkflow = "flotilla.ControlWorkflow"
 	memberWorkflow        = "flotilla.Workflow"
 	memberTarget          = "flotilla.Target"
+	memberWorkflowSpec    = "flotilla.WorkflowSpec"
 )
 
 func envelopeNative(e Envelope) map[string]any {
@@ -237,15 +238,17 @@ func requestFrom(v any) (Request, error) {
 
 func workflowRecordNative(w WorkflowRecord) (map[string]any, error) {
 	var row map[string]any
-	switch {
-	case w.Workflow != nil && w.Target != nil:
-		return nil, errors.New("workflow record has both Workflow and Target set")
+	switch n := w.rows(); {
+	case n > 1:
+		return nil, errors.New("workflow record has more than one of Workflow, Target and Spec set")
 	case w.Workflow != nil:
 		row = map[string]any{memberWorkflow: workflowNative(*w.Workflow)}
 	case w.Target != nil:
 		row = map[string]any{memberTarget: targetNative(*w.Target)}
+	case w.Spec != nil:
+		row = map[string]any{memberWorkflowSpec: map[string]any{"workflow_id": w.Spec.WorkflowID, "spec": specNative(w.Spec.Spec)}}
 	default:
-		return nil, errors.New("workflow record has neither Workflow nor Target set")
+		return nil, errors.New("workflow record has none of Workflow, Target and Spec set")
 	}
 	return map[string]any{"envelope": envelopeNative(w.Envelope), "row": row}, nil
 }
@@ -372,10 +375,23 @@ func workflowRecordFrom(v any) (WorkflowRecord, error) {
 			PreviousUnset:   row.strs("previous_unset"),
 			Order:           row.int("order"),
 		}
+	case memberWorkflowSpec:
+		w.Spec = &WorkflowSpec{WorkflowID: row.str("workflow_id"), Spec: specFrom(row.record("spec"))}
 	default:
 		r.fail("row", "unknown row kind %q", member)
 	}
 	return w, r.err
+}
+
+// rows counts the kinds of row set in w: a record holds exactly one.
+func (w WorkflowRecord) rows() int {
+	n := 0
+	for _, set := range []bool{w.Workflow != nil, w.Target != nil, w.Spec != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
 }
 
 func commandNative(c Command) map[string]any {

@@ -129,6 +129,10 @@ func fullTargetRow(t time.Time) WorkflowRecord {
 	}}
 }
 
+func fullSpecRow(t time.Time) WorkflowRecord {
+	return WorkflowRecord{Envelope: fullEnvelope(t), Spec: &WorkflowSpec{WorkflowID: "wf-1", Spec: fullSpec()}}
+}
+
 func fullCommand(t time.Time) Command {
 	return Command{
 		Envelope:   fullEnvelope(t),
@@ -235,6 +239,7 @@ var roundTrips = []struct {
 	{"request", nameRequest, fullRequest(inTime), fullRequest(outTime)},
 	{"workflow row", nameWorkflowRecord, fullWorkflowRow(inTime), fullWorkflowRow(outTime)},
 	{"target row", nameWorkflowRecord, fullTargetRow(inTime), fullTargetRow(outTime)},
+	{"spec row", nameWorkflowRecord, fullSpecRow(inTime), fullSpecRow(outTime)},
 	{"command", nameCommand, fullCommand(inTime), fullCommand(outTime)},
 	{"operation", nameOperationEvent, fullOperationEvent(inTime), fullOperationEvent(outTime)},
 	{"health", nameHealth, fullHealth(inTime), fullHealth(outTime)},

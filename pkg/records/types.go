@@ -195,13 +195,30 @@ func (s WorkflowState) Terminal() bool {
 }
 
 // WorkflowRecord is the value of fleet.workflows. A workflow's own row is
-// keyed by the workflow ID and has Workflow set; each of its targets has a
-// row keyed "workflowID/clusterID" with Target set. Together the rows are the
-// planner's whole state: it rebuilds from them and nothing else.
+// keyed by the workflow ID and has Workflow set; its spec row, written once
+// when it is created, is keyed "workflowID/@spec" (topics.SpecKey) and has
+// Spec set; each of its targets has a row keyed "workflowID/clusterID" with
+// Target set. Together the rows are the planner's whole state: it rebuilds
+// from them and nothing else.
 type WorkflowRecord struct {
 	Envelope Envelope
 	Workflow *Workflow
 	Target   *Target
+	Spec     *WorkflowSpec
+}
+
+// SpecSummary is what a header row keeps of a spec: its name and
+// operation, enough to say what a workflow does.
+func SpecSummary(s rollout.Spec) rollout.Spec {
+	return rollout.Spec{Name: s.Name, Operation: s.Operation}
+}
+
+// WorkflowSpec is a workflow's whole spec, in a row of its own so that the
+// header row, written on every decision, carries only its name and
+// operation (see Workflow.Spec).
+type WorkflowSpec struct {
+	WorkflowID string
+	Spec       rollout.Spec
 }
 
 // PhasePlan is the shape of one planned phase: its name, the size of each of
@@ -218,7 +235,10 @@ type PhasePlan struct {
 
 // Workflow is the planner's state of one rollout.
 type Workflow struct {
-	ID   string // = the ID of the request that submitted it
+	ID string // = the ID of the request that submitted it
+	// Spec is the workflow's spec. In a row the planner writes it holds
+	// only the name and operation (SpecSummary): the whole spec is in the
+	// workflow's spec row. Rows written before workflow.v3 hold it whole.
 	Spec rollout.Spec
 	// State is where the workflow is in its life cycle; Reason says why it
 	// is paused, failed or rejected.

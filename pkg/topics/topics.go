@@ -527,6 +527,13 @@ func TargetKey(workflowID, clusterID string) string {
 	return workflowID + "/" + clusterID
 }
 
+// SpecKey returns the record key of a workflow's spec row:
+// "workflowID/@spec". No cluster ID starts with '@', so it is no target's
+// key; Partitioner puts it on the partition of workflowID.
+func SpecKey(workflowID string) string {
+	return workflowID + "/@spec"
+}
+
 // HistoryKey is the key of a cluster's history record of a workflow: by
 // the cluster first, so that a cluster's history is on its partition.
 func HistoryKey(clusterID, workflowID string) string {

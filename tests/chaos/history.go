@@ -48,6 +48,8 @@ func describeRow(rec records.WorkflowRecord) string {
 	case rec.Target != nil:
 		t := rec.Target
 		return fmt.Sprintf("target %s %s attempt %d", t.ClusterID, t.State, t.Attempt)
+	case rec.Spec != nil:
+		return "spec"
 	}
 	return "empty row"
 }

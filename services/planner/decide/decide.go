@@ -153,6 +153,7 @@ func (s *State) deadline(w *Workflow) (time.Time, bool) {
 
 type touched struct {
 	w           *Workflow
+	created     bool               // the workflow is new: its spec row is written
 	transitions []records.Workflow // header snapshots, one per transition
 	targets     []*records.Target
 	seen        map[string]bool
@@ -200,6 +201,10 @@ func (d *decision) flush() Outputs {
 	for _, id := range d.order {
 		t := d.touched[id]
 		w := t.w
+		if t.created {
+			w.Seq++
+			d.out.Rows = append(d.out.Rows, records.WorkflowRecord{Envelope: d.envelope(w), Spec: &records.WorkflowSpec{WorkflowID: w.ID, Spec: w.Spec}})
+		}
 		for _, target := range t.targets {
 			w.Seq++
 			row := *target
@@ -224,6 +229,7 @@ func (d *decision) flush() Outputs {
 			w.Seq++
 			h := headers[i]
 			h.Seq = w.Seq
+			h.Spec = records.SpecSummary(h.Spec) // the whole spec is in the spec row
 			d.out.Rows = append(d.out.Rows, records.WorkflowRecord{Envelope: d.envelope(w), Workflow: &h})
 		}
 	}
@@ -315,6 +321,7 @@ func (d *decision) submit(in Submit) {
 	w := d.s.workflow(id, in.Partition)
 	w.CreatedAt = d.now
 	w.Spec = spec
+	d.touch(w).created = true
 	if err != nil {
 		w.State = records.WorkflowRejected
 		w.Reason = err.Error()

@@ -81,10 +81,10 @@ func TestRejectsBadRequests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, fleet(5))
 			out := h.do(tc.in)
-			if len(out.Commands) != 0 || len(out.Rows) != 1 || out.Rows[0].Workflow == nil {
-				t.Fatalf("outputs = %+v, want one rejected workflow row", out)
+			if len(out.Commands) != 0 || len(out.Rows) != 2 || out.Rows[0].Spec == nil || out.Rows[1].Workflow == nil {
+				t.Fatalf("outputs = %+v, want the spec row and one rejected workflow row", out)
 			}
-			w := out.Rows[0].Workflow
+			w := out.Rows[1].Workflow
 			if w.ID != tc.in.Key || w.State != records.WorkflowRejected || w.Event != "rejected" || !strings.Contains(w.Reason, tc.want) {
 				t.Fatalf("row = id %s state %s event %s reason %q, want rejected containing %q", w.ID, w.State, w.Event, w.Reason, tc.want)
 			}
@@ -556,8 +556,8 @@ func TestConflictWaitOrReject(t *testing.T) {
 	h.submit("first", upgradeSpec())
 	second := rollout.Spec{Name: "r", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{"c-001", "c-002"}, OnConflict: rollout.ConflictReject}
 	out := h.submit("second", second)
-	if w := out.Rows[0].Workflow; w.State != records.WorkflowRejected || !strings.Contains(w.Reason, "targets are in unfinished rollouts: c-001 (in first), c-002 (in first)") {
-		t.Fatalf("reject: %+v", out.Rows[0].Workflow)
+	if w := out.Rows[1].Workflow; w.State != records.WorkflowRejected || !strings.Contains(w.Reason, "targets are in unfinished rollouts: c-001 (in first), c-002 (in first)") {
+		t.Fatalf("reject: %+v", out.Rows[1].Workflow)
 	}
 	second.OnConflict = rollout.ConflictWait
 	if out := h.submit("third", second); len(out.Commands) != 0 || h.workflow("third").State != records.WorkflowRunning {
@@ -744,4 +744,64 @@ func TestOperationEventTimesAreBoundedByThePlannersClock(t *testing.T) {
 			t.Fatalf("a health signal observed an hour before the operation began counted against it (event stamped a day behind): %d failed, want 0", w.Failed())
 		}
 	})
+}
+
+// A workflow's spec is written once, in its spec row; the header rows,
+// written on every decision, carry only its name and operation, and a
+// state rebuilt from the rows has the whole spec again.
+func TestTheSpecIsWrittenOnce(t *testing.T) {
+	h := newHarness(t, fleet(20))
+	spec := upgradeSpec(rollout.Phase{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 4}, MaxInFlight: 2})
+	spec.Clusters = []string{"c-001", "c-002"}
+	spec.Retries = 3
+	h.submit("wf", spec)
+	for range 100 {
+		if h.s.Workflows["wf"].State.Terminal() {
+			break
+		}
+		h.now = h.now.Add(time.Minute)
+		for _, c := range h.commands {
+			if h.target("wf", c.ClusterID).State == records.TargetRunning {
+				h.result(c, records.OperationSucceeded, "")
+			}
+		}
+		for id, tg := range h.s.Workflows["wf"].Targets {
+			if tg.State == records.TargetSucceeded {
+				h.probe(id, records.HealthHealthy)
+			}
+		}
+		h.do(Tick{})
+	}
+	if st := h.s.Workflows["wf"].State; st != records.WorkflowSucceeded {
+		t.Fatalf("workflow %s, want succeeded", st)
+	}
+	specRows, headers := 0, 0
+	for _, r := range h.rows {
+		switch {
+		case r.Spec != nil:
+			specRows++
+			if !reflect.DeepEqual(r.Spec.Spec, h.s.Workflows["wf"].Spec) || r.Spec.WorkflowID != "wf" {
+				t.Errorf("spec row %+v, want the workflow's whole spec", r.Spec)
+			}
+		case r.Workflow != nil:
+			headers++
+			if !reflect.DeepEqual(r.Workflow.Spec, records.SpecSummary(spec)) {
+				t.Errorf("header row %d (%s) carries spec %+v, want only its name and operation", r.Workflow.Seq, r.Workflow.Event, r.Workflow.Spec)
+			}
+		}
+	}
+	if specRows != 1 || headers < 5 {
+		t.Fatalf("%d spec rows and %d header rows, want 1 spec row and a header per decision", specRows, headers)
+	}
+	// The rows in any order (compaction keeps the newest of each key, and
+	// the spec row is older than every header).
+	rev := NewState(h.s.Inventory, nil)
+	for i := len(h.rows) - 1; i >= 0; i-- {
+		rev.ApplyRow(0, h.rows[i])
+	}
+	for _, s := range []*State{h.rebuilt(), rev} {
+		if got := s.Workflows["wf"].Spec; !reflect.DeepEqual(got, h.s.Workflows["wf"].Spec) {
+			t.Fatalf("rebuilt spec %+v, want %+v", got, h.s.Workflows["wf"].Spec)
+		}
+	}
 }

@@ -66,6 +66,7 @@ func (d *decision) startRollback(w *Workflow) {
 	r := d.s.workflow(id, w.Partition)
 	r.CreatedAt = d.now
 	r.RollbackOf = w.ID
+	d.touch(r).created = true
 	r.Spec = rollout.Spec{
 		Name:      "rollback of " + w.Spec.Name,
 		Operation: rollout.Operation{Kind: w.Spec.Operation.Kind},

@@ -86,6 +86,8 @@ type Workflow struct {
 
 	windows         rollout.Windows // the spec's window rules, compiled on first use
 	windowsCompiled bool
+
+	specRow bool // Spec was loaded from the spec row, not a header row
 }
 
 // schedule returns the windows a cluster of the workflow must keep.
@@ -175,7 +177,15 @@ func (s *State) ApplyRow(partition int32, rec records.WorkflowRecord) {
 		if w.Seq > rec.Workflow.Seq {
 			return
 		}
+		spec := w.Spec
 		w.Workflow = *rec.Workflow
+		if w.specRow {
+			w.Spec = spec // the header's is the summary (see records.Workflow.Spec)
+		}
+		w.windowsCompiled = false
+	case rec.Spec != nil:
+		w := s.workflow(rec.Spec.WorkflowID, partition)
+		w.Spec, w.specRow = rec.Spec.Spec, true
 		w.windowsCompiled = false
 	case rec.Target != nil:
 		t := *rec.Target

@@ -554,6 +554,8 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 			key = row.Workflow.ID
 		case row.Target != nil:
 			key = topics.TargetKey(row.Target.WorkflowID, row.Target.ClusterID)
+		case row.Spec != nil:
+			key = topics.SpecKey(row.Spec.WorkflowID)
 		}
 		p.produce(ctx, p.names.Workflows, key, row, promise)
 	}
@@ -800,8 +802,10 @@ func rowKeyError(r *kgo.Record, rec records.WorkflowRecord) error {
 		return fmt.Errorf("the header row of workflow %q is keyed %q", rec.Workflow.ID, r.Key)
 	case rec.Target != nil && string(r.Key) != topics.TargetKey(rec.Target.WorkflowID, rec.Target.ClusterID):
 		return fmt.Errorf("the row of target %s of workflow %q is keyed %q", rec.Target.ClusterID, rec.Target.WorkflowID, r.Key)
-	case rec.Workflow == nil && rec.Target == nil:
-		return errors.New("a workflow row with neither a workflow nor a target")
+	case rec.Spec != nil && string(r.Key) != topics.SpecKey(rec.Spec.WorkflowID):
+		return fmt.Errorf("the spec row of workflow %q is keyed %q", rec.Spec.WorkflowID, r.Key)
+	case rec.Workflow == nil && rec.Target == nil && rec.Spec == nil:
+		return errors.New("a workflow row with no workflow, target or spec")
 	}
 	return nil
 }
