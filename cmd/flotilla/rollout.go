@@ -338,6 +338,9 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 		return
 	}
 	fmt.Fprintf(out, "clusters:  %d: %d succeeded, %d failed, %d running, %d pending\n", p.Targets, p.Succeeded, p.Failed, p.Running, p.Pending)
+	if p.Unplanned > 0 {
+		fmt.Fprintf(out, "planning:  %d of %d targets written; the rollout starts once all are\n", p.Targets, p.Targets+p.Unplanned)
+	}
 	if p.ResumeAt != nil && p.State == records.WorkflowPaused {
 		fmt.Fprintf(out, "resumes:   by itself at %s, unless a recovered cluster relapses\n", p.ResumeAt.Local().Format(time.RFC3339))
 	}

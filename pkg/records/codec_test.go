@@ -58,7 +58,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"operation.v2.avsc":    0xb95eacd54557cbdc,
 		"request.v2.avsc":      0x2439f2bd73fc794c,
 		"workflow.v2.avsc":     0x38b9954314ff8520,
-		"workflow.v3.avsc":     0x7481be2c399eb06f,
+		"workflow.v3.avsc":     0x179f1e8c25762901,
 		"policy.v1.avsc":       0x8d9090757535e902,
 		"claim.v1.avsc":        0x0f5580a0c49d582f,
 		"claim.v2.avsc":        0x3b96f00a77886fc3,
@@ -438,7 +438,7 @@ func TestDecodeVersion1Records(t *testing.T) {
 
 	strip := func(r WorkflowRecord) WorkflowRecord {
 		if w := r.Workflow; w != nil {
-			w.Spec, w.RollbackOf = oldSpec(w.Spec), ""
+			w.Spec, w.RollbackOf, w.Unplanned = oldSpec(w.Spec), "", 0
 			for i := range w.Phases {
 				w.Phases[i].FailureThreshold = rollout.Threshold{}
 			}

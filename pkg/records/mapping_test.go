@@ -99,6 +99,7 @@ func fullWorkflowRow(t time.Time) WorkflowRecord {
 		ResumeAt:             t.Add(10 * time.Minute),
 		Waiting:              "2 clusters outside their maintenance window",
 		Targets:              9,
+		Unplanned:            4,
 		CreatedAt:            t.Add(-time.Hour),
 		UpdatedAt:            t,
 		Seq:                  1 << 40,

@@ -278,6 +278,10 @@ type Workflow struct {
 	WaitUntil time.Time
 	Waiting   string
 	Targets   int // number of target clusters
+	// Unplanned is how many targets of the plan have no row yet: a large
+	// rollout is planned over several transactions (a chunk of target
+	// rows each), and starts once it is 0.
+	Unplanned int
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	// Seq grows by one with every row the planner writes for this workflow,

@@ -32,6 +32,10 @@ func (q *deadlines) Pop() any {
 // or, for a finished workflow, if it has one at all (its compaction may be
 // due already, once its last operation in flight ended).
 func (s *State) schedule(w *Workflow, now time.Time) {
+	if w.Unplanned > 0 && !w.State.Terminal() {
+		s.queue(w, time.Time{}) // the next tick writes more of its plan
+		return
+	}
 	at, ok := s.deadline(w)
 	if !ok || (!at.After(now) && !w.State.Terminal()) {
 		return

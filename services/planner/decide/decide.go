@@ -329,25 +329,11 @@ func (d *decision) submit(in Submit) {
 		return
 	}
 	w.State = records.WorkflowRunning
-	w.Targets = map[string]*records.Target{}
-	for p, ph := range plan.Phases {
-		sizes := make([]int, len(ph.Waves))
-		for i, wave := range ph.Waves {
-			sizes[i] = len(wave)
-			for _, clusterID := range wave {
-				t := &records.Target{WorkflowID: id, ClusterID: clusterID, Phase: p, Wave: i, State: records.TargetPending}
-				w.Targets[clusterID] = t
-				d.s.watch(clusterID, w)
-				d.changed(w, t)
-			}
-		}
-		w.Phases = append(w.Phases, records.PhasePlan{Name: ph.Name, WaveSizes: sizes, MaxInFlight: ph.MaxInFlight, Bake: ph.Bake, FailureThreshold: ph.FailureThreshold})
-	}
-	w.reindexTargetsCount()
-	w.reindex()
+	d.startPlan(w, plan)
 	d.transition(w, "submitted")
-	d.startWave(w, "wave-started")
-	d.advance(w)
+	if w.Unplanned == 0 {
+		d.planned(w)
+	}
 }
 
 // conflicts reports the targets of a plan that are in unfinished rollouts.
@@ -571,6 +557,12 @@ func (d *decision) tick() {
 		d.advanced = append(d.advanced, w)
 		// What a deadline passing causes, the row that set it caused.
 		d.cause = rowID(w.ID, w.Seq)
+		if w.Unplanned > 0 {
+			if d.planMore(w); w.Unplanned == 0 {
+				d.planned(w)
+			}
+			continue
+		}
 		if w.State == records.WorkflowPaused {
 			d.checkRecovery(w)
 			continue
@@ -705,6 +697,9 @@ func (d *decision) gated(w *Workflow, where string) bool {
 // after its last wave.
 func (d *decision) advance(w *Workflow) {
 	d.advanced = append(d.advanced, w)
+	if w.Unplanned > 0 {
+		return // it starts once its plan is all written
+	}
 	for w.State == records.WorkflowRunning {
 		if w.Gate != "" {
 			if !w.GateExpires.IsZero() && !d.now.Before(w.GateExpires) {
@@ -940,6 +935,7 @@ func (d *decision) finish(w *Workflow) {
 // applied again to the workflows still targeting it.
 func (d *decision) end(w *Workflow) {
 	w.cur = nil // not needed again, unless a person retries it
+	d.s.stopPlanning(w)
 	var unhealthy []string
 	for id := range w.Targets {
 		if h, _ := d.s.HealthOf(id); d.s.unwatch(id, w) && h.Status == records.HealthUnhealthy {

@@ -258,7 +258,7 @@ func (h *harness) targetsOf(id string) []records.Target {
 // load loads into s the rows written so far and the tombstones of removed
 // targets' rows (which come after every row of theirs in the log).
 func (h *harness) load(s *State) *State {
-	s.Retention = h.s.Retention
+	s.Retention, s.PlanChunk = h.s.Retention, h.s.PlanChunk
 	for _, r := range h.rows {
 		s.ApplyRow(0, r)
 	}

@@ -31,6 +31,9 @@ type Progress struct {
 	// its retention: only Targets is counted, and the phases have no
 	// clusters.
 	Compacted bool `json:"compacted,omitempty"`
+	// Unplanned is, while a large rollout's plan is being written, how
+	// many of its targets have no row yet; it starts once this is 0.
+	Unplanned int `json:"unplanned,omitempty"`
 	Counts
 	Phases []PhaseProgress `json:"phases"`
 }
@@ -110,6 +113,9 @@ func (w *Workflow) Progress() Progress {
 	}
 	p.Approved = w.Approved
 	p.RollbackOf = w.RollbackOf
+	if !w.State.Terminal() {
+		p.Unplanned = w.Unplanned
+	}
 	if w.State == records.WorkflowRollingBack || w.State == records.WorkflowRolledBack {
 		p.Rollback = records.RollbackID(w.ID)
 	}

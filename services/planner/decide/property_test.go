@@ -102,6 +102,9 @@ func runRandomRollouts(t *testing.T, seed int64) {
 	if seed%4 == 1 {
 		h.s.Retention = 20 * time.Minute // finished workflows are compacted during the run
 	}
+	if seed%3 == 2 {
+		h.s.PlanChunk = 2 + int(seed/3%4) // rollouts are planned over several ticks
+	}
 	var ids []string
 	for i, n := 0, 1+r.Intn(3); i < n; i++ {
 		id := fmt.Sprintf("wf-%d", i)

@@ -12,9 +12,11 @@
 package decide
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
@@ -40,11 +42,16 @@ type State struct {
 	// "compacted" (what it did to each cluster stays in the history
 	// topic). Zero keeps them for ever.
 	Retention time.Duration
+	// PlanChunk is the most target rows a new workflow's plan writes in
+	// one decision (zero: DefaultPlanChunk), so that a rollout of 100,000
+	// clusters is planned over several transactions, not one giant one.
+	PlanChunk int
 
 	// Derived indexes, rebuilt by Reindex after loading rows.
 	busy      map[string]string // cluster ID → workflow ID whose command runs on it
 	clusters  map[string]*clusterState
-	deadlines deadlines // workflows by their deadline
+	planning  map[string]*Workflow // workflows whose plan is not all written (Unplanned > 0)
+	deadlines deadlines            // workflows by their deadline
 }
 
 // clusterState is what the state knows of one cluster: its last health
@@ -88,6 +95,14 @@ type Workflow struct {
 	windowsCompiled bool
 
 	specRow bool // Spec was loaded from the spec row, not a header row
+
+	unplanned []plannedTarget // the plan's targets with no row yet, in plan order
+}
+
+// plannedTarget is a target of a plan not written yet.
+type plannedTarget struct {
+	clusterID   string
+	phase, wave int
 }
 
 // schedule returns the windows a cluster of the workflow must keep.
@@ -112,6 +127,7 @@ func NewState(inv map[string]inventory.Cluster, health map[string]records.Health
 		Policies:  map[string]rollout.Policy{},
 		busy:      map[string]string{},
 		clusters:  make(map[string]*clusterState, len(health)),
+		planning:  map[string]*Workflow{},
 	}
 	for _, h := range health {
 		s.SetHealth(h)
@@ -235,6 +251,7 @@ func (s *State) Reindex() {
 		c.on = nil
 		s.dropIfEmpty(id, c)
 	}
+	s.planning = map[string]*Workflow{}
 	s.deadlines = nil
 	for _, w := range s.Workflows {
 		w.shed, w.removal = false, nil
@@ -242,7 +259,10 @@ func (s *State) Reindex() {
 		s.indexWorkflow(w)
 		s.shed(w)
 		w.queued = false
+		s.replan(w)
 		switch at, ok := s.deadline(w); {
+		case w.Unplanned > 0 && !w.State.Terminal():
+			s.queue(w, time.Time{}) // the next tick writes more of its plan
 		case w.State == records.WorkflowRunning:
 			// The next tick advances what was loaded: what moved it
 			// before (a heartbeat, another planner's operation ending)
@@ -336,23 +356,32 @@ func (w *Workflow) reindex() {
 	}
 	w.failed, w.failedIn, w.failedIDs = 0, make([]int, len(w.Phases)), map[string]struct{}{}
 	w.cur = nil
+	type place struct {
+		order int
+		id    string
+	}
+	places := make([][][]place, len(w.Phases))
+	for p, ph := range w.Phases {
+		places[p] = make([][]place, len(ph.WaveSizes))
+	}
 	for id, t := range w.Targets {
-		if t.Phase < len(w.waves) && t.Wave < len(w.waves[t.Phase]) {
-			w.waves[t.Phase][t.Wave] = append(w.waves[t.Phase][t.Wave], id)
+		if t.Phase < len(places) && t.Wave < len(places[t.Phase]) {
+			places[t.Phase][t.Wave] = append(places[t.Phase][t.Wave], place{t.Order, id})
 		}
 		if t.State == records.TargetFailed {
 			w.countFailure(t, 1)
 		}
 	}
-	for _, ph := range w.waves {
-		for _, wave := range ph {
-			sort.Slice(wave, func(i, j int) bool {
-				a, b := w.Targets[wave[i]], w.Targets[wave[j]]
-				if a.Order != b.Order {
-					return a.Order < b.Order
-				}
-				return a.ClusterID < b.ClusterID
+	for p, ph := range places {
+		for i, wave := range ph {
+			slices.SortFunc(wave, func(a, b place) int {
+				return cmp.Or(cmp.Compare(a.order, b.order), strings.Compare(a.id, b.id))
 			})
+			ids := make([]string, len(wave))
+			for k, pl := range wave {
+				ids[k] = pl.id
+			}
+			w.waves[p][i] = ids
 		}
 	}
 }

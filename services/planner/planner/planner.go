@@ -53,6 +53,9 @@ type Config struct {
 	// and commands before they are tombstoned (decide.State.Retention):
 	// 0 means DefaultRetention, a negative one for ever.
 	Retention time.Duration
+	// PlanChunk is the most target rows a rollout's plan writes in one
+	// transaction (decide.State.PlanChunk; 0 means decide.DefaultPlanChunk).
+	PlanChunk int
 
 	hooks *testHooks // nil but in this package's tests
 }
@@ -210,6 +213,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	p.state = decide.NewState(invSnap, health.Snapshot())
 	p.state.Retention = max(cfg.Retention, 0)
+	p.state.PlanChunk = cfg.PlanChunk
 	p.state.HoldUnfinishedOnly = true // finished workflows' targets are read back when needed
 	for name, pol := range policies.Snapshot() {
 		if pol != nil {
@@ -274,7 +278,13 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("planner: table: %w", err)
 		default:
 		}
-		pollCtx, cancelPoll := context.WithTimeout(ctx, cfg.PollInterval)
+		wait := cfg.PollInterval
+		p.mu.Lock()
+		if p.state.Planning() {
+			wait = 0 // a rollout's plan is being written: the next chunk now
+		}
+		p.mu.Unlock()
+		pollCtx, cancelPoll := context.WithTimeout(ctx, wait)
 		fetches := sess.PollFetches(pollCtx)
 		cancelPoll()
 		if ctx.Err() != nil {

@@ -46,6 +46,8 @@ type testEnv struct {
 	bb    backbone.Config
 	names topics.Names
 	clock *clockwork.FakeClock
+
+	planChunk int // the planners' Config.PlanChunk
 }
 
 func newTestEnv(t *testing.T, brokers []string) *testEnv {
@@ -96,7 +98,7 @@ func (e *testEnv) start(instance string, hooks *testHooks) *running {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan struct{})}
-	cfg := Config{Backbone: e.bb, Clock: e.clock, InstanceID: instance, PollInterval: 20 * time.Millisecond, hooks: hooks}
+	cfg := Config{Backbone: e.bb, Clock: e.clock, InstanceID: instance, PollInterval: 20 * time.Millisecond, PlanChunk: e.planChunk, hooks: hooks}
 	go func() {
 		defer close(r.done)
 		r.err = Run(ctx, cfg)
