@@ -11,6 +11,14 @@ import (
 // Avro field names are those of schemas/*.avsc. A field added in a new
 // schema version is added here in both directions.
 
+// The errors of Encode for a value the schemas cannot hold.
+var (
+	errTwoBodies = errors.New("request has two bodies: set Submit or Control")
+	errNoBody    = errors.New("request has no body: set Submit or Control")
+	errTwoRows   = errors.New("workflow record has both Workflow and Target set")
+	errNoRow     = errors.New("workflow record has neither Workflow nor Target set")
+)
+
 // Union member names.
 const (
 	memberSubmitRollout   = "flotilla.SubmitRollout"
@@ -186,7 +194,7 @@ func clusterRecordNative(c ClusterRecord) map[string]any {
 }
 
 func clusterRecordFrom(v any) (ClusterRecord, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	c := ClusterRecord{
 		Envelope: envelopeFrom(x.record("envelope")),
@@ -199,7 +207,7 @@ func requestNative(q Request) (map[string]any, error) {
 	var body map[string]any
 	switch {
 	case q.Submit != nil && q.Control != nil:
-		return nil, errors.New("request has two bodies: set Submit or Control")
+		return nil, errTwoBodies
 	case q.Submit != nil:
 		body = map[string]any{memberSubmitRollout: map[string]any{"spec": specNative(q.Submit.Spec)}}
 	case q.Control != nil:
@@ -210,13 +218,13 @@ func requestNative(q Request) (map[string]any, error) {
 			"phase":       q.Control.Phase,
 		}}
 	default:
-		return nil, errors.New("request has no body: set Submit or Control")
+		return nil, errNoBody
 	}
 	return map[string]any{"envelope": envelopeNative(q.Envelope), "body": body}, nil
 }
 
 func requestFrom(v any) (Request, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	q := Request{Envelope: envelopeFrom(x.record("envelope"))}
 	switch member, body := x.union("body"); member {
@@ -239,13 +247,13 @@ func workflowRecordNative(w WorkflowRecord) (map[string]any, error) {
 	var row map[string]any
 	switch {
 	case w.Workflow != nil && w.Target != nil:
-		return nil, errors.New("workflow record has both Workflow and Target set")
+		return nil, errTwoRows
 	case w.Workflow != nil:
 		row = map[string]any{memberWorkflow: workflowNative(*w.Workflow)}
 	case w.Target != nil:
 		row = map[string]any{memberTarget: targetNative(*w.Target)}
 	default:
-		return nil, errors.New("workflow record has neither Workflow nor Target set")
+		return nil, errNoRow
 	}
 	return map[string]any{"envelope": envelopeNative(w.Envelope), "row": row}, nil
 }
@@ -312,7 +320,7 @@ func targetNative(t Target) map[string]any {
 }
 
 func workflowRecordFrom(v any) (WorkflowRecord, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	w := WorkflowRecord{Envelope: envelopeFrom(x.record("envelope"))}
 	switch member, row := x.union("row"); member {
@@ -392,7 +400,7 @@ func commandNative(c Command) map[string]any {
 }
 
 func commandFrom(v any) (Command, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	c := Command{
 		Envelope:   envelopeFrom(x.record("envelope")),
@@ -428,7 +436,7 @@ func operationEventNative(o OperationEvent) map[string]any {
 }
 
 func operationEventFrom(v any) (OperationEvent, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	o := OperationEvent{
 		Envelope:        envelopeFrom(x.record("envelope")),
@@ -466,7 +474,7 @@ func healthNative(h Health) map[string]any {
 }
 
 func healthFrom(v any) (Health, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	h := Health{
 		Envelope:        envelopeFrom(x.record("envelope")),
@@ -496,7 +504,7 @@ func notificationNative(n Notification) map[string]any {
 }
 
 func notificationFrom(v any) (Notification, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	n := Notification{
 		Envelope:   envelopeFrom(x.record("envelope")),
@@ -522,7 +530,7 @@ func policyRecordNative(p PolicyRecord) map[string]any {
 }
 
 func policyRecordFrom(v any) (PolicyRecord, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	p := x.record("policy")
 	rec := PolicyRecord{
@@ -549,7 +557,7 @@ func claimRecordNative(c ClaimRecord) map[string]any {
 }
 
 func claimRecordFrom(v any) (ClaimRecord, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	c := ClaimRecord{
 		Envelope:         envelopeFrom(x.record("envelope")),
@@ -574,7 +582,7 @@ func leaseRecordNative(l LeaseRecord) map[string]any {
 }
 
 func leaseRecordFrom(v any) (LeaseRecord, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	l := LeaseRecord{
 		Envelope:  envelopeFrom(x.record("envelope")),
@@ -610,7 +618,7 @@ func bytesNative(b []byte) []byte {
 }
 
 func deadLetterFrom(v any) (DeadLetter, error) {
-	r := &reader{}
+	r := &nativeReader{}
 	x := r.record(v, "")
 	d := DeadLetter{
 		Envelope:        envelopeFrom(x.record("envelope")),
