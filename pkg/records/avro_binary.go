@@ -193,7 +193,7 @@ func (r *reader) varint(field string) uint64 {
 		}
 		shift += 7
 	}
-	r.fail(field, "truncated: a varint at byte %d of the body, which ends there", r.pos)
+	r.fail(field, "truncated: the body ends in the varint at byte %d", r.pos)
 	return 0
 }
 
@@ -214,7 +214,7 @@ func (r *reader) boolean(field string) bool {
 		return false
 	}
 	if r.pos >= len(r.buf) {
-		r.fail(field, "truncated: a boolean at byte %d of the body, which ends there", r.pos)
+		r.fail(field, "truncated: the body ends before the boolean at byte %d", r.pos)
 		return false
 	}
 	b := r.buf[r.pos]
@@ -296,7 +296,7 @@ func (r *reader) block(kind string, size int) int {
 	n := r.long("")
 	if n < 0 {
 		if n == math.MinInt64 {
-			r.fail("", "%s block count %d at byte %d of the body", kind, n, at)
+			r.fail("", "%s block at byte %d of the body: count %d, which cannot be made positive", kind, at, n)
 			return 0
 		}
 		n = -n

@@ -472,7 +472,7 @@ func TestDirectDecodeErrors(t *testing.T) {
 		in           []byte
 		want         string
 	}{
-		{"truncated", nameCommand, cut(command, 1), "decode flotilla.Command (command.v2.avsc): malformed record: cluster.settings: truncated: a varint at byte"},
+		{"truncated", nameCommand, cut(command, 1), "decode flotilla.Command (command.v2.avsc): malformed record: cluster.settings: truncated: the body ends in the varint at byte"},
 		{"truncated in a map value", nameCommand, cut(command, 10), `cluster.settings["`},
 		{"truncated in an array of records", nameWorkflowRecord, workflow[:300], "row.flotilla.Workflow.spec.phases[0].approve: truncated: length 5 at byte 286 of the body, only 3 bytes after it"},
 		{"duplicate key", nameCommand, dup, `cluster.labels: duplicate key "a"`},
