@@ -11,12 +11,15 @@ import (
 // binary (with avro_binary.go), for the newest version of its schema: the
 // version Encode writes, and the one nearly every record read was written
 // with. A record of an older version is read by goavro instead (see
-// decode), through mapping.go, which also serves as the tests' oracle.
+// decodeAs), through mapping.go, which is also the tests' oracle.
 //
 // Each function lists its record's fields in schema order, one line per
-// field, and names the schema file it mirrors. A new schema version that
-// adds a field is one line in its write function and one in its read
-// function (and its mapping in mapping.go), and the file's name below.
+// field, and the function of each record of a topic names the schema file
+// it mirrors. A new schema version that adds a field is one line in the
+// write function and one in the read function of the record it is in (and
+// its mapping in mapping.go); a new member of a union (such as a new kind
+// of row of WorkflowRecord) is one case in each. Then the new file's name
+// goes in directFiles and the comment of the record's functions.
 
 // directFiles names, for each record, the schema file this file mirrors:
 // the newest version of each family. init refuses to start if another file
@@ -71,7 +74,7 @@ func readEnvelope(r *reader) (e Envelope) {
 	return e
 }
 
-// flotilla.Cluster, in cluster.v1.avsc and command.v2.avsc.
+// flotilla.Cluster, in the cluster and command schemas.
 func writeCluster(w *writer, c *inventory.Cluster) {
 	w.str(c.ID)
 	w.strMap(c.Labels)
@@ -91,8 +94,7 @@ func readCluster(r *reader) (c inventory.Cluster) {
 	return c
 }
 
-// flotilla.Operation, in command.v2.avsc, request.v2.avsc and
-// workflow.v2.avsc.
+// flotilla.Operation, in the command, request and workflow schemas.
 func writeOperation(w *writer, o *rollout.Operation) {
 	w.str(string(o.Kind))
 	w.str(o.Version)
@@ -112,8 +114,7 @@ func readOperation(r *reader) (o rollout.Operation) {
 	return o
 }
 
-// flotilla.Threshold, in policy.v1.avsc, request.v2.avsc and
-// workflow.v2.avsc.
+// flotilla.Threshold, in the policy, request and workflow schemas.
 func writeThreshold(w *writer, t *rollout.Threshold) {
 	w.int("count", t.Count)
 	w.int("percent", t.Percent)
@@ -127,8 +128,8 @@ func readThreshold(r *reader) (t rollout.Threshold) {
 	return t
 }
 
-// flotilla.Phase (with flotilla.Waves), in policy.v1.avsc, request.v2.avsc
-// and workflow.v2.avsc.
+// flotilla.Phase (with flotilla.Waves), in the policy, request and
+// workflow schemas.
 func writePhase(w *writer, p *rollout.Phase) {
 	w.str(p.Name)
 	w.str(p.Selector)
@@ -165,8 +166,8 @@ func readWaves(r *reader) (v rollout.Waves) {
 
 var phaseSize = zeroSize(writePhase)
 
-// flotilla.RolloutSpec (with flotilla.WindowRule), in request.v2.avsc and
-// workflow.v2.avsc.
+// flotilla.RolloutSpec (with flotilla.WindowRule), in the request and
+// workflow schemas.
 func writeSpec(w *writer, s *rollout.Spec) {
 	w.str(s.Name)
 	writeOperation(w, &s.Operation)
@@ -262,7 +263,7 @@ func readRequest(r *reader) (q Request) {
 	return q
 }
 
-// flotilla.ControlWorkflow, in request.v2.avsc.
+// flotilla.ControlWorkflow, a request's body.
 func writeControlWorkflow(w *writer, c *ControlWorkflow) {
 	w.str(c.WorkflowID)
 	w.str(string(c.Action))
@@ -309,7 +310,7 @@ func readWorkflowRecord(r *reader) (x WorkflowRecord) {
 	return x
 }
 
-// flotilla.Workflow, in workflow.v2.avsc.
+// flotilla.Workflow, a workflow's own row.
 func writeWorkflow(w *writer, x *Workflow) {
 	w.str(x.ID)
 	writeSpec(w, &x.Spec)
@@ -363,7 +364,7 @@ func readWorkflow(r *reader) (x Workflow) {
 	return x
 }
 
-// flotilla.PhasePlan, in workflow.v2.avsc.
+// flotilla.PhasePlan, in a workflow's own row.
 func writePhasePlan(w *writer, p *PhasePlan) {
 	w.str(p.Name)
 	w.ints("wave_sizes", p.WaveSizes)
@@ -383,7 +384,7 @@ func readPhasePlan(r *reader) (p PhasePlan) {
 
 var phasePlanSize = zeroSize(writePhasePlan)
 
-// flotilla.Target, in workflow.v2.avsc.
+// flotilla.Target, a target's row.
 func writeTarget(w *writer, t *Target) {
 	w.str(t.WorkflowID)
 	w.str(t.ClusterID)
@@ -551,7 +552,7 @@ func readPolicyRecord(r *reader) (p PolicyRecord) {
 	return p
 }
 
-// flotilla.DeploymentPolicy, in policy.v1.avsc.
+// flotilla.DeploymentPolicy.
 func writePolicy(w *writer, p *rollout.Policy) {
 	w.str(p.Name)
 	w.str(p.Description)
