@@ -14,7 +14,8 @@ import (
 // maxBlockItems items) before failing. checkBlockCounts walks the binary
 // body first, the way goavro reads it, and refuses a block that declares
 // more items than the bytes left could hold, so that what decoding
-// allocates stays in proportion to the record's size.
+// allocates stays in proportion to the record's size. (The direct reader
+// of avro_binary.go checks each count the same way as it reads it.)
 
 // checkBlockCounts walks b, the Avro binary encoding of a value of type t,
 // and returns an error for the first array or map block whose declared

@@ -215,7 +215,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"unknown fingerprint", nameHealth, unknown, ErrUnknownSchema, "fingerprint 0123456789abcdef"},
 		{"health decoded as command", nameCommand, health, ErrWrongSchema, "record is a flotilla.Health, want flotilla.Command"},
 		{"health decoded as request", nameRequest, health, ErrWrongSchema, "record is a flotilla.Health, want flotilla.Request"},
-		{"truncated body", nameHealth, health[:len(health)-3], ErrMalformed, "decode flotilla.Health (health.v1.avsc): malformed record: cannot decode binary record"},
+		{"truncated body", nameHealth, health[:len(health)-3], ErrMalformed, `decode flotilla.Health (health.v1.avsc): malformed record: details["brokers.online"]: truncated`},
 		{"trailing bytes", nameHealth, append(bytes.Clone(health), 0, 0), ErrMalformed, "2 bytes after the end of the record"},
 		{"union index out of range", nameWorkflowRecord, badUnion, ErrMalformed, "index ought to be between 0 and 2"},
 		{"header only", nameHealth, health[:10], ErrMalformed, "malformed record"},

@@ -29,7 +29,10 @@ import (
 //   - the decoded value does not share memory with the input, which the
 //     consumer may reuse;
 //   - decoding allocates memory in proportion to the input, whatever
-//     counts and lengths it declares.
+//     counts and lengths it declares;
+//   - the goavro path (the oracle of avro_test.go) agrees: it decodes the
+//     same value, or fails with the same sentinel error; and what Encode
+//     writes for the value is what goavro writes.
 //
 // The seed corpora are under testdata/fuzz/<target>/: every record type
 // encoded with every schema version this build has, JSON requests, and
@@ -79,9 +82,21 @@ func fuzzDecode[T any](f *testing.F, family string, decode func([]byte) (T, erro
 		if n, limit := allocated(func() { v, err = decode(in) }), allocLimit(len(b)); n > limit {
 			t.Fatalf("decoding %d bytes allocated %d bytes, more than %d (err = %v)", len(b), n, limit, err)
 		}
+		slow, slowErr := goavroDecoders[family](b)
 		if err != nil {
 			checkDecodeError(t, family, b, v, err)
+			if slowErr == nil {
+				t.Fatalf("fails with %v, but the goavro path decodes %+v", err, slow)
+			}
+			for _, s := range decodeSentinels {
+				if errors.Is(err, s) != errors.Is(slowErr, s) {
+					t.Fatalf("fails with %v, the goavro path with %v", err, slowErr)
+				}
+			}
 			return
+		}
+		if slowErr != nil || !reflect.DeepEqual(any(v), slow) {
+			t.Fatalf("decodes as %+v, the goavro path as %+v, %v", v, slow, slowErr)
 		}
 		// The value must not hold on to the input's memory.
 		for i := range in {
@@ -100,6 +115,9 @@ func fuzzDecode[T any](f *testing.F, family string, decode func([]byte) (T, erro
 		}
 		if fp := binary.LittleEndian.Uint64(again[2:headerLen]); reg.Load().byFingerprint[fp] != reg.Load().writer[family] {
 			t.Fatalf("Encode wrote fingerprint %016x, not the newest %s", fp, family)
+		}
+		if want, err := encodeGoavro(v); err != nil || !sameAvro(t, family, again, want) {
+			t.Fatalf("Encode(%+v) writes % x, goavro % x, %v", v, again, want, err)
 		}
 		v2, err := decode(again)
 		if err != nil {

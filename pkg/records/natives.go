@@ -43,13 +43,13 @@ func stringMapNative(m map[string]string) map[string]any {
 	return out
 }
 
-// reader walks a decoded native value. It keeps the first problem it meets
-// and hands out zero values after that, so mapping code reads straight
-// through and checks once at the end. It never panics on a value of an
-// unexpected shape: decoding must survive any input.
-type reader struct{ err error }
+// nativeReader walks a decoded native value. It keeps the first problem it
+// meets and hands out zero values after that, so mapping code reads
+// straight through and checks once at the end. It never panics on a value
+// of an unexpected shape: decoding must survive any input.
+type nativeReader struct{ err error }
 
-func (r *reader) fail(path, format string, args ...any) {
+func (r *nativeReader) fail(path, format string, args ...any) {
 	if r.err == nil {
 		r.err = fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...))
 	}
@@ -57,12 +57,12 @@ func (r *reader) fail(path, format string, args ...any) {
 
 // rec is one record inside a native value; m is nil once reading failed.
 type rec struct {
-	r    *reader
+	r    *nativeReader
 	path string
 	m    map[string]any
 }
 
-func (r *reader) record(v any, path string) rec {
+func (r *nativeReader) record(v any, path string) rec {
 	m, ok := v.(map[string]any)
 	if !ok && r.err == nil {
 		r.fail(path, "want a record, got %T", v)
@@ -140,7 +140,7 @@ func (x rec) boolean(name string) bool {
 
 // integer accepts every form an integer takes among natives: int32 and
 // int64 from goavro, float64 from a default parsed from JSON.
-func (r *reader) integer(v any, path string) int64 {
+func (r *nativeReader) integer(v any, path string) int64 {
 	switch n := v.(type) {
 	case int32:
 		return int64(n)
