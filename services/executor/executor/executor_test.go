@@ -327,7 +327,7 @@ func TestResumeKeepsRecordedConfig(t *testing.T) {
 		t.Fatalf("driver calls %q, want Apply alone", calls)
 	}
 	if got := statuses(evs); !slices.Equal(got, []records.OperationStatus{records.OperationStarted, records.OperationSucceeded}) {
-		t.Fatalf("log %v, want the first attempt's started, then succeeded", got)
+		t.Fatalf("log %v (last: %q), want the first attempt's started, then succeeded", got, evs[len(evs)-1].Reason)
 	}
 	wantPrevious(t, "succeeded", evs[1], map[string]string{"a": "0"}, "b")
 }
