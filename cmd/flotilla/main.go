@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +24,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	stopProfile := profileCPU(os.Getenv("FLOTILLA_CPUPROFILE"))
+	go profileHeap(ctx, os.Getenv("FLOTILLA_HEAPPROFILE"))
 	err := rootCommand().ExecuteContext(ctx)
 	stopProfile()
 	if err != nil {
@@ -54,6 +56,36 @@ func profileCPU(prefix string) (stop func()) {
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+	}
+}
+
+// profileHeap writes the heap in use to prefix.<command>.<pid> every two
+// seconds until ctx ends, if prefix is set (FLOTILLA_HEAPPROFILE): what a
+// service holds as it runs, for a developer looking at its memory.
+func profileHeap(ctx context.Context, prefix string) {
+	if prefix == "" {
+		return
+	}
+	name := "flotilla"
+	if len(os.Args) > 1 {
+		name = os.Args[1]
+	}
+	path := fmt.Sprintf("%s.%s.%d", prefix, name, os.Getpid())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second): // a sampling period, not a wait for a condition
+		}
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "warning: no heap profile:", err)
+			return
+		}
 	}
 }
 

@@ -334,6 +334,54 @@ func TestTableOnChangeOnlyAfterCatchUp(t *testing.T) {
 	}
 }
 
+// A streaming table keeps nothing and hands over every record: the
+// rebuild's as not loaded, those after it as loaded.
+func TestTableStream(t *testing.T) {
+	b := newTestBroker(t)
+	topic := b.topic(2)
+	cl := b.producer(topic, "")
+	b.produce(cl, put(0, "a", "1"), put(1, "b", "1"), put(0, "a", "2"), del(1, "b"))
+
+	rebuilt := map[string]string{} // the table's goroutine's until ready
+	loaded := make(chan change, 10)
+	tbl := New(topic, b.opts(), decodeString, Stream(func(key, v string, deleted, isLoaded bool) {
+		switch {
+		case isLoaded:
+			loaded <- change{key, v, deleted}
+		case deleted:
+			delete(rebuilt, key)
+		default:
+			rebuilt[key] = v
+		}
+	}))
+	runTable(t, b.ctx, tbl)
+	if err := tbl.WaitReady(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(rebuilt, map[string]string{"a": "2"}) {
+		t.Errorf("rebuild streamed %v, want a=2", rebuilt)
+	}
+
+	b.produce(cl, put(1, "c", "1"), del(0, "a"))
+	want := []change{{"a", "", true}, {"c", "1", false}}
+	var got []change
+	for len(got) < len(want) {
+		select {
+		case c := <-loaded:
+			got = append(got, c)
+		case <-b.ctx.Done():
+			t.Fatalf("streamed after the rebuild %v, want %v: %v", got, want, b.ctx.Err())
+		}
+	}
+	slices.SortFunc(got, func(a, b change) int { return strings.Compare(a.key, b.key) })
+	if !slices.Equal(got, want) {
+		t.Errorf("streamed after the rebuild %v, want %v", got, want)
+	}
+	if n := tbl.Len(); n != 0 {
+		t.Errorf("a streaming table holds %d keys", n)
+	}
+}
+
 func TestTableSkipsBadRecords(t *testing.T) {
 	b := newTestBroker(t)
 	// Kafka refuses records without a key on a compacted topic, but a

@@ -45,6 +45,17 @@ func OnChange[V any](fn func(key string, v V, deleted bool)) Option[V] {
 	return func(t *Table[V]) { t.onChange = fn }
 }
 
+// Stream makes the table keep nothing: every record, those of the rebuild
+// too, is handed to fn instead, and Get, Snapshot and Len see an empty
+// table. loaded tells whether the table had caught up (was Ready) before
+// the record: the records with loaded false are the rebuild. fn is called
+// from the table's goroutine, one record at a time, in offset order per
+// partition. It is for a service that keeps the content in a form of its
+// own, so as not to hold it twice.
+func Stream[V any](fn func(key string, v V, deleted, loaded bool)) Option[V] {
+	return func(t *Table[V]) { t.stream = fn }
+}
+
 // OnDecodeError sets fn to be told of a record that cannot be decoded, or
 // has a null key (ErrNullKey). The record is skipped (the key keeps its
 // previous value) and the table carries on: a bad record is never fatal. Without this option such a record is
@@ -78,6 +89,7 @@ type Table[V any] struct {
 	clientOpts    []kgo.Opt
 	decode        func(*kgo.Record) (V, error)
 	onChange      func(key string, v V, deleted bool)
+	stream        func(key string, v V, deleted, loaded bool)
 	onDecodeError func(r *kgo.Record, err error)
 	log           *slog.Logger
 	partitions    []int32 // nil: every partition
@@ -191,13 +203,18 @@ func (t *Table[V]) apply(r *kgo.Record) bool {
 		}
 	}
 	t.mu.Lock()
-	if deleted {
+	switch {
+	case t.stream != nil:
+	case deleted:
 		delete(t.m, key)
-	} else {
+	default:
 		t.m[key] = v
 	}
 	ready := t.state == stateReady
 	t.mu.Unlock()
+	if t.stream != nil {
+		t.stream(key, v, deleted, ready)
+	}
 	if ready && t.onChange != nil {
 		t.onChange(key, v, deleted)
 	}

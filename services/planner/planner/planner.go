@@ -141,15 +141,33 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel(nil)
 	p.stop = cancel
 
+	// The inventory and health are held once, in the decision state: the
+	// tables stream them, the rebuild into these maps (the tables'
+	// goroutines' until they are ready), what follows as changes.
+	invSnap, healthSnap := map[string]inventory.Cluster{}, map[string]records.Health{}
 	inv := logtable.New(p.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (records.ClusterRecord, error) {
 		return records.DecodeClusterRecord(r.Value)
-	}, logtable.WithLogger[records.ClusterRecord](p.log), logtable.OnChange(func(key string, v records.ClusterRecord, deleted bool) {
-		p.changes.push(change{key: key, cluster: &v.Cluster, deleted: deleted})
+	}, logtable.WithLogger[records.ClusterRecord](p.log), logtable.Stream(func(key string, v records.ClusterRecord, deleted, loaded bool) {
+		switch {
+		case loaded:
+			p.changes.push(change{key: key, cluster: &v.Cluster, deleted: deleted})
+		case deleted:
+			delete(invSnap, key)
+		default:
+			invSnap[key] = v.Cluster
+		}
 	}))
 	health := logtable.New(p.names.Health, cfg.Backbone.Opts(), func(r *kgo.Record) (records.Health, error) {
 		return records.DecodeHealth(r.Value)
-	}, logtable.WithLogger[records.Health](p.log), logtable.OnChange(func(key string, v records.Health, deleted bool) {
-		p.changes.push(change{key: key, health: &v, deleted: deleted})
+	}, logtable.WithLogger[records.Health](p.log), logtable.Stream(func(key string, v records.Health, deleted, loaded bool) {
+		switch {
+		case loaded:
+			p.changes.push(change{key: key, health: &v, deleted: deleted})
+		case deleted:
+			delete(healthSnap, key)
+		default:
+			healthSnap[key] = v
+		}
 	}))
 	// A policy record that is not usable removes the policy rather than
 	// being skipped: the planner then holds the same policies whether or
@@ -207,11 +225,8 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("planner: %w", err)
 		}
 	}
-	invSnap := map[string]inventory.Cluster{}
-	for id, rec := range inv.Snapshot() {
-		invSnap[id] = rec.Cluster
-	}
-	p.state = decide.NewState(invSnap, health.Snapshot())
+	p.state = decide.NewState(invSnap, healthSnap)
+	healthSnap = nil // copied into the state
 	p.state.Retention = max(cfg.Retention, 0)
 	p.state.PlanChunk = cfg.PlanChunk
 	p.state.HoldUnfinishedOnly = true // finished workflows' targets are read back when needed
