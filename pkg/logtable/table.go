@@ -298,6 +298,14 @@ func (t *Table[V]) Snapshot() map[string]V {
 	return maps.Clone(t.m)
 }
 
+// Keys returns the keys of the table, in no order: cheaper than Snapshot
+// where the values are read one by one (Get) or not at all.
+func (t *Table[V]) Keys() []string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return slices.Collect(maps.Keys(t.m))
+}
+
 // Len returns the number of keys in the table.
 func (t *Table[V]) Len() int {
 	t.mu.RLock()

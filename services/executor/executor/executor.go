@@ -390,13 +390,16 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 	for _, rec := range e.badClaims.Take(e.names.DeadLetters, Principal, []int32{p}, e.cfg.Clock.Now(), e.letterFailed) {
 		e.writeLetter(part, rec)
 	}
-	for _, cmd := range part.commands.Snapshot() {
-		e.handle(part, cmd)
+	// The keys, not a copy of the tables: a week of commands is large.
+	for _, key := range part.commands.Keys() {
+		if cmd, ok := part.commands.Get(key); ok {
+			e.handle(part, cmd)
+		}
 	}
 	// Commands removed while no one owned the partition, or before their
 	// operation record was read: theirs go now.
 	var orphans []string
-	for key := range part.ops.Snapshot() {
+	for _, key := range part.ops.Keys() {
 		if _, ok := part.commands.Get(key); !ok {
 			orphans = append(orphans, key)
 		}

@@ -397,8 +397,8 @@ func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 	// Under the lock, so that an inventory change made after this look
 	// finds its partition owned (and one made before is in the look).
 	now := m.cfg.Clock.Now()
-	for id, e := range m.inv.Snapshot() {
-		if loaded[e.partition] != nil {
+	for _, id := range m.inv.Keys() { // not a copy of the whole inventory
+		if e, ok := m.inv.Get(id); ok && loaded[e.partition] != nil {
 			m.sched.add(id, e.partition, now)
 		}
 	}

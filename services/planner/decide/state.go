@@ -139,7 +139,10 @@ func NewState(inv map[string]inventory.Cluster, health map[string]records.Health
 // when loading; HealthUpdate decides on it.
 func (s *State) SetHealth(h records.Health) {
 	c := s.cluster(h.ClusterID)
-	c.health, c.seen = h, true
+	// What decisions read of it, not what the probe measured for people:
+	// a fleet's worth of details is large.
+	c.health = records.Health{Envelope: records.Envelope{ID: h.Envelope.ID}, ClusterID: h.ClusterID, Status: h.Status, Reasons: h.Reasons, ObservedAt: h.ObservedAt}
+	c.seen = true
 }
 
 // ForgetHealth drops a cluster's health signal (its record was deleted).
