@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unique"
 )
 
 // This file is the Avro binary encoding, by hand, of the few types the
@@ -249,6 +250,20 @@ func (r *reader) raw(field string) []byte {
 // str reads a string: a copy, never memory of the body.
 func (r *reader) str(field string) string { return string(r.raw(field)) }
 
+// word reads a string that many records repeat — a state, a principal, a
+// version, a label — as one shared copy (unique.Make): a service holding a
+// fleet's records then holds each such string once, not once per record.
+func (r *reader) word(field string) string {
+	b := r.raw(field)
+	if len(b) == 0 || len(b) > maxWord {
+		return string(b)
+	}
+	return unique.Make(string(b)).Value()
+}
+
+// maxWord is the longest string word shares; longer ones are rarely repeated.
+const maxWord = 64
+
 // bytes reads bytes: a copy, never memory of the body; empty is nil.
 func (r *reader) bytes(field string) []byte {
 	if b := r.raw(field); len(b) > 0 {
@@ -364,7 +379,7 @@ func (r *reader) strMap(field string) map[string]string {
 			m = make(map[string]string, n)
 		}
 		for range n {
-			k := r.str("")
+			k := r.word("")
 			if _, ok := m[k]; ok && r.err == nil {
 				r.fail("", "duplicate key %q", k)
 			}
@@ -372,7 +387,7 @@ func (r *reader) strMap(field string) map[string]string {
 				r.leave(field)
 				return nil
 			}
-			m[k] = r.str("")
+			m[k] = r.word("")
 			if r.err != nil {
 				r.leave(field + "[" + strconv.Quote(k) + "]")
 				return nil

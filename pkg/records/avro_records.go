@@ -69,7 +69,7 @@ func writeEnvelope(w *writer, e *Envelope) {
 func readEnvelope(r *reader) (e Envelope) {
 	e.ID = r.str("id")
 	e.Time = r.time("time")
-	e.Principal = r.str("principal")
+	e.Principal = r.word("principal")
 	e.CausationID = r.str("causation_id")
 	return e
 }
@@ -87,9 +87,9 @@ func writeCluster(w *writer, c *inventory.Cluster) {
 func readCluster(r *reader) (c inventory.Cluster) {
 	c.ID = r.str("id")
 	c.Labels = r.strMap("labels")
-	c.Driver = r.str("driver")
+	c.Driver = r.word("driver")
 	c.Address = r.str("address")
-	c.Version = r.str("version")
+	c.Version = r.word("version")
 	c.Settings = r.strMap("settings")
 	return c
 }
@@ -105,8 +105,8 @@ func writeOperation(w *writer, o *rollout.Operation) {
 }
 
 func readOperation(r *reader) (o rollout.Operation) {
-	o.Kind = rollout.OperationKind(r.str("kind"))
-	o.Version = r.str("version")
+	o.Kind = rollout.OperationKind(r.word("kind"))
+	o.Version = r.word("version")
 	o.Config = r.strMap("config")
 	o.Reset = r.strs("reset")
 	o.ExpectVersion = r.str("expect_version")
@@ -359,9 +359,9 @@ func writeWorkflow(w *writer, x *Workflow) {
 func readWorkflow(r *reader) (x Workflow) {
 	x.ID = r.str("id")
 	x.Spec = record(r, "spec", readSpec)
-	x.State = WorkflowState(r.str("state"))
+	x.State = WorkflowState(r.word("state"))
 	x.Reason = r.str("reason")
-	x.Event = r.str("event")
+	x.Event = r.word("event")
 	x.Phases = readArray(r, "phases", phasePlanSize, readPhasePlan)
 	x.Phase = r.int("phase")
 	x.Wave = r.int("wave")
@@ -431,13 +431,13 @@ func readTarget(r *reader) (t Target) {
 	t.ClusterID = r.str("cluster_id")
 	t.Phase = r.int("phase")
 	t.Wave = r.int("wave")
-	t.State = TargetState(r.str("state"))
+	t.State = TargetState(r.word("state"))
 	t.CommandID = r.str("command_id")
 	t.Attempt = r.int("attempt")
 	t.Reason = r.str("reason")
 	t.Unhealthy = r.boolean("unhealthy")
 	t.PreviousVersion = r.str("previous_version")
-	t.Version = r.str("version")
+	t.Version = r.word("version")
 	t.NotBefore = r.time("not_before")
 	t.StartedAt = r.time("started_at")
 	t.FinishedAt = r.time("finished_at")
@@ -497,10 +497,10 @@ func readOperationEvent(r *reader) (o OperationEvent) {
 	o.WorkflowID = r.str("workflow_id")
 	o.ClusterID = r.str("cluster_id")
 	o.Attempt = r.int("attempt")
-	o.Status = OperationStatus(r.str("status"))
+	o.Status = OperationStatus(r.word("status"))
 	o.Reason = r.str("reason")
 	o.PreviousVersion = r.str("previous_version")
-	o.Version = r.str("version")
+	o.Version = r.word("version")
 	o.Output = r.str("output")
 	o.PreviousConfig = r.strMap("previous_config")
 	o.PreviousUnset = r.strs("previous_unset")
@@ -527,8 +527,8 @@ func writeHealth(w *writer, h *Health) {
 func readHealth(r *reader) (h Health) {
 	h.Envelope = record(r, "envelope", readEnvelope)
 	h.ClusterID = r.str("cluster_id")
-	h.Status = HealthStatus(r.str("status"))
-	h.PreviousStatus = HealthStatus(r.str("previous_status"))
+	h.Status = HealthStatus(r.word("status"))
+	h.PreviousStatus = HealthStatus(r.word("previous_status"))
 	h.Reasons = r.strs("reasons")
 	h.ObservedVersion = r.str("observed_version")
 	h.ObservedAt = r.time("observed_at")

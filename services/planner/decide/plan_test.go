@@ -2,7 +2,9 @@ package decide
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -135,5 +137,47 @@ func BenchmarkSubmit(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/target")
 		})
+	}
+}
+
+// A planner loads its partitions a few at a time and sheds the finished
+// workflows' targets after each: the state it ends with is the one a
+// load of everything at once gives, down to what compaction will remove.
+func TestAStateLoadedInPartsIsTheStateLoadedWhole(t *testing.T) {
+	h := newHarness(t, fleet(6))
+	h.s.Retention = time.Hour
+	for _, id := range []string{"done", "running"} {
+		h.submit(id, upgradeSpec(rollout.Phase{Name: "all"}))
+	}
+	for _, c := range h.running("done") {
+		h.result(c, records.OperationSucceeded, "")
+	}
+	for _, c := range h.commands {
+		h.probe(c.ClusterID, records.HealthHealthy)
+	}
+	h.advance(time.Second)
+	if h.s.Workflows["done"].State != records.WorkflowSucceeded || h.s.Workflows["running"].State.Terminal() {
+		t.Fatalf("done %s, running %s; want one finished, one not", h.s.Workflows["done"].State, h.s.Workflows["running"].State)
+	}
+	whole := h.rebuilt()
+	parts := NewState(h.s.Inventory, healthOf(h.s))
+	parts.HoldUnfinishedOnly, parts.Retention = true, h.s.Retention
+	for _, id := range []string{"done", "running"} { // a part per workflow
+		for _, r := range h.rows {
+			if (r.Workflow != nil && r.Workflow.ID == id) || (r.Target != nil && r.Target.WorkflowID == id) || (r.Spec != nil && r.Spec.WorkflowID == id) {
+				parts.ApplyRow(0, r)
+			}
+		}
+		parts.ShedFinished()
+	}
+	parts.Reindex()
+	for _, id := range []string{"done", "running"} {
+		a, b := whole.Workflows[id], parts.Workflows[id]
+		if a.shed != b.shed || !reflect.DeepEqual(a.removal, b.removal) || !reflect.DeepEqual(a.Targets, b.Targets) {
+			t.Errorf("%s loaded in parts: shed %v, %d removals, %d targets; whole: shed %v, %d removals, %d targets", id, b.shed, len(b.removal), len(b.Targets), a.shed, len(a.removal), len(a.Targets))
+		}
+	}
+	if !whole.Workflows["done"].shed || len(whole.Workflows["done"].removal) != 6 {
+		t.Fatalf("the finished workflow is not shed with its 6 removals: the test shows nothing")
 	}
 }

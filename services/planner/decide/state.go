@@ -246,6 +246,16 @@ func (s *State) workflow(id string, partition int32) *Workflow {
 	return w
 }
 
+// ShedFinished drops from memory the targets of the finished workflows
+// loaded so far, as Reindex does, for a shell that loads its rows in parts:
+// it then holds no more finished targets than one part has. Reindex is
+// still needed after the last part.
+func (s *State) ShedFinished() {
+	for _, w := range s.Workflows {
+		s.shed(w)
+	}
+}
+
 // Reindex rebuilds the derived indexes from the rows. It is needed after
 // loading rows with ApplyRow or after Forget, not after Decide.
 func (s *State) Reindex() {
@@ -257,7 +267,9 @@ func (s *State) Reindex() {
 	s.planning = map[string]*Workflow{}
 	s.deadlines = nil
 	for _, w := range s.Workflows {
-		w.shed, w.removal = false, nil
+		if !w.shed || len(w.Targets) > 0 { // one shed as it was loaded (ShedFinished) stays shed
+			w.shed, w.removal = false, nil
+		}
 		w.reindex()
 		s.indexWorkflow(w)
 		s.shed(w)

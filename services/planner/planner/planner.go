@@ -787,7 +787,7 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 		return nil // (ReadToEnd would read every partition)
 	}
 	var bad deadletter.Pending
-	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Workflows, partitions, func(r *kgo.Record) {
+	apply := func(r *kgo.Record) {
 		if r.Value == nil { // a tombstone removes a target or a whole workflow
 			p.state.ApplyTombstone(string(r.Key))
 			return
@@ -802,11 +802,23 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 			return
 		}
 		p.state.ApplyRow(r.Partition, rec)
-	}, logtable.AwaitOpenTransactions(), logtable.OnEnds(func(ends map[int32]int64) {
-		if h := p.cfg.hooks; h != nil && h.loadEnds != nil {
-			h.loadEnds(partitions, ends)
+	}
+	// A few partitions at a time, dropping the finished workflows'
+	// targets after each: a partition's every row is read before its
+	// workflows are known finished, and a year of them is large.
+	var err error
+	for part := range slices.Chunk(slices.Sorted(slices.Values(partitions)), loadChunk) {
+		err = logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Workflows, part, apply,
+			logtable.AwaitOpenTransactions(), logtable.OnEnds(func(ends map[int32]int64) {
+				if h := p.cfg.hooks; h != nil && h.loadEnds != nil {
+					h.loadEnds(part, ends)
+				}
+			}))
+		if err != nil {
+			break
 		}
-	}))
+		p.state.ShedFinished()
+	}
 	p.state.Reindex()
 	// The planner owns these partitions' rows: it sets aside, once read,
 	// those it cannot use, and the unusable policies of the same partitions.
@@ -816,6 +828,9 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 	go p.setAside(ctx, letters)
 	return err
 }
+
+// loadChunk is how many partitions of workflows a load reads at once.
+const loadChunk = 3
 
 // rowKeyError says what is wrong with the key of a workflow row, if
 // anything: a header row is keyed by its workflow's ID, a target row by
