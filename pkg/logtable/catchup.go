@@ -32,6 +32,10 @@ import (
 // stands (see catchUp.probe).
 const stallCheck = 250 * time.Millisecond
 
+// readerPartitionBytes is the most a reader fetches of one partition at a
+// time.
+const readerPartitionBytes = 256 << 10
+
 // readerOpts are the consumer options every reader of a table uses, after
 // the caller's own options.
 func readerOpts(clientOpts []kgo.Opt, extra ...kgo.Opt) []kgo.Opt {
@@ -40,6 +44,11 @@ func readerOpts(clientOpts []kgo.Opt, extra ...kgo.Opt) []kgo.Opt {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(), // markers occupy offsets: count them
+		// A service runs many readers (the executor two per partition it
+		// owns), each holding its last fetch: small fetches keep that
+		// small, and cost little on catching up (a fetch is a local round
+		// trip; the broker still returns a batch larger than this whole).
+		kgo.FetchMaxPartitionBytes(readerPartitionBytes),
 	)
 	return append(opts, extra...)
 }
