@@ -39,10 +39,23 @@ type simulation struct {
 // startServices starts the four services against cfg's namespace; dir
 // holds their logs and the simulated fleet's state.
 func startServices(o Options, cfg backbone.Config, dir string, sim simulation) (*services, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	s := &services{down: make(chan struct{})}
+	for _, name := range serviceNames {
+		if err := s.start(o, cfg, dir, sim, name); err != nil {
+			s.stop()
+			return nil, err
+		}
 	}
-	common := []string{
+	return s, nil
+}
+
+// start starts service name against cfg's namespace, beside those
+// started before.
+func (s *services) start(o Options, cfg backbone.Config, dir string, sim simulation, name string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	args := []string{
 		"--brokers", strings.Join(cfg.Brokers, ","), "--namespace", cfg.Namespace,
 		"--instance", "bench", "--log-level", "warn", "--log-format", "json",
 		"--partitions", strconv.Itoa(int(o.Partitions)),
@@ -51,30 +64,25 @@ func startServices(o Options, cfg backbone.Config, dir string, sim simulation) (
 	if sim.inMemory {
 		simDir = nil
 	}
-	args := map[string][]string{
-		"planner": common,
-		"executor": append(append(append([]string{}, common...), simDir...),
-			"--sim-op-duration", sim.opDuration.String()),
-		"monitor":  append(append([]string{}, common...), simDir...),
-		"notifier": common,
-	}
-	if sim.concurrency > 0 {
-		args["executor"] = append(args["executor"], "--concurrency", strconv.Itoa(sim.concurrency))
-	}
-	s := &services{down: make(chan struct{})}
-	for _, name := range serviceNames {
-		p, err := startProc(o, dir, name, args[name])
-		if err != nil {
-			s.stop()
-			return nil, err
+	switch name {
+	case "executor":
+		args = append(append(args, simDir...), "--sim-op-duration", sim.opDuration.String())
+		if sim.concurrency > 0 {
+			args = append(args, "--concurrency", strconv.Itoa(sim.concurrency))
 		}
-		s.procs = append(s.procs, p)
-		go func() {
-			<-p.done
-			s.markDown()
-		}()
+	case "monitor":
+		args = append(args, simDir...)
 	}
-	return s, nil
+	p, err := startProc(o, dir, name, args)
+	if err != nil {
+		return err
+	}
+	s.procs = append(s.procs, p)
+	go func() {
+		<-p.done
+		s.markDown()
+	}()
+	return nil
 }
 
 func (s *services) markDown() {

@@ -336,9 +336,13 @@ func (m *monitor) inventoryChanged(id string, e entry, deleted bool) {
 		return // another copy's
 	}
 	first := m.sched.add(id, e.partition, m.cfg.Clock.Now())
+	// A cluster just registered, or whose record changed (its address,
+	// its credentials), is probed ahead of those merely due, and what is
+	// seen published: whoever changed it waits for that.
+	hurried := !deleted && m.sched.hurry(id)
 	m.pace = m.cfg.pace(m.sched.Len())
 	m.mu.Unlock()
-	if first {
+	if first || hurried {
 		m.poke()
 	}
 }

@@ -17,7 +17,7 @@ type item struct {
 	index     int  // in the heap, or -1
 	urgent    bool // in the urgent queue
 	busy      bool // dispatched; back in the schedule once settled
-	fresh     bool // an operation on it ended: publish what the next probe sees
+	fresh     bool // it changed (see hurry): publish what the next probe sees
 	soon      bool // its inventory entry changed while busy: due at once when settled
 }
 
@@ -72,8 +72,10 @@ func (s *schedule) setDue(it *item, due time.Time) bool {
 	return it.index == 0
 }
 
-// hurry marks cluster id's operation as ended: it is probed before any
-// cluster merely due. It reports whether it was put in the urgent queue.
+// hurry marks cluster id as changed (an operation on it ended, or its
+// inventory record changed): it is probed before any cluster merely due,
+// and what is seen published. It reports whether it was put in the urgent
+// queue.
 func (s *schedule) hurry(id string) bool {
 	it := s.items[id]
 	if it == nil {

@@ -334,6 +334,24 @@ func TestOperationEndJumpsTheQueue(t *testing.T) {
 	}
 }
 
+// TestARegisteredClusterJumpsTheQueue: with the probe budget spent and
+// every cluster due, a cluster registered is probed at once, ahead of them
+// (no token comes while the clock stands still): whoever registered it is
+// waiting for its health.
+func TestARegisteredClusterJumpsTheQueue(t *testing.T) {
+	ids := clusterIDs(4)
+	h := start(t, ids, Config{Interval: time.Second, Heartbeat: time.Hour, ProbeRate: 1})
+	h.awaitTurns(1)
+	for h.turnCount() < len(ids) {
+		h.clock.Advance(time.Second)
+		h.awaitTurns(h.turnCount() + 1)
+	}
+	h.clock.Advance(time.Second) // all due again, and one token
+	h.awaitTurns(len(ids) + 1)   // which a due cluster takes
+	h.register("new")
+	h.awaitHealth("signal of the new cluster, with no token left", func(hs map[string][]*records.Health) bool { return len(hs["new"]) == 1 })
+}
+
 // TestInventoryChangeTouchesOnlyItsCluster: a cluster added is probed at
 // once, one removed has its health tombstoned, and no other cluster is
 // probed meanwhile.
