@@ -403,7 +403,11 @@ func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 	now := m.cfg.Clock.Now()
 	for _, id := range m.inv.Keys() { // not a copy of the whole inventory
 		if e, ok := m.inv.Get(id); ok && loaded[e.partition] != nil {
-			m.sched.add(id, e.partition, now)
+			due := now
+			if _, seen := loaded[e.partition][id]; !seen {
+				due = time.Time{} // never probed: ahead of those that have a health, within the budget
+			}
+			m.sched.add(id, e.partition, due)
 		}
 	}
 	for p, health := range loaded {

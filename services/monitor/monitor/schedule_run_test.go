@@ -468,6 +468,29 @@ func TestRestartCarriesOn(t *testing.T) {
 	}
 }
 
+// TestARestartProbesTheNeverProbedFirst: a cluster registered while the
+// monitor was down, which has no health yet, is probed first when it
+// starts again, within the probe budget, ahead of the clusters due.
+func TestARestartProbesTheNeverProbedFirst(t *testing.T) {
+	ids := clusterIDs(6)
+	h := newHarness(t, ids)
+	cfg := Config{Interval: time.Second, Heartbeat: time.Hour}
+	first := h.run("a", cfg)
+	h.turns.await(t, ids, t0)
+	h.awaitHealth("first signal of every cluster", func(hs map[string][]*records.Health) bool { return len(hs) == len(ids) })
+	first.stop()
+
+	h.register("new")
+	h.clock.Advance(time.Minute) // every cluster due
+	n := h.turnCount()
+	cfg.ProbeRate = 1
+	h.run("a", cfg)
+	h.awaitTurns(n + 1)
+	if tn := h.turnsSince(n)[0]; tn.id != "new" {
+		t.Errorf("%s was probed first after the restart; want the never probed cluster", tn.id)
+	}
+}
+
 // TestTwoCopiesShareTheFleet runs a second copy beside the first: once
 // their group has shared out the partitions, each cluster is probed by one
 // copy only, and the copy that gained it read back what the other
