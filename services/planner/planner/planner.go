@@ -102,6 +102,10 @@ type planner struct {
 
 	mu    sync.Mutex // guards state against the rebalance callbacks
 	state *decide.State
+	// ready is closed once state is built from the tables and the
+	// transactional ID is initialised: the rebalance callbacks wait for
+	// it, the group being joined meanwhile.
+	ready chan struct{}
 	owned map[int32]bool
 	// parked holds the workflows of the partitions revoked at the start
 	// of a rebalance, so that those assigned again with nothing written to
@@ -135,6 +139,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log:   cfg.Backbone.Log().With("service", "planner"),
 		names: cfg.Backbone.Names(),
 		owned: map[int32]bool{},
+		ready: make(chan struct{}),
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -214,28 +219,6 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { tableErr <- inv.Run(ctx) }()
 	go func() { tableErr <- health.Run(ctx) }()
 	go func() { tableErr <- policies.Run(ctx) }()
-	for _, t := range []interface{ WaitReady(context.Context) error }{inv, health, policies} {
-		if err := t.WaitReady(ctx); err != nil {
-			if parent.Err() != nil {
-				return nil
-			}
-			if ctx.Err() != nil {
-				return context.Cause(ctx)
-			}
-			return fmt.Errorf("planner: %w", err)
-		}
-	}
-	p.state = decide.NewState(invSnap, healthSnap)
-	healthSnap = nil // copied into the state
-	p.state.Retention = max(cfg.Retention, 0)
-	p.state.PlanChunk = cfg.PlanChunk
-	p.state.HoldUnfinishedOnly = true // finished workflows' targets are read back when needed
-	for name, pol := range policies.Snapshot() {
-		if pol != nil {
-			p.state.Policies[name] = *pol
-		}
-	}
-
 	txnID := p.names.Group("planner") + "-" + cfg.InstanceID
 	opts := cfg.Backbone.Opts(
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.assigned(ctx, m[p.names.Requests]) }),
@@ -282,6 +265,28 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return p.txnFailed(fmt.Errorf("initialise transactional ID %s: %w", txnID, err))
 	}
+	for _, t := range []interface{ WaitReady(context.Context) error }{inv, health, policies} {
+		if err := t.WaitReady(ctx); err != nil {
+			if parent.Err() != nil {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return fmt.Errorf("planner: %w", err)
+		}
+	}
+	p.state = decide.NewState(invSnap, healthSnap)
+	healthSnap = nil // copied into the state
+	p.state.Retention = max(cfg.Retention, 0)
+	p.state.PlanChunk = cfg.PlanChunk
+	p.state.HoldUnfinishedOnly = true // finished workflows' targets are read back when needed
+	for name, pol := range policies.Snapshot() {
+		if pol != nil {
+			p.state.Policies[name] = *pol
+		}
+	}
+	close(p.ready)
 	p.log.Info("planner started", "clusters", len(invSnap), "policies", len(p.state.Policies))
 
 	for {
@@ -658,6 +663,17 @@ type parkedPartition struct {
 	workflows []*decide.Workflow
 }
 
+// await waits until the planner is ready (see ready); it reports false if
+// ctx ended first.
+func (p *planner) await(ctx context.Context) bool {
+	select {
+	case <-p.ready:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // assigned makes the planner the owner of the workflows of partitions.
 // kgo calls it before fetching of those partitions begins, with only the
 // partitions new to the planner: the group's balancer
@@ -668,7 +684,7 @@ type parkedPartition struct {
 // had then: logtable.StableEnds) gets its workflows back without a read;
 // every other is read from the log.
 func (p *planner) assigned(ctx context.Context, partitions []int32) {
-	if len(partitions) == 0 {
+	if len(partitions) == 0 || !p.await(ctx) {
 		return
 	}
 	p.mu.Lock()
@@ -730,7 +746,7 @@ func (p *planner) unpark(ctx context.Context, parked map[int32]parkedPartition, 
 // on without this copy) are simply forgotten, as they are when the end
 // offsets cannot be read.
 func (p *planner) revoked(ctx context.Context, partitions []int32, park bool) {
-	if len(partitions) == 0 {
+	if len(partitions) == 0 || !p.await(ctx) {
 		return // a cooperative rebalance that leaves this copy what it has
 	}
 	var ends map[int32]int64
