@@ -198,18 +198,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}, logtable.WithLogger[entry](m.log), logtable.OnDecodeError[entry](m.unusableRecord), logtable.OnChange(m.inventoryChanged))
 	invDone := make(chan error, 1)
 	go func() { invDone <- m.inv.Run(ctx) }()
-	if err := m.inv.WaitReady(ctx); err != nil {
-		if parent.Err() != nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		return fmt.Errorf("monitor: inventory table: %w", err)
-	}
-
 	// The group only shares out the inventory's partitions: the table
-	// above has their clusters, so the member reads from the end.
+	// above has their clusters, so the member reads from the end. It joins
+	// while the table is read; assigned waits for the table.
 	cl, err := cfg.Backbone.Client(append([]kgo.Opt{
 		kgo.ConsumerGroup(m.names.Group("monitor")),
 		kgo.ConsumeTopics(m.names.Inventory),
@@ -223,6 +214,15 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cl.Close()
 	m.cl = cl
 	close(m.cl0)
+	if err := m.inv.WaitReady(ctx); err != nil {
+		if parent.Err() != nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return fmt.Errorf("monitor: inventory table: %w", err)
+	}
 	go func() {
 		for ctx.Err() == nil {
 			if cl.PollFetches(ctx).IsClientClosed() { // the records themselves are not needed
@@ -392,6 +392,9 @@ func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 			m.stop(fmt.Errorf("monitor: read the health of partitions %v: %w", partitions, err))
 		}
 		return
+	}
+	if m.inv.WaitReady(ctx) != nil {
+		return // stopping, or the table failed: Run ends
 	}
 	m.mu.Lock()
 	maps.Copy(m.last, loaded)
