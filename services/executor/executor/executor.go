@@ -152,7 +152,7 @@ type partition struct {
 
 	// guarded by executor.mu
 	ready     bool                              // both tables read: commands are handled
-	written   map[string]records.OperationEvent // events written since the partition was gained, by target
+	written   map[string]records.OperationEvent // events written and not yet read back by ops, by target
 	running   map[string]bool                   // command IDs being carried out
 	leaseEnds time.Time                         // the lease's end, on this executor's clock
 }
@@ -348,7 +348,15 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 			err = keyedByTarget(r, ev.WorkflowID, ev.ClusterID)
 		}
 		return ev, err
-	}, logtable.Partitions[records.OperationEvent](p), logtable.WithLogger[records.OperationEvent](e.log), logtable.OnDecodeError[records.OperationEvent](setAside))
+	}, logtable.Partitions[records.OperationEvent](p), logtable.WithLogger[records.OperationEvent](e.log), logtable.OnDecodeError[records.OperationEvent](setAside),
+		logtable.OnChange(func(key string, ev records.OperationEvent, deleted bool) {
+			// Read back: the table has it now, written need not hold it.
+			e.mu.Lock()
+			if w, ok := part.written[key]; ok && !deleted && w.Envelope.ID == ev.Envelope.ID {
+				delete(part.written, key)
+			}
+			e.mu.Unlock()
+		}))
 	part.commands = logtable.New(e.names.Commands, e.cfg.Backbone.Opts(), func(r *kgo.Record) (records.Command, error) {
 		cmd, err := records.DecodeCommand(r.Value)
 		if err == nil {
