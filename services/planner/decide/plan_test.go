@@ -125,9 +125,6 @@ func BenchmarkSubmit(b *testing.B) {
 			for i := range b.N {
 				id := fmt.Sprintf("wf-%d", i)
 				benchSubmit(h, id, spec)
-				for h.s.Planning() {
-					Decide(h.s, Tick{}, h.now)
-				}
 				b.StopTimer()
 				Decide(h.s, Submit{Key: "cancel-" + id, Request: records.Request{
 					Envelope: records.Envelope{ID: "cancel-" + id, Time: h.now},
