@@ -434,17 +434,24 @@ func TestHeartbeatBudget(t *testing.T) {
 	}
 }
 
+// ranAndStopped runs a monitor over ids until each has its first signal,
+// and stops it.
+func ranAndStopped(t *testing.T, ids []string, cfg Config) *harness {
+	h := newHarness(t, ids)
+	first := h.run("a", cfg)
+	h.turns.await(t, ids, t0)
+	h.awaitHealth("first signal of every cluster", func(hs map[string][]*records.Health) bool { return len(hs) == len(ids) })
+	first.stop()
+	return h
+}
+
 // TestRestartCarriesOn stops the monitor and starts it again: it reads
 // back what it published, so it repeats nothing, and publishes once what
 // changed while it was away.
 func TestRestartCarriesOn(t *testing.T) {
 	ids := clusterIDs(6)
-	h := newHarness(t, ids)
 	cfg := Config{Interval: time.Second, Heartbeat: time.Hour}
-	first := h.run("a", cfg)
-	h.turns.await(t, ids, t0)
-	h.awaitHealth("first signal of every cluster", func(hs map[string][]*records.Health) bool { return len(hs) == len(ids) })
-	first.stop()
+	h := ranAndStopped(t, ids, cfg)
 
 	broken := ids[1]
 	h.fleet.set(broken, drivers.Observation{Status: records.HealthUnhealthy, Reasons: []string{"brokers offline"}, Version: "3.9.0"})
@@ -473,12 +480,8 @@ func TestRestartCarriesOn(t *testing.T) {
 // starts again, within the probe budget, ahead of the clusters due.
 func TestARestartProbesTheNeverProbedFirst(t *testing.T) {
 	ids := clusterIDs(6)
-	h := newHarness(t, ids)
 	cfg := Config{Interval: time.Second, Heartbeat: time.Hour}
-	first := h.run("a", cfg)
-	h.turns.await(t, ids, t0)
-	h.awaitHealth("first signal of every cluster", func(hs map[string][]*records.Health) bool { return len(hs) == len(ids) })
-	first.stop()
+	h := ranAndStopped(t, ids, cfg)
 
 	h.register("new")
 	h.clock.Advance(time.Minute) // every cluster due
