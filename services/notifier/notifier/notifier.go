@@ -243,7 +243,8 @@ func (n *notifier) render(fetches kgo.Fetches) []*kgo.Record {
 		if key == "" {
 			key = note.ClusterID
 		}
-		out = append(out, &kgo.Record{Topic: n.names.Notifications, Key: []byte(key), Value: value})
+		out = append(out, &kgo.Record{Topic: n.names.Notifications, Key: []byte(key), Value: value,
+			Headers: CloudEventHeaders(note, Source(n.names.Namespace))})
 	})
 	return out
 }

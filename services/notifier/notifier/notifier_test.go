@@ -360,6 +360,7 @@ func TestNoAbortsInAnUndisturbedRun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		checkCloudEvent(t, r.Headers, n, Source(names.Namespace))
 		got = append(got, n)
 	}); err != nil {
 		t.Fatal(err)
