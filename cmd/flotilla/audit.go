@@ -37,7 +37,8 @@ type auditEntry struct {
 
 func auditCommand() *cobra.Command {
 	var f clientFlags
-	var workflow, cluster string
+	var workflow, cluster, since, until string
+	var principals []string
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Replay the log as one timeline: who asked what, what was decided, what ran, health changes",
@@ -53,9 +54,26 @@ keyed by workflow (requests, workflows, commands, operations) and the health
 of its clusters; with --cluster, only the cluster's partition of inventory and
 health, and of the topics keyed by workflow, where a cluster's history is
 spread over every partition, it decodes only the records keyed
-WORKFLOW/CLUSTER.`,
+WORKFLOW/CLUSTER.
+
+--principal keeps the entries written by one principal (repeat it for
+several): a user's requests, or a service's records. --since and --until
+keep the entries of a time range, each an RFC 3339 time
+(2026-12-01T09:00:00Z) or a duration before now (2h, 30m).`,
 		Args: cobra.NoArgs,
 		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, _ []string) error {
+			now := time.Now()
+			from, err := parseWhen("--since", since, now)
+			if err != nil {
+				return err
+			}
+			to, err := parseWhen("--until", until, now)
+			if err != nil {
+				return err
+			}
+			if !from.IsZero() && !to.IsZero() && to.Before(from) {
+				return fmt.Errorf("--until %s is before --since %s", to.Format(time.RFC3339), from.Format(time.RFC3339))
+			}
 			entries, err := readAudit(ctx, cfg, workflow, cluster)
 			if err != nil {
 				return err
@@ -63,6 +81,7 @@ WORKFLOW/CLUSTER.`,
 			if len(entries) == 0 && (workflow != "" || cluster != "") {
 				return fmt.Errorf("the log has nothing about %s", describeFilter(workflow, cluster))
 			}
+			entries = filterWhoWhen(entries, principals, from, to)
 			if f.Output == "json" {
 				return printJSON(cmd.OutOrStdout(), entries)
 			}
@@ -73,7 +92,41 @@ WORKFLOW/CLUSTER.`,
 	f.bind(cmd)
 	cmd.Flags().StringVar(&workflow, "workflow", "", "only what concerns this workflow (with its clusters' health changes meanwhile)")
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only what concerns this cluster")
+	cmd.Flags().StringArrayVar(&principals, "principal", nil, "only the entries written by this principal (repeatable)")
+	cmd.Flags().StringVar(&since, "since", "", "only the entries at or after this time: RFC 3339, or a duration before now (2h)")
+	cmd.Flags().StringVar(&until, "until", "", "only the entries before this time: RFC 3339, or a duration before now")
 	return cmd
+}
+
+// parseWhen reads the value of a time flag: an RFC 3339 time, or a
+// duration before now; "" is no bound (the zero time).
+func parseWhen(flag, v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%s %q: want an RFC 3339 time (2026-12-01T09:00:00Z) or a duration before now (2h)", flag, v)
+}
+
+// filterWhoWhen keeps the entries written by one of principals (all if
+// none) at or after from and before to (either zero: no bound).
+func filterWhoWhen(entries []auditEntry, principals []string, from, to time.Time) []auditEntry {
+	if len(principals) == 0 && from.IsZero() && to.IsZero() {
+		return entries
+	}
+	var out []auditEntry
+	for _, e := range entries {
+		if (len(principals) == 0 || slices.Contains(principals, e.Principal)) &&
+			(from.IsZero() || !e.Time.Before(from)) && (to.IsZero() || e.Time.Before(to)) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // readAudit replays the topics into entries sorted by time, those about

@@ -397,6 +397,29 @@ func TestAuditReadsWhatItNeeds(t *testing.T) {
 	}
 	assertSameAudit(t, "--cluster", out, filterAudit(whole, "", cluster), false)
 
+	// Who and when: alice's requests only; a range that holds nothing.
+	out, err = cli(t, cfg, "audit", "--workflow", workflow, "--principal", "alice", "-o", "json")
+	if err != nil {
+		t.Fatalf("audit --principal: %v\n%s", err, out)
+	}
+	var hers []auditEntry
+	if err := json.Unmarshal([]byte(out), &hers); err != nil {
+		t.Fatal(err)
+	}
+	if len(hers) == 0 {
+		t.Error("audit --principal alice: nothing, though alice submitted the rollout")
+	}
+	for _, e := range hers {
+		if e.Principal != "alice" {
+			t.Errorf("audit --principal alice shows an entry by %s: %+v", e.Principal, e)
+		}
+	}
+	if out, err := cli(t, cfg, "audit", "--workflow", workflow, "--since", time.Now().Add(time.Hour).Format(time.RFC3339), "-o", "json"); err != nil || strings.TrimSpace(out) != "null" && strings.TrimSpace(out) != "[]" {
+		t.Errorf("audit --since an hour from now: %v\n%s; want no entry", err, out)
+	}
+	if _, err := cli(t, cfg, "audit", "--since", "yesterday"); err == nil || !strings.Contains(err.Error(), `--since "yesterday": want an RFC 3339 time`) {
+		t.Errorf("audit --since yesterday: %v; want the flag named and what it takes", err)
+	}
 	if _, err := cli(t, cfg, "audit", "--cluster", "no-such-cluster"); err == nil || !strings.Contains(err.Error(), "nothing about cluster no-such-cluster") {
 		t.Fatalf("audit of an unknown cluster: %v", err)
 	}
@@ -470,4 +493,53 @@ func rolloutSpec(t *testing.T, file string) rollout.Spec {
 		t.Fatal(err)
 	}
 	return spec
+}
+
+func TestAuditWhoAndWhen(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Time
+	}{
+		{"", time.Time{}},
+		{"2h", now.Add(-2 * time.Hour)},
+		{"2026-11-30T08:00:00Z", time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)},
+	} {
+		if got, err := parseWhen("--since", tc.in, now); err != nil || !got.Equal(tc.want) {
+			t.Errorf("parseWhen(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"-2h", "noon", "2026-11-30"} {
+		if _, err := parseWhen("--until", bad, now); err == nil || !strings.Contains(err.Error(), "--until") {
+			t.Errorf("parseWhen(%q): %v; want an error naming the flag", bad, err)
+		}
+	}
+	entries := []auditEntry{
+		{Time: now.Add(-3 * time.Hour), Principal: "alice", ID: "a1"},
+		{Time: now.Add(-2 * time.Hour), Principal: "planner", ID: "p1"},
+		{Time: now.Add(-time.Hour), Principal: "bob", ID: "b1"},
+		{Time: now, Principal: "alice", ID: "a2"},
+	}
+	ids := func(es []auditEntry) string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.ID)
+		}
+		return strings.Join(out, ",")
+	}
+	for _, tc := range []struct {
+		principals []string
+		from, to   time.Time
+		want       string
+	}{
+		{nil, time.Time{}, time.Time{}, "a1,p1,b1,a2"},
+		{[]string{"alice"}, time.Time{}, time.Time{}, "a1,a2"},
+		{[]string{"alice", "bob"}, time.Time{}, time.Time{}, "a1,b1,a2"},
+		{nil, now.Add(-2 * time.Hour), now, "p1,b1"}, // since inclusive, until exclusive
+		{[]string{"alice"}, now.Add(-2 * time.Hour), time.Time{}, "a2"},
+	} {
+		if got := ids(filterWhoWhen(entries, tc.principals, tc.from, tc.to)); got != tc.want {
+			t.Errorf("filterWhoWhen(%v, %v, %v) = %s; want %s", tc.principals, tc.from, tc.to, got, tc.want)
+		}
+	}
 }
