@@ -234,7 +234,10 @@ func (s *State) ApplyTombstone(key string) {
 }
 
 // Forget drops a workflow, as when its partition is lost.
-func (s *State) Forget(id string) { delete(s.Workflows, id) }
+func (s *State) Forget(id string) {
+	delete(s.Workflows, id)
+	delete(s.planning, id) // so that Planning does not wait on it before the Reindex
+}
 
 func (s *State) workflow(id string, partition int32) *Workflow {
 	w, ok := s.Workflows[id]
