@@ -302,17 +302,24 @@ func countBy(ts []turn, at time.Time) int {
 	return n
 }
 
-// TestOperationEndJumpsTheQueue: with the probe budget spent and every
-// cluster due, a cluster whose operation ends is probed at once, and what
-// it sees published though nothing changed.
-func TestOperationEndJumpsTheQueue(t *testing.T) {
-	ids := clusterIDs(4)
+// probedOnceAtOneASecond runs a monitor over ids with a budget of one probe
+// a second, each due every second, until each was probed once.
+func probedOnceAtOneASecond(t *testing.T, ids []string) *harness {
 	h := start(t, ids, Config{Interval: time.Second, Heartbeat: time.Hour, ProbeRate: 1})
 	h.awaitTurns(1)
 	for h.turnCount() < len(ids) {
 		h.clock.Advance(time.Second)
 		h.awaitTurns(h.turnCount() + 1)
 	}
+	return h
+}
+
+// TestOperationEndJumpsTheQueue: with the probe budget spent and every
+// cluster due, a cluster whose operation ends is probed at once, and what
+// it sees published though nothing changed.
+func TestOperationEndJumpsTheQueue(t *testing.T) {
+	ids := clusterIDs(4)
+	h := probedOnceAtOneASecond(t, ids)
 	h.clock.Advance(time.Second) // all due again; one token
 	target := ids[len(ids)-1]
 	ended := h.clock.Now()
@@ -340,12 +347,7 @@ func TestOperationEndJumpsTheQueue(t *testing.T) {
 // waiting for its health.
 func TestARegisteredClusterJumpsTheQueue(t *testing.T) {
 	ids := clusterIDs(4)
-	h := start(t, ids, Config{Interval: time.Second, Heartbeat: time.Hour, ProbeRate: 1})
-	h.awaitTurns(1)
-	for h.turnCount() < len(ids) {
-		h.clock.Advance(time.Second)
-		h.awaitTurns(h.turnCount() + 1)
-	}
+	h := probedOnceAtOneASecond(t, ids)
 	h.clock.Advance(time.Second) // all due again, and one token
 	h.awaitTurns(len(ids) + 1)   // which a due cluster takes
 	h.register("new")
