@@ -127,6 +127,23 @@ func (s Selector) Matches(labels map[string]string) bool {
 	return true
 }
 
+// Required calls fn with the key of each requirement that only labels
+// holding that key can meet with one of some values (k=v and k in (a,b)),
+// and a test of a value against them (wildcards included), until fn
+// returns false. An index of labels by key and value narrows a search with
+// it to the clusters holding one of those values, rather than matching
+// every cluster; Matches still decides.
+func (s Selector) Required(fn func(key string, matches func(value string) bool) bool) {
+	for _, r := range s.reqs {
+		if r.op != opEquals && r.op != opIn {
+			continue
+		}
+		if !fn(r.key, r.anyValueMatches) {
+			return
+		}
+	}
+}
+
 // Empty reports whether the selector has no requirements, and so matches
 // everything.
 func (s Selector) Empty() bool { return len(s.reqs) == 0 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"path"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -254,4 +255,32 @@ func probeLabels(sel Selector) []map[string]string {
 		}
 	}
 	return append(out, all)
+}
+
+func TestRequiredNamesTheKeysAMatchMustHold(t *testing.T) {
+	s := MustParse("env=prod,region in (eu-*,us-east-1),tier!=gold,!legacy,kind")
+	got := map[string][]bool{}
+	s.Required(func(key string, matches func(string) bool) bool {
+		got[key] = []bool{matches("prod"), matches("eu-west-1"), matches("us-east-1"), matches("ap-south-1")}
+		return true
+	})
+	want := map[string][]bool{
+		"env":    {true, false, false, false},
+		"region": {false, true, true, false},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Required: got %v, want %v (only = and in narrow)", got, want)
+	}
+	// Every labels set that matches holds one of the required values.
+	for _, labels := range []map[string]string{{"env": "prod", "region": "eu-west-1", "kind": "kafka"}, {"env": "dev"}} {
+		if !s.Matches(labels) {
+			continue
+		}
+		s.Required(func(key string, matches func(string) bool) bool {
+			if v, ok := labels[key]; !ok || !matches(v) {
+				t.Errorf("%v matches %s but fails its requirement on %s", labels, s, key)
+			}
+			return true
+		})
+	}
 }
