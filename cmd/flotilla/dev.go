@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
+	"github.com/flotilla-fleet/flotilla/services/notifier/dashboard"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
 	"github.com/flotilla-fleet/flotilla/services/planner/planner"
 )
@@ -32,6 +34,7 @@ import (
 func devCommand() *cobra.Command {
 	var (
 		dataDir, addr, namespace, logLevel string
+		httpAddr                           string
 		clusters                           int
 		partitions                         int32
 		df                                 servicecmd.DriverFlags
@@ -62,11 +65,10 @@ clusters' state through --sim-dir.`,
 			}
 			o := devOptions{
 				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Partitions: partitions, Drivers: df,
-				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log,
+				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, HTTP: httpAddr, Out: cmd.OutOrStdout(),
 			}
 			if brokerOnly {
 				o.BrokerOnly = true
-				o.Out = cmd.OutOrStdout()
 				// The simulation's flags given to dev go to the services
 				// that use the simulated fleet.
 				for _, name := range []string{"sim-op-duration", "sim-failure-rate", "sim-bad-versions", "drivers-config"} {
@@ -91,6 +93,7 @@ clusters' state through --sim-dir.`,
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&probeInterval, "probe-interval", 2*time.Second, "time between two probes of a cluster")
 	fs.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "longest time without a health signal for a cluster")
+	fs.StringVar(&httpAddr, "http", "127.0.0.1:8080", "address of the web dashboard (empty: none)")
 	fs.BoolVar(&brokerOnly, "broker-only", false, "run the broker, the topics and the simulated fleet without the services, and print how to run each service against them")
 	df.Bind(fs)
 	return cmd
@@ -105,6 +108,10 @@ type devOptions struct {
 	Log                      *slog.Logger
 	// OnReady, if set, is told the broker's addresses once everything runs.
 	OnReady func(brokers []string)
+	// HTTP is the dashboard's address ("": none); Out is told its URL.
+	HTTP string
+	// OnDashboard, if set, is told the dashboard's address once it listens.
+	OnDashboard func(net.Addr)
 	// BrokerOnly runs no service: it prints to Out how to run each one.
 	BrokerOnly bool
 	Out        io.Writer
@@ -159,7 +166,20 @@ func runDev(ctx context.Context, o devOptions) error {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat})
 		},
 		"notifier": func(ctx context.Context) error {
-			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true})
+			run := func(ctx context.Context) error {
+				return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true})
+			}
+			if o.HTTP == "" {
+				return run(ctx)
+			}
+			return servicecmd.RunWithDashboard(ctx, cfg, o.HTTP, func(addr net.Addr) {
+				if o.Out != nil {
+					fmt.Fprintf(o.Out, "dashboard: %s\n", dashboard.URL(addr))
+				}
+				if o.OnDashboard != nil {
+					o.OnDashboard(addr)
+				}
+			}, run)
 		},
 	}
 	var wg sync.WaitGroup

@@ -5,8 +5,10 @@ package servicecmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
+	"github.com/flotilla-fleet/flotilla/services/notifier/dashboard"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
 	"github.com/flotilla-fleet/flotilla/services/planner/planner"
 )
@@ -243,11 +246,20 @@ func Monitor() *cobra.Command {
 
 // Notifier returns the notifier's command.
 func Notifier() *cobra.Command {
-	var instance string
+	var instance, httpAddr string
 	return serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
+		fs.StringVar(&httpAddr, "http", os.Getenv("FLOTILLA_HTTP"), "address (host:port) to serve the web dashboard and its /api/ on, showing the whole fleet (every partition); empty: none (env FLOTILLA_HTTP)")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
-		return notifier.Run(cmd.Context(), notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true})
+		run := func(ctx context.Context) error {
+			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true})
+		}
+		if httpAddr == "" {
+			return run(cmd.Context())
+		}
+		return RunWithDashboard(cmd.Context(), cfg, httpAddr, func(addr net.Addr) {
+			cfg.Log().Info("dashboard listening", "url", dashboard.URL(addr))
+		}, run)
 	})
 }
 
@@ -308,4 +320,20 @@ func Main(cmd *cobra.Command) {
 	if err != nil {
 		os.Exit(1)
 	}
+}
+
+// RunWithDashboard runs the notifier (run) and its web dashboard on
+// httpAddr side by side, until ctx ends or either fails, which stops the
+// other; listening is told the dashboard's address.
+func RunWithDashboard(ctx context.Context, cfg backbone.Config, httpAddr string, listening func(net.Addr), run func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	shown := make(chan error, 1)
+	go func() {
+		shown <- dashboard.ListenAndRun(ctx, dashboard.Config{Backbone: cfg}, httpAddr, listening)
+		cancel()
+	}()
+	err := run(ctx)
+	cancel()
+	return errors.Join(err, <-shown)
 }

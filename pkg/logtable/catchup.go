@@ -418,6 +418,20 @@ func EndOffsets(ctx context.Context, clientOpts []kgo.Opt, topic string, partiti
 	return ends(ctx, clientOpts, topic, partitions, false)
 }
 
+// LastStableOffsets returns the last stable offsets of partitions (nil:
+// every one) of topic, now: where a reader that follows the topic from
+// now with read-committed isolation starts so as to miss nothing, not
+// even the records of a transaction open now, which sit below the high
+// watermark and are delivered when it commits.
+func LastStableOffsets(ctx context.Context, clientOpts []kgo.Opt, topic string, partitions []int32) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(readerOpts(clientOpts)...)
+	if err != nil {
+		return nil, fmt.Errorf("last stable offsets of %s: %w", topic, err)
+	}
+	defer cl.Close()
+	return endsOf(ctx, kadm.NewClient(cl), topic, partitions, false)
+}
+
 // StableEnds returns the high watermarks of partitions of topic once every
 // transaction open below them has ended: the ends ReadToEnd reads up to
 // with AwaitOpenTransactions. Every write moves a high watermark, and so

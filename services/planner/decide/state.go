@@ -367,6 +367,12 @@ func (s *State) Busy(clusterID string) (string, bool) {
 	return id, ok
 }
 
+// Reindex rebuilds the workflow's own indexes (its waves, its failures)
+// after target rows were added to it with ApplyRow, for a reader that
+// follows the log and shows one workflow's progress without reindexing
+// the whole state (State.Reindex does every workflow).
+func (w *Workflow) Reindex() { w.reindex() }
+
 func (w *Workflow) reindex() {
 	w.waves = make([][][]string, len(w.Phases))
 	for p, ph := range w.Phases {
