@@ -132,8 +132,15 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go d.tell(ctx, write)
+	told := make(chan struct{})
+	go func() {
+		defer close(told)
+		d.tell(ctx, write)
+	}()
+	defer func() { // no write may outlive the handler
+		cancel()
+		<-told
+	}()
 
 	pos := maps.Clone(from)
 	offsets := make(map[int32]kgo.Offset, len(from))

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -130,10 +129,7 @@ func newEventsHarness(t *testing.T) *eventsHarness {
 	if err := cfg.EnsureTopics(ctx, 3, 1); err != nil {
 		t.Fatal(err)
 	}
-	d := New(Config{Backbone: cfg})
-	go d.Run(ctx)
-	srv := httptest.NewServer(d.Handler())
-	t.Cleanup(srv.Close)
+	srv := serveDashboard(t, cfg)
 	cl, err := cfg.Client()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,228 @@
+package dashboard
+
+import (
+	"context"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/google/uuid"
+
+	"github.com/flotilla-fleet/flotilla/internal/fleettest"
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+	"github.com/flotilla-fleet/flotilla/services/planner/decide"
+)
+
+// The browser tests drive the dashboard in a real headless Chromium. The
+// test command (.ci/run) installs Debian's chromium; elsewhere, set
+// FLOTILLA_CHROMIUM to a Chromium or Chrome binary, or
+// FLOTILLA_SKIP_BROWSER=1 to skip these tests (they then say so).
+
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("FLOTILLA_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("FLOTILLA_SKIP_BROWSER") != "" {
+		t.Skip("FLOTILLA_SKIP_BROWSER is set and no Chromium was found: the dashboard's browser tests did not run")
+	}
+	t.Fatal("no Chromium found for the dashboard's browser tests: install Debian's chromium (apt-get install chromium; .ci/run does), " +
+		"set FLOTILLA_CHROMIUM to a Chromium or Chrome binary, or set FLOTILLA_SKIP_BROWSER=1 to skip them")
+	return ""
+}
+
+// browser returns a headless Chromium tab, closed when the test ends.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.NoSandbox, // CI runs as root
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(1280, 1100),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelTab(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start %s: %v", chromium(t), err)
+	}
+	return ctx
+}
+
+// do runs browser actions, failing the test on an error, with a bound so
+// that a page that never shows what is awaited fails rather than hangs.
+func do(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// get runs one browser action that reads something, as do does.
+func get[T any](t *testing.T, ctx context.Context, what string, action chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	v, err := chromedp.Run(ctx, action)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// textOf returns the text of the element a CSS selector picks ("" if
+// none), read in one step in the page, so that a live part swapped
+// meanwhile cannot leave the test holding a node that is gone.
+func textOf(t *testing.T, ctx context.Context, css string) string {
+	t.Helper()
+	return get(t, ctx, "read "+css, chromedp.Evaluate[string](`(document.querySelector(`+strconv.Quote(css)+`) || {}).innerText || ""`))
+}
+
+// pageText returns the page's live part as a person reads it.
+func pageText(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	return textOf(t, ctx, "#live")
+}
+
+// TestTheDashboardFollowsALiveRollout loads a rollout's page while it
+// runs, and sees it move on without a reload — waves finishing, a gate
+// waiting and then opened by a person — then follows a link to one of
+// its clusters and finds the operation in its history, and filters the
+// fleet with the keyboard alone.
+func TestTheDashboardFollowsALiveRollout(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 12})
+	srv := serveDashboard(t, f.Backbone)
+	ctx := browser(t) // closed first, then the dashboard
+
+	id := f.Submit(rollout.Spec{
+		Name:      "browser-upgrade",
+		Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"},
+		Selector:  "kind=kafka",
+		Phases: []rollout.Phase{
+			{Name: "canary", Selector: "cloud=aws", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}},
+			{Name: "rest", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 4}, Approve: rollout.ApproveBefore},
+		},
+	})
+	if w := f.Await(id, 0, time.Minute, "the rollout starts", func(w *decide.Workflow) bool { return w.State != records.WorkflowPending }); w.State != records.WorkflowRunning {
+		t.Fatalf("the rollout is %s (%s), not running", w.State, w.Reason)
+	}
+
+	do(t, ctx, "load the rollout's page",
+		chromedp.Navigate(srv.URL+"/rollouts/"+id),
+		chromedp.WaitVisible(chromedp.CSS("#rollout-counts")),
+	)
+	get(t, ctx, "mark the page", chromedp.Evaluate[string](`window.loadedOnce = "yes"`))
+	before := textOf(t, ctx, "#rollout-counts")
+
+	// Operations finish as fake time passes; the page follows by itself.
+	if !f.Eventually(time.Second, time.Minute, func() bool {
+		now := textOf(t, ctx, "#rollout-counts")
+		return now != before && strings.Contains(now, "succeeded")
+	}) {
+		t.Fatalf("the page did not change from %q as the rollout went on", before)
+	}
+	// At the gate before "rest", it says so; a person approves, and it
+	// shows who, still without a reload.
+	if !f.Eventually(time.Second, 2*time.Minute, func() bool {
+		return strings.Contains(pageText(t, ctx), "waiting for approval at before:rest")
+	}) {
+		t.Fatalf("the page never showed the gate; it shows:\n%s", pageText(t, ctx))
+	}
+	shot := screenshot(t, ctx)
+	approval := uuid.NewString()
+	f.Produce(f.Record(f.Backbone.Names().Requests, records.ControlKey(id, approval), records.Request{
+		Envelope: records.Envelope{ID: approval, Time: f.Clock.Now(), Principal: "bob"},
+		Control:  &records.ControlWorkflow{WorkflowID: id, Action: records.ActionApprove, Reason: "canary looks fine"},
+	}))
+	if !f.Eventually(0, time.Minute, func() bool {
+		text := pageText(t, ctx)
+		return strings.Contains(text, "bob asked to approve") && !strings.Contains(text, "waiting for approval")
+	}) {
+		t.Fatalf("the page did not show bob's approval; it shows:\n%s", pageText(t, ctx))
+	}
+	loaded := get(t, ctx, "check the page was not reloaded", chromedp.Evaluate[string](`window.loadedOnce || "reloaded"`))
+	refreshed := get(t, ctx, "check the page fetched its view", chromedp.AttributeValue(chromedp.CSS("#live"), "data-refreshed")).Value
+	if loaded != "yes" || refreshed == "" {
+		t.Fatalf("the page was reloaded (%q) or never fetched its view again (refreshed %q)", loaded, refreshed)
+	}
+	if dir := os.Getenv("FLOTILLA_SCREENSHOT_DIR"); dir != "" {
+		if err := os.WriteFile(filepath.Join(dir, "dashboard-rollout.png"), shot, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A cluster that succeeded: its page has the operation, who asked, and
+	// the versions before and after.
+	cluster := get(t, ctx, "find a cluster that succeeded", chromedp.AttributeValue(chromedp.CSS("a.cell.s-succeeded"), "data-cluster")).Value
+	do(t, ctx, "follow a link to a cluster",
+		chromedp.Click(chromedp.CSS("a.cell.s-succeeded")),
+		chromedp.WaitVisible(chromedp.CSS("table.history")),
+	)
+	location := get(t, ctx, "read the location", chromedp.Location())
+	history := textOf(t, ctx, "table.history tbody")
+	if !strings.HasSuffix(location, "/clusters/"+cluster) {
+		t.Fatalf("the link led to %s, not the page of %s", location, cluster)
+	}
+	for _, want := range []string{"browser-upgrade", "alice", "upgrade to 3.9.1", "succeeded", "→ 3.9.1"} {
+		if !strings.Contains(history, want) {
+			t.Fatalf("the history of %s lacks %q:\n%s", cluster, want, history)
+		}
+	}
+
+	// The fleet, filtered with the keyboard alone.
+	aws := 0
+	for _, c := range f.Clusters {
+		if c.Labels["cloud"] == "aws" {
+			aws++
+		}
+	}
+	do(t, ctx, "filter the fleet from the keyboard",
+		chromedp.Navigate(srv.URL+"/fleet?by=cloud"),
+		chromedp.WaitVisible(chromedp.CSS("#selector")),
+		chromedp.Focus(chromedp.CSS("#selector")),
+		chromedp.SendKeys(chromedp.CSS("#selector"), "cloud=aws"+kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS("#summary-heading code")),
+	)
+	heading := textOf(t, ctx, "#summary-heading")
+	if want := itoa(aws) + " clusters matching cloud=aws"; heading != want {
+		t.Fatalf("the fleet filtered by cloud=aws says %q, want %q", heading, want)
+	}
+}
+
+// serveDashboard runs a dashboard of the backbone on a test server. Its
+// requests live in a context that ends before the server closes, as the
+// notifier's do (Serve): an event stream still open would hold Close up.
+func serveDashboard(t *testing.T, bb backbone.Config) *httptest.Server {
+	t.Helper()
+	d := New(Config{Backbone: bb})
+	ctx, stop := context.WithCancel(context.Background())
+	srv := httptest.NewUnstartedServer(d.Handler())
+	srv.Config.BaseContext = func(net.Listener) context.Context { return ctx }
+	srv.Start()
+	t.Cleanup(srv.Close)
+	t.Cleanup(stop)
+	go d.Run(ctx)
+	return srv
+}
+
+func screenshot(t *testing.T, ctx context.Context) []byte {
+	t.Helper()
+	return get(t, ctx, "take a screenshot", chromedp.FullScreenshot(90))
+}
