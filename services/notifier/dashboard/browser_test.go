@@ -224,5 +224,5 @@ func serveDashboard(t *testing.T, bb backbone.Config) *httptest.Server {
 
 func screenshot(t *testing.T, ctx context.Context) []byte {
 	t.Helper()
-	return get(t, ctx, "take a screenshot", chromedp.FullScreenshot(90))
+	return get(t, ctx, "take a screenshot", chromedp.FullScreenshot(100))
 }
