@@ -25,7 +25,7 @@ func clientOpts(h *kafkaHooks) []kgo.Opt {
 
 // Planner holds the planner's metrics, flotilla_planner_*.
 type Planner struct {
-	hooks *kafkaHooks
+	hooks     *kafkaHooks
 	workflows *prometheus.GaugeVec
 	decision  prometheus.Histogram
 	catchUp   *prometheus.HistogramVec
@@ -96,7 +96,7 @@ const (
 
 // Executor holds the executor's metrics, flotilla_executor_*.
 type Executor struct {
-	hooks *kafkaHooks
+	hooks    *kafkaHooks
 	inFlight prometheus.Gauge
 	outcomes *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -170,7 +170,7 @@ const (
 
 // Monitor holds the monitor's metrics, flotilla_monitor_*.
 type Monitor struct {
-	hooks *kafkaHooks
+	hooks    *kafkaHooks
 	probes   prometheus.Histogram
 	failures prometheus.Counter
 	signals  *prometheus.CounterVec
@@ -251,7 +251,7 @@ func (m *Monitor) SetDrifted(n int) {
 // Notifier holds the notifier's metrics, flotilla_notifier_*, and the
 // deliveries of its sinks.
 type Notifier struct {
-	hooks *kafkaHooks
+	hooks      *kafkaHooks
 	written    *prometheus.CounterVec
 	deliveries *Deliveries
 }
