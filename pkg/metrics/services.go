@@ -230,6 +230,14 @@ func (m *Monitor) ObserveProbe(took time.Duration, failed bool) {
 	}
 }
 
+// ProbeFailed counts a probe that could not run (no prober for the
+// cluster's driver), without a duration.
+func (m *Monitor) ProbeFailed() {
+	if m != nil {
+		m.failures.Inc()
+	}
+}
+
 // Published counts a health record Kafka took, of kind SignalChange,
 // SignalHeartbeat or SignalTombstone.
 func (m *Monitor) Published(kind string) {
