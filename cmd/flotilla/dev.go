@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,12 +15,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
@@ -37,6 +40,7 @@ func devCommand() *cobra.Command {
 		df                                 servicecmd.DriverFlags
 		probeInterval, heartbeat           time.Duration
 		brokerOnly                         bool
+		metricsAddr                        string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -62,7 +66,7 @@ clusters' state through --sim-dir.`,
 			}
 			o := devOptions{
 				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Partitions: partitions, Drivers: df,
-				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log,
+				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, MetricsAddr: metricsAddr,
 			}
 			if brokerOnly {
 				o.BrokerOnly = true
@@ -92,6 +96,7 @@ clusters' state through --sim-dir.`,
 	fs.DurationVar(&probeInterval, "probe-interval", 2*time.Second, "time between two probes of a cluster")
 	fs.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "longest time without a health signal for a cluster")
 	fs.BoolVar(&brokerOnly, "broker-only", false, "run the broker, the topics and the simulated fleet without the services, and print how to run each service against them")
+	servicecmd.BindMetricsAddr(fs, &metricsAddr)
 	df.Bind(fs)
 	return cmd
 }
@@ -111,6 +116,11 @@ type devOptions struct {
 	// DriverArgs are flags of the simulated fleet and drivers to pass on
 	// to the executor and the monitor (BrokerOnly).
 	DriverArgs []string
+	// MetricsAddr, if set, is where the services' metrics are served, at
+	// /metrics: one registry for the process, each service's metrics
+	// under its own names. OnMetrics, if set, is told the address bound.
+	MetricsAddr string
+	OnMetrics   func(addr net.Addr)
 }
 
 func runDev(ctx context.Context, o devOptions) error {
@@ -147,19 +157,23 @@ func runDev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	defer closeDrivers()
+	sets, err := o.serveMetrics(ctx)
+	if err != nil {
+		return err
+	}
 
 	services := map[string]func(context.Context) error{
 		"planner": func(ctx context.Context) error {
-			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true})
+			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.planner})
 		},
 		"executor": func(ctx context.Context) error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev"})
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev", Metrics: sets.executor})
 		},
 		"monitor": func(ctx context.Context) error {
-			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat})
+			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.monitor})
 		},
 		"notifier": func(ctx context.Context) error {
-			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true})
+			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.notifier})
 		},
 	}
 	var wg sync.WaitGroup
@@ -188,6 +202,59 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	o.Log.Info("flotilla dev stopped")
 	return errors.Join(all...)
+}
+
+// devMetrics are the metrics of dev's four services, all nil without
+// --metrics-addr.
+type devMetrics struct {
+	planner  *metrics.Planner
+	executor *metrics.Executor
+	monitor  *metrics.Monitor
+	notifier *metrics.Notifier
+}
+
+func newDevMetrics(reg *prometheus.Registry) (m devMetrics, err error) {
+	if m.planner, err = metrics.NewPlanner(reg); err != nil {
+		return m, err
+	}
+	if m.executor, err = metrics.NewExecutor(reg); err != nil {
+		return m, err
+	}
+	if m.monitor, err = metrics.NewMonitor(reg); err != nil {
+		return m, err
+	}
+	m.notifier, err = metrics.NewNotifier(reg)
+	return m, err
+}
+
+// serveMetrics serves one registry for the four services on o.MetricsAddr
+// until ctx ends, and returns their metrics on it; nothing without an
+// address. The same registry can be mounted on another server with
+// metrics.Handler.
+func (o devOptions) serveMetrics(ctx context.Context) (devMetrics, error) {
+	if o.MetricsAddr == "" {
+		return devMetrics{}, nil
+	}
+	ln, err := metrics.Listen(o.MetricsAddr)
+	if err != nil {
+		return devMetrics{}, err
+	}
+	reg := metrics.NewRegistry()
+	m, err := newDevMetrics(reg)
+	if err != nil {
+		ln.Close()
+		return devMetrics{}, err
+	}
+	go func() {
+		if err := metrics.ServeListener(ctx, ln, reg); err != nil {
+			o.Log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	o.Log.Info("serving metrics", "url", "http://"+ln.Addr().String()+metrics.Path)
+	if o.OnMetrics != nil {
+		o.OnMetrics(ln.Addr())
+	}
+	return m, nil
 }
 
 // printServiceCommands tells how to run each service as a process of its

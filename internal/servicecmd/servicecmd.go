@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/execdriver"
 	"github.com/flotilla-fleet/flotilla/pkg/kafkadriver"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
@@ -136,12 +138,15 @@ func defaultInstance() string {
 }
 
 // serviceCommand builds a service's command: it parses the shared flags,
-// sets up the topics (backbone.Config.SetUpTopics: creates those missing,
-// refuses to start over lost ones), and runs the service until interrupted.
-func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(cmd *cobra.Command, cfg backbone.Config) error) *cobra.Command {
+// serves /metrics on --metrics-addr if given, sets up the topics
+// (backbone.Config.SetUpTopics: creates those missing, refuses to start
+// over lost ones), and runs the service until interrupted. run is given
+// the registry of the service's metrics, nil without --metrics-addr.
+func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(cmd *cobra.Command, cfg backbone.Config, reg prometheus.Registerer) error) *cobra.Command {
 	var bb BackboneFlags
 	var tf TopicFlags
 	var session time.Duration
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:          name,
 		Short:        short,
@@ -155,6 +160,10 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 			cfg.SessionTimeout = session
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			reg, err := ServeMetrics(ctx, cfg.Log(), metricsAddr)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
 			// Creates missing topics, but never over lost ones: a
 			// service refuses to start on topics deleted, or deleted
 			// and created again, since the last start.
@@ -163,11 +172,15 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 				return fmt.Errorf("%s: topics: %w", name, err)
 			}
 			go cfg.KeepTopicIDs(ctx, ids)
-			return run(cmd, cfg)
+			if reg == nil {
+				return run(cmd, cfg, nil) // not a nil *Registry in an interface
+			}
+			return run(cmd, cfg, reg)
 		},
 	}
 	bb.Bind(cmd.Flags())
 	tf.Bind(cmd.Flags())
+	BindMetricsAddr(cmd.Flags(), &metricsAddr)
 	cmd.Flags().DurationVar(&session, "session-timeout", backbone.StaticSessionTimeout,
 		"how long this copy may be away (crashed, frozen) before its consumer group gives its partitions to another copy; "+
 			"a restart within it takes them back at once (between the broker's group.min and group.max.session.timeout.ms)")
@@ -175,6 +188,35 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 		bind(cmd.Flags())
 	}
 	return cmd
+}
+
+// BindMetricsAddr adds --metrics-addr to fs.
+func BindMetricsAddr(fs *pflag.FlagSet, addr *string) {
+	fs.StringVar(addr, "metrics-addr", os.Getenv("FLOTILLA_METRICS_ADDR"),
+		"address (host:port, :9100) on which to serve Prometheus metrics at /metrics; empty: none (env FLOTILLA_METRICS_ADDR)")
+}
+
+// ServeMetrics serves a new registry's metrics (metrics.NewRegistry) at
+// /metrics on addr until ctx ends, and returns the registry; with addr ""
+// it serves nothing and returns nil. It fails at once, naming addr, if it
+// cannot listen there; a server that fails later is logged, and the
+// service carries on without it.
+func ServeMetrics(ctx context.Context, log *slog.Logger, addr string) (*prometheus.Registry, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := metrics.Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	reg := metrics.NewRegistry()
+	go func() {
+		if err := metrics.ServeListener(ctx, ln, reg); err != nil {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+metrics.Path)
+	return reg, nil
 }
 
 // Planner returns the planner's command.
@@ -185,11 +227,15 @@ func Planner() *cobra.Command {
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 		fs.DurationVar(&poll, "poll-interval", 100*time.Millisecond, "longest wait for records before checking health changes and deadlines")
 		fs.DurationVar(&retention, "retention", planner.DefaultRetention, "how long a finished rollout keeps its per-cluster rows and commands (status, retry, rollback) before they are removed; its summary and each cluster's history stay; 0 keeps them for ever")
-	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+	}, func(cmd *cobra.Command, cfg backbone.Config, reg prometheus.Registerer) error {
 		if retention == 0 {
 			retention = -1 // for ever
 		}
-		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll, Retention: retention})
+		m, err := PlannerMetrics(reg)
+		if err != nil {
+			return err
+		}
+		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll, Retention: retention, Metrics: m})
 	})
 }
 
@@ -205,13 +251,17 @@ func Executor() *cobra.Command {
 		fs.IntVar(&concurrency, "concurrency", executor.DefaultConcurrency, "most operations acting at once (those waiting for their cluster do not count)")
 		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "longest an operation may take before it fails")
 		fs.DurationVar(&lease, "lease", 15*time.Second, "lease on each owned partition of commands, renewed every third of it: an executor that cannot renew it stops acting, and the next owner waits for it to lapse before resuming what was in flight")
-	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+	}, func(cmd *cobra.Command, cfg backbone.Config, mreg prometheus.Registerer) error {
+		m, err := ExecutorMetrics(mreg)
+		if err != nil {
+			return err
+		}
 		reg, closeDrivers, err := df.Registry()
 		if err != nil {
 			return err
 		}
 		defer closeDrivers()
-		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, InstanceID: instance, Concurrency: concurrency, Timeout: timeout, Lease: lease})
+		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, InstanceID: instance, Concurrency: concurrency, Timeout: timeout, Lease: lease, Metrics: m})
 	})
 }
 
@@ -230,14 +280,18 @@ func Monitor() *cobra.Command {
 		fs.IntVar(&concurrency, "concurrency", 32, "most probes run at once")
 		fs.Float64Var(&probeRate, "probe-rate", monitor.DefaultProbeRate, "most probes of due clusters started per second by this copy (probes after an operation ends are not counted)")
 		fs.Float64Var(&heartbeatBudget, "heartbeat-budget", monitor.DefaultHeartbeatBudget, "most heartbeats published per second by this copy (changes of health are published at once, not counted)")
-	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+	}, func(cmd *cobra.Command, cfg backbone.Config, mreg prometheus.Registerer) error {
+		m, err := MonitorMetrics(mreg)
+		if err != nil {
+			return err
+		}
 		reg, closeDrivers, err := df.Registry()
 		if err != nil {
 			return err
 		}
 		defer closeDrivers()
 		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, InstanceID: instance, Interval: interval, Heartbeat: heartbeat,
-			Concurrency: concurrency, ProbeRate: probeRate, HeartbeatBudget: heartbeatBudget})
+			Concurrency: concurrency, ProbeRate: probeRate, HeartbeatBudget: heartbeatBudget, Metrics: m})
 	})
 }
 
@@ -246,9 +300,45 @@ func Notifier() *cobra.Command {
 	var instance string
 	return serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
-	}, func(cmd *cobra.Command, cfg backbone.Config) error {
-		return notifier.Run(cmd.Context(), notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true})
+	}, func(cmd *cobra.Command, cfg backbone.Config, reg prometheus.Registerer) error {
+		m, err := NotifierMetrics(reg)
+		if err != nil {
+			return err
+		}
+		return notifier.Run(cmd.Context(), notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, Metrics: m})
 	})
+}
+
+// PlannerMetrics returns the planner's metrics on reg, or none (nil) for a nil reg.
+func PlannerMetrics(reg prometheus.Registerer) (*metrics.Planner, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	return metrics.NewPlanner(reg)
+}
+
+// ExecutorMetrics returns the executor's metrics on reg, or none (nil) for a nil reg.
+func ExecutorMetrics(reg prometheus.Registerer) (*metrics.Executor, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	return metrics.NewExecutor(reg)
+}
+
+// MonitorMetrics returns the monitor's metrics on reg, or none (nil) for a nil reg.
+func MonitorMetrics(reg prometheus.Registerer) (*metrics.Monitor, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	return metrics.NewMonitor(reg)
+}
+
+// NotifierMetrics returns the notifier's metrics on reg, or none (nil) for a nil reg.
+func NotifierMetrics(reg prometheus.Registerer) (*metrics.Notifier, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	return metrics.NewNotifier(reg)
 }
 
 // DriverFlags say which drivers and probes the executor and monitor have:
