@@ -125,3 +125,17 @@ func TestTheDashboardQueriesWhatFlotillaRegisters(t *testing.T) {
 		}
 	}
 }
+
+// TestTheREADMEListsEveryFlotillaMetric holds the README's table of
+// metrics to the code.
+func TestTheREADMEListsEveryFlotillaMetric(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range registeredNames(t) {
+		if strings.HasPrefix(name, "flotilla_") && !strings.Contains(string(readme), "| `"+name+"` |") {
+			t.Errorf("the README's table of metrics does not list %s", name)
+		}
+	}
+}
