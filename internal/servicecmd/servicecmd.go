@@ -231,7 +231,7 @@ func Planner() *cobra.Command {
 		if retention == 0 {
 			retention = -1 // for ever
 		}
-		m, err := PlannerMetrics(reg)
+		m, err := metricsOn(reg, metrics.NewPlanner)
 		if err != nil {
 			return err
 		}
@@ -252,7 +252,7 @@ func Executor() *cobra.Command {
 		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "longest an operation may take before it fails")
 		fs.DurationVar(&lease, "lease", 15*time.Second, "lease on each owned partition of commands, renewed every third of it: an executor that cannot renew it stops acting, and the next owner waits for it to lapse before resuming what was in flight")
 	}, func(cmd *cobra.Command, cfg backbone.Config, mreg prometheus.Registerer) error {
-		m, err := ExecutorMetrics(mreg)
+		m, err := metricsOn(mreg, metrics.NewExecutor)
 		if err != nil {
 			return err
 		}
@@ -281,7 +281,7 @@ func Monitor() *cobra.Command {
 		fs.Float64Var(&probeRate, "probe-rate", monitor.DefaultProbeRate, "most probes of due clusters started per second by this copy (probes after an operation ends are not counted)")
 		fs.Float64Var(&heartbeatBudget, "heartbeat-budget", monitor.DefaultHeartbeatBudget, "most heartbeats published per second by this copy (changes of health are published at once, not counted)")
 	}, func(cmd *cobra.Command, cfg backbone.Config, mreg prometheus.Registerer) error {
-		m, err := MonitorMetrics(mreg)
+		m, err := metricsOn(mreg, metrics.NewMonitor)
 		if err != nil {
 			return err
 		}
@@ -301,7 +301,7 @@ func Notifier() *cobra.Command {
 	return serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 	}, func(cmd *cobra.Command, cfg backbone.Config, reg prometheus.Registerer) error {
-		m, err := NotifierMetrics(reg)
+		m, err := metricsOn(reg, metrics.NewNotifier)
 		if err != nil {
 			return err
 		}
@@ -309,36 +309,13 @@ func Notifier() *cobra.Command {
 	})
 }
 
-// PlannerMetrics returns the planner's metrics on reg, or none (nil) for a nil reg.
-func PlannerMetrics(reg prometheus.Registerer) (*metrics.Planner, error) {
+// metricsOn returns a service's metrics made on reg by newSet
+// (metrics.NewPlanner...), or none (nil) without a registry.
+func metricsOn[T any](reg prometheus.Registerer, newSet func(prometheus.Registerer) (*T, error)) (*T, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	return metrics.NewPlanner(reg)
-}
-
-// ExecutorMetrics returns the executor's metrics on reg, or none (nil) for a nil reg.
-func ExecutorMetrics(reg prometheus.Registerer) (*metrics.Executor, error) {
-	if reg == nil {
-		return nil, nil
-	}
-	return metrics.NewExecutor(reg)
-}
-
-// MonitorMetrics returns the monitor's metrics on reg, or none (nil) for a nil reg.
-func MonitorMetrics(reg prometheus.Registerer) (*metrics.Monitor, error) {
-	if reg == nil {
-		return nil, nil
-	}
-	return metrics.NewMonitor(reg)
-}
-
-// NotifierMetrics returns the notifier's metrics on reg, or none (nil) for a nil reg.
-func NotifierMetrics(reg prometheus.Registerer) (*metrics.Notifier, error) {
-	if reg == nil {
-		return nil, nil
-	}
-	return metrics.NewNotifier(reg)
+	return newSet(reg)
 }
 
 // DriverFlags say which drivers and probes the executor and monitor have:

@@ -769,7 +769,7 @@ func (m *monitor) probe(ctx context.Context, c inventory.Cluster) drivers.Observ
 	defer cancel()
 	began := time.Now() // wall time, for the metrics: not the schedule's clock
 	obs, err := p.Probe(pctx, c)
-	m.cfg.Metrics.ObserveProbe(time.Since(began), err != nil)
+	m.cfg.Metrics.ObserveProbe(time.Since(began), err != nil && ctx.Err() == nil) // a probe cut short by a stop is not the cluster's failure
 	if err != nil {
 		return drivers.Observation{Status: records.HealthUnhealthy, Reasons: []string{"probe failed: " + err.Error()}}
 	}
