@@ -38,16 +38,25 @@ var workflowStates = []records.WorkflowState{
 	records.WorkflowRejected,
 }
 
-// committed follows the header rows of a committed transaction.
-func (g *workflowGauge) committed(out decide.Outputs) {
+// committed follows the header rows of a committed transaction, to the
+// states the workflows held have now: a workflow its partition's
+// revocation dropped meanwhile is not counted again. Callers hold the
+// planner's lock.
+func (g *workflowGauge) committed(out decide.Outputs, held map[string]*decide.Workflow) {
 	if g.m == nil {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, row := range out.Rows {
-		if w := row.Workflow; w != nil {
-			g.move(w.ID, w.State)
+		if row.Workflow == nil {
+			continue
+		}
+		id := row.Workflow.ID
+		if w, ok := held[id]; ok && w.State != "" {
+			g.move(id, w.State)
+		} else {
+			g.drop(id)
 		}
 	}
 }
@@ -71,6 +80,14 @@ func (g *workflowGauge) recount(held map[string]*decide.Workflow) {
 	}
 	for s, n := range g.counts {
 		g.m.SetWorkflows(string(s), n)
+	}
+}
+
+func (g *workflowGauge) drop(id string) {
+	if from, ok := g.states[id]; ok {
+		delete(g.states, id)
+		g.counts[from]--
+		g.m.SetWorkflows(string(from), g.counts[from])
 	}
 }
 

@@ -11,8 +11,9 @@ import (
 )
 
 // TestWorkflowGaugeFollowsTransitionsAndRecounts: committed header rows
-// move a workflow from state to state, target rows do not count, and a
-// recount (partitions assigned or revoked) replaces what was counted.
+// move a workflow from state to state, target rows do not count, a
+// workflow no longer held is not counted, and a recount (partitions
+// assigned or revoked) replaces what was counted.
 func TestWorkflowGaugeFollowsTransitionsAndRecounts(t *testing.T) {
 	reg := metrics.NewRegistry()
 	m, err := metrics.NewPlanner(reg)
@@ -53,25 +54,34 @@ func TestWorkflowGaugeFollowsTransitionsAndRecounts(t *testing.T) {
 		}
 	}
 
+	hold := func(states map[string]records.WorkflowState) map[string]*decide.Workflow {
+		held := map[string]*decide.Workflow{}
+		for id, s := range states {
+			w := &decide.Workflow{}
+			w.ID, w.State = id, s
+			held[id] = w
+		}
+		return held
+	}
+
 	g := newWorkflowGauge(m)
 	want(counts(), map[string]float64{})
 	g.committed(decide.Outputs{Rows: []records.WorkflowRecord{
 		header("a", records.WorkflowRunning), header("b", records.WorkflowRunning),
 		{Target: &records.Target{WorkflowID: "a", ClusterID: "c1"}},
-	}})
+	}}, hold(map[string]records.WorkflowState{"a": records.WorkflowRunning, "b": records.WorkflowRunning}))
 	want(counts(), map[string]float64{"running": 2})
-	g.committed(decide.Outputs{Rows: []records.WorkflowRecord{header("a", records.WorkflowPaused), header("a", records.WorkflowSucceeded), header("b", records.WorkflowRunning)}})
+	g.committed(decide.Outputs{Rows: []records.WorkflowRecord{header("a", records.WorkflowPaused), header("a", records.WorkflowSucceeded), header("b", records.WorkflowRunning)}},
+		hold(map[string]records.WorkflowState{"a": records.WorkflowSucceeded, "b": records.WorkflowRunning}))
 	want(counts(), map[string]float64{"running": 1, "succeeded": 1})
+	// b's partition was revoked between the commit and its count.
+	g.committed(decide.Outputs{Rows: []records.WorkflowRecord{header("b", records.WorkflowPaused)}},
+		hold(map[string]records.WorkflowState{"a": records.WorkflowSucceeded}))
+	want(counts(), map[string]float64{"succeeded": 1})
 
-	// b's partition is revoked; c is read from a partition assigned.
-	held := map[string]*decide.Workflow{}
-	for id, s := range map[string]records.WorkflowState{"a": records.WorkflowSucceeded, "c": records.WorkflowFailed} {
-		w := &decide.Workflow{}
-		w.ID, w.State = id, s
-		held[id] = w
-	}
-	g.recount(held)
+	// c is read from a partition assigned.
+	g.recount(hold(map[string]records.WorkflowState{"a": records.WorkflowSucceeded, "c": records.WorkflowFailed}))
 	want(counts(), map[string]float64{"succeeded": 1, "failed": 1})
 
-	newWorkflowGauge(nil).committed(decide.Outputs{Rows: []records.WorkflowRecord{header("a", records.WorkflowRunning)}}) // no metrics: nothing kept
+	newWorkflowGauge(nil).committed(decide.Outputs{Rows: []records.WorkflowRecord{header("a", records.WorkflowRunning)}}, nil) // no metrics: nothing kept
 }

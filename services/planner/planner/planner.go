@@ -384,7 +384,9 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 		defer p.mu.Unlock()
 		return p.rebuild(ctx)
 	}
-	p.workflows.committed(out)
+	p.mu.Lock()
+	p.workflows.committed(out, p.state.Workflows)
+	p.mu.Unlock()
 	if fetches.NumRecords() > 0 {
 		p.cfg.Metrics.ObserveDecision(time.Since(polled))
 	}
