@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,12 +16,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
@@ -40,6 +43,7 @@ func devCommand() *cobra.Command {
 		df                                 servicecmd.DriverFlags
 		probeInterval, heartbeat           time.Duration
 		brokerOnly                         bool
+		metricsAddr                        string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -65,7 +69,7 @@ clusters' state through --sim-dir.`,
 			}
 			o := devOptions{
 				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Partitions: partitions, Drivers: df,
-				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, HTTP: httpAddr, Out: cmd.OutOrStdout(),
+				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, MetricsAddr: metricsAddr, HTTP: httpAddr, Out: cmd.OutOrStdout(),
 			}
 			if brokerOnly {
 				o.BrokerOnly = true
@@ -95,6 +99,7 @@ clusters' state through --sim-dir.`,
 	fs.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "longest time without a health signal for a cluster")
 	fs.StringVar(&httpAddr, "http", "127.0.0.1:8080", "address of the web dashboard (empty: none)")
 	fs.BoolVar(&brokerOnly, "broker-only", false, "run the broker, the topics and the simulated fleet without the services, and print how to run each service against them")
+	servicecmd.BindMetricsAddr(fs, &metricsAddr)
 	df.Bind(fs)
 	return cmd
 }
@@ -118,6 +123,11 @@ type devOptions struct {
 	// DriverArgs are flags of the simulated fleet and drivers to pass on
 	// to the executor and the monitor (BrokerOnly).
 	DriverArgs []string
+	// MetricsAddr, if set, is where the services' metrics are served, at
+	// /metrics: one registry for the process, each service's metrics
+	// under its own names. OnMetrics, if set, is told the address bound.
+	MetricsAddr string
+	OnMetrics   func(addr net.Addr)
 }
 
 func runDev(ctx context.Context, o devOptions) error {
@@ -154,25 +164,29 @@ func runDev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	defer closeDrivers()
+	sets, err := o.serveMetrics(ctx)
+	if err != nil {
+		return err
+	}
 
 	services := map[string]func(context.Context) error{
 		"planner": func(ctx context.Context) error {
-			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true})
+			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.planner})
 		},
 		"executor": func(ctx context.Context) error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev"})
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev", Metrics: sets.executor})
 		},
 		"monitor": func(ctx context.Context) error {
-			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat})
+			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.monitor})
 		},
 		"notifier": func(ctx context.Context) error {
 			run := func(ctx context.Context) error {
-				return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true})
+				return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.notifier})
 			}
 			if o.HTTP == "" {
 				return run(ctx)
 			}
-			return servicecmd.RunWithDashboard(ctx, cfg, o.HTTP, func(addr net.Addr) {
+			return servicecmd.RunWithDashboard(ctx, cfg, o.HTTP, sets.handler, func(addr net.Addr) {
 				if o.Out != nil {
 					fmt.Fprintf(o.Out, "dashboard: %s\n", dashboard.URL(addr))
 				}
@@ -208,6 +222,68 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	o.Log.Info("flotilla dev stopped")
 	return errors.Join(all...)
+}
+
+// devMetrics are the metrics of dev's four services, all nil with
+// neither --metrics-addr nor a dashboard; handler serves them on the
+// dashboard's address when there is no --metrics-addr.
+type devMetrics struct {
+	planner  *metrics.Planner
+	executor *metrics.Executor
+	monitor  *metrics.Monitor
+	notifier *metrics.Notifier
+	handler  http.Handler
+}
+
+func newDevMetrics(reg *prometheus.Registry) (m devMetrics, err error) {
+	if m.planner, err = metrics.NewPlanner(reg); err != nil {
+		return m, err
+	}
+	if m.executor, err = metrics.NewExecutor(reg); err != nil {
+		return m, err
+	}
+	if m.monitor, err = metrics.NewMonitor(reg); err != nil {
+		return m, err
+	}
+	m.notifier, err = metrics.NewNotifier(reg)
+	return m, err
+}
+
+// serveMetrics serves one registry for the four services on o.MetricsAddr
+// until ctx ends, and returns their metrics on it; nothing without an
+// address. The same registry can be mounted on another server with
+// metrics.Handler.
+func (o devOptions) serveMetrics(ctx context.Context) (devMetrics, error) {
+	if o.MetricsAddr == "" {
+		if o.HTTP == "" {
+			return devMetrics{}, nil
+		}
+		// On the dashboard's address, at /metrics.
+		reg := metrics.NewRegistry()
+		m, err := newDevMetrics(reg)
+		m.handler = metrics.Handler(reg)
+		return m, err
+	}
+	ln, err := metrics.Listen(o.MetricsAddr)
+	if err != nil {
+		return devMetrics{}, err
+	}
+	reg := metrics.NewRegistry()
+	m, err := newDevMetrics(reg)
+	if err != nil {
+		ln.Close()
+		return devMetrics{}, err
+	}
+	go func() {
+		if err := metrics.ServeListener(ctx, ln, reg); err != nil {
+			o.Log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	o.Log.Info("serving metrics", "url", "http://"+ln.Addr().String()+metrics.Path)
+	if o.OnMetrics != nil {
+		o.OnMetrics(ln.Addr())
+	}
+	return m, nil
 }
 
 // printServiceCommands tells how to run each service as a process of its

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics/metricstest"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
@@ -26,8 +29,9 @@ import (
 // fleet and no service's group exists; then the four service commands it
 // prints, each run as a command of its own (as separate processes would),
 // carry a rollout through, the executor and the monitor sharing the
-// simulated clusters through --sim-dir. Without --broker-only, dev runs
-// the services itself and their groups appear.
+// simulated clusters through --sim-dir, and each serves its metrics
+// (--metrics-addr), scraped after the rollout. Without --broker-only, dev
+// runs the services itself and their groups appear.
 func TestDevBrokerOnly(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -129,16 +133,20 @@ func TestDevBrokerOnly(t *testing.T) {
 		}
 	}
 
-	// Each service as dev said, as a command of its own.
+	// Each service as dev said, as a command of its own, serving its
+	// metrics on an address of its own.
 	var services sync.WaitGroup
 	defer services.Wait()
 	defer cancel()
+	metricsAt := map[string]string{}
 	for name, args := range printed {
+		addr := freeAddr(t)
+		metricsAt[name] = addr
 		services.Add(1)
 		go func() {
 			defer services.Done()
 			cmd := rootCommand()
-			cmd.SetArgs(append(slices.Clone(args), "--log-level", "warn"))
+			cmd.SetArgs(append(slices.Clone(args), "--log-level", "warn", "--metrics-addr", addr))
 			if err := cmd.ExecuteContext(ctx); err != nil {
 				t.Errorf("flotilla %s: %v", name, err)
 			}
@@ -185,6 +193,43 @@ func TestDevBrokerOnly(t *testing.T) {
 	}
 	if upgraded == 0 {
 		t.Fatal("the rollout upgraded no cluster")
+	}
+	// Each process's /metrics has its own service's metrics, and only
+	// those, with what the rollout did.
+	for name, addr := range metricsAt {
+		metricstest.Await(t, "http://"+addr+metrics.Path, 30*time.Second, func(m metricstest.Families) string {
+			var missing []string
+			for fam := range m {
+				if s, ok := strings.CutPrefix(fam, "flotilla_"); ok && !strings.HasPrefix(s, name+"_") {
+					missing = append(missing, "no "+fam+" (another service's)")
+				}
+			}
+			if m.Value("kgo_produce_bytes_total", "service", name) == 0 || m.Value("kgo_fetch_bytes_total", "service", name) == 0 {
+				missing = append(missing, "Kafka bytes produced and fetched")
+			}
+			switch name {
+			case "planner":
+				if m.Value("flotilla_planner_workflows", "state", "succeeded") != 1 {
+					missing = append(missing, "the workflow succeeded")
+				}
+			case "executor":
+				if m.Value("flotilla_executor_operations_total", "outcome", "succeeded") < float64(upgraded) {
+					missing = append(missing, fmt.Sprintf("%d operations succeeded", upgraded))
+				}
+			case "monitor":
+				if m.Value("flotilla_monitor_probe_duration_seconds") == 0 {
+					missing = append(missing, "probes")
+				}
+			case "notifier":
+				if m.Value("flotilla_notifier_notifications_total", "kind", "workflow.succeeded") != 1 {
+					missing = append(missing, "the success notified")
+				}
+			}
+			if len(missing) > 0 {
+				return name + ": " + strings.Join(missing, ", ")
+			}
+			return ""
+		})
 	}
 	cancel()
 	services.Wait()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest/brokertest"
@@ -27,6 +28,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
@@ -73,6 +75,9 @@ type Options struct {
 	Retention time.Duration
 	// Drivers registers drivers and probes besides the simulated fleet's.
 	Drivers func(*drivers.Registry)
+	// Metrics, if set, is the registry of the services' metrics (package
+	// metrics); copies of a service share one set.
+	Metrics prometheus.Registerer
 }
 
 // Fleet is the four services and a simulated fleet under test.
@@ -90,6 +95,32 @@ type Fleet struct {
 	cancel   context.CancelFunc
 	workflow *logtable.Table[records.WorkflowRecord]
 	opts     Options
+	metrics  serviceMetrics
+}
+
+// serviceMetrics are the services' metrics, nil without Options.Metrics.
+type serviceMetrics struct {
+	planner  *metrics.Planner
+	executor *metrics.Executor
+	monitor  *metrics.Monitor
+	notifier *metrics.Notifier
+}
+
+func newServiceMetrics(reg prometheus.Registerer) (m serviceMetrics, err error) {
+	if reg == nil {
+		return m, nil
+	}
+	if m.planner, err = metrics.NewPlanner(reg); err != nil {
+		return m, err
+	}
+	if m.executor, err = metrics.NewExecutor(reg); err != nil {
+		return m, err
+	}
+	if m.monitor, err = metrics.NewMonitor(reg); err != nil {
+		return m, err
+	}
+	m.notifier, err = metrics.NewNotifier(reg)
+	return m, err
 }
 
 type service struct {
@@ -139,6 +170,9 @@ func Start(t testing.TB, o Options) *Fleet {
 		registry: reg,
 		running:  map[string]*service{},
 		opts:     o,
+	}
+	if f.metrics, err = newServiceMetrics(o.Metrics); err != nil {
+		t.Fatal(err)
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	t.Cleanup(f.stopAll)
@@ -241,7 +275,8 @@ func (f *Fleet) StartService(name string) {
 	switch kind {
 	case "planner":
 		run = func() error {
-			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond, Retention: f.opts.Retention})
+			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond, Retention: f.opts.Retention,
+				Metrics: f.metrics.planner})
 		}
 	case "executor":
 		instance := "" // the first copy is a dynamic member, holding as "executor"
@@ -252,14 +287,17 @@ func (f *Fleet) StartService(name string) {
 			cfg.SessionTimeout = 6 * time.Second // the broker's least
 		}
 		run = func() error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock, InstanceID: instance})
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock, InstanceID: instance, Metrics: f.metrics.executor})
 		}
 	case "monitor":
 		run = func() error {
-			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: f.registry, Clock: f.Clock, Interval: 5 * time.Second, Heartbeat: time.Minute})
+			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: f.registry, Clock: f.Clock, Interval: 5 * time.Second, Heartbeat: time.Minute,
+				Metrics: f.metrics.monitor})
 		}
 	case "notifier":
-		run = func() error { return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "n" + copyID}) }
+		run = func() error {
+			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "n" + copyID, Metrics: f.metrics.notifier})
+		}
 	default:
 		f.t.Fatalf("no service %q", name)
 	}

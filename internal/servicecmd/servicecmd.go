@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/execdriver"
 	"github.com/flotilla-fleet/flotilla/pkg/kafkadriver"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
@@ -139,12 +142,15 @@ func defaultInstance() string {
 }
 
 // serviceCommand builds a service's command: it parses the shared flags,
-// sets up the topics (backbone.Config.SetUpTopics: creates those missing,
-// refuses to start over lost ones), and runs the service until interrupted.
-func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(cmd *cobra.Command, cfg backbone.Config) error) *cobra.Command {
+// serves /metrics on --metrics-addr if given, sets up the topics
+// (backbone.Config.SetUpTopics: creates those missing, refuses to start
+// over lost ones), and runs the service until interrupted. run is given
+// the registry of the service's metrics, nil without --metrics-addr.
+func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(cmd *cobra.Command, cfg backbone.Config, reg prometheus.Registerer) error) *cobra.Command {
 	var bb BackboneFlags
 	var tf TopicFlags
 	var session time.Duration
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:          name,
 		Short:        short,
@@ -158,6 +164,10 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 			cfg.SessionTimeout = session
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			reg, err := ServeMetrics(ctx, cfg.Log(), metricsAddr)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
 			// Creates missing topics, but never over lost ones: a
 			// service refuses to start on topics deleted, or deleted
 			// and created again, since the last start.
@@ -166,11 +176,15 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 				return fmt.Errorf("%s: topics: %w", name, err)
 			}
 			go cfg.KeepTopicIDs(ctx, ids)
-			return run(cmd, cfg)
+			if reg == nil {
+				return run(cmd, cfg, nil) // not a nil *Registry in an interface
+			}
+			return run(cmd, cfg, reg)
 		},
 	}
 	bb.Bind(cmd.Flags())
 	tf.Bind(cmd.Flags())
+	BindMetricsAddr(cmd.Flags(), &metricsAddr)
 	cmd.Flags().DurationVar(&session, "session-timeout", backbone.StaticSessionTimeout,
 		"how long this copy may be away (crashed, frozen) before its consumer group gives its partitions to another copy; "+
 			"a restart within it takes them back at once (between the broker's group.min and group.max.session.timeout.ms)")
@@ -178,6 +192,35 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 		bind(cmd.Flags())
 	}
 	return cmd
+}
+
+// BindMetricsAddr adds --metrics-addr to fs.
+func BindMetricsAddr(fs *pflag.FlagSet, addr *string) {
+	fs.StringVar(addr, "metrics-addr", os.Getenv("FLOTILLA_METRICS_ADDR"),
+		"address (host:port, :9100) on which to serve Prometheus metrics at /metrics; empty: none (env FLOTILLA_METRICS_ADDR)")
+}
+
+// ServeMetrics serves a new registry's metrics (metrics.NewRegistry) at
+// /metrics on addr until ctx ends, and returns the registry; with addr ""
+// it serves nothing and returns nil. It fails at once, naming addr, if it
+// cannot listen there; a server that fails later is logged, and the
+// service carries on without it.
+func ServeMetrics(ctx context.Context, log *slog.Logger, addr string) (*prometheus.Registry, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := metrics.Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	reg := metrics.NewRegistry()
+	go func() {
+		if err := metrics.ServeListener(ctx, ln, reg); err != nil {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+metrics.Path)
+	return reg, nil
 }
 
 // Planner returns the planner's command.
@@ -188,11 +231,15 @@ func Planner() *cobra.Command {
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 		fs.DurationVar(&poll, "poll-interval", 100*time.Millisecond, "longest wait for records before checking health changes and deadlines")
 		fs.DurationVar(&retention, "retention", planner.DefaultRetention, "how long a finished rollout keeps its per-cluster rows and commands (status, retry, rollback) before they are removed; its summary and each cluster's history stay; 0 keeps them for ever")
-	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+	}, func(cmd *cobra.Command, cfg backbone.Config, reg prometheus.Registerer) error {
 		if retention == 0 {
 			retention = -1 // for ever
 		}
-		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll, Retention: retention})
+		m, err := metricsOn(reg, metrics.NewPlanner)
+		if err != nil {
+			return err
+		}
+		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll, Retention: retention, Metrics: m})
 	})
 }
 
@@ -208,13 +255,17 @@ func Executor() *cobra.Command {
 		fs.IntVar(&concurrency, "concurrency", executor.DefaultConcurrency, "most operations acting at once (those waiting for their cluster do not count)")
 		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "longest an operation may take before it fails")
 		fs.DurationVar(&lease, "lease", 15*time.Second, "lease on each owned partition of commands, renewed every third of it: an executor that cannot renew it stops acting, and the next owner waits for it to lapse before resuming what was in flight")
-	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+	}, func(cmd *cobra.Command, cfg backbone.Config, mreg prometheus.Registerer) error {
+		m, err := metricsOn(mreg, metrics.NewExecutor)
+		if err != nil {
+			return err
+		}
 		reg, closeDrivers, err := df.Registry()
 		if err != nil {
 			return err
 		}
 		defer closeDrivers()
-		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, InstanceID: instance, Concurrency: concurrency, Timeout: timeout, Lease: lease})
+		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, InstanceID: instance, Concurrency: concurrency, Timeout: timeout, Lease: lease, Metrics: m})
 	})
 }
 
@@ -233,14 +284,18 @@ func Monitor() *cobra.Command {
 		fs.IntVar(&concurrency, "concurrency", 32, "most probes run at once")
 		fs.Float64Var(&probeRate, "probe-rate", monitor.DefaultProbeRate, "most probes of due clusters started per second by this copy (probes after an operation ends are not counted)")
 		fs.Float64Var(&heartbeatBudget, "heartbeat-budget", monitor.DefaultHeartbeatBudget, "most heartbeats published per second by this copy (changes of health are published at once, not counted)")
-	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+	}, func(cmd *cobra.Command, cfg backbone.Config, mreg prometheus.Registerer) error {
+		m, err := metricsOn(mreg, metrics.NewMonitor)
+		if err != nil {
+			return err
+		}
 		reg, closeDrivers, err := df.Registry()
 		if err != nil {
 			return err
 		}
 		defer closeDrivers()
 		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, InstanceID: instance, Interval: interval, Heartbeat: heartbeat,
-			Concurrency: concurrency, ProbeRate: probeRate, HeartbeatBudget: heartbeatBudget})
+			Concurrency: concurrency, ProbeRate: probeRate, HeartbeatBudget: heartbeatBudget, Metrics: m})
 	})
 }
 
@@ -250,17 +305,30 @@ func Notifier() *cobra.Command {
 	return serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 		fs.StringVar(&httpAddr, "http", os.Getenv("FLOTILLA_HTTP"), "address (host:port) to serve the web dashboard and its /api/ on, showing the whole fleet (every partition); empty: none (env FLOTILLA_HTTP)")
-	}, func(cmd *cobra.Command, cfg backbone.Config) error {
+	}, func(cmd *cobra.Command, cfg backbone.Config, reg prometheus.Registerer) error {
+		m, err := metricsOn(reg, metrics.NewNotifier)
+		if err != nil {
+			return err
+		}
 		run := func(ctx context.Context) error {
-			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true})
+			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, Metrics: m})
 		}
 		if httpAddr == "" {
 			return run(cmd.Context())
 		}
-		return RunWithDashboard(cmd.Context(), cfg, httpAddr, func(addr net.Addr) {
+		return RunWithDashboard(cmd.Context(), cfg, httpAddr, nil, func(addr net.Addr) {
 			cfg.Log().Info("dashboard listening", "url", dashboard.URL(addr))
 		}, run)
 	})
+}
+
+// metricsOn returns a service's metrics made on reg by newSet
+// (metrics.NewPlanner...), or none (nil) without a registry.
+func metricsOn[T any](reg prometheus.Registerer, newSet func(prometheus.Registerer) (*T, error)) (*T, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	return newSet(reg)
 }
 
 // DriverFlags say which drivers and probes the executor and monitor have:
@@ -324,13 +392,18 @@ func Main(cmd *cobra.Command) {
 
 // RunWithDashboard runs the notifier (run) and its web dashboard on
 // httpAddr side by side, until ctx ends or either fails, which stops the
-// other; listening is told the dashboard's address.
-func RunWithDashboard(ctx context.Context, cfg backbone.Config, httpAddr string, listening func(net.Addr), run func(context.Context) error) error {
+// other; listening is told the dashboard's address. A metrics handler,
+// if given, is served on the same address at /metrics.
+func RunWithDashboard(ctx context.Context, cfg backbone.Config, httpAddr string, metricsHandler http.Handler, listening func(net.Addr), run func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	dcfg := dashboard.Config{Backbone: cfg}
+	if metricsHandler != nil {
+		dcfg.Extra = map[string]http.Handler{"GET " + metrics.Path: metricsHandler}
+	}
 	shown := make(chan error, 1)
 	go func() {
-		shown <- dashboard.ListenAndRun(ctx, dashboard.Config{Backbone: cfg}, httpAddr, listening)
+		shown <- dashboard.ListenAndRun(ctx, dcfg, httpAddr, listening)
 		cancel()
 	}()
 	err := run(ctx)

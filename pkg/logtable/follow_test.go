@@ -66,3 +66,29 @@ func TestFollow(t *testing.T) {
 		t.Fatal("Follow of a partition nothing is written to returned nil before its context ended")
 	}
 }
+
+func TestTableOnCaughtUpIsToldOnce(t *testing.T) {
+	b := newTestBroker(t)
+	sc := scenarios[1]
+	topic := b.topic(sc.partitions)
+	sc.write(b, topic)
+	calls := make(chan time.Duration, 2)
+	tbl := New(topic, b.opts(), decodeString, OnCaughtUp[string](func(took time.Duration) { calls <- took }))
+	done := runTable(t, b.ctx, tbl)
+	defer done()
+	if err := tbl.WaitReady(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case took := <-calls:
+		if took <= 0 {
+			t.Errorf("caught up in %v, want > 0", took)
+		}
+	case <-b.ctx.Done():
+		t.Fatal("OnCaughtUp was not called")
+	}
+	done()
+	if len(calls) != 0 {
+		t.Errorf("OnCaughtUp called %d more times", len(calls))
+	}
+}

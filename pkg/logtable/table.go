@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -71,6 +72,13 @@ func Partitions[V any](ps ...int32) Option[V] {
 	return func(t *Table[V]) { t.partitions = slices.Clone(ps) }
 }
 
+// OnCaughtUp sets fn to be told, once, how long the table took from Run
+// to catching up with the end offsets it captured (a service's start-up
+// cost, for its metrics). It is called from the table's goroutine.
+func OnCaughtUp[V any](fn func(took time.Duration)) Option[V] {
+	return func(t *Table[V]) { t.onCaughtUp = fn }
+}
+
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger[V any](l *slog.Logger) Option[V] {
 	return func(t *Table[V]) { t.log = l }
@@ -91,6 +99,8 @@ type Table[V any] struct {
 	onChange      func(key string, v V, deleted bool)
 	stream        func(key string, v V, deleted, loaded bool)
 	onDecodeError func(r *kgo.Record, err error)
+	onCaughtUp    func(took time.Duration)
+	started       time.Time // when Run began
 	log           *slog.Logger
 	partitions    []int32 // nil: every partition
 
@@ -145,6 +155,7 @@ func (t *Table[V]) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("table %s: Run called twice", t.topic)
 	}
 	t.state = stateRecovering
+	t.started = time.Now()
 	t.mu.Unlock()
 	defer func() { t.stop(err) }()
 
@@ -231,6 +242,9 @@ func (t *Table[V]) markReady() {
 	t.mu.Unlock()
 	close(t.ready)
 	t.log.Debug("table caught up", "keys", t.Len())
+	if t.onCaughtUp != nil {
+		t.onCaughtUp(time.Since(t.started))
+	}
 	t.broadcast()
 }
 

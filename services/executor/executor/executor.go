@@ -59,6 +59,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/deadletter"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
@@ -117,6 +118,9 @@ type Config struct {
 	// which a test's fake passing of time does not change. Tests of the
 	// leases themselves set it.
 	LeaseClock clockwork.Clock
+	// Metrics, if set, records the executor's metrics and its Kafka
+	// clients' (package metrics); nil records none.
+	Metrics *metrics.Executor
 }
 
 type executor struct {
@@ -177,6 +181,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Drivers == nil {
 		return errors.New("executor: no drivers registered")
 	}
+	// Every client of the executor counts in its Kafka metrics.
+	cfg.Backbone.ClientOpts = slices.Concat(cfg.Backbone.ClientOpts, cfg.Metrics.ClientOpts())
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -773,6 +779,11 @@ func (e *executor) carryOut(part *partition, key string, cmd records.Command, st
 		return
 	}
 	defer func() { <-e.slots }()
+	// Acting from here: in flight until it returns, with an outcome once
+	// one is recorded.
+	acting, ended := time.Now(), ""
+	e.cfg.Metrics.Started()
+	defer func() { e.cfg.Metrics.Ended(ended, time.Since(acting)) }()
 
 	// The grant: its offset is the attempt's fencing token.
 	grant, err := e.claims.Grant(held, e.holder)
@@ -878,6 +889,10 @@ recorded:
 		return e.record(part, key, outcome, e.claims.ReleaseRecord(cmd.ClusterID, cmd.ID))
 	}); err != nil {
 		return // the next owner resumes it, and the driver confirms
+	}
+	ended = metrics.Succeeded
+	if outcome.Status == records.OperationFailed {
+		ended = metrics.Failed
 	}
 	log.Info("operation finished", "status", outcome.Status, "reason", outcome.Reason)
 }

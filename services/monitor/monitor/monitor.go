@@ -68,6 +68,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
 )
@@ -105,6 +106,10 @@ type Config struct {
 	// restarted after a crash takes its partitions back at once). Empty: a
 	// dynamic member.
 	InstanceID string
+	// Metrics, if set, records the monitor's metrics and its Kafka
+	// clients' (package metrics); nil records none. The drift detection
+	// sets flotilla_monitor_drifted_clusters through Metrics.SetDrifted.
+	Metrics *metrics.Monitor
 
 	// settled, if set, is told of each cluster the monitor is done with
 	// for now, and when its probe ran: after the signal was published, or
@@ -173,6 +178,8 @@ type result struct {
 // Run runs the monitor until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
+	// Every client of the monitor counts in its Kafka metrics.
+	cfg.Backbone.ClientOpts = slices.Concat(cfg.Backbone.ClientOpts, cfg.Metrics.ClientOpts())
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -702,6 +709,14 @@ func (m *monitor) publish(ctx context.Context, batch []result) {
 			continue
 		}
 		m.took(r)
+		switch {
+		case r.signal == nil:
+			m.cfg.Metrics.Published(metrics.SignalTombstone)
+		case r.signal.Heartbeat:
+			m.cfg.Metrics.Published(metrics.SignalHeartbeat)
+		default:
+			m.cfg.Metrics.Published(metrics.SignalChange)
+		}
 		then := probeNext
 		if r.signal == nil {
 			then = leave
@@ -747,11 +762,14 @@ func (m *monitor) failed(r result, err error) {
 func (m *monitor) probe(ctx context.Context, c inventory.Cluster) drivers.Observation {
 	p, err := m.cfg.Probers.Prober(c.Driver)
 	if err != nil {
+		m.cfg.Metrics.ProbeFailed()
 		return drivers.Observation{Status: records.HealthUnknown, Reasons: []string{err.Error()}}
 	}
 	pctx, cancel := context.WithTimeout(ctx, m.cfg.ProbeTimeout)
 	defer cancel()
+	began := time.Now() // wall time, for the metrics: not the schedule's clock
 	obs, err := p.Probe(pctx, c)
+	m.cfg.Metrics.ObserveProbe(time.Since(began), err != nil && ctx.Err() == nil) // a probe cut short by a stop is not the cluster's failure
 	if err != nil {
 		return drivers.Observation{Status: records.HealthUnhealthy, Reasons: []string{"probe failed: " + err.Error()}}
 	}

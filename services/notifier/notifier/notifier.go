@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -21,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
 )
@@ -42,6 +44,10 @@ type Config struct {
 	// the next transaction that writes one, before they are committed in
 	// a transaction of their own (default 5s). See Run.
 	IdleCommit time.Duration
+	// Metrics, if set, records the notifier's metrics and its Kafka
+	// clients' (package metrics); nil records none. Its Deliveries are
+	// for the sinks.
+	Metrics *metrics.Notifier
 
 	// ending, if set, is called before a transaction ends, and ended
 	// after, with how it ended (tests count aborts).
@@ -93,6 +99,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.IdleCommit <= 0 {
 		cfg.IdleCommit = 5 * time.Second
 	}
+	// Every client of the notifier counts in its Kafka metrics.
+	cfg.Backbone.ClientOpts = slices.Concat(cfg.Backbone.ClientOpts, cfg.Metrics.ClientOpts())
 	names := cfg.Backbone.Names()
 	// A watch on the topics it reads and writes ends it, with the cause,
 	// when one is lost: announcing a log recreated empty would be wrong.
@@ -150,7 +158,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := n.fetchError(fetches); err != nil {
 			return err
 		}
-		out := n.render(fetches)
+		out, notes := n.render(fetches)
 		if len(out) == 0 {
 			if fetches.NumRecords() > 0 && idleSince.IsZero() {
 				idleSince = cfg.Clock.Now()
@@ -169,6 +177,11 @@ func Run(ctx context.Context, cfg Config) error {
 		// Committed, every offset consumed is; aborted, the session has
 		// rewound to the last commit and reads the records again.
 		idleSince = time.Time{}
+		if committed {
+			for _, note := range notes {
+				cfg.Metrics.Written(note.Kind, string(note.Severity))
+			}
+		}
 		switch {
 		case err != nil && backbone.FatalTxnError(err):
 			return n.fatalError(err)
@@ -222,9 +235,11 @@ func (n *notifier) fetchError(fetches kgo.Fetches) error {
 	return end
 }
 
-// render turns the records of fetches into notifications.
-func (n *notifier) render(fetches kgo.Fetches) []*kgo.Record {
+// render turns the records of fetches into notifications: the records to
+// write, and what each says.
+func (n *notifier) render(fetches kgo.Fetches) ([]*kgo.Record, []records.Notification) {
 	var out []*kgo.Record
+	var notes []records.Notification
 	fetches.EachRecord(func(r *kgo.Record) {
 		note, ok, err := fromRecord(n.names, r)
 		if err != nil {
@@ -245,8 +260,9 @@ func (n *notifier) render(fetches kgo.Fetches) []*kgo.Record {
 		}
 		out = append(out, &kgo.Record{Topic: n.names.Notifications, Key: []byte(key), Value: value,
 			Headers: CloudEventHeaders(note, Source(n.names.Namespace))})
+		notes = append(notes, note)
 	})
-	return out
+	return out, notes
 }
 
 // transact writes out and commits the offsets consumed so far in the

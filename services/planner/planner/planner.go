@@ -28,6 +28,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/deadletter"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
@@ -56,6 +57,9 @@ type Config struct {
 	// PlanChunk is the most target rows a rollout's plan writes in one
 	// transaction (decide.State.PlanChunk; 0 means decide.DefaultPlanChunk).
 	PlanChunk int
+	// Metrics, if set, records the planner's metrics and its Kafka
+	// clients' (package metrics); nil records none.
+	Metrics *metrics.Planner
 
 	hooks *testHooks // nil but in this package's tests
 }
@@ -115,6 +119,8 @@ type planner struct {
 	changes changeQueue // inventory, health and policy changes from the tables
 
 	stop context.CancelCauseFunc // ends Run with an error
+
+	workflows *workflowGauge // flotilla_planner_workflows
 }
 
 // Run runs the planner until ctx ends, and then returns nil promptly,
@@ -134,12 +140,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Retention == 0 {
 		cfg.Retention = DefaultRetention
 	}
+	// Every client of the planner counts in its Kafka metrics.
+	cfg.Backbone.ClientOpts = slices.Concat(cfg.Backbone.ClientOpts, cfg.Metrics.ClientOpts())
 	p := &planner{
-		cfg:   cfg,
-		log:   cfg.Backbone.Log().With("service", "planner"),
-		names: cfg.Backbone.Names(),
-		owned: map[int32]bool{},
-		ready: make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Backbone.Log().With("service", "planner"),
+		names:     cfg.Backbone.Names(),
+		owned:     map[int32]bool{},
+		ready:     make(chan struct{}),
+		workflows: newWorkflowGauge(cfg.Metrics),
+	}
+	caughtUp := func(table string) func(time.Duration) {
+		return func(d time.Duration) { cfg.Metrics.ObserveCatchUp(table, d) }
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -152,7 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 	invSnap, healthSnap := map[string]inventory.Cluster{}, map[string]records.Health{}
 	inv := logtable.New(p.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (records.ClusterRecord, error) {
 		return records.DecodeClusterRecord(r.Value)
-	}, logtable.WithLogger[records.ClusterRecord](p.log), logtable.Stream(func(key string, v records.ClusterRecord, deleted, loaded bool) {
+	}, logtable.WithLogger[records.ClusterRecord](p.log), logtable.OnCaughtUp[records.ClusterRecord](caughtUp("inventory")), logtable.Stream(func(key string, v records.ClusterRecord, deleted, loaded bool) {
 		switch {
 		case loaded:
 			p.changes.push(change{key: key, cluster: &v.Cluster, deleted: deleted})
@@ -164,7 +176,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}))
 	health := logtable.New(p.names.Health, cfg.Backbone.Opts(), func(r *kgo.Record) (records.Health, error) {
 		return records.DecodeHealth(r.Value)
-	}, logtable.WithLogger[records.Health](p.log), logtable.Stream(func(key string, v records.Health, deleted, loaded bool) {
+	}, logtable.WithLogger[records.Health](p.log), logtable.OnCaughtUp[records.Health](caughtUp("health")), logtable.Stream(func(key string, v records.Health, deleted, loaded bool) {
 		switch {
 		case loaded:
 			p.changes.push(change{key: key, health: &v, deleted: deleted})
@@ -191,7 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return nil, nil
 		}
 		return &rec.Policy, nil
-	}, logtable.WithLogger[*rollout.Policy](p.log), logtable.OnChange(func(key string, v *rollout.Policy, deleted bool) {
+	}, logtable.WithLogger[*rollout.Policy](p.log), logtable.OnCaughtUp[*rollout.Policy](caughtUp("policies")), logtable.OnChange(func(key string, v *rollout.Policy, deleted bool) {
 		p.changes.push(change{key: key, policy: v, deleted: deleted || v == nil, isPolicy: true})
 	}))
 	// Deciding on a log recreated empty would undo what it records.
@@ -340,6 +352,7 @@ func Run(ctx context.Context, cfg Config) error {
 // which takes the state's lock. A revocation meanwhile makes End abort,
 // and the state is rebuilt.
 func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
+	polled := time.Now() // wall time, for the metrics: not the decisions' clock
 	requests := p.decodeRequests(fetches)
 	policies, err := p.policiesFor(ctx, requests)
 	if err != nil {
@@ -370,6 +383,12 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return p.rebuild(ctx)
+	}
+	p.mu.Lock()
+	p.workflows.committed(out, p.state.Workflows)
+	p.mu.Unlock()
+	if fetches.NumRecords() > 0 {
+		p.cfg.Metrics.ObserveDecision(time.Since(polled))
 	}
 	return nil
 }
@@ -692,7 +711,7 @@ func (p *planner) assigned(ctx context.Context, partitions []int32) {
 	parked := p.parked
 	p.parked = nil
 	kept, reload := p.unpark(ctx, parked, partitions)
-	if err := p.load(ctx, reload); err != nil {
+	if err := p.loadTimed(ctx, reload); err != nil {
 		// Without its workflows the planner must not decide: it stops,
 		// leaving the group, and its partitions go to another copy or to
 		// its own restart.
@@ -702,6 +721,7 @@ func (p *planner) assigned(ctx context.Context, partitions []int32) {
 	for _, part := range partitions {
 		p.owned[part] = true
 	}
+	p.workflows.recount(p.state.Workflows)
 	p.log.Info("partitions assigned", "partitions", partitions, "kept", kept, "read", reload, "workflows", len(p.state.Workflows))
 	if h := p.cfg.hooks; h != nil && h.assigned != nil {
 		h.assigned(partitions, p.state.Workflows)
@@ -784,9 +804,24 @@ func (p *planner) revoked(ctx context.Context, partitions []int32, park bool) {
 		p.state.Forget(id)
 	}
 	p.state.Reindex()
+	p.workflows.recount(p.state.Workflows)
 	if h := p.cfg.hooks; h != nil && h.revoked != nil {
 		h.revoked(partitions, p.state.Workflows)
 	}
+}
+
+// loadTimed is load, timed as the workflows table's catch-up. Callers
+// hold p.mu.
+func (p *planner) loadTimed(ctx context.Context, partitions []int32) error {
+	if len(partitions) == 0 {
+		return nil
+	}
+	start := time.Now()
+	err := p.load(ctx, partitions)
+	if err == nil {
+		p.cfg.Metrics.ObserveCatchUp("workflows", time.Since(start))
+	}
+	return err
 }
 
 // load reads the rows of the given partitions of the workflows topic into
@@ -893,7 +928,9 @@ func (p *planner) rebuild(ctx context.Context) error {
 	for id := range p.state.Workflows {
 		p.state.Forget(id)
 	}
-	if err := p.load(ctx, parts); err != nil {
+	err := p.loadTimed(ctx, parts)
+	p.workflows.recount(p.state.Workflows)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}

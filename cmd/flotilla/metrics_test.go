@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics"
+	"github.com/flotilla-fleet/flotilla/pkg/metrics/metricstest"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/services/planner/decide"
+)
+
+// TestDevServesTheMetricsOfItsFourServices runs `flotilla dev` with
+// --metrics-addr on a free port and a rollout through it, and scrapes the
+// one endpoint until it shows each service's work under its own names.
+func TestDevServesTheMetricsOfItsFourServices(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan []string, 1)
+	bound := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runDev(ctx, devOptions{
+			DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 8,
+			Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 50 * time.Millisecond}},
+			ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
+			Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			MetricsAddr: "127.0.0.1:0", OnMetrics: func(a net.Addr) { bound <- a },
+			OnReady: func(b []string) { ready <- b },
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev stopped with: %v", err)
+		}
+	}()
+	var brokers []string
+	select {
+	case brokers = <-ready:
+	case err := <-done:
+		t.Fatalf("dev did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev did not start in 30s")
+	}
+	url := "http://" + (<-bound).String() + metrics.Path
+
+	spec := filepath.Join(dir, "spec.yaml")
+	if err := os.WriteFile(spec, []byte("name: up\noperation: {type: upgrade, version: 3.9.1}\nselector: kind=kafka\nstrategy:\n  phases:\n    - name: all\n      waves: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := runCLI(brokers, args...)
+		if err != nil {
+			t.Fatalf("flotilla %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+	id := lastLine(cli("rollout", "submit", "-f", spec))
+	var p decide.Progress
+	for deadline := time.Now().Add(time.Minute); !p.State.Terminal(); time.Sleep(50 * time.Millisecond) {
+		if err := json.Unmarshal([]byte(cli("rollout", "status", id, "-o", "json")), &p); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rollout did not finish within a minute: %+v", p)
+		}
+	}
+	if p.State != records.WorkflowSucceeded || p.Succeeded == 0 {
+		t.Fatalf("the rollout ended %s (%s), %d clusters succeeded", p.State, p.Reason, p.Succeeded)
+	}
+	metricstest.Await(t, url, 30*time.Second, func(m metricstest.Families) string {
+		var missing []string
+		need := func(what string, ok bool) {
+			if !ok {
+				missing = append(missing, what)
+			}
+		}
+		need("the workflow succeeded", m.Value("flotilla_planner_workflows", "state", "succeeded") == 1)
+		need("decisions", m.Value("flotilla_planner_decision_seconds") > 0)
+		need("operations succeeded", m.Value("flotilla_executor_operations_total", "outcome", "succeeded") >= float64(p.Succeeded))
+		need("probes", m.Value("flotilla_monitor_probe_duration_seconds") > 0)
+		need("health changes", m.Value("flotilla_monitor_health_signals_total", "kind", "change") > 0)
+		need("notifications", m.Value("flotilla_notifier_notifications_total", "kind", "workflow.succeeded") == 1)
+		for _, service := range []string{"planner", "executor", "monitor", "notifier"} {
+			need(service+" produced", m.Value("kgo_produce_bytes_total", "service", service) > 0)
+			need(service+" fetched", m.Value("kgo_fetch_bytes_total", "service", service) > 0)
+		}
+		if len(missing) > 0 {
+			return fmt.Sprint("not yet: ", missing)
+		}
+		return ""
+	})
+}
+
+// runCLI runs the CLI against brokers and returns what it printed.
+func runCLI(brokers []string, args ...string) (string, error) {
+	var out strings.Builder
+	cmd := rootCommand()
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(append(args, "--brokers", strings.Join(brokers, ",")))
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+// freeAddr returns a local address no one listens on now, for a command
+// that takes an address rather than a listener.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
