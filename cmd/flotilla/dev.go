@@ -32,6 +32,7 @@ import (
 func devCommand() *cobra.Command {
 	var (
 		dataDir, addr, namespace, logLevel string
+		sinksFile                          string
 		clusters                           int
 		partitions                         int32
 		df                                 servicecmd.DriverFlags
@@ -62,7 +63,7 @@ clusters' state through --sim-dir.`,
 			}
 			o := devOptions{
 				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Partitions: partitions, Drivers: df,
-				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log,
+				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, Sinks: sinksFile,
 			}
 			if brokerOnly {
 				o.BrokerOnly = true
@@ -91,6 +92,7 @@ clusters' state through --sim-dir.`,
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&probeInterval, "probe-interval", 2*time.Second, "time between two probes of a cluster")
 	fs.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "longest time without a health signal for a cluster")
+	fs.StringVar(&sinksFile, "sinks", servicecmd.EnvOr("FLOTILLA_SINKS", ""), "YAML routing file of the notifier's sinks (webhooks, Slack) (env FLOTILLA_SINKS)")
 	fs.BoolVar(&brokerOnly, "broker-only", false, "run the broker, the topics and the simulated fleet without the services, and print how to run each service against them")
 	df.Bind(fs)
 	return cmd
@@ -103,6 +105,8 @@ type devOptions struct {
 	Drivers                  servicecmd.DriverFlags
 	ProbeInterval, Heartbeat time.Duration
 	Log                      *slog.Logger
+	// Sinks is the notifier's routing file of sinks ("": none).
+	Sinks string
 	// OnReady, if set, is told the broker's addresses once everything runs.
 	OnReady func(brokers []string)
 	// BrokerOnly runs no service: it prints to Out how to run each one.
@@ -114,6 +118,9 @@ type devOptions struct {
 }
 
 func runDev(ctx context.Context, o devOptions) error {
+	if err := servicecmd.CheckSinks(o.Sinks); err != nil {
+		return err
+	}
 	broker, err := backbone.StartEmbedded(o.Addr, filepath.Join(o.DataDir, "kafka"))
 	if err != nil {
 		return err
@@ -159,7 +166,7 @@ func runDev(ctx context.Context, o devOptions) error {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat})
 		},
 		"notifier": func(ctx context.Context) error {
-			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true})
+			return servicecmd.RunNotifier(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true}, o.Sinks, nil)
 		},
 	}
 	var wg sync.WaitGroup
@@ -199,12 +206,16 @@ func printServiceCommands(o devOptions, brokers []string) {
 	}
 	common := []string{"--brokers", strings.Join(brokers, ","), "--namespace", o.Namespace}
 	sim := append([]string{"--sim-dir", simDir}, o.DriverArgs...)
+	notifierArgs := append([]string{"notifier"}, common...)
+	if o.Sinks != "" {
+		notifierArgs = append(notifierArgs, "--sinks", absPath(o.Sinks))
+	}
 	lines := [][]string{
 		append([]string{"planner"}, common...),
 		append(append([]string{"executor"}, common...), sim...),
 		append(append(append([]string{"monitor"}, common...), sim...),
 			"--interval", o.ProbeInterval.String(), "--heartbeat", o.Heartbeat.String()),
-		append([]string{"notifier"}, common...),
+		notifierArgs,
 	}
 	fmt.Fprintf(o.Out, "The broker runs at %s, with Flotilla's topics (namespace %s) and a simulated fleet of %d clusters.\n",
 		strings.Join(brokers, ","), o.Namespace, o.Clusters)

@@ -5,6 +5,7 @@ package servicecmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
+	"github.com/flotilla-fleet/flotilla/services/notifier/sinks"
 	"github.com/flotilla-fleet/flotilla/services/planner/planner"
 )
 
@@ -243,12 +245,57 @@ func Monitor() *cobra.Command {
 
 // Notifier returns the notifier's command.
 func Notifier() *cobra.Command {
-	var instance string
-	return serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
+	var instance, sinksFile string
+	cmd := serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
+		fs.StringVar(&sinksFile, "sinks", EnvOr("FLOTILLA_SINKS", ""), "YAML routing file of the sinks: webhooks and Slack destinations that get notifications, and their rules (env FLOTILLA_SINKS; see the README's Sinks)")
 	}, func(cmd *cobra.Command, cfg backbone.Config) error {
-		return notifier.Run(cmd.Context(), notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true})
+		return RunNotifier(cmd.Context(), notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true}, sinksFile, nil)
 	})
+	// A mistake in the routing file stops the start before anything
+	// touches Kafka.
+	cmd.PreRunE = func(*cobra.Command, []string) error { return CheckSinks(sinksFile) }
+	return cmd
+}
+
+// CheckSinks loads the routing file of the sinks, if any, and returns what
+// is wrong with it.
+func CheckSinks(sinksFile string) error {
+	if sinksFile == "" {
+		return nil
+	}
+	if _, err := sinks.Load(sinksFile); err != nil {
+		return fmt.Errorf("--sinks: %w", err)
+	}
+	return nil
+}
+
+// RunNotifier runs the notifier until ctx ends and, if sinksFile is set,
+// its sinks beside it (sinks.Run), telling observer (if not nil) of their
+// deliveries. The routing file is loaded first: a mistake in it, or
+// sinks that cannot start, stops the notifier with the reason; a
+// destination failing at run time does not.
+func RunNotifier(ctx context.Context, cfg notifier.Config, sinksFile string, observer sinks.Observer) error {
+	if sinksFile == "" {
+		return notifier.Run(ctx, cfg)
+	}
+	routing, err := sinks.Load(sinksFile)
+	if err != nil {
+		return fmt.Errorf("--sinks: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sinkErr := make(chan error, 1)
+	go func() {
+		err := sinks.Run(ctx, sinks.Config{Backbone: cfg.Backbone, Routing: routing, Observer: observer})
+		if err != nil {
+			cancel() // sinks.Run fails only as it starts: stop, saying why
+		}
+		sinkErr <- err
+	}()
+	err = notifier.Run(ctx, cfg)
+	cancel()
+	return errors.Join(err, <-sinkErr)
 }
 
 // DriverFlags say which drivers and probes the executor and monitor have:
