@@ -140,3 +140,18 @@ func TestSlackMessage(t *testing.T) {
 		t.Errorf("a cluster's notification: %s", b)
 	}
 }
+
+func TestBackoff(t *testing.T) {
+	r := &runner{d: Destination{MinBackoff: time.Second, MaxBackoff: time.Minute}}
+	for attempt, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 6: 32 * time.Second, 7: time.Minute, 1000: time.Minute} {
+		for range 20 {
+			if got := r.backoff(attempt); got < want/2 || got > want {
+				t.Errorf("backoff after attempt %d: %v, want within [%v, %v]", attempt, got, want/2, want)
+			}
+		}
+	}
+	r.d = Destination{MinBackoff: time.Hour, MaxBackoff: 1000 * time.Hour}
+	if got := r.backoff(64); got < 500*time.Hour || got > 1000*time.Hour {
+		t.Errorf("backoff of large bounds: %v", got)
+	}
+}

@@ -507,10 +507,11 @@ func (r *runner) attempt(ctx context.Context, id string, body []byte, contentTyp
 // with each attempt up to MaxBackoff, of which a random half is taken off
 // ("equal jitter"), so that copies failing together do not retry together.
 func (r *runner) backoff(attempt int) time.Duration {
-	d := r.d.MaxBackoff
-	if attempt < 32 {
-		d = min(r.d.MinBackoff<<(attempt-1), r.d.MaxBackoff)
+	d := r.d.MinBackoff
+	for i := 1; i < attempt && d < r.d.MaxBackoff; i++ {
+		d *= 2 // doubling, not shifting by attempt: no overflow
 	}
+	d = min(d, r.d.MaxBackoff)
 	half := d / 2
 	return half + rand.N(half+1)
 }
