@@ -290,8 +290,8 @@ func (r *runner) run(ctx context.Context) {
 				pending[rec.Partition] = rec
 				r.commit(ctx, pending)
 			case interrupted:
+				// What was handled before it may still be committed.
 				stopped[rec.Partition] = true
-				delete(pending, rec.Partition)
 			case disabled:
 				stop = true
 			}
