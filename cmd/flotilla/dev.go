@@ -31,6 +31,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
 	"github.com/flotilla-fleet/flotilla/services/notifier/dashboard"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
+	"github.com/flotilla-fleet/flotilla/services/notifier/sinks"
 	"github.com/flotilla-fleet/flotilla/services/planner/planner"
 )
 
@@ -38,6 +39,7 @@ func devCommand() *cobra.Command {
 	var (
 		dataDir, addr, namespace, logLevel string
 		httpAddr                           string
+		sinksFile                          string
 		clusters                           int
 		partitions                         int32
 		df                                 servicecmd.DriverFlags
@@ -70,6 +72,7 @@ clusters' state through --sim-dir.`,
 			o := devOptions{
 				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Partitions: partitions, Drivers: df,
 				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, MetricsAddr: metricsAddr, HTTP: httpAddr, Out: cmd.OutOrStdout(),
+				Sinks: sinksFile,
 			}
 			if brokerOnly {
 				o.BrokerOnly = true
@@ -98,6 +101,7 @@ clusters' state through --sim-dir.`,
 	fs.DurationVar(&probeInterval, "probe-interval", 2*time.Second, "time between two probes of a cluster")
 	fs.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "longest time without a health signal for a cluster")
 	fs.StringVar(&httpAddr, "http", "127.0.0.1:8080", "address of the web dashboard (empty: none)")
+	fs.StringVar(&sinksFile, "sinks", servicecmd.EnvOr("FLOTILLA_SINKS", ""), "YAML routing file of the notifier's sinks (webhooks, Slack) (env FLOTILLA_SINKS)")
 	fs.BoolVar(&brokerOnly, "broker-only", false, "run the broker, the topics and the simulated fleet without the services, and print how to run each service against them")
 	servicecmd.BindMetricsAddr(fs, &metricsAddr)
 	df.Bind(fs)
@@ -111,6 +115,8 @@ type devOptions struct {
 	Drivers                  servicecmd.DriverFlags
 	ProbeInterval, Heartbeat time.Duration
 	Log                      *slog.Logger
+	// Sinks is the notifier's routing file of sinks ("": none).
+	Sinks string
 	// OnReady, if set, is told the broker's addresses once everything runs.
 	OnReady func(brokers []string)
 	// HTTP is the dashboard's address ("": none); Out is told its URL.
@@ -131,6 +137,9 @@ type devOptions struct {
 }
 
 func runDev(ctx context.Context, o devOptions) error {
+	if err := servicecmd.CheckSinks(o.Sinks); err != nil {
+		return err
+	}
 	broker, err := backbone.StartEmbedded(o.Addr, filepath.Join(o.DataDir, "kafka"))
 	if err != nil {
 		return err
@@ -180,8 +189,12 @@ func runDev(ctx context.Context, o devOptions) error {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.monitor})
 		},
 		"notifier": func(ctx context.Context) error {
+			var observer sinks.Observer
+			if sets.notifier != nil {
+				observer = sets.notifier.Deliveries()
+			}
 			run := func(ctx context.Context) error {
-				return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.notifier})
+				return servicecmd.RunNotifier(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.notifier}, o.Sinks, observer)
 			}
 			if o.HTTP == "" {
 				return run(ctx)
@@ -295,12 +308,16 @@ func printServiceCommands(o devOptions, brokers []string) {
 	}
 	common := []string{"--brokers", strings.Join(brokers, ","), "--namespace", o.Namespace}
 	sim := append([]string{"--sim-dir", simDir}, o.DriverArgs...)
+	notifierArgs := append([]string{"notifier"}, common...)
+	if o.Sinks != "" {
+		notifierArgs = append(notifierArgs, "--sinks", absPath(o.Sinks))
+	}
 	lines := [][]string{
 		append([]string{"planner"}, common...),
 		append(append([]string{"executor"}, common...), sim...),
 		append(append(append([]string{"monitor"}, common...), sim...),
 			"--interval", o.ProbeInterval.String(), "--heartbeat", o.Heartbeat.String()),
-		append([]string{"notifier"}, common...),
+		notifierArgs,
 	}
 	fmt.Fprintf(o.Out, "The broker runs at %s, with Flotilla's topics (namespace %s) and a simulated fleet of %d clusters.\n",
 		strings.Join(brokers, ","), o.Namespace, o.Clusters)

@@ -31,6 +31,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
 	"github.com/flotilla-fleet/flotilla/services/notifier/dashboard"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
+	"github.com/flotilla-fleet/flotilla/services/notifier/sinks"
 	"github.com/flotilla-fleet/flotilla/services/planner/planner"
 )
 
@@ -301,17 +302,22 @@ func Monitor() *cobra.Command {
 
 // Notifier returns the notifier's command.
 func Notifier() *cobra.Command {
-	var instance, httpAddr string
-	return serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
+	var instance, httpAddr, sinksFile string
+	cmd := serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 		fs.StringVar(&httpAddr, "http", os.Getenv("FLOTILLA_HTTP"), "address (host:port) to serve the web dashboard and its /api/ on, showing the whole fleet (every partition); empty: none (env FLOTILLA_HTTP)")
+		fs.StringVar(&sinksFile, "sinks", EnvOr("FLOTILLA_SINKS", ""), "YAML routing file of the sinks: webhooks and Slack destinations that get notifications, and their rules (env FLOTILLA_SINKS; see the README's Sinks)")
 	}, func(cmd *cobra.Command, cfg backbone.Config, reg prometheus.Registerer) error {
 		m, err := metricsOn(reg, metrics.NewNotifier)
 		if err != nil {
 			return err
 		}
+		var observer sinks.Observer
+		if m != nil {
+			observer = m.Deliveries()
+		}
 		run := func(ctx context.Context) error {
-			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, Metrics: m})
+			return RunNotifier(ctx, notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, Metrics: m}, sinksFile, observer)
 		}
 		if httpAddr == "" {
 			return run(cmd.Context())
@@ -320,6 +326,50 @@ func Notifier() *cobra.Command {
 			cfg.Log().Info("dashboard listening", "url", dashboard.URL(addr))
 		}, run)
 	})
+	// A mistake in the routing file stops the start before anything
+	// touches Kafka.
+	cmd.PreRunE = func(*cobra.Command, []string) error { return CheckSinks(sinksFile) }
+	return cmd
+}
+
+// CheckSinks loads the routing file of the sinks, if any, and returns what
+// is wrong with it.
+func CheckSinks(sinksFile string) error {
+	if sinksFile == "" {
+		return nil
+	}
+	if _, err := sinks.Load(sinksFile); err != nil {
+		return fmt.Errorf("--sinks: %w", err)
+	}
+	return nil
+}
+
+// RunNotifier runs the notifier until ctx ends and, if sinksFile is set,
+// its sinks beside it (sinks.Run), telling observer (if not nil) of their
+// deliveries. The routing file is loaded first: a mistake in it, or
+// sinks that cannot start, stops the notifier with the reason; a
+// destination failing at run time does not.
+func RunNotifier(ctx context.Context, cfg notifier.Config, sinksFile string, observer sinks.Observer) error {
+	if sinksFile == "" {
+		return notifier.Run(ctx, cfg)
+	}
+	routing, err := sinks.Load(sinksFile)
+	if err != nil {
+		return fmt.Errorf("--sinks: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sinkErr := make(chan error, 1)
+	go func() {
+		err := sinks.Run(ctx, sinks.Config{Backbone: cfg.Backbone, Routing: routing, Observer: observer})
+		if err != nil {
+			cancel() // sinks.Run fails only as it starts: stop, saying why
+		}
+		sinkErr <- err
+	}()
+	err = notifier.Run(ctx, cfg)
+	cancel()
+	return errors.Join(err, <-sinkErr)
 }
 
 // metricsOn returns a service's metrics made on reg by newSet

@@ -1,12 +1,14 @@
 package notifier
 
 import (
+	"fmt"
 	"net/url"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
 )
 
 // Every notification record carries the attributes of a CloudEvent in the
@@ -39,6 +41,7 @@ var Kinds = []string{
 	"operation.started", "operation.succeeded", "operation.failed",
 	"health.changed",
 	"record.undecodable", "record.set-aside",
+	"sink.delivery-failed",
 }
 
 // Source is the CloudEvents source of an installation's notifications: a
@@ -61,21 +64,74 @@ func Subject(n records.Notification) string {
 	return ""
 }
 
+// CloudEvent holds the context attributes of a notification as a
+// CloudEvent, computed once for both of its forms: the Kafka headers
+// (CloudEventHeaders) and the structured JSON that sinks deliver over HTTP
+// (with Data set). Subject is empty when the notification is about nothing
+// narrower than the installation.
+type CloudEvent struct {
+	SpecVersion     string `json:"specversion"`
+	ID              string `json:"id"`
+	Source          string `json:"source"`
+	Type            string `json:"type"`
+	Time            string `json:"time"`
+	Subject         string `json:"subject,omitempty"`
+	DataContentType string `json:"datacontenttype,omitempty"`
+	// Severity is an extension attribute: info, warning or error.
+	Severity string `json:"severity"`
+	// Data is the event's payload in structured mode; nil in binary mode,
+	// where the record's value is the payload.
+	Data any `json:"data,omitempty"`
+}
+
+// Event returns the CloudEvent attributes of notification n of the
+// installation at source, without data.
+func Event(n records.Notification, source string) CloudEvent {
+	return CloudEvent{
+		SpecVersion: CloudEventsSpecVersion,
+		ID:          n.Envelope.ID,
+		Source:      source,
+		Type:        TypePrefix + n.Kind,
+		Time:        n.Envelope.Time.UTC().Format(time.RFC3339Nano),
+		Subject:     Subject(n),
+		Severity:    string(n.Severity),
+	}
+}
+
 // CloudEventHeaders returns the CloudEvents headers of notification n of
 // the installation at source.
 func CloudEventHeaders(n records.Notification, source string) []kgo.RecordHeader {
+	e := Event(n, source)
 	h := []kgo.RecordHeader{
-		{Key: "ce_specversion", Value: []byte(CloudEventsSpecVersion)},
-		{Key: "ce_id", Value: []byte(n.Envelope.ID)},
-		{Key: "ce_source", Value: []byte(source)},
-		{Key: "ce_type", Value: []byte(TypePrefix + n.Kind)},
-		{Key: "ce_time", Value: []byte(n.Envelope.Time.UTC().Format(time.RFC3339Nano))},
+		{Key: "ce_specversion", Value: []byte(e.SpecVersion)},
+		{Key: "ce_id", Value: []byte(e.ID)},
+		{Key: "ce_source", Value: []byte(e.Source)},
+		{Key: "ce_type", Value: []byte(e.Type)},
+		{Key: "ce_time", Value: []byte(e.Time)},
 	}
-	if s := Subject(n); s != "" {
-		h = append(h, kgo.RecordHeader{Key: "ce_subject", Value: []byte(s)})
+	if e.Subject != "" {
+		h = append(h, kgo.RecordHeader{Key: "ce_subject", Value: []byte(e.Subject)})
 	}
 	return append(h,
-		kgo.RecordHeader{Key: "ce_severity", Value: []byte(n.Severity)},
+		kgo.RecordHeader{Key: "ce_severity", Value: []byte(e.Severity)},
 		kgo.RecordHeader{Key: "content-type", Value: []byte(ContentType)},
 	)
+}
+
+// Record returns the record of notification note on the notifications
+// topic of names: its Avro value, its key (the workflow's ID, else the
+// cluster's, so a workflow's notifications stay in order on one
+// partition) and its CloudEvents headers. Whoever writes a notification
+// (the notifier's loop, its sinks) writes it this way.
+func Record(names topics.Names, note records.Notification) (*kgo.Record, error) {
+	value, err := records.Encode(note)
+	if err != nil {
+		return nil, fmt.Errorf("encode notification %s: %w", note.Kind, err)
+	}
+	key := note.WorkflowID
+	if key == "" {
+		key = note.ClusterID
+	}
+	return &kgo.Record{Topic: names.Notifications, Key: []byte(key), Value: value,
+		Headers: CloudEventHeaders(note, Source(names.Namespace))}, nil
 }

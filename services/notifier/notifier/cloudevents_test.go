@@ -56,6 +56,7 @@ func TestCloudEventHeaders(t *testing.T) {
 	op, _ := FromOperation(records.OperationEvent{Envelope: records.Envelope{ID: "op-1", Time: at}, WorkflowID: "wf-1", ClusterID: "c-1", Status: records.OperationFailed, Reason: "boom"})
 	health, _ := FromHealth(records.Health{Envelope: records.Envelope{ID: "h-1", Time: at}, ClusterID: "c-1", Status: records.HealthUnhealthy, PreviousStatus: records.HealthHealthy})
 	bad := Undecodable("fleet.workflows", 3, 120, "wf-1", at, os.ErrInvalid)
+	failed := DeliveryFailed(op, "ops-webhook", 503, "gave up after 8 attempts", at.Add(time.Minute))
 	for _, tc := range []struct {
 		n       records.Notification
 		subject string
@@ -64,12 +65,23 @@ func TestCloudEventHeaders(t *testing.T) {
 		{op, "workflows/wf-1/clusters/c-1"},
 		{health, "clusters/c-1"},
 		{bad, "records/fleet.workflows/3@120"},
+		{failed, "workflows/wf-1/clusters/c-1"},
 	} {
 		h := CloudEventHeaders(tc.n, src)
 		checkCloudEvent(t, h, tc.n, src)
 		if i := slices.IndexFunc(h, func(h kgo.RecordHeader) bool { return h.Key == "ce_subject" }); i < 0 || string(h[i].Value) != tc.subject {
 			t.Errorf("%s: ce_subject %v, want %q", tc.n.Kind, h, tc.subject)
 		}
+	}
+	if again := DeliveryFailed(op, "ops-webhook", 0, "another reason", at.Add(time.Hour)); again.Envelope.ID != failed.Envelope.ID ||
+		DeliveryFailed(op, "slack", 0, "", at).Envelope.ID == failed.Envelope.ID {
+		t.Errorf("a failure's ID is not derived from the notification and the destination alone")
+	}
+	if failed.Envelope.CausationID != op.Envelope.ID || failed.Fields["destination"] != "ops-webhook" || failed.Fields["status"] != "503" {
+		t.Errorf("delivery failed %+v", failed)
+	}
+	if e := Event(op, src); e.ID != op.Envelope.ID || e.Type != "io.flotilla.operation.failed" || e.Subject != "workflows/wf-1/clusters/c-1" || e.Data != nil {
+		t.Errorf("Event %+v", e)
 	}
 	if src != "urn:flotilla:fleet" {
 		t.Errorf("source %q", src)

@@ -249,17 +249,12 @@ func (n *notifier) render(fetches kgo.Fetches) ([]*kgo.Record, []records.Notific
 		if !ok {
 			return
 		}
-		value, err := records.Encode(note)
+		rec, err := Record(n.names, note)
 		if err != nil {
 			n.log.Error("encode notification", "kind", note.Kind, "err", err)
 			return
 		}
-		key := note.WorkflowID
-		if key == "" {
-			key = note.ClusterID
-		}
-		out = append(out, &kgo.Record{Topic: n.names.Notifications, Key: []byte(key), Value: value,
-			Headers: CloudEventHeaders(note, Source(n.names.Namespace))})
+		out = append(out, rec)
 		notes = append(notes, note)
 	})
 	return out, notes

@@ -272,3 +272,28 @@ func FromDeadLetter(d records.DeadLetter) records.Notification {
 	n.Fields["reason"] = d.Reason
 	return n
 }
+
+// DeliveryFailed announces that notification n could not be delivered to
+// the sink destination: status is the last HTTP status (0: none, the
+// request itself failed) and reason what went wrong. It keeps n's workflow
+// and cluster, so the rules that route n's notifications route it too. Its
+// ID is derived from n's and the destination's, so announcing the same
+// failure again after a restart repeats the ID, which readers drop.
+func DeliveryFailed(n records.Notification, destination string, status int, reason string, at time.Time) records.Notification {
+	f := notification(records.Envelope{ID: "sink/" + destination + "/" + n.Envelope.ID, Time: at.UTC()}, "sink.delivery-failed", records.SeverityError)
+	f.Envelope.CausationID = n.Envelope.ID
+	f.WorkflowID, f.ClusterID = n.WorkflowID, n.ClusterID
+	f.Message = fmt.Sprintf("notification %s (%s) could not be delivered to sink %s: %s", n.Envelope.ID, TypePrefix+n.Kind, destination, reason)
+	f.Fields["destination"] = destination
+	f.Fields["notification"] = n.Envelope.ID
+	f.Fields["type"] = TypePrefix + n.Kind
+	f.Fields["status"] = strconv.Itoa(status)
+	f.Fields["reason"] = reason
+	if n.WorkflowID != "" {
+		f.Fields["workflow"] = n.WorkflowID
+	}
+	if n.ClusterID != "" {
+		f.Fields["cluster"] = n.ClusterID
+	}
+	return f
+}

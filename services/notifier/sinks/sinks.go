@@ -1,0 +1,542 @@
+package sinks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/logtable"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
+	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
+)
+
+// KindDeliveryFailed is the kind of the notification a final failure of a
+// delivery writes (notifier.DeliveryFailed).
+const KindDeliveryFailed = "sink.delivery-failed"
+
+// Observer is told of every notification delivered to a destination, and
+// of every one that finally failed (after its attempts, or on 410 Gone),
+// to count them. Its methods must be safe for concurrent use and return
+// quickly.
+type Observer interface {
+	Delivered(destination string)
+	Failed(destination string)
+}
+
+// Config configures the sinks of a notifier.
+type Config struct {
+	// Backbone is the notifier's: its namespace names the topics, the
+	// groups and the source of the failure notifications.
+	Backbone backbone.Config
+	// Routing is what Load read.
+	Routing Routing
+	// Clock times the waits between attempts and stamps the webhooks'
+	// timestamps and the failure notifications (a real clock if nil).
+	Clock clockwork.Clock
+	// Observer, if set, counts deliveries and failures.
+	Observer Observer
+	// HTTPClient makes the requests (nil: one of its own that follows no
+	// redirects). Its Timeout, if any, bounds a request beside each
+	// destination's timeout.
+	HTTPClient *http.Client
+}
+
+// Group returns the consumer group of destination name in the namespace
+// of names: <namespace>.notifier.sink.<name>. Its committed offsets are the
+// destination's delivery progress.
+func Group(names topics.Names, name string) string { return names.Group("notifier.sink." + name) }
+
+// Run delivers notifications to every destination of cfg.Routing until ctx
+// ends, and returns nil then. It returns an error only at its start, on
+// what is wrong with the configuration or the backbone: a destination
+// that fails at run time is logged, counted and announced, and never
+// stops Run nor the others.
+//
+// Each destination is a consumer group of its own (Group) on the
+// notifications topic, read committed, so copies of the notifier share a
+// destination's partitions and a destination that is slow or backing off
+// holds only its own. Within a partition, notifications are delivered in
+// order, one at a time. A notification's offset is committed once it was
+// delivered (a 2xx answer), or once it finally failed and its
+// sink.delivery-failed notification was written; so after a restart each
+// destination resumes after the last notification it finished. The one
+// in flight when the notifier stops or crashes may have reached the
+// receiver without its offset being committed: it is delivered again,
+// with the same webhook-id (the notification's ID), for the receiver to
+// drop.
+//
+// Attempts: a 2xx is delivered; a 5xx, a 429, a timeout or a network error
+// is tried again after an exponential backoff with jitter (a 429 after its
+// Retry-After, capped at MaxBackoff), up to MaxAttempts; a 410 Gone
+// disables the destination until the notifier restarts (its current
+// notification stays uncommitted, so delivery resumes there); any other
+// answer fails at once. A final failure is written as a notification of
+// kind sink.delivery-failed, except the failure of a sink.delivery-failed
+// notification itself, which is only logged and counted: failures never
+// feed on each other.
+func Run(ctx context.Context, cfg Config) error {
+	if len(cfg.Routing.Destinations) == 0 {
+		return errors.New("sinks: no destinations")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	names := cfg.Backbone.Names()
+	log := cfg.Backbone.Log().With("service", "notifier", "component", "sinks")
+
+	// Clients outlive ctx by StopGrace at most: long enough to leave their
+	// groups, not so long as to hang on a silent broker.
+	clientCtx, cutOff := context.WithCancel(context.WithoutCancel(ctx))
+	defer cutOff()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(backbone.StopGrace, cutOff) })()
+
+	producer, err := cfg.Backbone.Client(kgo.WithContext(clientCtx))
+	if err != nil {
+		return fmt.Errorf("sinks: %w", err)
+	}
+	defer producer.Close()
+	var labels func(string) (map[string]string, bool)
+	var inv *logtable.Table[map[string]string]
+	if cfg.Routing.NeedsInventory() {
+		inv = logtable.New(names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (map[string]string, error) {
+			rec, err := records.DecodeClusterRecord(r.Value)
+			return rec.Cluster.Labels, err
+		}, logtable.WithLogger[map[string]string](log))
+		labels = inv.Get
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runners := make([]*runner, 0, len(cfg.Routing.Destinations))
+	for _, d := range cfg.Routing.Destinations {
+		r := &runner{cfg: &cfg, d: d, names: names, log: log.With("destination", d.Name), labels: labels,
+			producer: producer, owned: map[int32]*partition{}, base: ctx, dashboard: cfg.Routing.Dashboard}
+		reset := kgo.NewOffset().AtStart()
+		if d.StartAtEnd {
+			reset = kgo.NewOffset().AtEnd()
+		}
+		r.cl, err = cfg.Backbone.Client(
+			kgo.WithContext(clientCtx),
+			kgo.ConsumerGroup(Group(names, d.Name)),
+			kgo.ConsumeTopics(names.Notifications),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+			kgo.ConsumeResetOffset(reset),
+			kgo.DisableAutoCommit(), // offsets are committed once delivered
+			kgo.Balancers(kgo.CooperativeStickyBalancer()),
+			kgo.OnPartitionsAssigned(r.assigned),
+			kgo.OnPartitionsRevoked(r.revoked),
+			kgo.OnPartitionsLost(r.revoked),
+		)
+		if err != nil {
+			for _, r := range runners {
+				r.cl.Close()
+			}
+			return fmt.Errorf("sinks: destination %s: %w", d.Name, err)
+		}
+		runners = append(runners, r)
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if inv != nil {
+		wg.Go(func() {
+			if err := inv.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("the inventory can no longer be read: rules selecting clusters see the labels as they were", "err", err)
+			}
+		})
+		if err := inv.WaitReady(ctx); err != nil {
+			for _, r := range runners {
+				r.cl.Close()
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			cancel()
+			return fmt.Errorf("sinks: the inventory, for the rules that select clusters: %w", err)
+		}
+	}
+	for _, r := range runners {
+		wg.Go(func() {
+			defer r.cl.Close() // leaves the group: a disabled destination's partitions go to the other copies
+			r.run(ctx)
+		})
+	}
+	log.Info("sinks started", "destinations", len(runners))
+	<-ctx.Done()
+	return nil
+}
+
+// runner delivers to one destination.
+type runner struct {
+	cfg       *Config
+	d         Destination
+	names     topics.Names
+	log       *slog.Logger
+	labels    func(string) (map[string]string, bool)
+	producer  *kgo.Client
+	cl        *kgo.Client
+	dashboard string
+
+	mu    sync.Mutex
+	owned map[int32]*partition
+	base  context.Context // of the partitions' contexts: the run's
+}
+
+// partition is a partition of the notifications topic the destination's
+// group gave this copy: its context ends when the group takes it away, which
+// stops a delivery to it (the next owner takes over from its last commit).
+type partition struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (r *runner) assigned(_ context.Context, _ *kgo.Client, gained map[string][]int32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range gained[r.names.Notifications] {
+		if old := r.owned[p]; old != nil {
+			old.cancel()
+		}
+		ctx, cancel := context.WithCancel(r.base)
+		r.owned[p] = &partition{ctx: ctx, cancel: cancel}
+	}
+}
+
+func (r *runner) revoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range lost[r.names.Notifications] {
+		if part := r.owned[p]; part != nil {
+			part.cancel()
+			delete(r.owned, p)
+		}
+	}
+}
+
+// partitionCtx returns the context of partition p, if this copy owns it.
+func (r *runner) partitionCtx(p int32) (context.Context, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if part := r.owned[p]; part != nil {
+		return part.ctx, true
+	}
+	return nil, false
+}
+
+// outcome of handling one notification.
+type outcome int
+
+const (
+	handled     outcome = iota // nothing sent: not wanted, or not a notification
+	finished                   // delivered, or failed and announced: commit now
+	interrupted                // the partition was taken away, or the run ends: do not commit
+	disabled                   // 410 Gone: stop the destination
+)
+
+func (r *runner) run(ctx context.Context) {
+	r.log.Info("sink started", "type", r.d.Type, "group", Group(r.names, r.d.Name))
+	for {
+		fetches := r.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		closed := false
+		fetches.EachError(func(topic string, p int32, err error) {
+			if errors.Is(err, kgo.ErrClientClosed) {
+				closed = true
+				return
+			}
+			if !errors.Is(err, context.Canceled) {
+				r.log.Warn("fetch", "topic", topic, "partition", p, "err", err)
+			}
+		})
+		if closed {
+			return
+		}
+		// pending holds, per partition, the last record handled and not
+		// committed yet: notifications not wanted are committed in one go.
+		pending := map[int32]*kgo.Record{}
+		stopped := map[int32]bool{}
+		stop := false
+		fetches.EachRecord(func(rec *kgo.Record) {
+			if stop || stopped[rec.Partition] {
+				return
+			}
+			pctx, ok := r.partitionCtx(rec.Partition)
+			if !ok {
+				stopped[rec.Partition] = true // taken away meanwhile
+				return
+			}
+			switch r.handle(pctx, rec) {
+			case handled:
+				pending[rec.Partition] = rec
+			case finished:
+				pending[rec.Partition] = rec
+				r.commit(ctx, pending)
+			case interrupted:
+				// What was handled before it may still be committed.
+				stopped[rec.Partition] = true
+			case disabled:
+				stop = true
+			}
+		})
+		r.commit(ctx, pending)
+		if stop {
+			r.log.Error("destination disabled until the notifier restarts: it answered 410 Gone")
+			return
+		}
+	}
+}
+
+// commit commits the records of pending whose partitions this copy still
+// owns, and empties it. It outlives ctx briefly: what was delivered before
+// a stop is committed, not delivered again.
+func (r *runner) commit(ctx context.Context, pending map[int32]*kgo.Record) {
+	var recs []*kgo.Record
+	for p, rec := range pending {
+		if _, ok := r.partitionCtx(p); ok {
+			recs = append(recs, rec)
+		}
+		delete(pending, p)
+	}
+	if len(recs) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := r.cl.CommitRecords(cctx, recs...); err != nil {
+		// Not fatal: the next commit covers these offsets, and a restart
+		// before it delivers them again, for the receiver to drop.
+		r.log.Warn("commit delivery progress", "err", err)
+	}
+}
+
+// handle delivers one record of the notifications topic, if the
+// destination wants it.
+func (r *runner) handle(ctx context.Context, rec *kgo.Record) outcome {
+	if rec.Value == nil {
+		return handled
+	}
+	n, err := records.DecodeNotification(rec.Value)
+	if err != nil {
+		r.log.Warn("skipping a notification that cannot be decoded", "partition", rec.Partition, "offset", rec.Offset, "err", err)
+		return handled
+	}
+	if !r.d.Wants(n, r.labels) {
+		return handled
+	}
+	f := r.deliver(ctx, n)
+	switch {
+	case f == nil:
+		r.log.Debug("delivered", "notification", n.Envelope.ID, "type", notifier.TypePrefix+n.Kind)
+		if r.cfg.Observer != nil {
+			r.cfg.Observer.Delivered(r.d.Name)
+		}
+		return finished
+	case ctx.Err() != nil:
+		return interrupted
+	}
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.Failed(r.d.Name)
+	}
+	r.log.Error("delivery failed", "notification", n.Envelope.ID, "type", notifier.TypePrefix+n.Kind, "status", f.status, "reason", f.reason)
+	if n.Kind == KindDeliveryFailed {
+		// Announcing it would make a notification that may fail in turn,
+		// here or elsewhere, and so on: failures do not feed on failures.
+		r.log.Warn("not announcing the failure to deliver a failure notification", "notification", n.Envelope.ID)
+	} else if !r.announce(ctx, notifier.DeliveryFailed(n, r.d.Name, f.status, f.reason, r.cfg.Clock.Now())) {
+		return interrupted
+	}
+	if f.gone {
+		return disabled
+	}
+	return finished
+}
+
+// announce writes a failure notification, trying until it is written or
+// ctx ends; it reports whether it was written. The offset of the
+// notification that failed is committed only after: a restart before
+// tries that notification, and announces its failure, again (under the
+// same ID).
+func (r *runner) announce(ctx context.Context, note records.Notification) bool {
+	rec, err := notifier.Record(r.names, note)
+	if err != nil {
+		r.log.Error("encode the failure notification", "err", err)
+		return true // never encodable: waiting would hold the partition for ever
+	}
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := r.producer.ProduceSync(pctx, rec).FirstErr()
+		cancel()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		r.log.Warn("write the failure notification; trying again", "attempt", attempt, "err", err)
+		select {
+		case <-r.cfg.Clock.After(r.backoff(attempt)):
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// failure is why a delivery finally failed.
+type failure struct {
+	status int // the last HTTP status; 0: no answer
+	reason string
+	gone   bool // 410: the destination is disabled
+}
+
+// attemptResult is what one request got.
+type attemptResult struct {
+	status     int
+	retryAfter time.Duration // from a 429's Retry-After; 0: none
+	retry      bool
+	err        string // what went wrong, for the logs and the failure
+}
+
+// deliver makes up to MaxAttempts requests for n. It returns nil once one
+// succeeded, or why it finally failed; when ctx ends first it returns a
+// failure that the caller ignores (ctx tells).
+func (r *runner) deliver(ctx context.Context, n records.Notification) *failure {
+	body, contentType, err := r.body(n)
+	if err != nil {
+		return &failure{reason: fmt.Sprintf("encode the request: %v", err)}
+	}
+	for attempt := 1; ; attempt++ {
+		res := r.attempt(ctx, n.Envelope.ID, body, contentType)
+		switch {
+		case ctx.Err() != nil:
+			return &failure{reason: ctx.Err().Error()}
+		case res.status/100 == 2:
+			return nil
+		case res.status == http.StatusGone:
+			return &failure{status: res.status, gone: true,
+				reason: "the destination answered 410 Gone: it is disabled until the notifier restarts, and delivery resumes from this notification then"}
+		case !res.retry:
+			return &failure{status: res.status, reason: res.err}
+		case attempt >= r.d.MaxAttempts:
+			return &failure{status: res.status, reason: fmt.Sprintf("gave up after %d attempts, the last: %s", attempt, res.err)}
+		}
+		wait := r.backoff(attempt)
+		if res.retryAfter > 0 {
+			wait = min(res.retryAfter, r.d.MaxBackoff)
+		}
+		r.log.Warn("delivery attempt failed; trying again", "notification", n.Envelope.ID, "attempt", attempt, "status", res.status, "err", res.err, "wait", wait)
+		select {
+		case <-r.cfg.Clock.After(wait):
+		case <-ctx.Done():
+			return &failure{reason: ctx.Err().Error()}
+		}
+	}
+}
+
+// body returns the request body of n for the destination's type.
+func (r *runner) body(n records.Notification) ([]byte, string, error) {
+	if r.d.Type == TypeSlack {
+		b, err := SlackMessage(n, r.dashboard)
+		return b, "application/json", err
+	}
+	b, err := CloudEventJSON(n, notifier.Source(r.names.Namespace))
+	return b, CloudEventContentType, err
+}
+
+// attempt makes one request, within the destination's timeout.
+func (r *runner) attempt(ctx context.Context, id string, body []byte, contentType string) attemptResult {
+	rctx, cancel := context.WithTimeout(ctx, r.d.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, r.d.URL, bytes.NewReader(body))
+	if err != nil {
+		return attemptResult{err: "build the request: " + redact(err, r.d.URL)}
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("User-Agent", "flotilla-notifier")
+	if r.d.Type == TypeWebhook {
+		SignHeaders(req.Header, r.d.Secrets, id, r.cfg.Clock.Now(), body)
+	}
+	resp, err := r.cfg.HTTPClient.Do(req)
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(rctx.Err(), context.DeadlineExceeded) {
+			return attemptResult{retry: true, err: fmt.Sprintf("no answer within the timeout of %v", r.d.Timeout)}
+		}
+		return attemptResult{retry: true, err: redact(err, r.d.URL)}
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // so the connection is reused
+	res := attemptResult{status: resp.StatusCode}
+	if resp.StatusCode/100 == 2 {
+		return res
+	}
+	res.err = "HTTP " + resp.Status
+	if s := strings.TrimSpace(string(snippet)); s != "" {
+		res.err += ": " + strings.ToValidUTF8(s, "?")
+	}
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		res.retry = true
+		res.retryAfter = retryAfter(resp.Header.Get("Retry-After"), r.cfg.Clock.Now())
+	case resp.StatusCode/100 == 5:
+		res.retry = true
+	case resp.StatusCode/100 == 3:
+		res.err += " (redirects are not followed: give the final URL)"
+	}
+	return res
+}
+
+// backoff is the wait after the attempt-th failure: MinBackoff doubling
+// with each attempt up to MaxBackoff, of which a random half is taken off
+// ("equal jitter"), so that copies failing together do not retry together.
+func (r *runner) backoff(attempt int) time.Duration {
+	d := r.d.MinBackoff
+	for i := 1; i < attempt && d < r.d.MaxBackoff; i++ {
+		d *= 2 // doubling, not shifting by attempt: no overflow
+	}
+	d = min(d, r.d.MaxBackoff)
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// retryAfter reads a Retry-After header, seconds or an HTTP date; 0 when
+// there is none or it cannot be read.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil {
+		if s < 0 {
+			return 0
+		}
+		return time.Duration(s) * time.Second
+	}
+	if at, err := http.ParseTime(v); err == nil && at.After(now) {
+		return at.Sub(now)
+	}
+	return 0
+}
+
+// redact removes the destination's URL from an error: a Slack URL is a
+// secret, and net/http's errors repeat it.
+func redact(err error, url string) string {
+	return strings.ReplaceAll(err.Error(), url, "<the destination's URL>")
+}
