@@ -33,7 +33,7 @@ var directFiles = map[string]string{
 	nameOperationEvent: "operation.v3.avsc",
 	nameHealth:         "health.v2.avsc",
 	nameNotification:   "notification.v1.avsc",
-	namePolicyRecord:   "policy.v1.avsc",
+	namePolicyRecord:   "policy.v2.avsc",
 	nameClaimRecord:    "claim.v2.avsc",
 	nameLeaseRecord:    "lease.v1.avsc",
 	nameDeadLetter:     "deadletter.v1.avsc",
@@ -596,7 +596,7 @@ func readNotification(r *reader) (n Notification) {
 	return n
 }
 
-// flotilla.PolicyRecord: policy.v1.avsc.
+// flotilla.PolicyRecord: policy.v2.avsc.
 func writePolicyRecord(w *writer, p *PolicyRecord) {
 	writeEnvelope(w, &p.Envelope)
 	writePolicy(w, &p.Policy)
@@ -613,12 +613,18 @@ func writePolicy(w *writer, p *rollout.Policy) {
 	w.str(p.Name)
 	w.str(p.Description)
 	writeArray(w, p.Phases, writePhase)
+	w.boolean(p.DriftCorrection.Enabled)
+	w.str(p.DriftCorrection.Selector)
+	w.int("drift_correction_max_per_hour", p.DriftCorrection.MaxPerHour)
 }
 
 func readPolicy(r *reader) (p rollout.Policy) {
 	p.Name = r.str("name")
 	p.Description = r.str("description")
 	p.Phases = readArray(r, "phases", phaseSize, readPhase)
+	p.DriftCorrection.Enabled = r.boolean("drift_correction_enabled")
+	p.DriftCorrection.Selector = r.str("drift_correction_selector")
+	p.DriftCorrection.MaxPerHour = r.int("drift_correction_max_per_hour")
 	return p
 }
 

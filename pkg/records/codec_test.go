@@ -63,6 +63,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"workflow.v2.avsc":     0x38b9954314ff8520,
 		"workflow.v3.avsc":     0x179f1e8c25762901,
 		"policy.v1.avsc":       0x8d9090757535e902,
+		"policy.v2.avsc":       0x24e6a47c8cfc24d3,
 		"claim.v1.avsc":        0x0f5580a0c49d582f,
 		"claim.v2.avsc":        0x3b96f00a77886fc3,
 		"lease.v1.avsc":        0xba7e5d4cd5e2161e,
@@ -489,6 +490,14 @@ func TestDecodeVersion1Records(t *testing.T) {
 	wantHealth.Drift, wantHealth.DriftChanged = nil, false
 	if err != nil || !reflect.DeepEqual(gotHealth, wantHealth) {
 		t.Errorf("health v1: %v\n got %+v\nwant %+v", err, gotHealth, wantHealth)
+	}
+	pol := fullPolicyRecord(inTime)
+	pol.Policy.DriftCorrection = rollout.DriftCorrection{}
+	gotPolicy, err := DecodePolicyRecord(v1("policy.v1.avsc", policyRecordNative(pol)))
+	wantPolicy := fullPolicyRecord(outTime)
+	wantPolicy.Policy.DriftCorrection = rollout.DriftCorrection{}
+	if err != nil || !reflect.DeepEqual(gotPolicy, wantPolicy) {
+		t.Errorf("policy v1: %v\n got %+v\nwant %+v", err, gotPolicy, wantPolicy)
 	}
 	c := fullClusterRecord(inTime)
 	c.Cluster.Desired, c.Cluster.DriftIgnore = inventory.Desired{}, nil

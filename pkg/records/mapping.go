@@ -589,6 +589,10 @@ func policyRecordNative(p PolicyRecord) map[string]any {
 			"name":        p.Policy.Name,
 			"description": p.Policy.Description,
 			"phases":      phasesNative(p.Policy.Phases),
+
+			"drift_correction_enabled":      p.Policy.DriftCorrection.Enabled,
+			"drift_correction_selector":     p.Policy.DriftCorrection.Selector,
+			"drift_correction_max_per_hour": p.Policy.DriftCorrection.MaxPerHour,
 		},
 	}
 }
@@ -603,6 +607,11 @@ func policyRecordFrom(v any) (PolicyRecord, error) {
 			Name:        p.str("name"),
 			Description: p.str("description"),
 			Phases:      phasesFrom(p.recs("phases")),
+			DriftCorrection: rollout.DriftCorrection{
+				Enabled:    p.boolean("drift_correction_enabled"),
+				Selector:   p.str("drift_correction_selector"),
+				MaxPerHour: p.int("drift_correction_max_per_hour"),
+			},
 		},
 	}
 	return rec, r.err

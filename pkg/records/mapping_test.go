@@ -201,9 +201,10 @@ func fullNotification(t time.Time) Notification {
 
 func fullPolicyRecord(t time.Time) PolicyRecord {
 	return PolicyRecord{Envelope: fullEnvelope(t), Policy: rollout.Policy{
-		Name:        "azure-first",
-		Description: "Azure first, then the rest",
-		Phases:      fullSpec().Phases,
+		Name:            "azure-first",
+		Description:     "Azure first, then the rest",
+		Phases:          fullSpec().Phases,
+		DriftCorrection: rollout.DriftCorrection{Enabled: true, Selector: "env=staging", MaxPerHour: 4},
 	}}
 }
 
