@@ -159,3 +159,57 @@ func TestCLIDrift(t *testing.T) {
 		t.Fatalf("drift fix with no drift: %v\n%s", err, text)
 	}
 }
+
+// TestDriftCorrectedByAPolicy: with a policy whose driftCorrection picks
+// it, a cluster registered with a desired version it does not run is
+// corrected by the planner itself, through a workflow under the policy's
+// phases, and its drift is resolved.
+func TestDriftCorrectedByAPolicy(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 2})
+	now = f.Clock.Now
+	t.Cleanup(func() { now = time.Now })
+	if out, err := run(t, f, "policy", "apply", "-f", "../../examples/policies/heal-staging.yaml"); err != nil {
+		t.Fatalf("policy apply: %v\n%s", err, out)
+	}
+	if out, err := run(t, f, "policy", "show", "heal-staging"); err != nil || !strings.Contains(out, "driftCorrection") {
+		t.Fatalf("policy show: %v\n%s", err, out)
+	}
+	// Should the drift reach the planner before the policy does, the
+	// cluster's next heartbeat (a minute of the fake clock) brings it again.
+	out, err := run(t, f, "cluster", "add", "stage-1", "--driver", "sim", "--version", "3.8.0", "-l", "env=staging", "-l", "kind=kafka",
+		"--desired-version", "3.9.1")
+	if err != nil {
+		t.Fatalf("cluster add: %v\n%s", err, out)
+	}
+	var fix *decide.Workflow
+	if !f.Eventually(time.Second, time.Minute, func() bool {
+		st, _ := f.Sim.Cluster("stage-1")
+		h, _ := f.Health("stage-1")
+		return st.Version == "3.9.1" && h.ObservedVersion == "3.9.1" && len(h.Drift) == 0
+	}) {
+		t.Fatalf("stage-1 not corrected: %s", f.HealthOf([]inventory.Cluster{{ID: "stage-1"}}))
+	}
+	s, err := readWorkflows(t.Context(), f.Backbone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range s.Workflows {
+		if w.Spec.Policy == "heal-staging" && slices.Equal(w.Spec.Clusters, []string{"stage-1"}) {
+			fix = w
+		}
+	}
+	if fix == nil || fix.Spec.Operation.Kind != rollout.Upgrade || fix.Spec.Operation.Version != "3.9.1" || len(fix.Phases) != 1 || fix.Phases[0].Name != "all" {
+		t.Fatalf("the correcting workflow: %+v", fix)
+	}
+	if !f.Eventually(0, 30*time.Second, func() bool {
+		var kinds []string
+		for _, n := range f.Notifications() {
+			if n.ClusterID == "stage-1" && strings.HasPrefix(n.Kind, "cluster.drift") {
+				kinds = append(kinds, n.Kind)
+			}
+		}
+		return slices.Equal(kinds, []string{"cluster.drifted", "cluster.drift-resolved"})
+	}) {
+		t.Fatal("no drifted then drift-resolved notification for stage-1")
+	}
+}
