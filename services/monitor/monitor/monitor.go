@@ -167,6 +167,10 @@ type monitor struct {
 	// operation in flight on it, or ended but not yet in its history.
 	busy map[string]map[string]busyOp
 	hist *kgo.Client // follows the history of the owned partitions
+	// histNext (under mu) is, per owned partition, the offset of the next
+	// history record to apply: a fetch left over from before the
+	// partition was lost and gained again is not applied twice.
+	histNext map[int32]int64
 	// since is when this run began, by the wall clock of the records: the
 	// operations read from before it only tell what is in flight.
 	since time.Time
@@ -226,7 +230,7 @@ func Run(ctx context.Context, cfg Config) error {
 	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(),
 		last: map[int32]map[string]records.Health{}, owed: map[int32]map[string]records.Health{},
 		sched: newSchedule(), probes: newBucket(cfg.ProbeRate), beats: newBucket(cfg.HeartbeatBudget), pace: cfg.pace(0),
-		baselines: map[int32]map[string]drift.Baseline{}, busy: map[string]map[string]busyOp{}, since: time.Now(),
+		baselines: map[int32]map[string]drift.Baseline{}, busy: map[string]map[string]busyOp{}, histNext: map[int32]int64{}, since: time.Now(),
 		results: make(chan result, 256), wake: make(chan struct{}, 1), stop: cancel,
 		cl0: make(chan struct{}), runCtx: ctx}
 	// A direct consumer, given each owned partition of the history once
@@ -481,8 +485,11 @@ func (m *monitor) followHistory(ctx context.Context) {
 				return
 			}
 			m.mu.Lock()
-			if baselines := m.baselines[r.Partition]; baselines != nil && m.historySeen(baselines, *t, true) {
-				poke = m.sched.hurry(t.ClusterID) || poke
+			if baselines := m.baselines[r.Partition]; baselines != nil && r.Offset >= m.histNext[r.Partition] {
+				m.histNext[r.Partition] = r.Offset + 1
+				if m.historySeen(baselines, *t, true) {
+					poke = m.sched.hurry(t.ClusterID) || poke
+				}
 			}
 			m.mu.Unlock()
 		})
@@ -595,6 +602,9 @@ func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 	}
 	m.mu.Lock()
 	maps.Copy(m.baselines, baselines)
+	for _, p := range partitions {
+		m.histNext[p] = histEnds[p]
+	}
 	m.hist.AddConsumePartitions(map[string]map[int32]kgo.Offset{m.names.History: from})
 	maps.Copy(m.last, loaded)
 	for _, p := range partitions {
@@ -651,6 +661,7 @@ func (m *monitor) revoked(partitions []int32) {
 		delete(m.last, p)
 		delete(m.owed, p)
 		delete(m.baselines, p)
+		delete(m.histNext, p)
 		m.sched.removePartition(p)
 	}
 	m.hist.RemoveConsumePartitions(map[string][]int32{m.names.History: partitions})
