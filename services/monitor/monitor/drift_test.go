@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"errors"
 	"reflect"
 	"sync"
 	"testing"
@@ -84,10 +85,20 @@ func TestDriftFromTheInventory(t *testing.T) {
 		t.Errorf("reasons %q, want %q", s.Reasons, wantReasons)
 	}
 
+	// A probe that fails sees nothing: the drift stays as it was, not
+	// resolved.
+	h.fleet.fail("c0", errors.New("connection refused"))
+	h.clock.Advance(time.Second)
+	s = h.lastSignal("the failed probe", "c0", t0.Add(time.Second), func(s *records.Health) bool { return s.Status == records.HealthUnhealthy })
+	if !reflect.DeepEqual(s.Drift, want) || s.DriftChanged {
+		t.Errorf("after a failed probe: drift %+v (changed %t), want it kept", s.Drift, s.DriftChanged)
+	}
+	h.fleet.fail("c0", nil)
+
 	h.fleet.set("c0", drivers.Observation{Status: records.HealthHealthy, Version: "3.9.1",
 		Config: map[string]string{"log.retention.ms": "200", "other": "y"}, ConfigComplete: true})
 	h.clock.Advance(time.Second)
-	s = h.lastSignal("the drift resolved", "c0", t0.Add(time.Second), noDrift)
+	s = h.lastSignal("the drift resolved", "c0", t0.Add(2*time.Second), noDrift)
 	if !s.DriftChanged || s.Heartbeat || len(s.Reasons) != 0 {
 		t.Errorf("resolved: %+v, want drift changed, no reasons", s)
 	}
