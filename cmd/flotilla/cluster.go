@@ -31,12 +31,23 @@ func clusterCommand() *cobra.Command {
 func clusterAddCommand() *cobra.Command {
 	var f clientFlags
 	var c inventory.Cluster
-	var labels, settings []string
+	var labels, settings, desiredConfig []string
 	cmd := &cobra.Command{
 		Use:   "add ID",
 		Short: "Register a cluster (or update its registration) in the inventory",
+		Long: `add writes the cluster's whole registration to the inventory topic: a
+registration sent again replaces the one before, flags left out included.
+
+--desired-version and --desired-config declare the cluster's desired state:
+the monitor reports the cluster drifted while it runs another version or
+another value of a declared key (flotilla drift list), and flotilla drift fix
+corrects it. Where nothing is declared, the desired state is what the last
+successful rollout left. --drift-ignore names config keys (or "version")
+never reported as drift.`,
 		Example: `  flotilla cluster add prod-eu-1 --driver sim --address sim://prod-eu-1 --version 3.8.0 \
-    --label cloud=aws --label region=eu-west-1 --label env=prod --label tier=standard --label kind=kafka`,
+    --label cloud=aws --label region=eu-west-1 --label env=prod --label tier=standard --label kind=kafka
+  flotilla cluster add prod-eu-1 --driver sim --version 3.8.0 -l env=prod \
+    --desired-version 3.9.1 --desired-config log.retention.ms=604800000 --drift-ignore num.io.threads`,
 		Args: cobra.ExactArgs(1),
 		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, args []string) error {
 			c.ID = args[0]
@@ -46,6 +57,12 @@ func clusterAddCommand() *cobra.Command {
 			}
 			if c.Settings, err = keyValues("--setting", settings); err != nil {
 				return err
+			}
+			if c.Desired.Config, err = keyValues("--desired-config", desiredConfig); err != nil {
+				return err
+			}
+			if len(c.Desired.Config) == 0 {
+				c.Desired.Config = nil
 			}
 			if err := c.Validate(); err != nil {
 				return err
@@ -71,6 +88,9 @@ func clusterAddCommand() *cobra.Command {
 	fs.StringVar(&c.Driver, "driver", "sim", "driver that applies operations and probes the cluster")
 	fs.StringVar(&c.Address, "address", "", "how the driver reaches the cluster (bootstrap servers, URL, sim://name)")
 	fs.StringVar(&c.Version, "version", "", "software version the cluster runs")
+	fs.StringVar(&c.Desired.Version, "desired-version", "", "the version the cluster should run (drift detection); absent: what the last successful upgrade left")
+	fs.StringArrayVar(&desiredConfig, "desired-config", nil, "a managed config key=value the cluster should have (repeatable; drift detection)")
+	fs.StringArrayVar(&c.DriftIgnore, "drift-ignore", nil, `a config key, or "version", never reported as drift (repeatable)`)
 	return cmd
 }
 

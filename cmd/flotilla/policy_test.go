@@ -156,7 +156,7 @@ func TestPolicyApplyRejectsInvalidFiles(t *testing.T) {
 		name, text string
 		want       []string
 	}{
-		{"unknown field", "name: p\nphase:\n  - name: a\n", []string{"phase: line 2: unknown field; want name, description or phases"}},
+		{"unknown field", "name: p\nphase:\n  - name: a\n", []string{"phase: line 2: unknown field; want name, description, phases or driftCorrection"}},
 		{"bad waves", "name: p\nphases:\n  - name: a\n    waves: 25 percent\n",
 			[]string{`phases[0].waves: line 4: "25 percent" is not a count, a percentage like "25%" or "exponential"`}},
 		{"bad name", "name: azure first\nphases:\n  - name: a\n", []string{`name: "azure first": a policy name has no spaces or '/'`}},

@@ -202,6 +202,15 @@ type Observation struct {
 	// ConfigHash is a hash of the configs Flotilla manages on the cluster,
 	// as read ("" when the prober reads no configs).
 	ConfigHash string
+	// Config holds the values of the config keys the prober read, for
+	// drift detection: a key read that has no value maps to "". A key
+	// missing was not read, and cannot be told to drift, unless
+	// ConfigComplete is set.
+	Config map[string]string
+	// ConfigComplete says Config holds every key the cluster has a value
+	// for, so that a key missing from it has no value (the simulated
+	// fleet reads its whole config; the kafka prober only managed keys).
+	ConfigComplete bool
 	// Details are what the probe measured, for people.
 	Details map[string]string
 }

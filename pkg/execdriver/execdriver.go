@@ -241,8 +241,9 @@ func (d *Driver) step(ctx context.Context, step string, argv []string, timeout t
 // maps its exit status to the cluster's health: 0 healthy, 1 degraded, 2
 // unhealthy. The last line of its stdout may be a JSON object
 // {"version": "3.9.1", "reasons": ["..."], "config_hash": "...",
-// "details": {"urp": 0}}: its fields fill the Observation (details' values
-// become strings). A degraded or unhealthy probe that gives no reasons
+// "config": {"log.retention.ms": "604800000"}, "details": {"urp": 0}}: its
+// fields fill the Observation (details' values become strings; config is
+// the keys the probe read, compared for drift). A degraded or unhealthy probe that gives no reasons
 // gets one: the last line of its stderr, or "helm-probe.sh exited with
 // status 2".
 //
@@ -288,6 +289,7 @@ func (d *Driver) Probe(ctx context.Context, c inventory.Cluster) (drivers.Observ
 		Reasons:    o.report.Reasons,
 		Version:    o.report.Version,
 		ConfigHash: o.report.ConfigHash,
+		Config:     o.report.Config,
 		Details:    o.report.details(),
 	}
 	if status != records.HealthHealthy && len(obs.Reasons) == 0 {

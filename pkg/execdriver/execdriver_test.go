@@ -649,8 +649,9 @@ func TestProbe(t *testing.T) {
 		wantErr string
 	}{
 		{name: "healthy with a report",
-			body: `echo checking; echo '{"version": "3.9.1", "config_hash": "abc123", "details": {"urp": 0, "controller": "kafka-2", "racks": ["a", "b"]}}'`,
+			body: `echo checking; echo '{"version": "3.9.1", "config_hash": "abc123", "config": {"log.retention.ms": "100", "unset.key": ""}, "details": {"urp": 0, "controller": "kafka-2", "racks": ["a", "b"]}}'`,
 			want: drivers.Observation{Status: records.HealthHealthy, Version: "3.9.1", ConfigHash: "abc123",
+				Config:  map[string]string{"log.retention.ms": "100", "unset.key": ""},
 				Details: map[string]string{"urp": "0", "controller": "kafka-2", "racks": `["a","b"]`}}},
 		{name: "healthy, plain output", body: "echo all good",
 			want: drivers.Observation{Status: records.HealthHealthy}},
@@ -684,7 +685,7 @@ func TestProbe(t *testing.T) {
 				t.Fatalf("Probe: %v", err)
 			}
 			if obs.Status != tt.want.Status || obs.Version != tt.want.Version || obs.ConfigHash != tt.want.ConfigHash ||
-				!slices.Equal(obs.Reasons, tt.want.Reasons) || !maps.Equal(obs.Details, tt.want.Details) {
+				!slices.Equal(obs.Reasons, tt.want.Reasons) || !maps.Equal(obs.Details, tt.want.Details) || !maps.Equal(obs.Config, tt.want.Config) {
 				t.Errorf("observation %+v, want %+v", obs, tt.want)
 			}
 		})

@@ -242,11 +242,14 @@ func (e *timeoutError) Unwrap() error { return ErrTimeout }
 
 // report is what a command may print as the last line of its stdout.
 type report struct {
-	Version         string                     `json:"version"`
-	PreviousVersion string                     `json:"previous_version"`
-	Reasons         []string                   `json:"reasons"`
-	ConfigHash      string                     `json:"config_hash"`
-	Details         map[string]json.RawMessage `json:"details"`
+	Version         string   `json:"version"`
+	PreviousVersion string   `json:"previous_version"`
+	Reasons         []string `json:"reasons"`
+	ConfigHash      string   `json:"config_hash"`
+	// Config is what a probe read of the cluster's config keys, for drift
+	// detection: a key with no value is "" (keys left out are not read).
+	Config  map[string]string          `json:"config"`
+	Details map[string]json.RawMessage `json:"details"`
 }
 
 // parseReport reads a report from a line that is a JSON object. A line that

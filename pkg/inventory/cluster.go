@@ -31,7 +31,28 @@ type Cluster struct {
 	// tls.ca.file, expected.brokers. They never hold secrets themselves:
 	// the inventory is a topic anyone with read access can replay.
 	Settings map[string]string `json:"settings,omitempty"`
+	// Desired is the state the cluster should be in, for drift detection:
+	// what the monitor compares its observations with. A part it leaves
+	// empty (no version, a config key not listed) is what the last
+	// successful rollout left instead.
+	Desired Desired `json:"desired,omitzero"`
+	// DriftIgnore lists config keys, or "version", that are never
+	// reported as drift (a key that a person or another tool owns).
+	DriftIgnore []string `json:"driftIgnore,omitempty"`
 }
+
+// Desired is a cluster's declared desired state.
+type Desired struct {
+	// Version is the software version the cluster should run; empty: the
+	// version the last successful upgrade left.
+	Version string `json:"version,omitempty"`
+	// Config holds managed config keys and the values they should have.
+	Config map[string]string `json:"config,omitempty"`
+}
+
+// DriftVersionKey is the key that names the version in DriftIgnore and
+// in drift reports.
+const DriftVersionKey = "version"
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
@@ -46,6 +67,16 @@ func (c Cluster) Validate() error {
 	for k := range c.Labels {
 		if k == "" {
 			return fmt.Errorf("cluster %s: empty label key", c.ID)
+		}
+	}
+	for k := range c.Desired.Config {
+		if k == "" {
+			return fmt.Errorf("cluster %s: empty desired config key", c.ID)
+		}
+	}
+	for _, k := range c.DriftIgnore {
+		if k == "" {
+			return fmt.Errorf("cluster %s: empty key in the drift ignore list", c.ID)
 		}
 	}
 	return nil

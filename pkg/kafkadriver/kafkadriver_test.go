@@ -236,6 +236,14 @@ func TestProbeHealthy(t *testing.T) {
 		if got := again.Details["config.topic:"+tg.topic+":retention.ms"]; got != "3600000" {
 			t.Errorf("details topic retention = %q", got)
 		}
+		// The values read, keyed as a config operation names them: what
+		// the monitor compares with a cluster's desired config.
+		if got := again.Config[clusterKey]; got != "15001" || again.ConfigComplete {
+			t.Errorf("observed config %s = %q (complete %t), want 15001, only the managed keys", clusterKey, got, again.ConfigComplete)
+		}
+		if got := again.Config["topic:"+tg.topic+":retention.ms"]; got != "3600000" {
+			t.Errorf("observed topic retention = %q", got)
+		}
 
 		// A cluster without managed configs has no hash.
 		plain, err := d.Probe(ctx, tg.cluster("probe-plain", nil))

@@ -67,6 +67,7 @@ func (d *Driver) Probe(ctx context.Context, c inventory.Cluster) (drivers.Observ
 			return drivers.Observation{}, fmt.Errorf("cluster %s (%s): read managed configs: %w", c.ID, c.Address, err)
 		}
 		obs.ConfigHash = h
+		obs.Config = values // the managed keys, as written in a config operation
 		for k, val := range values {
 			obs.Details["config."+k] = val
 		}

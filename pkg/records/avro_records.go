@@ -26,14 +26,14 @@ import (
 // is the newest, so that no record is ever written with one schema's
 // fingerprint and another's fields.
 var directFiles = map[string]string{
-	nameClusterRecord:  "cluster.v1.avsc",
+	nameClusterRecord:  "cluster.v2.avsc",
 	nameRequest:        "request.v2.avsc",
 	nameWorkflowRecord: "workflow.v3.avsc",
 	nameCommand:        "command.v2.avsc",
 	nameOperationEvent: "operation.v3.avsc",
-	nameHealth:         "health.v1.avsc",
+	nameHealth:         "health.v2.avsc",
 	nameNotification:   "notification.v1.avsc",
-	namePolicyRecord:   "policy.v1.avsc",
+	namePolicyRecord:   "policy.v2.avsc",
 	nameClaimRecord:    "claim.v2.avsc",
 	nameLeaseRecord:    "lease.v1.avsc",
 	nameDeadLetter:     "deadletter.v1.avsc",
@@ -74,7 +74,8 @@ func readEnvelope(r *reader) (e Envelope) {
 	return e
 }
 
-// flotilla.Cluster, in the cluster and command schemas.
+// flotilla.Cluster, in the command schema (cluster.v1's shape: a command
+// carries how to reach the cluster, not its desired state).
 func writeCluster(w *writer, c *inventory.Cluster) {
 	w.str(c.ID)
 	w.strMap(c.Labels)
@@ -221,15 +222,31 @@ var windowRuleSize = zeroSize(writeWindowRule)
 
 // The records, one per topic.
 
-// flotilla.ClusterRecord: cluster.v1.avsc.
+// flotilla.ClusterRecord: cluster.v2.avsc. Its flotilla.Cluster has the
+// desired state after the fields the command schema's has.
 func writeClusterRecord(w *writer, c *ClusterRecord) {
 	writeEnvelope(w, &c.Envelope)
-	writeCluster(w, &c.Cluster)
+	writeInventoryCluster(w, &c.Cluster)
 }
 
 func readClusterRecord(r *reader) (c ClusterRecord) {
 	c.Envelope = record(r, "envelope", readEnvelope)
-	c.Cluster = record(r, "cluster", readCluster)
+	c.Cluster = record(r, "cluster", readInventoryCluster)
+	return c
+}
+
+func writeInventoryCluster(w *writer, c *inventory.Cluster) {
+	writeCluster(w, c)
+	w.str(c.Desired.Version)
+	w.strMap(c.Desired.Config)
+	w.strs(c.DriftIgnore)
+}
+
+func readInventoryCluster(r *reader) (c inventory.Cluster) {
+	c = readCluster(r)
+	c.Desired.Version = r.word("desired_version")
+	c.Desired.Config = r.strMap("desired_config")
+	c.DriftIgnore = r.strs("drift_ignore")
 	return c
 }
 
@@ -510,7 +527,7 @@ func readOperationEvent(r *reader) (o OperationEvent) {
 	return o
 }
 
-// flotilla.Health: health.v1.avsc.
+// flotilla.Health: health.v2.avsc.
 func writeHealth(w *writer, h *Health) {
 	writeEnvelope(w, &h.Envelope)
 	w.str(h.ClusterID)
@@ -522,7 +539,24 @@ func writeHealth(w *writer, h *Health) {
 	w.boolean(h.Heartbeat)
 	w.str(h.ConfigHash)
 	w.strMap(h.Details)
+	writeArray(w, h.Drift, writeDriftItem)
+	w.boolean(h.DriftChanged)
 }
+
+func writeDriftItem(w *writer, d *DriftItem) {
+	w.str(d.Key)
+	w.str(d.Observed)
+	w.str(d.Desired)
+}
+
+func readDriftItem(r *reader) (d DriftItem) {
+	d.Key = r.str("key")
+	d.Observed = r.str("observed")
+	d.Desired = r.str("desired")
+	return d
+}
+
+var driftItemSize = zeroSize(writeDriftItem)
 
 func readHealth(r *reader) (h Health) {
 	h.Envelope = record(r, "envelope", readEnvelope)
@@ -535,6 +569,8 @@ func readHealth(r *reader) (h Health) {
 	h.Heartbeat = r.boolean("heartbeat")
 	h.ConfigHash = r.str("config_hash")
 	h.Details = r.strMap("details")
+	h.Drift = readArray(r, "drift", driftItemSize, readDriftItem)
+	h.DriftChanged = r.boolean("drift_changed")
 	return h
 }
 
@@ -560,7 +596,7 @@ func readNotification(r *reader) (n Notification) {
 	return n
 }
 
-// flotilla.PolicyRecord: policy.v1.avsc.
+// flotilla.PolicyRecord: policy.v2.avsc.
 func writePolicyRecord(w *writer, p *PolicyRecord) {
 	writeEnvelope(w, &p.Envelope)
 	writePolicy(w, &p.Policy)
@@ -577,12 +613,18 @@ func writePolicy(w *writer, p *rollout.Policy) {
 	w.str(p.Name)
 	w.str(p.Description)
 	writeArray(w, p.Phases, writePhase)
+	w.boolean(p.DriftCorrection.Enabled)
+	w.str(p.DriftCorrection.Selector)
+	w.int("drift_correction_max_per_hour", p.DriftCorrection.MaxPerHour)
 }
 
 func readPolicy(r *reader) (p rollout.Policy) {
 	p.Name = r.str("name")
 	p.Description = r.str("description")
 	p.Phases = readArray(r, "phases", phaseSize, readPhase)
+	p.DriftCorrection.Enabled = r.boolean("drift_correction_enabled")
+	p.DriftCorrection.Selector = r.str("drift_correction_selector")
+	p.DriftCorrection.MaxPerHour = r.int("drift_correction_max_per_hour")
 	return p
 }
 

@@ -431,13 +431,17 @@ func TestCheckDirect(t *testing.T) {
 		}
 		files[f.Name()] = &fstest.MapFile{Data: data}
 	}
-	_, v2 := healthV2(t)
-	files["health.v2.avsc"] = &fstest.MapFile{Data: v2}
+	newest, err := schemas.FS.ReadFile("health.v2.avsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3 := strings.Replace(string(newest), `{"name": "heartbeat"`, `{"name": "zone", "type": "string", "default": ""}, {"name": "heartbeat"`, 1)
+	files["health.v3.avsc"] = &fstest.MapFile{Data: []byte(v3)}
 	r, err := loadRegistry(files)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "the newest flotilla.Health schema is health.v2.avsc, but avro_records.go mirrors health.v1.avsc"
+	want := "the newest flotilla.Health schema is health.v3.avsc, but avro_records.go mirrors health.v2.avsc"
 	if err := checkDirect(r); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("checkDirect = %v, want an error saying %q", err, want)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/linkedin/goavro/v2"
 
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/schemas"
 )
@@ -53,6 +54,8 @@ func TestRabinKnownValues(t *testing.T) {
 func TestShippedSchemasArePinned(t *testing.T) {
 	pinned := map[string]uint64{
 		"cluster.v1.avsc":      0x53772f60ca40201f,
+		"cluster.v2.avsc":      0x653ff5aeb85e9e40,
+		"health.v2.avsc":       0x6c8945e1940521c3,
 		"command.v1.avsc":      0xf05367ff747f284b,
 		"command.v2.avsc":      0x653fb89639d88ffb,
 		"operation.v2.avsc":    0xb95eacd54557cbdc,
@@ -60,6 +63,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"workflow.v2.avsc":     0x38b9954314ff8520,
 		"workflow.v3.avsc":     0x179f1e8c25762901,
 		"policy.v1.avsc":       0x8d9090757535e902,
+		"policy.v2.avsc":       0x24e6a47c8cfc24d3,
 		"claim.v1.avsc":        0x0f5580a0c49d582f,
 		"claim.v2.avsc":        0x3b96f00a77886fc3,
 		"lease.v1.avsc":        0xba7e5d4cd5e2161e,
@@ -215,7 +219,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"unknown fingerprint", nameHealth, unknown, ErrUnknownSchema, "fingerprint 0123456789abcdef"},
 		{"health decoded as command", nameCommand, health, ErrWrongSchema, "record is a flotilla.Health, want flotilla.Command"},
 		{"health decoded as request", nameRequest, health, ErrWrongSchema, "record is a flotilla.Health, want flotilla.Request"},
-		{"truncated body", nameHealth, health[:len(health)-3], ErrMalformed, `decode flotilla.Health (health.v1.avsc): malformed record: details["brokers.online"]: truncated`},
+		{"truncated body", nameHealth, health[:len(health)-3], ErrMalformed, `decode flotilla.Health (health.v2.avsc): malformed record: drift[1].desired: truncated`},
 		{"trailing bytes", nameHealth, append(bytes.Clone(health), 0, 0), ErrMalformed, "2 bytes after the end of the record"},
 		{"union index out of range", nameWorkflowRecord, badUnion, ErrMalformed, "index ought to be between 0 and 2"},
 		{"header only", nameHealth, health[:10], ErrMalformed, "malformed record"},
@@ -387,7 +391,7 @@ func TestDecodeOlderVersionFillsDefaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fp := binary.LittleEndian.Uint64(b[2:10]); reg.Load().byFingerprint[fp].file != "health.v1.avsc" {
+		if fp := binary.LittleEndian.Uint64(b[2:10]); reg.Load().byFingerprint[fp].file != "health.v2.avsc" {
 			t.Errorf("Encode wrote %s", reg.Load().byFingerprint[fp].file)
 		}
 	})
@@ -476,6 +480,32 @@ func TestDecodeVersion1Records(t *testing.T) {
 	wantClaim.QueuedOffset, wantClaim.Holder = -1, ""
 	if err != nil || !reflect.DeepEqual(gotClaim, wantClaim) {
 		t.Errorf("claim v1: %v\n got %+v\nwant %+v", err, gotClaim, wantClaim)
+	}
+
+	// Health and inventory records written before drift detection.
+	h := fullHealth(inTime)
+	h.Drift, h.DriftChanged = nil, false
+	gotHealth, err := DecodeHealth(v1("health.v1.avsc", healthNative(h)))
+	wantHealth := fullHealth(outTime)
+	wantHealth.Drift, wantHealth.DriftChanged = nil, false
+	if err != nil || !reflect.DeepEqual(gotHealth, wantHealth) {
+		t.Errorf("health v1: %v\n got %+v\nwant %+v", err, gotHealth, wantHealth)
+	}
+	pol := fullPolicyRecord(inTime)
+	pol.Policy.DriftCorrection = rollout.DriftCorrection{}
+	gotPolicy, err := DecodePolicyRecord(v1("policy.v1.avsc", policyRecordNative(pol)))
+	wantPolicy := fullPolicyRecord(outTime)
+	wantPolicy.Policy.DriftCorrection = rollout.DriftCorrection{}
+	if err != nil || !reflect.DeepEqual(gotPolicy, wantPolicy) {
+		t.Errorf("policy v1: %v\n got %+v\nwant %+v", err, gotPolicy, wantPolicy)
+	}
+	c := fullClusterRecord(inTime)
+	c.Cluster.Desired, c.Cluster.DriftIgnore = inventory.Desired{}, nil
+	gotCluster, err := DecodeClusterRecord(v1("cluster.v1.avsc", clusterRecordNative(c)))
+	wantCluster := fullClusterRecord(outTime)
+	wantCluster.Cluster.Desired, wantCluster.Cluster.DriftIgnore = inventory.Desired{}, nil
+	if err != nil || !reflect.DeepEqual(gotCluster, wantCluster) {
+		t.Errorf("cluster v1: %v\n got %+v\nwant %+v", err, gotCluster, wantCluster)
 	}
 
 	cmd := fullCommand(inTime)

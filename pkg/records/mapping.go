@@ -192,10 +192,28 @@ func specFrom(x rec) rollout.Spec {
 	return s
 }
 
+// inventoryClusterNative and inventoryClusterFrom are the cluster of
+// cluster.v2, which adds the desired state to the command's.
+func inventoryClusterNative(c inventory.Cluster) map[string]any {
+	m := clusterNative(c)
+	m["desired_version"] = c.Desired.Version
+	m["desired_config"] = stringMapNative(c.Desired.Config)
+	m["drift_ignore"] = stringsNative(c.DriftIgnore)
+	return m
+}
+
+func inventoryClusterFrom(x rec) inventory.Cluster {
+	c := clusterFrom(x)
+	c.Desired.Version = x.str("desired_version")
+	c.Desired.Config = x.strMap("desired_config")
+	c.DriftIgnore = x.strs("drift_ignore")
+	return c
+}
+
 func clusterRecordNative(c ClusterRecord) map[string]any {
 	return map[string]any{
 		"envelope": envelopeNative(c.Envelope),
-		"cluster":  clusterNative(c.Cluster),
+		"cluster":  inventoryClusterNative(c.Cluster),
 	}
 }
 
@@ -204,7 +222,7 @@ func clusterRecordFrom(v any) (ClusterRecord, error) {
 	x := r.record(v, "")
 	c := ClusterRecord{
 		Envelope: envelopeFrom(x.record("envelope")),
-		Cluster:  clusterFrom(x.record("cluster")),
+		Cluster:  inventoryClusterFrom(x.record("cluster")),
 	}
 	return c, r.err
 }
@@ -493,7 +511,28 @@ func healthNative(h Health) map[string]any {
 		"details":          stringMapNative(h.Details),
 		"observed_at":      millis(h.ObservedAt),
 		"heartbeat":        h.Heartbeat,
+		"drift":            driftNative(h.Drift),
+		"drift_changed":    h.DriftChanged,
 	}
+}
+
+func driftNative(items []DriftItem) []any {
+	out := make([]any, len(items))
+	for i, d := range items {
+		out[i] = map[string]any{"key": d.Key, "observed": d.Observed, "desired": d.Desired}
+	}
+	return out
+}
+
+func driftFrom(xs []rec) []DriftItem {
+	if len(xs) == 0 {
+		return nil
+	}
+	out := make([]DriftItem, len(xs))
+	for i, x := range xs {
+		out[i] = DriftItem{Key: x.str("key"), Observed: x.str("observed"), Desired: x.str("desired")}
+	}
+	return out
 }
 
 func healthFrom(v any) (Health, error) {
@@ -510,6 +549,8 @@ func healthFrom(v any) (Health, error) {
 		Details:         x.strMap("details"),
 		ObservedAt:      x.time("observed_at"),
 		Heartbeat:       x.boolean("heartbeat"),
+		Drift:           driftFrom(x.recs("drift")),
+		DriftChanged:    x.boolean("drift_changed"),
 	}
 	return h, r.err
 }
@@ -548,6 +589,10 @@ func policyRecordNative(p PolicyRecord) map[string]any {
 			"name":        p.Policy.Name,
 			"description": p.Policy.Description,
 			"phases":      phasesNative(p.Policy.Phases),
+
+			"drift_correction_enabled":      p.Policy.DriftCorrection.Enabled,
+			"drift_correction_selector":     p.Policy.DriftCorrection.Selector,
+			"drift_correction_max_per_hour": p.Policy.DriftCorrection.MaxPerHour,
 		},
 	}
 }
@@ -562,6 +607,11 @@ func policyRecordFrom(v any) (PolicyRecord, error) {
 			Name:        p.str("name"),
 			Description: p.str("description"),
 			Phases:      phasesFrom(p.recs("phases")),
+			DriftCorrection: rollout.DriftCorrection{
+				Enabled:    p.boolean("drift_correction_enabled"),
+				Selector:   p.str("drift_correction_selector"),
+				MaxPerHour: p.int("drift_correction_max_per_hour"),
+			},
 		},
 	}
 	return rec, r.err

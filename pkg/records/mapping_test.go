@@ -68,7 +68,10 @@ func fullSpec() rollout.Spec {
 }
 
 func fullClusterRecord(t time.Time) ClusterRecord {
-	return ClusterRecord{Envelope: fullEnvelope(t), Cluster: fullCluster()}
+	c := fullCluster()
+	c.Desired = inventory.Desired{Version: "3.9.1", Config: map[string]string{"log.retention.ms": "604800000"}}
+	c.DriftIgnore = []string{"log.cleaner.threads", inventory.DriftVersionKey}
+	return ClusterRecord{Envelope: fullEnvelope(t), Cluster: c}
 }
 
 func fullRequest(t time.Time) Request {
@@ -179,6 +182,8 @@ func fullHealth(t time.Time) Health {
 		Heartbeat:       true,
 		ConfigHash:      "9f2c",
 		Details:         map[string]string{"brokers.online": "3/3"},
+		Drift:           []DriftItem{{Key: "log.retention.ms", Observed: "100", Desired: "200"}, {Key: "version", Observed: "3.9.1", Desired: "3.9.2"}},
+		DriftChanged:    true,
 	}
 }
 
@@ -196,9 +201,10 @@ func fullNotification(t time.Time) Notification {
 
 func fullPolicyRecord(t time.Time) PolicyRecord {
 	return PolicyRecord{Envelope: fullEnvelope(t), Policy: rollout.Policy{
-		Name:        "azure-first",
-		Description: "Azure first, then the rest",
-		Phases:      fullSpec().Phases,
+		Name:            "azure-first",
+		Description:     "Azure first, then the rest",
+		Phases:          fullSpec().Phases,
+		DriftCorrection: rollout.DriftCorrection{Enabled: true, Selector: "env=staging", MaxPerHour: 4},
 	}}
 }
 

@@ -426,6 +426,39 @@ type Health struct {
 	// Details are what the probe measured, for people (brokers online,
 	// controller, offline partitions, ...).
 	Details map[string]string
+	// Drift is how the cluster differs from its desired state (the
+	// inventory's, else what the last successful rollout left), on the
+	// declared keys outside its ignore list, sorted by key; empty while an
+	// operation is in flight on it. Each item is also one of Reasons.
+	Drift []DriftItem
+	// DriftChanged is set when Drift differs from the previous signal's.
+	DriftChanged bool
+}
+
+// DriftItem is one way a cluster differs from its desired state.
+type DriftItem struct {
+	Key      string // inventory.DriftVersionKey, or a config key
+	Observed string // what the probe saw; "" for a config key with no value
+	Desired  string
+}
+
+// String says it in one line: "version 3.8.0, desired 3.9.1",
+// "config log.retention.ms=100, desired 200".
+func (d DriftItem) String() string {
+	if d.Key == inventory.DriftVersionKey {
+		return "version " + orNone(d.Observed) + ", desired " + d.Desired
+	}
+	if d.Observed == "" {
+		return "config " + d.Key + " unset, desired " + d.Desired
+	}
+	return "config " + d.Key + "=" + d.Observed + ", desired " + d.Desired
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 // Severity of a notification.

@@ -129,7 +129,27 @@ type Policy struct {
 	Name        string
 	Description string
 	Phases      []Phase
+	// DriftCorrection, when enabled, lets the planner correct drifted
+	// clusters by itself, under this policy's phases.
+	DriftCorrection DriftCorrection
 }
+
+// DriftCorrection lets the planner correct drift by itself: a cluster the
+// selector picks whose health signal reports drift, and that no
+// unfinished workflow targets, gets a workflow of its own that brings it
+// back (an upgrade to the desired version first, then a config change),
+// planned with the policy's phases, so that every safety control applies.
+// At most MaxPerHour such workflows start under the policy in any hour.
+type DriftCorrection struct {
+	Enabled bool
+	// Selector picks the clusters whose drift is corrected; empty: all.
+	Selector string
+	// MaxPerHour is the most corrections started in any hour; 0 means 1.
+	MaxPerHour int
+}
+
+// PerHour is the most corrections started in any hour.
+func (c DriftCorrection) PerHour() int { return max(c.MaxPerHour, 1) }
 
 // Spec is a rollout as requested.
 type Spec struct {

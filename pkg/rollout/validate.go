@@ -234,6 +234,12 @@ func (p Policy) Validate() error {
 		errs = append(errs, &FieldError{Field: "phases", Err: errors.New("a policy needs at least one phase")})
 	}
 	errs = append(errs, validatePhases("phases", p.Phases)...)
+	if _, err := selector.Parse(p.DriftCorrection.Selector); err != nil {
+		errs = append(errs, &FieldError{Field: "driftCorrection.selector", Err: err})
+	}
+	if p.DriftCorrection.MaxPerHour < 0 {
+		errs = append(errs, &FieldError{Field: "driftCorrection.maxPerHour", Err: fmt.Errorf("%d: must not be negative", p.DriftCorrection.MaxPerHour)})
+	}
 	return errors.Join(errs...)
 }
 

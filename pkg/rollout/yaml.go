@@ -88,11 +88,19 @@ func ParsePolicyYAML(data []byte) (Policy, error) {
 		return Policy{}, err
 	}
 	d := &decoder{}
-	f := d.fields("", root, "name", "description", "phases")
+	f := d.fields("", root, "name", "description", "phases", "driftCorrection")
 	p := Policy{
 		Name:        d.str("name", f["name"]),
 		Description: d.str("description", f["description"]),
 		Phases:      d.phases("phases", f["phases"]),
+	}
+	if n := f["driftCorrection"]; n != nil {
+		c := d.fields("driftCorrection", n, "enabled", "selector", "maxPerHour")
+		p.DriftCorrection = DriftCorrection{
+			Enabled:    d.boolean("driftCorrection.enabled", c["enabled"]),
+			Selector:   d.str("driftCorrection.selector", c["selector"]),
+			MaxPerHour: d.int("driftCorrection.maxPerHour", c["maxPerHour"]),
+		}
 	}
 	if len(d.errs) > 0 {
 		return Policy{}, errors.Join(d.errs...)
@@ -232,6 +240,17 @@ func (d *decoder) str(path string, n *yaml.Node) string {
 		return ""
 	}
 	return n.Value
+}
+
+func (d *decoder) boolean(path string, n *yaml.Node) bool {
+	if n == nil {
+		return false
+	}
+	b, err := strconv.ParseBool(n.Value)
+	if n.Kind != yaml.ScalarNode || err != nil || (n.Value != "true" && n.Value != "false") {
+		d.failf(path, n, "expected true or false, found %s", describe(n))
+	}
+	return b
 }
 
 func (d *decoder) int(path string, n *yaml.Node) int {
@@ -618,11 +637,21 @@ func FormatPolicyYAML(p Policy) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("format policy %s: %w", p.Name, err)
 	}
+	type yamlDriftCorrection struct {
+		Enabled    bool   `yaml:"enabled"`
+		Selector   string `yaml:"selector,omitempty"`
+		MaxPerHour int    `yaml:"maxPerHour,omitempty"`
+	}
+	var dc *yamlDriftCorrection
+	if p.DriftCorrection != (DriftCorrection{}) {
+		dc = &yamlDriftCorrection{p.DriftCorrection.Enabled, p.DriftCorrection.Selector, p.DriftCorrection.MaxPerHour}
+	}
 	doc := struct {
-		Name        string      `yaml:"name"`
-		Description string      `yaml:"description,omitempty"`
-		Phases      []yamlPhase `yaml:"phases"`
-	}{p.Name, p.Description, phases}
+		Name            string               `yaml:"name"`
+		Description     string               `yaml:"description,omitempty"`
+		Phases          []yamlPhase          `yaml:"phases"`
+		DriftCorrection *yamlDriftCorrection `yaml:"driftCorrection,omitempty"`
+	}{p.Name, p.Description, phases, dc}
 	out, err := encodeYAML(doc)
 	if err != nil {
 		return nil, fmt.Errorf("format policy %s: %w", p.Name, err)

@@ -366,6 +366,9 @@ func TestYAMLRoundTrip(t *testing.T) {
 		}
 
 		policy := Policy{Name: s.Name, Description: str(), Phases: s.Phases}
+		if rng.IntN(2) == 0 {
+			policy.DriftCorrection = DriftCorrection{Enabled: rng.IntN(2) == 0, Selector: str(), MaxPerHour: rng.IntN(10)}
+		}
 		if data, err = FormatPolicyYAML(policy); err != nil {
 			t.Fatalf("policy %d: FormatPolicyYAML(%+v): %v", i, policy, err)
 		}
@@ -455,6 +458,25 @@ func TestParseYAMLApprovalGates(t *testing.T) {
 	}
 	spec.Phases[1].Approve = "sometimes"
 	if err := spec.Validate(); err == nil || !strings.Contains(err.Error(), `strategy.phases[1].approve: unknown gate "sometimes"`) {
+		t.Fatalf("Validate: %v", err)
+	}
+}
+
+func TestParsePolicyYAMLDriftCorrection(t *testing.T) {
+	p, err := ParsePolicyYAML([]byte(`name: heal-staging
+phases: [{name: all, bake: 5m}]
+driftCorrection: {enabled: true, selector: env=staging, maxPerHour: 4}
+`))
+	want := DriftCorrection{Enabled: true, Selector: "env=staging", MaxPerHour: 4}
+	if err != nil || p.DriftCorrection != want || p.Validate() != nil {
+		t.Fatalf("got %+v, %v (valid: %v), want %+v", p.DriftCorrection, err, p.Validate(), want)
+	}
+	if _, err := ParsePolicyYAML([]byte("name: x\nphases: [{name: all}]\ndriftCorrection: {enabled: yes please, maxPerHur: 2}\n")); err == nil ||
+		!strings.Contains(err.Error(), "driftCorrection.enabled: line 3: expected true or false") || !strings.Contains(err.Error(), "maxPerHur") {
+		t.Fatalf("bad driftCorrection: %v", err)
+	}
+	bad := Policy{Name: "x", Phases: []Phase{{Name: "all"}}, DriftCorrection: DriftCorrection{Enabled: true, Selector: "env in prod", MaxPerHour: -1}}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "driftCorrection.selector") || !strings.Contains(err.Error(), "driftCorrection.maxPerHour") {
 		t.Fatalf("Validate: %v", err)
 	}
 }

@@ -477,12 +477,38 @@ func (f *Fleet) Probe(ctx context.Context, c inventory.Cluster) (drivers.Observa
 	if err != nil {
 		return drivers.Observation{}, err
 	}
-	obs := drivers.Observation{Status: records.HealthHealthy, Version: st.Version, ConfigHash: configHash(st.Config)}
+	obs := drivers.Observation{Status: records.HealthHealthy, Version: st.Version, ConfigHash: configHash(st.Config),
+		Config: maps.Clone(st.Config), ConfigComplete: true}
 	if f.isBad(st.Version) {
 		obs.Status = records.HealthUnhealthy
 		obs.Reasons = []string{"runs bad version " + st.Version}
 	}
 	return obs, nil
+}
+
+// Change changes the simulated cluster id behind Flotilla's back, as a
+// person or another tool would (a version installed by hand, a config
+// edited on a broker): change gets the cluster's state to edit, and what
+// it leaves is saved. No operation is recorded; the next probe sees it.
+// It fails if the simulation has not met the cluster or cannot save it.
+func (f *Fleet) Change(ctx context.Context, id string, change func(*State)) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	unlock, err := f.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, found, err := f.store.load(id)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("sim cluster %s: not met yet (no operation or probe has created it)", id)
+	}
+	change(&st)
+	return f.store.save(st)
 }
 
 // configHash hashes a simulated cluster's config, so that the monitor sees

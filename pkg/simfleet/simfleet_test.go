@@ -669,3 +669,31 @@ func TestApplyIsFenced(t *testing.T) {
 		t.Fatalf("cluster %+v; want 3.9.1 from the one attempt that held it", st)
 	}
 }
+
+// TestChangeBehindTheBack: Change edits a cluster as a person would, with
+// no operation recorded, and the next probe sees it, its config values
+// included (the whole config: a key it lacks is unset).
+func TestChangeBehindTheBack(t *testing.T) {
+	for _, dir := range []string{"", t.TempDir()} {
+		f := newFleet(t, simfleet.Options{Dir: dir})
+		ctx := context.Background()
+		if err := f.Change(ctx, kafka1.ID, func(*simfleet.State) {}); err == nil {
+			t.Fatal("Change of a cluster not met yet: no error")
+		}
+		if _, err := f.Probe(ctx, kafka1); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Change(ctx, kafka1.ID, func(s *simfleet.State) {
+			s.Version, s.Config = "3.8.5", map[string]string{"log.retention.ms": "100"}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		obs, err := f.Probe(ctx, kafka1)
+		if err != nil || obs.Version != "3.8.5" || !obs.ConfigComplete || !maps.Equal(obs.Config, map[string]string{"log.retention.ms": "100"}) || obs.ConfigHash == "" {
+			t.Fatalf("probe after the change: %+v, %v", obs, err)
+		}
+		if st := mustCluster(t, f, kafka1.ID); st.Applies != 0 || len(st.AppliedCommands) != 0 {
+			t.Errorf("the change was recorded as an operation: %+v", st)
+		}
+	}
+}

@@ -582,6 +582,18 @@ func (p *prefixTopicPartitioner) Partition(r *kgo.Record, n int) int {
 	return p.inner.Partition(&p.shadow, n)
 }
 
+// PartitionOf returns the partition Partitioner puts a record keyed key on,
+// of a topic of n partitions: for a decision that must know which
+// partition a record it is about to write lands on (a workflow the planner
+// makes by itself lives on the partition of its ID).
+func PartitionOf(key string, n int32) int32 {
+	if n <= 0 {
+		return 0
+	}
+	p := Partitioner().ForTopic("")
+	return int32(p.Partition(&kgo.Record{Key: []byte(key)}, int(n)))
+}
+
 // OnNewBatch keeps keyless records sticky, as in kgo's partitioner.
 func (p *prefixTopicPartitioner) OnNewBatch() {
 	if nb, ok := p.inner.(kgo.TopicPartitionerOnNewBatch); ok {

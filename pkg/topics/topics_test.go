@@ -333,6 +333,9 @@ func TestPartitioner(t *testing.T) {
 		if got := part(key + "/cluster-1"); got != want {
 			t.Errorf("key %q: partition %d, want the prefix's %d", key+"/cluster-1", got, want)
 		}
+		if got := PartitionOf(key+"/cluster-1", n); got != int32(want) {
+			t.Errorf("PartitionOf(%q) = %d, want %d", key+"/cluster-1", got, want)
+		}
 	}
 	// Many workflows: every row of one workflow lands together, and the
 	// whole key matches kgo's default partitioner.

@@ -11,6 +11,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/metrics/metricstest"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
 
@@ -79,6 +80,23 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 		}
 		return failing(checks)
 	})
+
+	// A cluster changed behind Flotilla's back drifts from what the
+	// rollout left: the monitor's gauge counts it.
+	changed := w.WaveTargets(0, 0)[0]
+	if err := f.Sim.Change(context.Background(), changed, func(s *simfleet.State) { s.Version = "3.7.0" }); err != nil {
+		t.Fatal(err)
+	}
+	drifted := func() float64 {
+		m, err := metricstest.Scrape(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Value("flotilla_monitor_drifted_clusters")
+	}
+	if !f.Eventually(time.Second, time.Minute, func() bool { return drifted() == 1 }) {
+		t.Fatalf("flotilla_monitor_drifted_clusters is %v, not 1, after %s was changed", drifted(), changed)
+	}
 }
 
 // check is one condition on a scrape.

@@ -36,6 +36,18 @@
 // wave gate, which waits for a probe after each operation, does not wait
 // for the next heartbeat.
 //
+// Drift: each signal also says how the cluster differs from its desired
+// state (package drift): the inventory's declared version and config keys,
+// and for what it leaves out, what the last successful rollouts left, read
+// from the history topic (co-partitioned with the inventory) for the
+// partitions owned, kept as one small baseline per cluster and followed
+// from there. While an operation is in flight on a cluster (from its first
+// operation event until the planner's history row for it, which also
+// updates the baseline), its drift is not evaluated again: the signal
+// carries the drift it had, so a rollout under way is no drift and a
+// correcting rollout resolves drift once its outcome is known. A change of
+// drift is published at once, like a change of status.
+//
 // A signal whose record fails to produce is owed: the monitor remembers
 // exactly the records Kafka took, and publishes an owed signal again, as
 // it was (same ID, same observation time), Interval later, before anything
@@ -65,6 +77,7 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/deadletter"
+	"github.com/flotilla-fleet/flotilla/pkg/drift"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
@@ -117,6 +130,9 @@ type Config struct {
 	settled func(clusterID string, at time.Time)
 	// paced, if set, is told the pace each time it is logged.
 	paced func(Pace)
+	// tracked, if set, is told under the lock of each cluster an
+	// operation event or history row put in flight, or released.
+	tracked func(clusterID string, inFlight bool)
 }
 
 // Defaults of the budgets. At 500 probes a second one copy goes round
@@ -149,6 +165,22 @@ type monitor struct {
 
 	// pubMu is held while a publication is under way: a revocation waits
 	// for it, so that the next owner reads it back.
+	// baselines (under mu) is, per owned partition, what the successful
+	// rollouts left on each cluster that has a history.
+	baselines map[int32]map[string]drift.Baseline
+	drifted   int // clusters of the partitions owned whose last signal says drift, under mu
+	// busy (under mu) holds, per cluster, the workflows with an
+	// operation in flight on it, or ended but not yet in its history.
+	busy map[string]map[string]busyOp
+	hist *kgo.Client // follows the history of the owned partitions
+	// histNext (under mu) is, per owned partition, the offset of the next
+	// history record to apply: a fetch left over from before the
+	// partition was lost and gained again is not applied twice.
+	histNext map[int32]int64
+	// since is when this run began, by the wall clock of the records: the
+	// operations read from before it only tell what is in flight.
+	since time.Time
+
 	pubMu   sync.Mutex
 	results chan result   // from the workers to the publisher
 	wake    chan struct{} // the schedule changed ahead of what the dispatcher waits for
@@ -168,6 +200,26 @@ type entry struct {
 	partition int32
 }
 
+// busyOp is a workflow's operation on a cluster: when the monitor last
+// heard of it, whether it ended, and whether its history row released it
+// (kept settleAfter, so that its outcome read after the row, from another
+// topic, does not hold the cluster again).
+type busyOp struct {
+	at       time.Time
+	ended    bool
+	released bool
+}
+
+// How long an operation keeps a cluster's drift as it was. An ended one
+// is released by its history row, which the planner writes as soon as it
+// reads the outcome; settleAfter bounds the wait should it never come (a
+// history row read back before the operation's own records). One still
+// running is forgotten after opLookback, beyond any executor's timeout.
+const (
+	settleAfter = time.Minute
+	opLookback  = time.Hour
+)
+
 // result is what a worker hands the publisher about one cluster.
 type result struct {
 	it     *item
@@ -186,12 +238,21 @@ func Run(ctx context.Context, cfg Config) error {
 	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(),
 		last: map[int32]map[string]records.Health{}, owed: map[int32]map[string]records.Health{},
 		sched: newSchedule(), probes: newBucket(cfg.ProbeRate), beats: newBucket(cfg.HeartbeatBudget), pace: cfg.pace(0),
+		baselines: map[int32]map[string]drift.Baseline{}, busy: map[string]map[string]busyOp{}, histNext: map[int32]int64{}, since: time.Now(),
 		results: make(chan result, 256), wake: make(chan struct{}, 1), stop: cancel,
 		cl0: make(chan struct{}), runCtx: ctx}
+	// A direct consumer, given each owned partition of the history once
+	// it has been read to its end.
+	hist, err := cfg.Backbone.Client(kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{}))
+	if err != nil {
+		return err
+	}
+	defer hist.Close()
+	m.hist = hist
 	go func() {
 		// Probing a fleet whose inventory was recreated empty would
 		// tombstone the health of every cluster.
-		if err := backbone.WatchTopics(ctx, cfg.Backbone, m.names.Inventory, m.names.Health, m.names.Operations); err != nil {
+		if err := backbone.WatchTopics(ctx, cfg.Backbone, m.names.Inventory, m.names.Health, m.names.Operations, m.names.History); err != nil {
 			cancel(fmt.Errorf("monitor: %w", err))
 		}
 	}()
@@ -237,14 +298,16 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}()
-	// From now on, by the records' own (wall clock) timestamps: an
-	// operation that ends once the monitor runs is not missed.
-	ops, err := cfg.Backbone.Client(kgo.ConsumeTopics(m.names.Operations), kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(time.Now().UnixMilli())))
+	// By the records' own (wall clock) timestamps, from opLookback before
+	// this run: an operation that ends once the monitor runs is not
+	// missed, and one already in flight is known.
+	ops, err := cfg.Backbone.Client(kgo.ConsumeTopics(m.names.Operations), kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(m.since.Add(-opLookback).UnixMilli())))
 	if err != nil {
 		return err
 	}
 	defer ops.Close()
 	go m.followOperations(ctx, ops)
+	go m.followHistory(ctx)
 	m.log.Info("monitor started", "clusters", m.inv.Len(), "interval", cfg.Interval, "heartbeat", cfg.Heartbeat,
 		"probe_rate", cfg.ProbeRate, "heartbeat_budget", cfg.HeartbeatBudget, "concurrency", cfg.Concurrency)
 
@@ -313,16 +376,134 @@ func (m *monitor) followOperations(ctx context.Context, cl *kgo.Client) {
 				return
 			}
 			ev, err := records.DecodeOperationEvent(r.Value)
-			if err != nil || !ev.Status.Terminal() {
+			if err != nil {
 				return // the executor's records; the planner reports what it cannot read
 			}
 			m.mu.Lock()
-			hurried := m.sched.hurry(ev.ClusterID)
+			m.operationSeen(ev)
+			hurried := false
+			if ev.Status.Terminal() && !r.Timestamp.Before(m.since) {
+				hurried = m.sched.hurry(ev.ClusterID)
+			}
 			m.mu.Unlock()
 			if hurried {
 				m.poke()
 			}
 		})
+	}
+}
+
+// operationSeen notes a workflow's operation on a cluster as in flight,
+// or ended; its history row releases it. Under mu.
+func (m *monitor) operationSeen(ev records.OperationEvent) {
+	ops := m.busy[ev.ClusterID]
+	if ops == nil {
+		ops = map[string]busyOp{}
+		m.busy[ev.ClusterID] = ops
+	}
+	if ops[ev.WorkflowID].released && ev.Status.Terminal() {
+		return // the outcome its history row already told
+	}
+	ops[ev.WorkflowID] = busyOp{at: m.cfg.Clock.Now(), ended: ev.Status.Terminal()}
+	if m.cfg.tracked != nil {
+		m.cfg.tracked(ev.ClusterID, true)
+	}
+}
+
+// inFlight reports whether an operation on the cluster is in flight or
+// awaits its history row, forgetting those past their time. Under mu.
+func (m *monitor) inFlight(clusterID string, now time.Time) bool {
+	ops := m.busy[clusterID]
+	busy := false
+	for wf, op := range ops {
+		switch {
+		case (op.ended || op.released) && now.Sub(op.at) >= settleAfter, now.Sub(op.at) >= opLookback:
+			delete(ops, wf)
+		case !op.released:
+			busy = true
+		}
+	}
+	if len(ops) == 0 {
+		delete(m.busy, clusterID)
+	}
+	return busy
+}
+
+// historySeen applies a history row of an owned partition to its
+// cluster's baseline, and releases the workflow's operation on it. It
+// reports whether the cluster's desired state or drift may have changed.
+// A row followed (new) is remembered for settleAfter, in case its
+// operation's outcome comes later; a row read back when a partition is
+// assigned (a year of them) only releases what is known in flight, so that
+// the read costs no memory. Under mu.
+func (m *monitor) historySeen(baselines map[string]drift.Baseline, t records.Target, followed bool) bool {
+	b := baselines[t.ClusterID]
+	changed := b.Apply(t)
+	if changed {
+		baselines[t.ClusterID] = b
+	}
+	ops := m.busy[t.ClusterID]
+	op, known := ops[t.WorkflowID]
+	if !known && !followed {
+		return changed
+	}
+	if known && !op.released {
+		changed = true
+	}
+	if ops == nil {
+		ops = map[string]busyOp{}
+		m.busy[t.ClusterID] = ops
+	}
+	ops[t.WorkflowID] = busyOp{at: m.cfg.Clock.Now(), released: true}
+	if m.cfg.tracked != nil && !m.inFlight(t.ClusterID, m.cfg.Clock.Now()) {
+		m.cfg.tracked(t.ClusterID, false)
+	}
+	return changed
+}
+
+// historyTarget decodes a history record; nil for a tombstone (the
+// history ages out: what it built stays) or a record that cannot be used.
+func (m *monitor) historyTarget(r *kgo.Record) *records.Target {
+	if r.Value == nil {
+		return nil
+	}
+	rec, err := records.DecodeWorkflowRecord(r.Value)
+	if err != nil || rec.Target == nil {
+		// The planner's record: it is not the monitor's to set aside.
+		m.log.Debug("a history record cannot be used", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
+		return nil
+	}
+	return rec.Target
+}
+
+// followHistory applies the history rows written after each owned
+// partition was read, and probes their cluster ahead of the queue: the
+// outcome of a rollout changes what is desired, or ends what held the
+// drift as it was.
+func (m *monitor) followHistory(ctx context.Context) {
+	for ctx.Err() == nil {
+		fetches := m.hist.PollFetches(ctx)
+		if fetches.IsClientClosed() {
+			return
+		}
+		poke := false
+		fetches.EachRecord(func(r *kgo.Record) {
+			t := m.historyTarget(r)
+			if t == nil {
+				return
+			}
+			m.mu.Lock()
+			if baselines := m.baselines[r.Partition]; baselines != nil && r.Offset >= m.histNext[r.Partition] {
+				m.histNext[r.Partition] = r.Offset + 1
+				if m.historySeen(baselines, *t, true) {
+					poke = m.sched.hurry(t.ClusterID) || poke
+				}
+			}
+			m.mu.Unlock()
+		})
+		if poke {
+			m.poke()
+		}
 	}
 }
 
@@ -400,11 +581,43 @@ func (m *monitor) assigned(ctx context.Context, partitions []int32) {
 		}
 		return
 	}
+	// What the successful rollouts left, from the history of the same
+	// partitions; then the follower carries on from where this read ended.
+	baselines := map[int32]map[string]drift.Baseline{}
+	for _, p := range partitions {
+		baselines[p] = map[string]drift.Baseline{}
+	}
+	var histEnds map[int32]int64
+	err = logtable.ReadToEnd(ctx, m.cfg.Backbone.Opts(), m.names.History, partitions, func(r *kgo.Record) {
+		if t := m.historyTarget(r); t != nil {
+			m.mu.Lock()
+			m.historySeen(baselines[r.Partition], *t, false)
+			m.mu.Unlock()
+		}
+	}, logtable.OnEnds(func(ends map[int32]int64) { histEnds = ends }))
+	if err != nil {
+		if ctx.Err() == nil {
+			m.stop(fmt.Errorf("monitor: read the history of partitions %v: %w", partitions, err))
+		}
+		return
+	}
 	if m.inv.WaitReady(ctx) != nil {
 		return // stopping, or the table failed: Run ends
 	}
+	from := map[int32]kgo.Offset{}
+	for _, p := range partitions {
+		from[p] = kgo.NewOffset().At(histEnds[p])
+	}
 	m.mu.Lock()
+	maps.Copy(m.baselines, baselines)
+	for _, p := range partitions {
+		m.histNext[p] = histEnds[p]
+	}
+	m.hist.AddConsumePartitions(map[string]map[int32]kgo.Offset{m.names.History: from})
 	maps.Copy(m.last, loaded)
+	for _, health := range loaded {
+		m.countDrifted(health, 1)
+	}
 	for _, p := range partitions {
 		m.owed[p] = map[string]records.Health{}
 	}
@@ -456,10 +669,14 @@ func (m *monitor) revoked(partitions []int32) {
 		// An owed signal is lost with its partition: the next owner
 		// reads back what Kafka has, probes, and publishes the change
 		// it sees under an ID of its own.
+		m.countDrifted(m.last[p], -1)
 		delete(m.last, p)
 		delete(m.owed, p)
+		delete(m.baselines, p)
+		delete(m.histNext, p)
 		m.sched.removePartition(p)
 	}
+	m.hist.RemoveConsumePartitions(map[string][]int32{m.names.History: partitions})
 	m.pace = m.cfg.pace(m.sched.Len())
 	pace := m.pace
 	m.mu.Unlock()
@@ -577,8 +794,21 @@ func (m *monitor) turn(ctx context.Context, it *item) {
 		// probe compares with it.
 		m.send(ctx, result{it: it, at: at, signal: &owed})
 	default:
-		obs := m.probe(ctx, e.cluster)
-		if h, ok := m.signal(prev, seen, it.id, obs, at, fresh); ok {
+		obs, observed := m.probe(ctx, e.cluster)
+		var items []records.DriftItem
+		if seen {
+			items = prev.Drift
+		}
+		m.mu.Lock()
+		base := m.baselines[it.partition][it.id]
+		busy := m.inFlight(it.id, m.cfg.Clock.Now())
+		m.mu.Unlock()
+		// A probe that saw nothing, or a cluster an operation is
+		// changing, keeps the drift it had.
+		if observed && !busy {
+			items = drift.Compare(e.cluster, base, obs)
+		}
+		if h, ok := m.signal(prev, seen, it.id, obs, items, at, fresh); ok {
 			m.send(ctx, result{it: it, at: at, signal: &h})
 		} else {
 			m.settle(settled{it, at, probeNext})
@@ -736,12 +966,28 @@ func (m *monitor) publish(ctx context.Context, batch []result) {
 func (m *monitor) took(r result) {
 	p, id := r.it.partition, r.it.id
 	delete(m.owed[p], id)
+	before := len(m.last[p][id].Drift) > 0
 	switch {
 	case r.signal == nil:
 		delete(m.last[p], id)
 	case m.last[p] != nil:
 		m.last[p][id] = *r.signal
 	}
+	if after := len(m.last[p][id].Drift) > 0; after != before {
+		m.drifted += map[bool]int{true: 1, false: -1}[after]
+		m.cfg.Metrics.SetDrifted(m.drifted)
+	}
+}
+
+// countDrifted adds (sign 1) or takes away (-1) the drifted clusters of
+// the health of a partition gained or lost, and sets the gauge.
+func (m *monitor) countDrifted(health map[string]records.Health, sign int) {
+	for _, h := range health {
+		if len(h.Drift) > 0 {
+			m.drifted += sign
+		}
+	}
+	m.cfg.Metrics.SetDrifted(m.drifted)
 }
 
 // failed records a signal whose record Kafka did not take as owed; a
@@ -759,11 +1005,12 @@ func (m *monitor) failed(r result, err error) {
 	m.owed[r.it.partition][r.it.id] = owed
 }
 
-func (m *monitor) probe(ctx context.Context, c inventory.Cluster) drivers.Observation {
+// probe probes a cluster; false says the probe could not observe it.
+func (m *monitor) probe(ctx context.Context, c inventory.Cluster) (drivers.Observation, bool) {
 	p, err := m.cfg.Probers.Prober(c.Driver)
 	if err != nil {
 		m.cfg.Metrics.ProbeFailed()
-		return drivers.Observation{Status: records.HealthUnknown, Reasons: []string{err.Error()}}
+		return drivers.Observation{Status: records.HealthUnknown, Reasons: []string{err.Error()}}, false
 	}
 	pctx, cancel := context.WithTimeout(ctx, m.cfg.ProbeTimeout)
 	defer cancel()
@@ -771,19 +1018,30 @@ func (m *monitor) probe(ctx context.Context, c inventory.Cluster) drivers.Observ
 	obs, err := p.Probe(pctx, c)
 	m.cfg.Metrics.ObserveProbe(time.Since(began), err != nil && ctx.Err() == nil) // a probe cut short by a stop is not the cluster's failure
 	if err != nil {
-		return drivers.Observation{Status: records.HealthUnhealthy, Reasons: []string{"probe failed: " + err.Error()}}
+		return drivers.Observation{Status: records.HealthUnhealthy, Reasons: []string{"probe failed: " + err.Error()}}, false
 	}
-	return obs
+	return obs, true
 }
 
-// signal returns the health signal to publish for an observation, if any:
-// on a change of status, reasons, version or managed configs, or when a
-// heartbeat is due. Details alone (measurements) do not make a change.
+// signal returns the health signal to publish for an observation and the
+// cluster's drift, if any: on a change of status, reasons, version,
+// managed configs or drift, or when a heartbeat is due. Details alone
+// (measurements) do not make a change. Each drift item is also a reason;
+// it leaves the status as the probe found it (see the README's Drift).
 // prev is the last signal published for the cluster, if seen; fresh asks
 // for a signal whatever it says (the cluster's operation just ended).
-func (m *monitor) signal(prev records.Health, seen bool, clusterID string, obs drivers.Observation, now time.Time, fresh bool) (records.Health, bool) {
+func (m *monitor) signal(prev records.Health, seen bool, clusterID string, obs drivers.Observation, items []records.DriftItem, now time.Time, fresh bool) (records.Health, bool) {
+	reasons := obs.Reasons
+	if len(items) > 0 {
+		reasons = append(slices.Clip(obs.Reasons), drift.Lines(items)...)
+	}
+	var prevDrift []records.DriftItem
+	if seen {
+		prevDrift = prev.Drift
+	}
+	driftChanged := !slices.Equal(prevDrift, items)
 	changed := !seen || prev.Status != obs.Status || prev.ObservedVersion != obs.Version || prev.ConfigHash != obs.ConfigHash ||
-		!slices.Equal(prev.Reasons, obs.Reasons)
+		!slices.Equal(prev.Reasons, reasons) || driftChanged
 	if !changed && !fresh && !m.heartbeatDue(prev, now) {
 		return records.Health{}, false
 	}
@@ -796,12 +1054,14 @@ func (m *monitor) signal(prev records.Health, seen bool, clusterID string, obs d
 		ClusterID:       clusterID,
 		Status:          obs.Status,
 		PreviousStatus:  previous,
-		Reasons:         obs.Reasons,
+		Reasons:         reasons,
 		ObservedVersion: obs.Version,
 		ConfigHash:      obs.ConfigHash,
 		Details:         obs.Details,
 		ObservedAt:      now,
 		Heartbeat:       !changed,
+		Drift:           items,
+		DriftChanged:    driftChanged,
 	}, true
 }
 

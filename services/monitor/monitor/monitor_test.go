@@ -34,8 +34,19 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // fleet is what the probes of a test see, cluster by cluster.
 type fleet struct {
-	mu  sync.Mutex
-	obs map[string]drivers.Observation
+	mu   sync.Mutex
+	obs  map[string]drivers.Observation
+	errs map[string]error // a probe of the cluster fails with it
+}
+
+// fail makes the probes of id fail with err (nil: succeed again).
+func (f *fleet) fail(id string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.errs == nil {
+		f.errs = map[string]error{}
+	}
+	f.errs[id] = err
 }
 
 func (f *fleet) set(id string, o drivers.Observation) {
@@ -49,6 +60,9 @@ func (f *fleet) registry() *drivers.Registry {
 	reg.Register("test", nil, drivers.ProberFunc(func(_ context.Context, c inventory.Cluster) (drivers.Observation, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		if err := f.errs[c.ID]; err != nil {
+			return drivers.Observation{}, err
+		}
 		return f.obs[c.ID], nil
 	}))
 	return reg

@@ -39,7 +39,7 @@ var Kinds = []string{
 	"workflow.cancelled", "workflow.aborted", "workflow.succeeded", "workflow.failed",
 	"workflow.rolling-back", "workflow.rolled-back", "workflow.rollback-failed", "workflow.compacted",
 	"operation.started", "operation.succeeded", "operation.failed",
-	"health.changed",
+	"health.changed", "cluster.drifted", "cluster.drift-resolved",
 	"record.undecodable", "record.set-aside",
 	"sink.delivery-failed",
 }

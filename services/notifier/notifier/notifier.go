@@ -241,21 +241,20 @@ func (n *notifier) render(fetches kgo.Fetches) ([]*kgo.Record, []records.Notific
 	var out []*kgo.Record
 	var notes []records.Notification
 	fetches.EachRecord(func(r *kgo.Record) {
-		note, ok, err := fromRecord(n.names, r)
+		made, err := fromRecord(n.names, r)
 		if err != nil {
 			n.log.Error("skipping a record that cannot be decoded", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-			note, ok = Undecodable(r.Topic, r.Partition, r.Offset, string(r.Key), r.Timestamp, err), true
+			made = []records.Notification{Undecodable(r.Topic, r.Partition, r.Offset, string(r.Key), r.Timestamp, err)}
 		}
-		if !ok {
-			return
+		for _, note := range made {
+			rec, err := Record(n.names, note)
+			if err != nil {
+				n.log.Error("encode notification", "kind", note.Kind, "err", err)
+				continue
+			}
+			out = append(out, rec)
+			notes = append(notes, note)
 		}
-		rec, err := Record(n.names, note)
-		if err != nil {
-			n.log.Error("encode notification", "kind", note.Kind, "err", err)
-			return
-		}
-		out = append(out, rec)
-		notes = append(notes, note)
 	})
 	return out, notes
 }
@@ -317,39 +316,45 @@ func (n *notifier) fatalError(err error) error {
 	}
 }
 
-// fromRecord renders one source record, if it is worth a notification.
-func fromRecord(names topics.Names, r *kgo.Record) (records.Notification, bool, error) {
+// fromRecord renders one source record into the notifications it is
+// worth: none, one, or for a health signal both a change of health and a
+// change of drift.
+func fromRecord(names topics.Names, r *kgo.Record) ([]records.Notification, error) {
 	if r.Value == nil {
-		return records.Notification{}, false, nil
+		return nil, nil
+	}
+	var out []records.Notification
+	add := func(n records.Notification, ok bool) {
+		if ok {
+			out = append(out, n)
+		}
 	}
 	switch r.Topic {
 	case names.Workflows:
 		rec, err := records.DecodeWorkflowRecord(r.Value)
 		if err != nil {
-			return records.Notification{}, false, err
+			return nil, err
 		}
-		n, ok := FromWorkflow(rec)
-		return n, ok, nil
+		add(FromWorkflow(rec))
 	case names.Operations:
 		ev, err := records.DecodeOperationEvent(r.Value)
 		if err != nil {
-			return records.Notification{}, false, err
+			return nil, err
 		}
-		n, ok := FromOperation(ev)
-		return n, ok, nil
+		add(FromOperation(ev))
 	case names.Health:
 		h, err := records.DecodeHealth(r.Value)
 		if err != nil {
-			return records.Notification{}, false, err
+			return nil, err
 		}
-		n, ok := FromHealth(h)
-		return n, ok, nil
+		add(FromHealth(h))
+		add(FromDrift(h))
 	case names.DeadLetters:
 		d, err := records.DecodeDeadLetter(r.Value)
 		if err != nil {
-			return records.Notification{}, false, err
+			return nil, err
 		}
-		return FromDeadLetter(d), true, nil
+		add(FromDeadLetter(d), true)
 	}
-	return records.Notification{}, false, nil
+	return out, nil
 }

@@ -243,6 +243,37 @@ func FromHealth(h records.Health) (records.Notification, bool) {
 	return n, true
 }
 
+// FromDrift turns a change of a cluster's drift into a notification:
+// cluster.drifted (warning) when the signal's drift is new or different,
+// with what differs, cluster.drift-resolved (info) when it is gone. The
+// monitor marks the change (DriftChanged): the notifier keeps no state.
+func FromDrift(h records.Health) (records.Notification, bool) {
+	if !h.DriftChanged {
+		return records.Notification{}, false
+	}
+	if len(h.Drift) == 0 {
+		n := notification(h.Envelope, "cluster.drift-resolved", records.SeverityInfo)
+		n.ClusterID = h.ClusterID
+		n.Message = fmt.Sprintf("cluster %s is back to its desired state", h.ClusterID)
+		n.Fields["cluster"] = h.ClusterID
+		return n, true
+	}
+	lines := make([]string, len(h.Drift))
+	for i, d := range h.Drift {
+		lines[i] = d.String()
+	}
+	n := notification(h.Envelope, "cluster.drifted", records.SeverityWarning)
+	n.ClusterID = h.ClusterID
+	n.Message = fmt.Sprintf("cluster %s drifted from its desired state: %s", h.ClusterID, strings.Join(lines, "; "))
+	n.Fields["cluster"] = h.ClusterID
+	n.Fields["drift"] = strings.Join(lines, "; ")
+	for _, d := range h.Drift {
+		n.Fields["observed."+d.Key] = d.Observed
+		n.Fields["desired."+d.Key] = d.Desired
+	}
+	return n, true
+}
+
 // Undecodable reports a record of another service that could not be
 // decoded, naming where it is, so that nothing is dropped silently.
 func Undecodable(topic string, partition int32, offset int64, key string, at time.Time, err error) records.Notification {

@@ -5,8 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
 )
 
 var at = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
@@ -99,5 +102,50 @@ func TestFromHealth(t *testing.T) {
 		if n, ok := FromHealth(quiet); ok {
 			t.Errorf("%+v made notification %q", quiet, n.Message)
 		}
+	}
+}
+
+func TestFromDrift(t *testing.T) {
+	h := records.Health{Envelope: records.Envelope{ID: "h-2", Time: at}, ClusterID: "c-1", Status: records.HealthHealthy,
+		PreviousStatus: records.HealthHealthy, DriftChanged: true,
+		Drift: []records.DriftItem{{Key: "version", Observed: "3.8.0", Desired: "3.9.1"}, {Key: "log.retention.ms", Observed: "100", Desired: "200"}}}
+	n, ok := FromDrift(h)
+	if !ok || n.Kind != "cluster.drifted" || n.Severity != records.SeverityWarning || n.ClusterID != "c-1" ||
+		n.Message != "cluster c-1 drifted from its desired state: version 3.8.0, desired 3.9.1; config log.retention.ms=100, desired 200" ||
+		n.Fields["desired.version"] != "3.9.1" || n.Fields["observed.log.retention.ms"] != "100" {
+		t.Fatalf("drifted: %+v", n)
+	}
+	if _, ok := FromHealth(h); ok {
+		t.Error("a drift with the status unchanged made a health.changed notification too")
+	}
+	h.Drift = nil
+	n, ok = FromDrift(h)
+	if !ok || n.Kind != "cluster.drift-resolved" || n.Severity != records.SeverityInfo || n.Message != "cluster c-1 is back to its desired state" {
+		t.Fatalf("resolved: %+v", n)
+	}
+	// Drift unchanged (a heartbeat, another change of health) says nothing.
+	for _, quiet := range []records.Health{
+		{ClusterID: "c-1", Drift: []records.DriftItem{{Key: "version", Observed: "3.8.0", Desired: "3.9.1"}}},
+		{ClusterID: "c-1", Status: records.HealthUnhealthy, PreviousStatus: records.HealthHealthy},
+	} {
+		if n, ok := FromDrift(quiet); ok {
+			t.Errorf("%+v made notification %q", quiet, n.Message)
+		}
+	}
+}
+
+// A signal whose health and drift both changed makes both notifications,
+// under IDs of their own.
+func TestAHealthRecordMakesBothNotifications(t *testing.T) {
+	names := topics.NewNames("fleet")
+	h := records.Health{Envelope: records.Envelope{ID: "h-3", Time: at, Principal: "monitor"}, ClusterID: "c-1", Status: records.HealthUnhealthy,
+		PreviousStatus: records.HealthHealthy, DriftChanged: true, Drift: []records.DriftItem{{Key: "version", Observed: "3.9.2", Desired: "3.9.1"}}}
+	v, err := records.Encode(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes, err := fromRecord(names, &kgo.Record{Topic: names.Health, Key: []byte("c-1"), Value: v})
+	if err != nil || len(notes) != 2 || notes[0].Kind != "health.changed" || notes[1].Kind != "cluster.drifted" || notes[0].Envelope.ID == notes[1].Envelope.ID {
+		t.Fatalf("notifications %+v, %v", notes, err)
 	}
 }

@@ -505,6 +505,7 @@ func (d *decision) health(h records.Health) {
 		}
 		d.advance(w)
 	}
+	d.correctDrift(h)
 }
 
 // changedLast reports whether target t's operation is the last one that

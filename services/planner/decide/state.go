@@ -42,6 +42,12 @@ type State struct {
 	// "compacted" (what it did to each cluster stays in the history
 	// topic). Zero keeps them for ever.
 	Retention time.Duration
+	// Partitions is the number of partitions of the workflows topic, and
+	// Owns says whether this planner owns one of them: with both set, the
+	// planner makes workflows of its own (drift corrections, see
+	// drift.go) on a partition it owns. Unset, it makes none.
+	Partitions int32
+	Owns       func(partition int32) bool
 	// PlanChunk is the most target rows a new workflow's plan writes in
 	// one decision (zero: DefaultPlanChunk), so that a rollout of 100,000
 	// clusters is planned over several transactions, not one giant one.

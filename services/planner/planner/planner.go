@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
@@ -293,6 +294,20 @@ func Run(ctx context.Context, cfg Config) error {
 	p.state.Retention = max(cfg.Retention, 0)
 	p.state.PlanChunk = cfg.PlanChunk
 	p.state.HoldUnfinishedOnly = true // finished workflows' targets are read back when needed
+	// Drift corrections are workflows the planner makes itself, on a
+	// partition it must own (decide's drift.go): it needs the count.
+	listed, err := kadm.NewClient(plain).ListTopics(ctx, p.names.Workflows)
+	if err == nil {
+		err = listed.Error()
+	}
+	if err != nil {
+		if parent.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("planner: partitions of %s: %w", p.names.Workflows, err)
+	}
+	p.state.Partitions = int32(len(listed[p.names.Workflows].Partitions))
+	p.state.Owns = func(part int32) bool { return p.owned[part] } // decided on under p.mu, which guards owned
 	for name, pol := range policies.Snapshot() {
 		if pol != nil {
 			p.state.Policies[name] = *pol
