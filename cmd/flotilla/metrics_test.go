@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +126,86 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestDevServesTheDashboardWithItsMetrics runs `flotilla dev` with its
+// dashboard on a free port: it prints the URL, the dashboard shows the
+// simulated fleet once it has read the log, and the four services'
+// metrics are at its /metrics.
+func TestDevServesTheDashboardWithItsMetrics(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	bound := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	out := &lockedWriter{w: &strings.Builder{}}
+	go func() {
+		done <- runDev(ctx, devOptions{
+			DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 8,
+			Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 50 * time.Millisecond}},
+			ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
+			Log:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			HTTP: "127.0.0.1:0", Out: out, OnDashboard: func(a net.Addr) { bound <- a },
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev stopped with: %v", err)
+		}
+	}()
+	var base string
+	select {
+	case a := <-bound:
+		base = "http://" + a.String()
+	case err := <-done:
+		t.Fatalf("dev did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev did not serve its dashboard in 30s")
+	}
+	var fleet struct {
+		Health struct{ Total, Healthy int }
+	}
+	for deadline := time.Now().Add(time.Minute); fleet.Health.Healthy < 8; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dashboard did not show 8 healthy clusters within a minute: %+v", fleet)
+		}
+		resp, err := http.Get(base + "/api/fleet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			_ = json.NewDecoder(resp.Body).Decode(&fleet)
+		}
+		resp.Body.Close()
+	}
+	m, err := metricstest.Scrape(context.Background(), base+metrics.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"flotilla_planner_workflows", "flotilla_executor_operations_in_flight", "flotilla_monitor_probe_duration_seconds", "kgo_connects_total"} {
+		if !m.Has(name) {
+			t.Errorf("the dashboard's /metrics lacks %s", name)
+		}
+	}
+	if printed := out.String(); !strings.Contains(printed, "dashboard: "+base+"/") {
+		t.Errorf("dev did not print the dashboard's URL %s/; it printed %q", base, printed)
+	}
+}
+
+// lockedWriter is a string builder safe for use from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
