@@ -89,10 +89,16 @@ type HealthCounts struct {
 	Degraded  int `json:"degraded"`
 	Unhealthy int `json:"unhealthy"`
 	Unknown   int `json:"unknown"`
+	// Drifted counts those whose last signal reports drift, whatever
+	// their health (drift leaves the status alone).
+	Drifted int `json:"drifted"`
 }
 
-func (h *HealthCounts) add(s records.HealthStatus, delta int) {
+func (h *HealthCounts) add(s records.HealthStatus, drifted bool, delta int) {
 	h.Total += delta
+	if drifted {
+		h.Drifted += delta
+	}
 	switch s {
 	case records.HealthHealthy:
 		h.Healthy += delta
@@ -193,6 +199,9 @@ func (c *cluster) status() records.HealthStatus {
 	return c.health.Status
 }
 
+// drifted reports whether a cluster's last signal reports drift.
+func (c *cluster) drifted() bool { return c.probed && len(c.health.Drift) > 0 }
+
 // version is the version a cluster is seen to run: the probe's, else the
 // registered one.
 func (c *cluster) version() string {
@@ -208,12 +217,12 @@ func (m *Model) count(c *cluster, delta int) {
 	if !c.registered {
 		return
 	}
-	s := c.status()
-	m.all.add(s, delta)
-	m.group(GroupHealth, string(s)).add(s, delta)
-	m.group(GroupVersion, c.version()).add(s, delta)
+	s, d := c.status(), c.drifted()
+	m.all.add(s, d, delta)
+	m.group(GroupHealth, string(s)).add(s, d, delta)
+	m.group(GroupVersion, c.version()).add(s, d, delta)
 	for k, v := range c.info.Labels {
-		m.group(k, v).add(s, delta)
+		m.group(k, v).add(s, d, delta)
 		m.indexLabel(k, v, c.info.ID, delta)
 	}
 }
@@ -320,7 +329,7 @@ func (m *Model) ApplyHealth(id string, h *records.Health) {
 	}
 	before := cl.health
 	visible := !cl.probed || before.Status != h.Status || before.ObservedVersion != h.ObservedVersion ||
-		!slices.Equal(before.Reasons, h.Reasons) || !sameDetails(before.Details, h.Details)
+		!slices.Equal(before.Reasons, h.Reasons) || !slices.Equal(before.Drift, h.Drift) || !sameDetails(before.Details, h.Details)
 	m.count(cl, -1)
 	cl.health, cl.probed = *h, true
 	m.count(cl, 1)

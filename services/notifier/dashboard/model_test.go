@@ -43,14 +43,14 @@ func bruteFleet(t *testing.T, inv map[string]inventory.Cluster, health map[strin
 		if !s.Matches(c.Labels) {
 			continue
 		}
-		st, version := records.HealthUnknown, c.Version
+		st, version, drifted := records.HealthUnknown, c.Version, false
 		if h, ok := health[id]; ok {
-			st = h.Status
+			st, drifted = h.Status, len(h.Drift) > 0
 			if h.ObservedVersion != "" {
 				version = h.ObservedVersion
 			}
 		}
-		all.add(st, 1)
+		all.add(st, drifted, 1)
 		value := c.Labels[key]
 		switch key {
 		case GroupHealth:
@@ -59,7 +59,7 @@ func bruteFleet(t *testing.T, inv map[string]inventory.Cluster, health map[strin
 			value = version
 		}
 		g := groups[value]
-		g.add(st, 1)
+		g.add(st, drifted, 1)
 		groups[value] = g
 		ids = append(ids, id)
 	}
@@ -89,6 +89,9 @@ func TestFleetCountsAgreeWithACountOfEveryCluster(t *testing.T) {
 				m.ApplyCluster(id, nil)
 			case 3:
 				h := records.Health{ClusterID: id, Status: testStatuses[rng.IntN(len(testStatuses))], ObservedVersion: fmt.Sprintf("3.%d.0", rng.IntN(3)), Heartbeat: rng.IntN(2) == 0}
+				if rng.IntN(3) == 0 {
+					h.Drift = []records.DriftItem{{Key: "version", Observed: h.ObservedVersion, Desired: "3.9.1"}}
+				}
 				health[id] = h
 				m.ApplyHealth(id, &h)
 			case 4:

@@ -67,6 +67,7 @@ type ClusterRow struct {
 	Version string               `json:"version,omitempty"`
 	Health  records.HealthStatus `json:"health"`
 	Reasons []string             `json:"reasons,omitempty"`
+	Drifted bool                 `json:"drifted,omitempty"`
 	// What a Kafka probe measured ("" where it did not): brokers online
 	// and expected, the controller, offline, under-replicated and
 	// under-min-ISR partitions.
@@ -81,7 +82,7 @@ type ClusterRow struct {
 func (c *cluster) row() ClusterRow {
 	d := c.health.Details
 	return ClusterRow{
-		ID: c.info.ID, Kind: c.info.Labels["kind"], Version: c.version(), Health: c.status(), Reasons: c.health.Reasons,
+		ID: c.info.ID, Kind: c.info.Labels["kind"], Version: c.version(), Health: c.status(), Reasons: c.health.Reasons, Drifted: c.drifted(),
 		BrokersOnline: d["brokers.online"], BrokersExpected: d["brokers.expected"], Controller: d["controller"],
 		Offline: d["partitions.offline"], UnderReplicated: d["partitions.under_replicated"], UnderMinISR: d["partitions.under_min_isr"],
 	}
@@ -135,15 +136,15 @@ func (m *Model) Fleet(sel string, key string, page int) (FleetView, error) {
 				continue
 			}
 			picked = append(picked, id)
-			st := c.status()
-			v.Health.add(st, 1)
+			st, d := c.status(), c.drifted()
+			v.Health.add(st, d, 1)
 			value, _ := c.value(key)
 			h := groups[value]
 			if h == nil {
 				h = &HealthCounts{}
 				groups[value] = h
 			}
-			h.add(st, 1)
+			h.add(st, d, 1)
 		}
 		slices.Sort(picked)
 		for value, h := range groups {
@@ -177,6 +178,7 @@ func (m *Model) without(key string) HealthCounts {
 		h.Degraded -= g.Degraded
 		h.Unhealthy -= g.Unhealthy
 		h.Unknown -= g.Unknown
+		h.Drifted -= g.Drifted
 	}
 	return h
 }
@@ -255,8 +257,14 @@ type ClusterView struct {
 	Observed   string               `json:"observedVersion,omitempty"`
 	ObservedAt *time.Time           `json:"observedAt,omitempty"`
 	Details    []Detail             `json:"details,omitempty"`
-	History    []HistoryItem        `json:"history"`
-	Changes    []HealthChange       `json:"healthChanges"`
+	// Summary is the cluster's row in the fleet's list: what Kafka
+	// operators look at first.
+	Summary ClusterRow `json:"summary"`
+	// Drift is how the cluster differs from its desired state, as its
+	// last signal says.
+	Drift   []records.DriftItem `json:"drift,omitempty"`
+	History []HistoryItem       `json:"history"`
+	Changes []HealthChange      `json:"healthChanges"`
 }
 
 // Detail is one measurement of a cluster's last probe.
@@ -290,9 +298,9 @@ func (m *Model) Cluster(id string) (ClusterView, bool) {
 		return ClusterView{}, false
 	}
 	v := ClusterView{ID: id, Registered: c.registered, Driver: c.info.Driver, Address: c.info.Address, Labels: c.info.Labels,
-		Version: c.info.Version, Health: c.status(), History: []HistoryItem{}, Changes: slices.Clone(c.changes)}
+		Version: c.info.Version, Health: c.status(), History: []HistoryItem{}, Changes: slices.Clone(c.changes), Summary: c.row()}
 	if c.probed {
-		v.Reasons, v.Observed = c.health.Reasons, c.health.ObservedVersion
+		v.Reasons, v.Observed, v.Drift = c.health.Reasons, c.health.ObservedVersion, c.health.Drift
 		at := c.health.ObservedAt
 		v.ObservedAt = &at
 		for name, value := range c.health.Details {
