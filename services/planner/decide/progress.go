@@ -67,7 +67,7 @@ func (c *Counts) add(s records.TargetState) {
 // PhaseProgress is one phase's progress.
 type PhaseProgress struct {
 	Name  string `json:"name"`
-	State string `json:"state"` // pending, running, baking, paused, stopped, not run, done
+	State string `json:"state"` // pending, running, baking, awaiting approval, paused, stopped, not run, done
 	Counts
 	Waves []WaveProgress `json:"waves"`
 }
@@ -160,6 +160,8 @@ func (w *Workflow) stepState(phase, wave int, c Counts) string {
 		return "paused"
 	case current && w.State == records.WorkflowRollingBack:
 		return "stopped" // its rollback runs in a workflow of its own
+	case current && w.Gate != "" && c.Running == 0:
+		return "awaiting approval" // at a gate: nothing starts until it opens
 	case current && !w.BakeUntil.IsZero() && wave >= 0:
 		return "baking"
 	case current:
