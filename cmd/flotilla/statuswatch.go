@@ -401,20 +401,20 @@ func bar(c decide.Counts, width int) string {
 	return strings.Repeat("█", done) + strings.Repeat("▒", ended-done) + strings.Repeat("░", width-ended)
 }
 
-// headerLine says where the rollout stands: its name, state and reason,
-// and what it waits for. With a zero now, waits are told by their end
-// only (a plain line must not change by itself); otherwise with the time
-// left.
+// headerLine says where the rollout stands: its name, state and counts,
+// what it waits for, its rollback, and last (the part a narrow terminal
+// cuts) its reason. With a zero now, waits are told by their end only (a
+// plain line must not change by itself); otherwise with the time left.
 func headerLine(p decide.Progress, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rollout %q %s", p.Name, p.State)
-	if p.Reason != "" {
-		b.WriteString(": " + strings.ReplaceAll(p.Reason, "\n", " "))
-	}
 	if p.Compacted {
 		fmt.Fprintf(&b, "; %d clusters, their rows removed after the retention", p.Targets)
 	} else {
 		fmt.Fprintf(&b, "; %d/%d succeeded", p.Succeeded, p.Targets)
+		if p.Failed > 0 {
+			fmt.Fprintf(&b, ", %d failed", p.Failed)
+		}
 	}
 	if p.Unplanned > 0 {
 		fmt.Fprintf(&b, "; planning: %d of %d targets written", p.Targets, p.Targets+p.Unplanned)
@@ -431,8 +431,14 @@ func headerLine(p decide.Progress, now time.Time) string {
 	if p.ResumeAt != nil && p.State == records.WorkflowPaused {
 		b.WriteString("; resumes by itself at " + until(*p.ResumeAt, now))
 	}
-	if p.Rollback != "" {
+	switch {
+	case p.Rollback != "" && p.State == records.WorkflowRollingBack:
 		fmt.Fprintf(&b, "; rollback %s (flotilla rollout status %s --watch)", p.Rollback, p.Rollback)
+	case p.Rollback != "":
+		b.WriteString("; rollback " + p.Rollback)
+	}
+	if p.Reason != "" {
+		b.WriteString("; " + strings.ReplaceAll(p.Reason, "\n", " "))
 	}
 	return b.String()
 }
