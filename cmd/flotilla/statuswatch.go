@@ -112,6 +112,8 @@ func watchStatus(readCtx, ctx context.Context, cfg backbone.Config, id string, v
 		changed, reindex = false, false
 		return w.Progress(), true
 	}
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
 	stop := make(chan struct{})
 	drawn := make(chan error, 1)
 	go func() {
@@ -130,8 +132,9 @@ func watchStatus(readCtx, ctx context.Context, cfg backbone.Config, id string, v
 			} else {
 				err = view.refresh()
 			}
-			if err != nil {
+			if err != nil { // the output is gone (a closed pipe): stop
 				drawn <- err
+				stopFollowing()
 				return
 			}
 		}
@@ -141,27 +144,28 @@ func watchStatus(readCtx, ctx context.Context, cfg backbone.Config, id string, v
 	for _, p := range partitions {
 		from[p] = kgo.NewOffset().At(ends[p])
 	}
-	followErr := logtable.Follow(ctx, cfg.Opts(), topic, from, func(r *kgo.Record) bool {
+	followErr := logtable.Follow(followCtx, cfg.Opts(), topic, from, func(r *kgo.Record) bool {
 		if !workflowKey(r.Key, id) {
 			return false
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		unplanned, phases, known := -1, -1, true
+		// Only a target added, moved or removed, or a plan that grew,
+		// needs the waves indexed again; a target's new state does not.
+		targets, unplanned, phases := -1, -1, -1
+		var old *records.Target
 		if w := s.Workflows[id]; w != nil {
-			unplanned, phases = w.Unplanned, len(w.Phases)
-		}
-		if r.Value != nil && string(r.Key) != id { // a target's row, perhaps new
-			if w := s.Workflows[id]; w != nil {
-				_, known = w.Targets[strings.TrimPrefix(string(r.Key), id+"/")]
+			targets, unplanned, phases = len(w.Targets), w.Unplanned, len(w.Phases)
+			if cluster, ok := strings.CutPrefix(string(r.Key), id+"/"); ok {
+				old = w.Targets[cluster]
 			}
 		}
 		rec := applyWorkflowRow(s, r)
 		changed = true
 		w := s.Workflows[id]
-		// A target added or removed, or a plan that grew: the waves
-		// must be indexed again.
-		if rec == nil || !known || w == nil || w.Unplanned != unplanned || len(w.Phases) != phases {
+		moved := rec != nil && rec.Target != nil && rec.Target.WorkflowID == id &&
+			(old == nil || old.Phase != rec.Target.Phase || old.Wave != rec.Target.Wave || old.Order != rec.Target.Order)
+		if w == nil || moved || len(w.Targets) != targets || w.Unplanned != unplanned || len(w.Phases) != phases {
 			reindex = true
 		}
 		// The planner writes a decision's target rows before its
@@ -169,7 +173,9 @@ func watchStatus(readCtx, ctx context.Context, cfg backbone.Config, id string, v
 		return w != nil && w.State.Terminal()
 	})
 	close(stop)
-	drawErr := <-drawn
+	if err := <-drawn; err != nil {
+		return err
+	}
 	if followErr != nil {
 		if ctx.Err() != nil {
 			state := records.WorkflowState("gone")
@@ -179,9 +185,6 @@ func watchStatus(readCtx, ctx context.Context, cfg backbone.Config, id string, v
 			return &exitError{exitInterrupted, fmt.Errorf("stopped watching: rollout %s is %s", id, state)}
 		}
 		return fmt.Errorf("watch rollout %s: %w", id, followErr)
-	}
-	if drawErr != nil {
-		return drawErr
 	}
 	changed = true // what came since the last draw, and the terminal header
 	p, ok := progress()

@@ -40,6 +40,7 @@ func (b *syncBuffer) String() string {
 // background, writing to a buffer (not a terminal).
 type runningWatch struct {
 	out  *syncBuffer
+	stop context.CancelFunc // as Ctrl-C does
 	done chan struct{}
 	err  error // once done is closed
 }
@@ -48,8 +49,8 @@ type runningWatch struct {
 // until it returns by itself, or the test ends.
 func startWatch(t *testing.T, f *fleettest.Fleet, id string, args ...string) *runningWatch {
 	t.Helper()
-	w := &runningWatch{out: &syncBuffer{}, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
+	w := &runningWatch{out: &syncBuffer{}, stop: cancel, done: make(chan struct{})}
 	cmd := rootCommand()
 	cmd.SetOut(w.out)
 	cmd.SetErr(w.out)
@@ -207,6 +208,16 @@ func TestStatusWatchExitCodes(t *testing.T) {
 	w = startWatch(t, f, slow)
 	if !f.Eventually(0, 30*time.Second, func() bool { return strings.Contains(w.out.String(), "wave 1/2 baking") }) {
 		t.Fatalf("the watch does not show the bake:\n%s", w.out.String())
+	}
+	// Ctrl-C ends a watch, with the exit code of an interrupted command.
+	interrupted := startWatch(t, f, slow)
+	if !f.Eventually(0, 30*time.Second, func() bool { return strings.Contains(interrupted.out.String(), "baking") }) {
+		t.Fatalf("the second watch does not show the bake:\n%s", interrupted.out.String())
+	}
+	interrupted.stop()
+	<-interrupted.done
+	if exitCode(interrupted.err) != exitInterrupted || interrupted.err.Error() != "stopped watching: rollout "+slow+" is running" {
+		t.Fatalf("a watch stopped by Ctrl-C returned %v (exit %d)", interrupted.err, exitCode(interrupted.err))
 	}
 	if out, err := run(t, f, "rollout", "cancel", slow, "--reason", "enough"); err != nil {
 		t.Fatalf("cancel: %v\n%s", err, out)
