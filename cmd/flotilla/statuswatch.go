@@ -393,15 +393,23 @@ func progressFrame(p decide.Progress, now time.Time, width int) []string {
 }
 
 // bar draws c in width cells: █ succeeded (or skipped), ▒ failed, ░ the
-// rest. A cell is filled only for a whole share, so a bar is full only
-// when every target is done.
+// rest. The ended share (succeeded, skipped or failed) is rounded down, so
+// a bar is full only when every target has ended; of it, the failed share
+// is rounded, but a failure takes at least one cell.
 func bar(c decide.Counts, width int) string {
 	if c.Targets == 0 {
 		return strings.Repeat("░", width)
 	}
-	done := (c.Succeeded + c.Skipped) * width / c.Targets
-	ended := (c.Succeeded + c.Skipped + c.Failed) * width / c.Targets
-	return strings.Repeat("█", done) + strings.Repeat("▒", ended-done) + strings.Repeat("░", width-ended)
+	n := c.Succeeded + c.Skipped + c.Failed
+	ended, failed := n*width/c.Targets, 0
+	if c.Failed > 0 {
+		ended = max(ended, 1)
+		if n < c.Targets {
+			ended = min(ended, width-1)
+		}
+		failed = min(max((2*c.Failed*width+c.Targets)/(2*c.Targets), 1), ended)
+	}
+	return strings.Repeat("█", ended-failed) + strings.Repeat("▒", failed) + strings.Repeat("░", width-ended)
 }
 
 // headerLine says where the rollout stands: its name, state and counts,

@@ -300,7 +300,7 @@ func TestStatusWatchTerminalFrame(t *testing.T) {
 			t.Fatalf("a line of %d cells at width 60: %q", n, l)
 		}
 	}
-	if l := progressFrame(p, at, 60)[1]; l != "internal  ["+strings.Repeat("█", 3)+strings.Repeat("░", 7)+"]  12/40 succeeded, 1 failed, 3 runnin…" {
+	if l := progressFrame(p, at, 60)[1]; l != "internal  [██▒"+strings.Repeat("░", 7)+"]  12/40 succeeded, 1 failed, 3 runnin…" {
 		t.Fatalf("frame line at width 60: %q", l)
 	}
 	// All done: a full bar.
@@ -310,6 +310,19 @@ func TestStatusWatchTerminalFrame(t *testing.T) {
 	}
 	if b := bar(decide.Counts{Targets: 3, Succeeded: 2}, 10); b != "██████░░░░" {
 		t.Fatalf("bar of 2/3: %q", b)
+	}
+	// A failure takes at least a cell; the failed share is rounded.
+	for _, c := range []struct {
+		counts decide.Counts
+		want   string
+	}{
+		{decide.Counts{Targets: 100, Failed: 1}, "▒░░░░░░░░░"},
+		{decide.Counts{Targets: 19, Succeeded: 18, Failed: 1}, "█████████▒"},
+		{decide.Counts{Targets: 4, Succeeded: 1, Failed: 3}, "██▒▒▒▒▒▒▒▒"},
+	} {
+		if b := bar(c.counts, 10); b != c.want {
+			t.Errorf("bar of %+v: %q, want %q", c.counts, b, c.want)
+		}
 	}
 
 	// The view draws the frame, then redraws it in place: up as many
