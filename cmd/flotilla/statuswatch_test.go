@@ -12,6 +12,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/flotilla-fleet/flotilla/internal/fleettest"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
@@ -396,5 +399,89 @@ func TestStatusWatchPlainLines(t *testing.T) {
 	v.show(p)
 	if out.String() != stamp+"rest      0/10 succeeded, 1 running  pending\n" {
 		t.Fatalf("one phase changed: %q", out.String())
+	}
+}
+
+// TestStatusWatchReadsEachRowOnce: a watch fetches only its workflow's
+// partition of the workflows topic, whatever the others hold, and every
+// offset of it once: it reads to the end, then follows from there, never
+// again from the start. A target that comes while it follows is counted.
+func TestStatusWatchReadsEachRowOnce(t *testing.T) {
+	const partitions = 4
+	cfg := newBackbone(t, partitions)
+	history(t, cfg, 2000, 50)
+	id := uuid.NewString()
+	cl, err := cfg.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	write := func(rows ...records.WorkflowRecord) {
+		t.Helper()
+		var recs []*kgo.Record
+		for _, row := range rows {
+			recs = append(recs, workflowRecord(t, cfg, row))
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(workflowRows(id, records.WorkflowRunning, 20)...) // 19 targets of 20
+	topic := cfg.Names().Workflows
+	p := partitionOf(topic, id, partitions)
+	counted := countFetches(t)
+
+	out := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		cmd := rootCommand()
+		cmd.SetOut(out)
+		cmd.SetErr(out)
+		cmd.SetArgs([]string{"rollout", "status", id, "--watch", "-o", "json", "--brokers", strings.Join(cfg.Brokers, ","), "--namespace", cfg.Names().Namespace})
+		done <- cmd.ExecuteContext(ctx)
+	}()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not happen in 30s; the watch printed:\n%s", what, out.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// The first line comes once the read has ended: what comes next is
+	// past its end.
+	waitFor("the first line", func() bool { return strings.Contains(out.String(), "\n") })
+	env := records.Envelope{ID: uuid.NewString(), Time: time.Date(2026, 1, 2, 3, 5, 0, 0, time.UTC), Principal: "planner"}
+	write(records.WorkflowRecord{Envelope: env, Target: &records.Target{WorkflowID: id, ClusterID: "c-20", State: records.TargetRunning}})
+	waitFor("the new target", func() bool { return strings.Contains(out.String(), `"running":1`) })
+	write(records.WorkflowRecord{Envelope: env, Target: &records.Target{WorkflowID: id, ClusterID: "c-20", State: records.TargetSucceeded}},
+		workflowRows(id, records.WorkflowSucceeded, 1)[0])
+	var err2 error
+	select {
+	case err2 = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the watch did not end with the rollout; it printed:\n%s", out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var last decide.Progress
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || err2 != nil {
+		t.Fatalf("watch: %v, last line %v:\n%s", err2, err, out.String())
+	}
+	if last.State != records.WorkflowSucceeded || last.Targets != 20 || last.Succeeded != 20 || len(lines) < 3 || len(lines) > 4 {
+		// The last two rows may be drawn apart, or together.
+		t.Fatalf("the watch printed %d lines, the last %+v; want 3 or 4, ending with 20 of 20 succeeded:\n%s", len(lines), last, out.String())
+	}
+	counted.assertOnly(t, "rollout status --watch", topic, []int32{p}, nil)
+	offsets := counted.partitions(topic)[p]
+	seen := map[int64]bool{}
+	for _, o := range offsets {
+		if seen[o] {
+			t.Fatalf("offset %d of partition %d fetched twice (offsets fetched: %v)", o, p, offsets)
+		}
+		seen[o] = true
 	}
 }
