@@ -29,7 +29,7 @@ func main() {
 	stopProfile()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err)) // 1, or a code of the command's own (rollout status --watch)
 	}
 }
 

@@ -259,37 +259,69 @@ func readWorkflow(ctx context.Context, cfg backbone.Config, id string) (*decide.
 
 // readWorkflowRows reads partitions (nil: all) of the workflows topic up to
 // their ends as they are now, applying the rows whose key keep accepts.
-func readWorkflowRows(ctx context.Context, cfg backbone.Config, partitions []int32, keep func(key []byte) bool) (*decide.State, error) {
+func readWorkflowRows(ctx context.Context, cfg backbone.Config, partitions []int32, keep func(key []byte) bool, opts ...logtable.ReadOption) (*decide.State, error) {
 	s := decide.NewState(nil, nil)
 	err := logtable.ReadToEnd(ctx, cfg.Opts(), cfg.Names().Workflows, partitions, func(r *kgo.Record) {
-		if !keep(r.Key) {
-			return
+		if keep(r.Key) {
+			applyWorkflowRow(s, r)
 		}
-		if r.Value == nil {
-			s.ApplyTombstone(string(r.Key)) // a compacted workflow's target
-			return
-		}
-		rec, err := records.DecodeWorkflowRecord(r.Value)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "warning: workflow row %d@%d: %v\n", r.Partition, r.Offset, err)
-			return
-		}
-		s.ApplyRow(r.Partition, rec)
-	})
+	}, opts...)
 	s.Reindex()
 	return s, err
 }
 
+// applyWorkflowRow applies a record of the workflows topic to s and
+// returns the row it held: nil for a tombstone (a compacted workflow's
+// target) or a row that cannot be decoded, which is warned about.
+func applyWorkflowRow(s *decide.State, r *kgo.Record) *records.WorkflowRecord {
+	if r.Value == nil {
+		s.ApplyTombstone(string(r.Key))
+		return nil
+	}
+	rec, err := records.DecodeWorkflowRecord(r.Value)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "warning: workflow row %d@%d: %v\n", r.Partition, r.Offset, err)
+		return nil
+	}
+	s.ApplyRow(r.Partition, rec)
+	return &rec
+}
+
 func rolloutStatusCommand() *cobra.Command {
 	var f clientFlags
-	var showClusters bool
+	var showClusters, watch bool
 	cmd := &cobra.Command{
 		Use:   "status ID",
 		Short: "Show a rollout's state and its progress per phase and wave",
 		Long: `status reads the one partition of the workflows topic that holds the
-rollout's rows, up to its end as it is when status starts.`,
+rollout's rows, up to its end as it is when status starts.
+
+With --watch it then follows that partition from where the read ended and
+shows the progress again as it changes, until the rollout ends: on a
+terminal, a bar per phase redrawn in place; otherwise (a pipe, a file, a CI
+log) a plain line for each change; with -o json, one Progress object per
+line (JSON lines). --timeout bounds the first read only; Ctrl-C stops.
+
+The exit code of --watch tells how the rollout ended, so that a script can
+run "flotilla rollout status $ID --watch && next-step":
+
+  0    succeeded
+  1    the command itself failed (Kafka unreachable, no such rollout, ...)
+  2    failed
+  3    cancelled
+  4    rolled back (its rollback is ID/rollback)
+  5    rejected
+  130  interrupted (Ctrl-C) before the rollout ended`,
 		Args: cobra.ExactArgs(1),
 		RunE: f.runE(func(ctx context.Context, cfg backbone.Config, cmd *cobra.Command, args []string) error {
+			if watch {
+				if showClusters && f.Output != "json" {
+					return errors.New("--clusters does not go with --watch (-o json --watch has every cluster)")
+				}
+				// The first read is bounded by --timeout; the watch
+				// lasts as long as the rollout, or until Ctrl-C.
+				return watchStatus(ctx, cmd.Context(), cfg, args[0], newProgressView(cmd.OutOrStdout(), f.Output == "json"))
+			}
 			w, err := readWorkflow(ctx, cfg, args[0])
 			if err != nil {
 				return err
@@ -307,6 +339,7 @@ rollout's rows, up to its end as it is when status starts.`,
 	}
 	f.bind(cmd)
 	cmd.Flags().BoolVar(&showClusters, "clusters", false, "list every cluster of every wave")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "follow the progress until the rollout ends; the exit code tells how it ended (see above)")
 	return cmd
 }
 
