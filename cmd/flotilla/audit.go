@@ -201,7 +201,7 @@ func readAudit(ctx context.Context, cfg backbone.Config, workflow, cluster strin
 			if req.Submit != nil {
 				s := req.Submit.Spec
 				add(r, req.Envelope, "request", req.Envelope.ID, "", fmt.Sprintf("asked for rollout %q: %s, selector %q, clusters %v, %d phases",
-					s.Name, describeOp(s.Operation.Kind, s.Operation.Version, s.Operation.Config), s.Selector, s.Clusters, len(s.Phases)))
+					s.Name, s.Operation, s.Selector, s.Clusters, len(s.Phases)))
 			}
 		}},
 		{names.Workflows, func(r *kgo.Record) {
@@ -231,7 +231,7 @@ func readAudit(ctx context.Context, cfg backbone.Config, workflow, cluster strin
 				return
 			}
 			add(r, c.Envelope, "command", c.WorkflowID, c.ClusterID, fmt.Sprintf("sent command %s: %s (attempt %d)",
-				c.ID, describeOp(c.Operation.Kind, c.Operation.Version, c.Operation.Config), c.Attempt))
+				c.ID, c.Operation, c.Attempt))
 		}},
 		{names.Operations, func(r *kgo.Record) {
 			ev, err := records.DecodeOperationEvent(r.Value)
@@ -431,16 +431,6 @@ func sortCausally(entries []auditEntry) {
 		sorted[i] = entries[j]
 	}
 	copy(entries, sorted)
-}
-func describeOp(kind any, version string, config map[string]string) string {
-	s := fmt.Sprint(kind)
-	if version != "" {
-		s += " to " + version
-	}
-	if len(config) > 0 {
-		s += " " + formatLabels(config)
-	}
-	return s
 }
 
 // filterAudit keeps the entries about a workflow and/or a cluster. For a

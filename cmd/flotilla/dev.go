@@ -180,21 +180,21 @@ func runDev(ctx context.Context, o devOptions) error {
 
 	services := map[string]func(context.Context) error{
 		"planner": func(ctx context.Context) error {
-			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.planner})
+			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.Planner})
 		},
 		"executor": func(ctx context.Context) error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev", Metrics: sets.executor})
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev", Metrics: sets.Executor})
 		},
 		"monitor": func(ctx context.Context) error {
-			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.monitor})
+			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.Monitor})
 		},
 		"notifier": func(ctx context.Context) error {
 			var observer sinks.Observer
-			if sets.notifier != nil {
-				observer = sets.notifier.Deliveries()
+			if sets.Notifier != nil {
+				observer = sets.Notifier.Deliveries()
 			}
 			run := func(ctx context.Context) error {
-				return servicecmd.RunNotifier(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.notifier}, o.Sinks, observer)
+				return servicecmd.RunNotifier(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.Notifier}, o.Sinks, observer)
 			}
 			if o.HTTP == "" {
 				return run(ctx)
@@ -241,25 +241,13 @@ func runDev(ctx context.Context, o devOptions) error {
 // neither --metrics-addr nor a dashboard; handler serves them on the
 // dashboard's address when there is no --metrics-addr.
 type devMetrics struct {
-	planner  *metrics.Planner
-	executor *metrics.Executor
-	monitor  *metrics.Monitor
-	notifier *metrics.Notifier
-	handler  http.Handler
+	metrics.Services
+	handler http.Handler
 }
 
-func newDevMetrics(reg *prometheus.Registry) (m devMetrics, err error) {
-	if m.planner, err = metrics.NewPlanner(reg); err != nil {
-		return m, err
-	}
-	if m.executor, err = metrics.NewExecutor(reg); err != nil {
-		return m, err
-	}
-	if m.monitor, err = metrics.NewMonitor(reg); err != nil {
-		return m, err
-	}
-	m.notifier, err = metrics.NewNotifier(reg)
-	return m, err
+func newDevMetrics(reg *prometheus.Registry) (devMetrics, error) {
+	s, err := metrics.NewServices(reg)
+	return devMetrics{Services: s}, err
 }
 
 // serveMetrics serves one registry for the four services on o.MetricsAddr

@@ -120,7 +120,7 @@ func printHistory(out io.Writer, entries []historyEntry) error {
 			version = e.PreviousVersion + " → " + e.Version
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.FinishedAt.UTC().Format(time.RFC3339), e.WorkflowID,
-			describeOp(e.Operation.Kind, e.Operation.Version, e.Operation.Config), e.State, version, e.Reason)
+			e.Operation, e.State, version, e.Reason)
 	}
 	return tw.Flush()
 }

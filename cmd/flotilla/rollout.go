@@ -349,16 +349,7 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 	if p.Reason != "" {
 		fmt.Fprintf(out, "reason:    %s\n", p.Reason)
 	}
-	op := string(p.Operation.Kind)
-	if p.Operation.Version != "" {
-		op += " to " + p.Operation.Version
-	}
-	if len(p.Operation.Config) > 0 {
-		op += " " + formatLabels(p.Operation.Config)
-	}
-	if len(p.Operation.Reset) > 0 {
-		op += " reset " + strings.Join(p.Operation.Reset, ",")
-	}
+	op := p.Operation.String()
 	if p.RollbackOf != "" {
 		op += " undone: each cluster back to the version or config it had before " + p.RollbackOf
 	}

@@ -95,32 +95,7 @@ type Fleet struct {
 	cancel   context.CancelFunc
 	workflow *logtable.Table[records.WorkflowRecord]
 	opts     Options
-	metrics  serviceMetrics
-}
-
-// serviceMetrics are the services' metrics, nil without Options.Metrics.
-type serviceMetrics struct {
-	planner  *metrics.Planner
-	executor *metrics.Executor
-	monitor  *metrics.Monitor
-	notifier *metrics.Notifier
-}
-
-func newServiceMetrics(reg prometheus.Registerer) (m serviceMetrics, err error) {
-	if reg == nil {
-		return m, nil
-	}
-	if m.planner, err = metrics.NewPlanner(reg); err != nil {
-		return m, err
-	}
-	if m.executor, err = metrics.NewExecutor(reg); err != nil {
-		return m, err
-	}
-	if m.monitor, err = metrics.NewMonitor(reg); err != nil {
-		return m, err
-	}
-	m.notifier, err = metrics.NewNotifier(reg)
-	return m, err
+	metrics  metrics.Services // nil sets without Options.Metrics
 }
 
 type service struct {
@@ -171,7 +146,7 @@ func Start(t testing.TB, o Options) *Fleet {
 		running:  map[string]*service{},
 		opts:     o,
 	}
-	if f.metrics, err = newServiceMetrics(o.Metrics); err != nil {
+	if f.metrics, err = metrics.NewServices(o.Metrics); err != nil {
 		t.Fatal(err)
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
@@ -276,7 +251,7 @@ func (f *Fleet) StartService(name string) {
 	case "planner":
 		run = func() error {
 			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond, Retention: f.opts.Retention,
-				Metrics: f.metrics.planner})
+				Metrics: f.metrics.Planner})
 		}
 	case "executor":
 		instance := "" // the first copy is a dynamic member, holding as "executor"
@@ -287,16 +262,16 @@ func (f *Fleet) StartService(name string) {
 			cfg.SessionTimeout = 6 * time.Second // the broker's least
 		}
 		run = func() error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock, InstanceID: instance, Metrics: f.metrics.executor})
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock, InstanceID: instance, Metrics: f.metrics.Executor})
 		}
 	case "monitor":
 		run = func() error {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: f.registry, Clock: f.Clock, Interval: 5 * time.Second, Heartbeat: time.Minute,
-				Metrics: f.metrics.monitor})
+				Metrics: f.metrics.Monitor})
 		}
 	case "notifier":
 		run = func() error {
-			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "n" + copyID, Metrics: f.metrics.notifier})
+			return notifier.Run(ctx, notifier.Config{Backbone: cfg, InstanceID: "n" + copyID, Metrics: f.metrics.Notifier})
 		}
 	default:
 		f.t.Fatalf("no service %q", name)

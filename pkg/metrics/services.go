@@ -335,3 +335,31 @@ func (d *Deliveries) Failed(destination string) {
 		d.total.WithLabelValues(destination, "failed").Inc()
 	}
 }
+
+// Services are the metrics of the four services run in one process
+// (flotilla dev, tests), each set made on one registry.
+type Services struct {
+	Planner  *Planner
+	Executor *Executor
+	Monitor  *Monitor
+	Notifier *Notifier
+}
+
+// NewServices makes the four services' sets on reg; with a nil reg, none
+// (every set nil, which records nothing).
+func NewServices(reg prometheus.Registerer) (s Services, err error) {
+	if reg == nil {
+		return s, nil
+	}
+	if s.Planner, err = NewPlanner(reg); err != nil {
+		return s, err
+	}
+	if s.Executor, err = NewExecutor(reg); err != nil {
+		return s, err
+	}
+	if s.Monitor, err = NewMonitor(reg); err != nil {
+		return s, err
+	}
+	s.Notifier, err = NewNotifier(reg)
+	return s, err
+}

@@ -4,7 +4,12 @@
 // yields over a given inventory.
 package rollout
 
-import "time"
+import (
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
 
 // OperationKind names what a rollout does to each cluster.
 type OperationKind string
@@ -35,6 +40,26 @@ type Operation struct {
 	// undoes left, so that it never undoes a later change.
 	ExpectVersion string            `json:"expectVersion,omitempty"`
 	ExpectConfig  map[string]string `json:"expectConfig,omitempty"`
+}
+
+// String says in a few words what the operation does: "upgrade to
+// 3.9.1", "config log.retention.ms=100,x=1 reset y", "restart".
+func (o Operation) String() string {
+	s := string(o.Kind)
+	if o.Version != "" {
+		s += " to " + o.Version
+	}
+	if len(o.Config) > 0 {
+		keys := slices.Sorted(maps.Keys(o.Config))
+		for i, k := range keys {
+			keys[i] = k + "=" + o.Config[k]
+		}
+		s += " " + strings.Join(keys, ",")
+	}
+	if len(o.Reset) > 0 {
+		s += " reset " + strings.Join(o.Reset, ",")
+	}
+	return s
 }
 
 // WaveMode says how a phase's targets are cut into waves.

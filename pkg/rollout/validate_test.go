@@ -173,3 +173,18 @@ func TestThresholdLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestOperationSaysWhatItDoes(t *testing.T) {
+	for _, c := range []struct {
+		op   Operation
+		want string
+	}{
+		{Operation{Kind: Upgrade, Version: "3.9.1"}, "upgrade to 3.9.1"},
+		{Operation{Kind: Restart}, "restart"},
+		{Operation{Kind: Config, Config: map[string]string{"x": "1", "log.retention.ms": "100"}, Reset: []string{"y", "z"}}, "config log.retention.ms=100,x=1 reset y,z"},
+	} {
+		if got := c.op.String(); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.op, got, c.want)
+		}
+	}
+}

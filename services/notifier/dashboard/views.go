@@ -3,14 +3,12 @@ package dashboard
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/flotilla-fleet/flotilla/pkg/records"
-	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/selector"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
@@ -323,7 +321,7 @@ func (m *Model) Cluster(id string) (ClusterView, bool) {
 				op = w.Spec.Operation
 			}
 		}
-		item.Operation = describeOperation(op)
+		item.Operation = op.String()
 		if r := m.requests[wid]; r != nil {
 			item.RequestedBy = r.principal
 		}
@@ -333,29 +331,6 @@ func (m *Model) Cluster(id string) (ClusterView, bool) {
 		return cmp.Or(b.FinishedAt.Compare(a.FinishedAt), strings.Compare(a.WorkflowID, b.WorkflowID)) // newest first
 	})
 	return v, true
-}
-
-// describeOperation says in a few words what an operation does.
-func describeOperation(op rollout.Operation) string {
-	s := string(op.Kind)
-	if op.Version != "" {
-		s += " to " + op.Version
-	}
-	if len(op.Config) > 0 {
-		keys := slices.Sorted(maps.Keys(op.Config))
-		parts := make([]string, len(keys))
-		for i, k := range keys {
-			parts[i] = k + "=" + op.Config[k]
-		}
-		s += " " + strings.Join(parts, ",")
-	}
-	if len(op.Reset) > 0 {
-		s += " reset " + strings.Join(op.Reset, ",")
-	}
-	if s == "" {
-		return "(the workflow's)"
-	}
-	return s
 }
 
 // RolloutsView is the rollouts page: every rollout, newest first.
@@ -409,7 +384,7 @@ func (m *Model) Rollouts(page int) RolloutsView {
 	for _, e := range all[from:to] {
 		w, _ := m.workflow(e.id)
 		p := w.Progress()
-		row := RolloutRow{ID: p.ID, Name: p.Name, State: p.State, Reason: p.Reason, Operation: describeOperation(p.Operation),
+		row := RolloutRow{ID: p.ID, Name: p.Name, State: p.State, Reason: p.Reason, Operation: p.Operation.String(),
 			CreatedAt: p.CreatedAt, RollbackOf: p.RollbackOf, Counts: p.Counts, Phases: []PhaseRow{}}
 		if r := m.requests[e.id]; r != nil {
 			row.RequestedBy = r.principal
@@ -461,7 +436,7 @@ func (m *Model) Rollout(id string) (RolloutView, bool) {
 		return RolloutView{}, false
 	}
 	v := RolloutView{Progress: w.Progress(), Failures: []Failure{}, Timeline: sortedTimeline(m.timelines[id])}
-	v.OperationText = describeOperation(v.Operation)
+	v.OperationText = v.Operation.String()
 	if r := m.requests[id]; r != nil {
 		v.RequestedBy = r.principal
 	}
