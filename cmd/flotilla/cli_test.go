@@ -101,7 +101,7 @@ func TestCLITour(t *testing.T) {
 		t.Fatalf("cluster history JSON: %v\n%s", err, out)
 	}
 	if len(history) != 1 || history[0].WorkflowID != id || history[0].State != records.TargetSucceeded ||
-		history[0].Version != changed.Version || history[0].Operation.Kind == "" || history[0].FinishedAt.IsZero() {
+		history[0].Version != changed.Version || history[0].Operation.Kind == "" || history[0].FinishedAt.IsZero() || history[0].RequestedBy != principal() {
 		t.Fatalf("history of %s (%+v) = %+v, want the rollout's one operation", changed.ID, changed, history)
 	}
 	if text, err := run(t, f, "cluster", "history", changed.ID); err != nil || !strings.Contains(text, id) || !strings.Contains(text, "→ "+changed.Version) {
@@ -481,7 +481,7 @@ func TestCLIShowsACompactedRollout(t *testing.T) {
 	if text, err := run(t, f, "rollout", "status", id); err != nil || !strings.Contains(text, "removed after the retention") {
 		t.Fatalf("rollout status (text): %v\n%s", err, text)
 	}
-	if text, err := run(t, f, "cluster", "history", f.Clusters[0].ID); err != nil || !strings.Contains(text, id) {
-		t.Fatalf("cluster history after the compaction: %v\n%s", err, text)
+	if text, err := run(t, f, "cluster", "history", f.Clusters[0].ID); err != nil || !strings.Contains(text, id) || !strings.Contains(text, "alice") {
+		t.Fatalf("cluster history after the compaction, with who asked (alice): %v\n%s", err, text)
 	}
 }

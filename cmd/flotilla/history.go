@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -49,7 +51,10 @@ outlives the workflows' own rows, and is kept for a year.`,
 
 // historyEntry is one workflow's operation on a cluster, as it ended.
 type historyEntry struct {
-	WorkflowID      string              `json:"workflowId"`
+	WorkflowID string `json:"workflowId"`
+	// RequestedBy is who asked for the workflow (for a rollback, who asked
+	// to roll back), as its request in the requests topic says.
+	RequestedBy     string              `json:"requestedBy,omitempty"`
 	Operation       rollout.Operation   `json:"operation"`
 	State           records.TargetState `json:"state"`
 	PreviousVersion string              `json:"previousVersion,omitempty"`
@@ -102,6 +107,9 @@ func readHistory(ctx context.Context, cfg backbone.Config, id string) ([]history
 	for _, e := range byWorkflow {
 		entries = append(entries, e)
 	}
+	if err := addRequesters(ctx, cfg, entries); err != nil {
+		return nil, err
+	}
 	sort.Slice(entries, func(i, j int) bool {
 		if !entries[i].FinishedAt.Equal(entries[j].FinishedAt) {
 			return entries[i].FinishedAt.Before(entries[j].FinishedAt)
@@ -111,16 +119,60 @@ func readHistory(ctx context.Context, cfg backbone.Config, id string) ([]history
 	return entries, nil
 }
 
+// addRequesters fills in who asked for each entry's workflow, from the
+// requests of those workflows: on their partitions of the requests topic,
+// decoding only the records keyed by one of them (a submit, keyed by the
+// workflow ID; a rollback, keyed ID/request).
+func addRequesters(ctx context.Context, cfg backbone.Config, entries []historyEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	topic := cfg.Names().Requests
+	parts, err := loadPartitioning(ctx, cfg, topic)
+	if err != nil {
+		return err
+	}
+	wanted := map[string]bool{} // the workflows asked for, a rollback's by its workflow's ID
+	for _, e := range entries {
+		wanted[strings.TrimSuffix(e.WorkflowID, "/rollback")] = true
+	}
+	ids := slices.Sorted(maps.Keys(wanted))
+	who := map[string]string{}
+	err = logtable.ReadToEnd(ctx, cfg.Opts(), topic, parts.of(topic, ids...), func(r *kgo.Record) {
+		id, _, _ := strings.Cut(string(r.Key), "/")
+		if !wanted[id] || r.Value == nil {
+			return
+		}
+		req, err := records.DecodeRequest(r.Value)
+		if err != nil {
+			return // audit names it; it asked for nothing the planner did
+		}
+		switch {
+		case req.Submit != nil && req.Envelope.ID == id:
+			who[id] = req.Envelope.Principal
+		case req.Control != nil && req.Control.Action == records.ActionRollback && req.Control.WorkflowID == id:
+			who[records.RollbackID(id)] = req.Envelope.Principal
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for i := range entries {
+		entries[i].RequestedBy = who[entries[i].WorkflowID]
+	}
+	return nil
+}
+
 func printHistory(out io.Writer, entries []historyEntry) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FINISHED\tWORKFLOW\tOPERATION\tSTATE\tVERSION\tREASON")
+	fmt.Fprintln(tw, "FINISHED\tWORKFLOW\tASKED BY\tOPERATION\tSTATE\tVERSION\tREASON")
 	for _, e := range entries {
 		version := e.Version
 		if e.PreviousVersion != "" && e.Version != "" && e.PreviousVersion != e.Version {
 			version = e.PreviousVersion + " → " + e.Version
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.FinishedAt.UTC().Format(time.RFC3339), e.WorkflowID,
-			e.Operation, e.State, version, e.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.FinishedAt.UTC().Format(time.RFC3339), e.WorkflowID,
+			e.RequestedBy, e.Operation, e.State, version, e.Reason)
 	}
 	return tw.Flush()
 }
