@@ -64,9 +64,25 @@ type State struct {
 // signal and the unfinished workflows targeting it. One map holds both, so
 // that a health signal costs one lookup whatever the size of the fleet.
 type clusterState struct {
-	health records.Health
+	health seenHealth
 	seen   bool    // a health signal came
 	on     []watch // in workflow ID order (usually one); Reindex rebuilds it
+}
+
+// seenHealth is what decisions read of a cluster's last health signal,
+// not what the probe measured for people (its details, its drift): a
+// fleet's worth of whole signals is large, and every heartbeat would
+// copy one.
+type seenHealth struct {
+	id         string // the signal's Envelope.ID
+	status     records.HealthStatus
+	reasons    []string
+	observedAt time.Time
+}
+
+// signal returns the part of a health signal kept, as a signal.
+func (h seenHealth) signal(clusterID string) records.Health {
+	return records.Health{Envelope: records.Envelope{ID: h.id}, ClusterID: clusterID, Status: h.status, Reasons: h.reasons, ObservedAt: h.observedAt}
 }
 
 // watch is an unfinished workflow targeting a cluster, with its target.
@@ -145,16 +161,14 @@ func NewState(inv map[string]inventory.Cluster, health map[string]records.Health
 // when loading; HealthUpdate decides on it.
 func (s *State) SetHealth(h records.Health) {
 	c := s.cluster(h.ClusterID)
-	// What decisions read of it, not what the probe measured for people:
-	// a fleet's worth of details is large.
-	c.health = records.Health{Envelope: records.Envelope{ID: h.Envelope.ID}, ClusterID: h.ClusterID, Status: h.Status, Reasons: h.Reasons, ObservedAt: h.ObservedAt}
+	c.health = seenHealth{id: h.Envelope.ID, status: h.Status, reasons: h.Reasons, observedAt: h.ObservedAt}
 	c.seen = true
 }
 
 // ForgetHealth drops a cluster's health signal (its record was deleted).
 func (s *State) ForgetHealth(clusterID string) {
 	if c, ok := s.clusters[clusterID]; ok {
-		c.health, c.seen = records.Health{}, false
+		c.health, c.seen = seenHealth{}, false
 		s.dropIfEmpty(clusterID, c)
 	}
 }
@@ -162,16 +176,16 @@ func (s *State) ForgetHealth(clusterID string) {
 // HealthOf returns a cluster's last health signal, if one came.
 func (s *State) HealthOf(clusterID string) (records.Health, bool) {
 	if c, ok := s.clusters[clusterID]; ok && c.seen {
-		return c.health, true
+		return c.health.signal(clusterID), true
 	}
 	return records.Health{}, false
 }
 
 // HealthSignals calls fn with every cluster's last health signal.
 func (s *State) HealthSignals(fn func(records.Health)) {
-	for _, c := range s.clusters {
+	for id, c := range s.clusters {
 		if c.seen {
-			fn(c.health)
+			fn(c.health.signal(id))
 		}
 	}
 }
