@@ -48,6 +48,7 @@ func versionsNow(f *fleettest.Fleet) map[string]string {
 }
 
 func TestRollbackRequestUndoesTheChangedClusters(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 40})
 	before := versionsNow(f)
 	spec := rollout.Spec{
@@ -94,6 +95,7 @@ func TestRollbackRequestUndoesTheChangedClusters(t *testing.T) {
 // back by itself: the canary clusters it broke are set back to their
 // previous version, newest first, and turn healthy again.
 func TestThresholdRollsBackABadVersion(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 40, BadVersions: []string{"3.9.2"}})
 	before := versionsNow(f)
 	spec := rollout.Spec{
@@ -159,6 +161,7 @@ func TestThresholdRollsBackABadVersion(t *testing.T) {
 }
 
 func TestThresholdAbortsARollout(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 40, BadVersions: []string{"3.9.2"}})
 	spec := rollout.Spec{
 		Name: "bad", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.2"}, Selector: "kind=kafka",
@@ -184,6 +187,7 @@ func TestThresholdAbortsARollout(t *testing.T) {
 // unhealthy before the rollout reaches it: a rollout that skips such
 // clusters leaves it alone and says so; one that holds them waits for it.
 func TestUnhealthyTargetsAreHeldOrSkipped(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 10, BadVersions: []string{"3.7.0"}})
 	sick := f.Clusters[0]
 	sick.ID, sick.Version, sick.Address = "sick-1", "3.7.0", "sim://sick-1"
@@ -226,6 +230,7 @@ func TestUnhealthyTargetsAreHeldOrSkipped(t *testing.T) {
 // clusters a first one is changing: with onConflict reject it is refused;
 // with wait it runs, never touching a cluster while the first does.
 func TestConflictingRolloutsWaitOrAreRejected(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 30, OpDuration: 10 * time.Second})
 	first := f.Submit(rollout.Spec{Name: "upgrade", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, Selector: "kind=kafka",
 		Phases: []rollout.Phase{{Name: "all", MaxInFlight: 2}}})
@@ -251,6 +256,7 @@ func TestConflictingRolloutsWaitOrAreRejected(t *testing.T) {
 // TestMaintenanceWindowHoldsTheRollout starts a rollout at 12:00 whose
 // clusters may change only 13:00-14:00 UTC: nothing happens before then.
 func TestMaintenanceWindowHoldsTheRollout(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 20})
 	opens := time.Date(2026, 11, 22, 13, 0, 0, 0, time.UTC)
 	id := f.Submit(rollout.Spec{Name: "night", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, Selector: "kind=kafka",
@@ -278,6 +284,7 @@ func TestMaintenanceWindowHoldsTheRollout(t *testing.T) {
 // the clusters take: each attempt is cut off, retried, and the rollout
 // pauses with the timeout as the reason.
 func TestOperationTimeout(t *testing.T) {
+	t.Parallel()
 	// Simulated operations take an hour of fake time, which this test
 	// never lets pass: only the timeout (real time) can end them.
 	f := fleettest.Start(t, fleettest.Options{Clusters: 10, OpDuration: time.Hour})
@@ -296,6 +303,7 @@ func TestOperationTimeout(t *testing.T) {
 // TestApprovalGateExpires leaves a gate unapproved past its timeout: the
 // rollout pauses, saying why; approved and resumed later, it goes on.
 func TestApprovalGateExpires(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 20})
 	id := f.Submit(rollout.Spec{Name: "gated", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, Selector: "kind=kafka",
 		Phases: []rollout.Phase{{Name: "all", Approve: rollout.ApproveBefore, ApprovalTimeout: time.Hour}}})
@@ -315,6 +323,7 @@ func TestApprovalGateExpires(t *testing.T) {
 // window) over the GCP clusters holds them until it ends, while the others
 // go on.
 func TestBlackoutHoldsTheClustersItCovers(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 40})
 	until := time.Date(2026, 11, 22, 18, 0, 0, 0, time.UTC)
 	spec := rollout.Spec{Name: "freeze", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, Selector: "kind=kafka",
@@ -347,6 +356,7 @@ func TestBlackoutHoldsTheClustersItCovers(t *testing.T) {
 // workflows, but the executors' claims on the clusters keep every
 // cluster in one operation at a time.
 func TestOneOperationPerClusterAcrossPlanners(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 10, OpDuration: 10 * time.Second})
 	f.StartService("planner#2")
 	targets := []string{f.Clusters[0].ID, f.Clusters[1].ID, f.Clusters[2].ID, f.Clusters[3].ID}
@@ -414,6 +424,7 @@ func checkOneOperationAtATime(t *testing.T, f *fleettest.Fleet, want int, cluste
 // monitor probes its cluster at once and says what it sees, even if
 // nothing changed, so that the next wave does not wait for a heartbeat.
 func TestMonitorProbesAClusterAsItsOperationEnds(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 5})
 	id := f.Clusters[2].ID
 	if !f.Eventually(0, 30*time.Second, func() bool { _, ok := f.Health(id); return ok }) {
@@ -436,6 +447,7 @@ func TestMonitorProbesAClusterAsItsOperationEnds(t *testing.T) {
 // as the later rollout made it, the rollback pausing on it for a person;
 // the others go back.
 func TestRollbackLeavesALaterChangeAlone(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 12})
 	first := f.Submit(rollout.Spec{Name: "to-3.9.1", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"}, Selector: "kind=kafka"})
 	w := f.Await(first, time.Second, time.Minute, "the first upgrade finishing", finished)

@@ -22,6 +22,7 @@ import (
 // succeeded, decisions, catch-ups, probes, health signals and
 // notifications counted, and each service's Kafka clients read and wrote.
 func TestEveryServiceServesItsMetrics(t *testing.T) {
+	t.Parallel()
 	reg := metrics.NewRegistry()
 	ln, err := metrics.Listen("127.0.0.1:0")
 	if err != nil {

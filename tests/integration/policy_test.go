@@ -41,6 +41,7 @@ func decided(f *fleettest.Fleet, id string) *decide.Workflow {
 // that is not there, or whose record is not usable, is rejected with a
 // reason naming it.
 func TestRolloutTakesPhasesFromPolicy(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 40})
 	azure := f.ReadPolicy("../../examples/policies/azure-first.yaml")
 	f.ApplyPolicy(azure, rollout.Policy{Name: "no-phases"})
@@ -125,6 +126,7 @@ func TestRolloutTakesPhasesFromPolicy(t *testing.T) {
 // one submitted after its removal is rejected, while a rollout accepted
 // before the removal keeps the policy's phases and finishes.
 func TestPolicyChangesReachThePlanner(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 20})
 	canary := rollout.Policy{Name: "canary-first", Phases: []rollout.Phase{
 		{Name: "canary", Selector: "tier=internal"},

@@ -75,6 +75,7 @@ func kafkaTargets(t *testing.T, n int, topic string) []inventory.Cluster {
 // Kafka-protocol clusters with the kafka driver: every target ends with the
 // new value, and the monitor reports the change it sees.
 func TestConfigRolloutOnKafkaClusters(t *testing.T) {
+	t.Parallel()
 	kd := kafkadriver.New(kafkadriver.Options{})
 	t.Cleanup(kd.Close)
 	f := fleettest.Start(t, fleettest.Options{Clusters: 5, Drivers: kd.Register})
@@ -135,6 +136,7 @@ func TestConfigRolloutOnKafkaClusters(t *testing.T) {
 // driver whose script records each run: every cluster's script ran once,
 // with the cluster and the operation in its environment.
 func TestExecDriverRunsTheOperatorsCommand(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	script := filepath.Join(dir, "upgrade.sh")
 	mustWrite(t, script, `#!/bin/sh

@@ -24,6 +24,7 @@ import (
 // wrong, as raw records, and checks that each is rejected with a
 // notification naming it and the reason, while a good request still runs.
 func TestBadRequestsAreRejectedAndWorkGoesOn(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 10})
 	topic := f.Backbone.Names().Requests
 	request := func(spec rollout.Spec) (string, *kgo.Record) {
@@ -107,6 +108,7 @@ func countRejections(ns []records.Notification) int {
 // TestAvroJSONRequest submits examples/request-upgrade.json as any Kafka
 // client could (kcat -P), with a fresh ID and time.
 func TestAvroJSONRequest(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 30})
 	raw, err := os.ReadFile("../../examples/request-upgrade.json")
 	if err != nil {
@@ -147,6 +149,7 @@ func TestAvroJSONRequest(t *testing.T) {
 // only when they take partitions over (workflows, health, leases), so
 // they are restarted after the bad records are written.
 func TestBadRecordsOnEveryTopicAreSetAside(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 10})
 	names := f.Backbone.Names()
 	bad := []*kgo.Record{

@@ -20,6 +20,7 @@ import (
 // executor that was down meanwhile removes the operation records when it
 // takes its partitions back.
 func TestAFinishedRolloutKeepsItsSummaryAndItsClustersHistory(t *testing.T) {
+	t.Parallel()
 	for _, down := range []bool{false, true} {
 		name := "executor up"
 		if down {

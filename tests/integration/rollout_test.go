@@ -1,5 +1,9 @@
 // Package integration runs whole rollouts through the four services on a
 // broker: the embedded one, or a real Kafka named by FLOTILLA_TEST_BROKERS.
+//
+// Its tests run in parallel: each has a fleet of its own (fleettest: its
+// own namespace of topics and groups, its own fake clock), and most of
+// their time is spent waiting on the services.
 package integration
 
 import (
@@ -43,6 +47,7 @@ func targetsOf(t *testing.T, f *fleettest.Fleet, sel string) map[string]bool {
 }
 
 func TestThreePhaseRolloutCompletes(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 200})
 	id := f.Submit(threePhaseSpec("3.9.1"))
 	w := f.Await(id, time.Second, 3*time.Minute, "the rollout finishing", finished)
@@ -114,6 +119,7 @@ func hasNotification(ns []records.Notification, workflowID, kind string) bool {
 }
 
 func TestBadVersionPausesAtThreshold(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 60, BadVersions: []string{"3.9.2"}})
 	spec := rollout.Spec{
 		Name:      "bad",
@@ -154,6 +160,7 @@ func TestBadVersionPausesAtThreshold(t *testing.T) {
 // a rollout, with operations in flight, and starts it again; the rollout
 // finishes and every cluster is upgraded exactly once.
 func TestEveryServiceRestartsMidRollout(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 80, OpDuration: 20 * time.Second})
 	id := f.Submit(threePhaseSpec("3.9.1"))
 	targets := 0
@@ -230,6 +237,7 @@ func countKind(ns []records.Notification, workflowID, kind string) int {
 // copies mid-rollout so partitions move: the rollout finishes, every
 // cluster is upgraded exactly once and every notification is written once.
 func TestTwoCopiesOfEachService(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 120, OpDuration: 10 * time.Second, Partitions: 6})
 	for _, s := range []string{"planner#2", "executor#2", "notifier#2", "monitor#2"} {
 		f.StartService(s)
@@ -299,6 +307,7 @@ func TestTwoCopiesOfEachService(t *testing.T) {
 // operations fail: each failed one is retried after its backoff under a
 // new command, the rollout succeeds, and every cluster changed once.
 func TestFailedOperationsAreRetried(t *testing.T) {
+	t.Parallel()
 	// A fifth of the operations fail, each attempt independently (the sim
 	// decides by command ID): with ten retries, a cluster failing every
 	// attempt has odds of 0.2^11, about 2e-8; with some 56 targets, no
@@ -335,6 +344,7 @@ func TestFailedOperationsAreRetried(t *testing.T) {
 // fixed in place): the rollout resumes by itself after its autoResume time
 // and finishes.
 func TestAutoResumeAfterRecovery(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 30, BadVersions: []string{"3.9.2"}})
 	spec := rollout.Spec{
 		Name: "flaky", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.2"}, Selector: "kind=kafka",

@@ -23,6 +23,7 @@ import (
 // own partitions; and the rollout finishes with every cluster operated on
 // exactly once.
 func TestThreeCopiesOfEachServiceShareARollout(t *testing.T) {
+	t.Parallel()
 	f := fleettest.Start(t, fleettest.Options{Clusters: 24, OpDuration: 5 * time.Second, Partitions: 6})
 	var ids []string
 	for _, c := range f.Clusters {
