@@ -218,6 +218,11 @@ type busyOp struct {
 const (
 	settleAfter = time.Minute
 	opLookback  = time.Hour
+	// followPartitionBytes is the most the followers of operations and
+	// history fetch of a partition at a time: an hour of operations read
+	// at start is large, and kgo's default (up to 50 MiB a fetch,
+	// decompressed) doubled the monitor's memory for it.
+	followPartitionBytes = 256 << 10
 )
 
 // result is what a worker hands the publisher about one cluster.
@@ -243,7 +248,8 @@ func Run(ctx context.Context, cfg Config) error {
 		cl0: make(chan struct{}), runCtx: ctx}
 	// A direct consumer, given each owned partition of the history once
 	// it has been read to its end.
-	hist, err := cfg.Backbone.Client(kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{}))
+	hist, err := cfg.Backbone.Client(kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{}),
+		kgo.FetchMaxPartitionBytes(followPartitionBytes))
 	if err != nil {
 		return err
 	}
@@ -301,7 +307,8 @@ func Run(ctx context.Context, cfg Config) error {
 	// By the records' own (wall clock) timestamps, from opLookback before
 	// this run: an operation that ends once the monitor runs is not
 	// missed, and one already in flight is known.
-	ops, err := cfg.Backbone.Client(kgo.ConsumeTopics(m.names.Operations), kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(m.since.Add(-opLookback).UnixMilli())))
+	ops, err := cfg.Backbone.Client(kgo.ConsumeTopics(m.names.Operations), kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(m.since.Add(-opLookback).UnixMilli())),
+		kgo.FetchMaxPartitionBytes(followPartitionBytes))
 	if err != nil {
 		return err
 	}
@@ -380,7 +387,7 @@ func (m *monitor) followOperations(ctx context.Context, cl *kgo.Client) {
 				return // the executor's records; the planner reports what it cannot read
 			}
 			m.mu.Lock()
-			m.operationSeen(ev)
+			m.operationSeen(ev, r.Timestamp)
 			hurried := false
 			if ev.Status.Terminal() && !r.Timestamp.Before(m.since) {
 				hurried = m.sched.hurry(ev.ClusterID)
@@ -395,8 +402,21 @@ func (m *monitor) followOperations(ctx context.Context, cl *kgo.Client) {
 
 // operationSeen notes a workflow's operation on a cluster as in flight,
 // or ended; its history row releases it. Under mu.
-func (m *monitor) operationSeen(ev records.OperationEvent) {
+func (m *monitor) operationSeen(ev records.OperationEvent, at time.Time) {
 	ops := m.busy[ev.ClusterID]
+	if ev.Status.Terminal() && at.Before(m.since.Add(-settleAfter)) {
+		// Ended more than settleAfter before this run, by the record's
+		// own time: the wait for its history row is over already, so it
+		// holds nothing. Reading the last hour of operations as the
+		// monitor starts would otherwise keep an entry for each.
+		if _, ok := ops[ev.WorkflowID]; ok {
+			delete(ops, ev.WorkflowID)
+			if len(ops) == 0 {
+				delete(m.busy, ev.ClusterID)
+			}
+		}
+		return
+	}
 	if ops == nil {
 		ops = map[string]busyOp{}
 		m.busy[ev.ClusterID] = ops
