@@ -392,7 +392,7 @@ func (m *Model) Rollouts(page int) RolloutsView {
 		for _, ph := range p.Phases {
 			pr := PhaseRow{Name: ph.Name, State: ph.State, Counts: ph.Counts, Waves: len(ph.Waves)}
 			for _, wv := range ph.Waves {
-				if wv.State == "running" || wv.State == "baking" || wv.State == "paused" {
+				if inProgress(wv.State) {
 					pr.Wave = wv.Wave
 				}
 			}
@@ -449,7 +449,7 @@ func (m *Model) Rollout(id string) (RolloutView, bool) {
 		ph := &v.Phases[pi]
 		for wi := range ph.Waves {
 			wv := &ph.Waves[wi]
-			if wv.State == "running" || wv.State == "baking" || wv.State == "paused" {
+			if inProgress(wv.State) {
 				v.Current = strconv.Itoa(pi+1) + "/" + strconv.Itoa(wv.Wave)
 			}
 			for _, c := range wv.Clusters {
@@ -463,6 +463,16 @@ func (m *Model) Rollout(id string) (RolloutView, bool) {
 		}
 	}
 	return v, true
+}
+
+// inProgress reports whether a wave in this state is the rollout's
+// current one: running, baking, paused, or the next to run behind a gate.
+func inProgress(state string) bool {
+	switch state {
+	case "running", "baking", "paused", "awaiting approval":
+		return true
+	}
+	return false
 }
 
 // boolOrder orders true after false.
