@@ -201,7 +201,7 @@ func TestTheDashboardFollowsALiveRollout(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#summary-heading code")),
 	)
 	heading := textOf(t, ctx, "#summary-heading")
-	if want := itoa(aws) + " clusters matching cloud=aws"; heading != want {
+	if want := strconv.Itoa(aws) + " clusters matching cloud=aws"; heading != want {
 		t.Fatalf("the fleet filtered by cloud=aws says %q, want %q", heading, want)
 	}
 }

@@ -94,16 +94,15 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 	keep := eventFilter(r.URL.Query().Get("workflow"), r.URL.Query().Get("cluster"))
 
 	var from Position
-	resumed := false
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		p, err := ParsePosition(id)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		from, resumed = p, true
+		from = p
 	}
-	if !resumed {
+	if from == nil {
 		ends, err := logtable.LastStableOffsets(ctx, d.cfg.Backbone.Opts(), names.Notifications, nil)
 		if err != nil {
 			http.Error(w, "notifications topic: "+err.Error(), http.StatusServiceUnavailable)

@@ -14,6 +14,7 @@ package dashboard
 import (
 	"cmp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -219,15 +220,18 @@ func (m *Model) count(c *cluster, delta int) {
 	}
 	s, d := c.status(), c.drifted()
 	m.all.add(s, d, delta)
-	m.group(GroupHealth, string(s)).add(s, d, delta)
-	m.group(GroupVersion, c.version()).add(s, d, delta)
+	m.addTo(GroupHealth, string(s), s, d, delta)
+	m.addTo(GroupVersion, c.version(), s, d, delta)
 	for k, v := range c.info.Labels {
-		m.group(k, v).add(s, d, delta)
+		m.addTo(k, v, s, d, delta)
 		m.indexLabel(k, v, c.info.ID, delta)
 	}
 }
 
-func (m *Model) group(key, value string) *HealthCounts {
+// addTo counts a cluster in (or out of) the group of one value of key. A
+// group emptied goes, so that a value (or a label) no cluster has any more
+// is not shown, nor offered to group by.
+func (m *Model) addTo(key, value string, s records.HealthStatus, drifted bool, delta int) {
 	byValue, ok := m.groups[key]
 	if !ok {
 		byValue = map[string]*HealthCounts{}
@@ -238,7 +242,13 @@ func (m *Model) group(key, value string) *HealthCounts {
 		h = &HealthCounts{}
 		byValue[value] = h
 	}
-	return h
+	h.add(s, drifted, delta)
+	if h.Total == 0 {
+		delete(byValue, value)
+		if len(byValue) == 0 {
+			delete(m.groups, key)
+		}
+	}
 }
 
 func (m *Model) indexLabel(key, value, id string, delta int) {
@@ -263,14 +273,6 @@ func (m *Model) indexLabel(key, value, id string, delta int) {
 	if len(byValue) == 0 {
 		delete(m.index, key)
 	}
-	// An emptied group goes too, so that a label no cluster has any more
-	// is not offered to group by.
-	if h := m.groups[key][value]; h != nil && h.Total == 0 {
-		delete(m.groups[key], value)
-		if len(m.groups[key]) == 0 {
-			delete(m.groups, key)
-		}
-	}
 }
 
 // ApplyCluster applies a record of the inventory: c registered, or the
@@ -285,7 +287,6 @@ func (m *Model) ApplyCluster(id string, c *inventory.Cluster) {
 			m.ids = nil
 		}
 		cl.registered = false
-		m.dropEmptyGroups()
 		m.dropIfGone(cl)
 		m.bump()
 		return
@@ -295,20 +296,7 @@ func (m *Model) ApplyCluster(id string, c *inventory.Cluster) {
 	}
 	cl.info, cl.registered = *c, true
 	m.count(cl, 1)
-	m.dropEmptyGroups()
 	m.bump()
-}
-
-// dropEmptyGroups removes the pseudo-label groups left empty (the label
-// groups go as their index empties).
-func (m *Model) dropEmptyGroups() {
-	for _, key := range []string{GroupHealth, GroupVersion} {
-		for v, h := range m.groups[key] {
-			if h.Total == 0 {
-				delete(m.groups[key], v)
-			}
-		}
-	}
 }
 
 // ApplyHealth applies a health signal, or forgets a cluster's health when
@@ -322,7 +310,6 @@ func (m *Model) ApplyHealth(id string, h *records.Health) {
 		m.count(cl, -1)
 		cl.probed, cl.health = false, records.Health{}
 		m.count(cl, 1)
-		m.dropEmptyGroups()
 		m.dropIfGone(cl)
 		m.bump()
 		return
@@ -333,7 +320,6 @@ func (m *Model) ApplyHealth(id string, h *records.Health) {
 	m.count(cl, -1)
 	cl.health, cl.probed = *h, true
 	m.count(cl, 1)
-	m.dropEmptyGroups()
 	if !h.Heartbeat && (before.Status != h.Status || before.ObservedVersion != h.ObservedVersion || !slices.Equal(before.Reasons, h.Reasons)) {
 		cl.changes = append(cl.changes, HealthChange{At: h.ObservedAt, From: h.PreviousStatus, To: h.Status, Version: h.ObservedVersion, Reasons: h.Reasons})
 		if len(cl.changes) > healthChangesKept {
@@ -384,13 +370,16 @@ func (m *Model) ApplyWorkflowRow(key string, rec *records.WorkflowRecord) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if rec == nil {
-		m.workflows.ApplyTombstone(key)
-		if _, ok := m.workflows.Workflows[key]; !ok {
-			delete(m.timelines, key)
-			delete(m.seenEvents, key)
-			delete(m.requests, key)
+		switch id := m.workflows.ApplyTombstone(key); id {
+		case "":
+		case key: // the workflow itself is gone
+			delete(m.timelines, id)
+			delete(m.seenEvents, id)
+			delete(m.requests, id)
+			delete(m.stale, id)
+		default: // one of its targets
+			m.stale[id] = true
 		}
-		m.markStale(key)
 		m.bump()
 		return
 	}
@@ -415,26 +404,11 @@ func (m *Model) ApplyWorkflowRow(key string, rec *records.WorkflowRecord) {
 	m.bump()
 }
 
-// markStale marks the workflow a workflows-topic key belongs to.
-func (m *Model) markStale(key string) {
-	for id := key; id != ""; {
-		if _, ok := m.workflows.Workflows[id]; ok {
-			m.stale[id] = true
-			return
-		}
-		i := strings.LastIndexByte(id, '/')
-		if i < 0 {
-			return
-		}
-		id = id[:i]
-	}
-}
-
 // describeDecision says in a line what a header row decided.
 func describeDecision(w *records.Workflow) string {
 	what := strings.ReplaceAll(w.Event, "-", " ")
 	if w.Phase < len(w.Phases) && !w.State.Terminal() && (strings.HasPrefix(w.Event, "phase") || strings.HasPrefix(w.Event, "wave")) {
-		what += ": phase " + w.Phases[w.Phase].Name + ", wave " + itoa(w.Wave+1)
+		what += ": phase " + w.Phases[w.Phase].Name + ", wave " + strconv.Itoa(w.Wave+1)
 	}
 	if w.Reason != "" {
 		what += ": " + w.Reason
@@ -452,7 +426,7 @@ func (m *Model) ApplyRequest(req records.Request) {
 	case req.Submit != nil:
 		m.requests[env.ID] = &requester{principal: env.Principal, at: env.Time}
 		m.timelines[env.ID] = append(m.timelines[env.ID], TimelineItem{At: env.Time, Principal: env.Principal, Kind: "request",
-			What: "asked for rollout " + quote(req.Submit.Spec.Name)})
+			What: "asked for rollout " + strconv.Quote(req.Submit.Spec.Name)})
 	case req.Control != nil:
 		c := req.Control
 		what := "asked to " + string(c.Action)

@@ -482,7 +482,3 @@ func boolOrder(last bool) int {
 	}
 	return -1
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
-
-func quote(s string) string { return strconv.Quote(s) }

@@ -237,10 +237,11 @@ func (s *State) ApplyRow(partition int32, rec records.WorkflowRecord) {
 // workflow ID (the header's), or a workflow ID, '/' and a cluster ID (a
 // target's). A rollback's workflow ID has a '/' of its own
 // (records.RollbackID), so the workflow is the longest known prefix.
-func (s *State) ApplyTombstone(key string) {
+// It returns the workflow the row was of ("" if none is known).
+func (s *State) ApplyTombstone(key string) (workflowID string) {
 	if _, ok := s.Workflows[key]; ok {
 		s.Forget(key)
-		return
+		return key
 	}
 	for i := len(key) - 1; i > 0; i-- {
 		if key[i] != '/' {
@@ -248,9 +249,10 @@ func (s *State) ApplyTombstone(key string) {
 		}
 		if w := s.Workflows[key[:i]]; w != nil {
 			delete(w.Targets, key[i+1:])
-			return
+			return w.ID
 		}
 	}
+	return ""
 }
 
 // Forget drops a workflow, as when its partition is lost.
