@@ -78,6 +78,16 @@ type Options struct {
 	// Metrics, if set, is the registry of the services' metrics (package
 	// metrics); copies of a service share one set.
 	Metrics prometheus.Registerer
+	// Brokers, if set, are the broker the fleet runs on instead of the
+	// test broker (a secure one, brokertest.Secure).
+	Brokers []string
+	// ClientOpts, if set, are the client options of each service
+	// ("planner", "executor", "monitor", "notifier") and of the harness's
+	// own clients ("harness"): their credentials on a secure broker.
+	ClientOpts func(who string) []kgo.Opt
+	// Prepare, if set, runs after the topics are created and the clusters
+	// registered, before any service starts (to apply ACLs, say).
+	Prepare func(f *Fleet)
 }
 
 // Fleet is the four services and a simulated fleet under test.
@@ -136,9 +146,13 @@ func Start(t testing.TB, o Options) *Fleet {
 		_ = level.UnmarshalText([]byte(l))
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+	brokers := o.Brokers
+	if brokers == nil {
+		brokers = Brokers(t)
+	}
 	f := &Fleet{
 		t:        t,
-		Backbone: backbone.Config{Brokers: Brokers(t), Namespace: ns, Logger: log},
+		Backbone: backbone.Config{Brokers: brokers, Namespace: ns, Logger: log, ClientOpts: o.clientOpts("harness")},
 		Clock:    clock,
 		Sim:      sim,
 		Clusters: simfleet.GenerateClusters(o.Clusters),
@@ -161,10 +175,20 @@ func Start(t testing.TB, o Options) *Fleet {
 		return records.DecodeWorkflowRecord(r.Value)
 	})
 	go f.workflow.Run(f.ctx)
+	if o.Prepare != nil {
+		o.Prepare(f)
+	}
 	for _, name := range Services {
 		f.StartService(name)
 	}
 	return f
+}
+
+func (o Options) clientOpts(who string) []kgo.Opt {
+	if o.ClientOpts == nil {
+		return nil
+	}
+	return o.ClientOpts(who)
 }
 
 // testWriter sends the services' warnings to the test log.
@@ -243,6 +267,7 @@ func (f *Fleet) StartService(name string) {
 	ctx, cancel := context.WithCancel(f.ctx)
 	cfg := f.Backbone
 	kind, copyID, _ := strings.Cut(name, "#")
+	cfg.ClientOpts = f.opts.clientOpts(kind)
 	if copyID == "" {
 		copyID = "0"
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/execdriver"
+	"github.com/flotilla-fleet/flotilla/pkg/kafkaauth"
 	"github.com/flotilla-fleet/flotilla/pkg/kafkadriver"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
@@ -41,6 +43,91 @@ type BackboneFlags struct {
 	Namespace string
 	LogLevel  string
 	LogFormat string
+	Security  SecurityFlags
+}
+
+// SecurityFlags say how to authenticate to the backbone and trust it: a
+// client config file (backbone.LoadSecurity), overridden field by field by
+// the flags, whose defaults come from the environment. No flag takes a
+// secret: a password comes from --sasl-password-file or the environment
+// (FLOTILLA_SASL_PASSWORD), so that it never shows in a process list.
+type SecurityFlags struct {
+	ConfigFile            string
+	TLS                   bool
+	TLSCAFile             string
+	TLSCertFile           string
+	TLSKeyFile            string
+	TLSServerName         string
+	TLSInsecureSkipVerify bool
+	SASLMechanism         string
+	SASLUsername          string
+	SASLPasswordFile      string
+	SASLTokenFile         string
+}
+
+// Bind adds the flags to fs.
+func (f *SecurityFlags) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&f.ConfigFile, "kafka-config", os.Getenv("FLOTILLA_KAFKA_CONFIG"), "YAML file of how to reach Kafka securely (tls:, sasl:); the flags below override it (env FLOTILLA_KAFKA_CONFIG)")
+	fs.BoolVar(&f.TLS, "tls", envBool("FLOTILLA_TLS"), "speak TLS to the brokers (env FLOTILLA_TLS); implied by the other --tls-* flags")
+	fs.StringVar(&f.TLSCAFile, "tls-ca-file", os.Getenv("FLOTILLA_TLS_CA_FILE"), "PEM file of the CAs to trust instead of the system's (env FLOTILLA_TLS_CA_FILE)")
+	fs.StringVar(&f.TLSCertFile, "tls-cert-file", os.Getenv("FLOTILLA_TLS_CERT_FILE"), "PEM client certificate, for mutual TLS (env FLOTILLA_TLS_CERT_FILE)")
+	fs.StringVar(&f.TLSKeyFile, "tls-key-file", os.Getenv("FLOTILLA_TLS_KEY_FILE"), "PEM key of the client certificate (env FLOTILLA_TLS_KEY_FILE)")
+	fs.StringVar(&f.TLSServerName, "tls-server-name", os.Getenv("FLOTILLA_TLS_SERVER_NAME"), "name to check the brokers' certificates against, instead of the host dialled (env FLOTILLA_TLS_SERVER_NAME)")
+	fs.BoolVar(&f.TLSInsecureSkipVerify, "tls-insecure-skip-verify", false, "do not check the brokers' certificates (tests only)")
+	fs.StringVar(&f.SASLMechanism, "sasl-mechanism", os.Getenv("FLOTILLA_SASL_MECHANISM"), "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (env FLOTILLA_SASL_MECHANISM)")
+	fs.StringVar(&f.SASLUsername, "sasl-username", os.Getenv("FLOTILLA_SASL_USERNAME"), "SASL user (env FLOTILLA_SASL_USERNAME)")
+	fs.StringVar(&f.SASLPasswordFile, "sasl-password-file", os.Getenv("FLOTILLA_SASL_PASSWORD_FILE"), "file holding the SASL password; without it, the password is read from env FLOTILLA_SASL_PASSWORD (env FLOTILLA_SASL_PASSWORD_FILE)")
+	fs.StringVar(&f.SASLTokenFile, "sasl-token-file", os.Getenv("FLOTILLA_SASL_TOKEN_FILE"), "file holding the OAUTHBEARER token, read again at each connection (env FLOTILLA_SASL_TOKEN_FILE)")
+}
+
+// Security returns the settings the file and the flags describe.
+func (f *SecurityFlags) Security() (backbone.Security, error) {
+	var s backbone.Security
+	if f.ConfigFile != "" {
+		var err error
+		if s, err = backbone.LoadSecurity(f.ConfigFile); err != nil {
+			return backbone.Security{}, err
+		}
+	}
+	if f.TLS || f.TLSCAFile != "" || f.TLSCertFile != "" || f.TLSKeyFile != "" || f.TLSServerName != "" || f.TLSInsecureSkipVerify {
+		if s.TLS == nil {
+			s.TLS = &kafkaauth.TLS{}
+		}
+		set(&s.TLS.CAFile, f.TLSCAFile)
+		set(&s.TLS.CertFile, f.TLSCertFile)
+		set(&s.TLS.KeyFile, f.TLSKeyFile)
+		set(&s.TLS.ServerName, f.TLSServerName)
+		s.TLS.InsecureSkipVerify = s.TLS.InsecureSkipVerify || f.TLSInsecureSkipVerify
+	}
+	if f.SASLMechanism != "" || f.SASLUsername != "" || f.SASLPasswordFile != "" || f.SASLTokenFile != "" {
+		if s.SASL == nil {
+			if f.SASLMechanism == "" {
+				return backbone.Security{}, fmt.Errorf("--sasl-username, --sasl-password-file and --sasl-token-file need --sasl-mechanism (or sasl.mechanism in --kafka-config)")
+			}
+			s.SASL = &backbone.SASL{}
+		}
+		set(&s.SASL.Mechanism, f.SASLMechanism)
+		set(&s.SASL.Username, f.SASLUsername)
+		if f.SASLPasswordFile != "" {
+			s.SASL.PasswordFile, s.SASL.PasswordEnv = f.SASLPasswordFile, ""
+		}
+		set(&s.SASL.TokenFile, f.SASLTokenFile)
+	}
+	if err := s.Validate(); err != nil {
+		return backbone.Security{}, err
+	}
+	return s, nil
+}
+
+func set(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+func envBool(name string) bool {
+	v, err := strconv.ParseBool(os.Getenv(name))
+	return err == nil && v
 }
 
 // Bind adds the flags to fs.
@@ -49,6 +136,7 @@ func (f *BackboneFlags) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Namespace, "namespace", EnvOr("FLOTILLA_NAMESPACE", "fleet"), "prefix of Flotilla's topic and group names (env FLOTILLA_NAMESPACE)")
 	fs.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", "text", "log format: text or json")
+	f.Security.Bind(fs)
 }
 
 // Config returns the backbone configuration the flags describe.
@@ -61,7 +149,15 @@ func (f *BackboneFlags) Config() (backbone.Config, error) {
 	if err != nil {
 		return backbone.Config{}, err
 	}
-	return backbone.Config{Brokers: brokers, Namespace: f.Namespace, Logger: log}, nil
+	sec, err := f.Security.Security()
+	if err != nil {
+		return backbone.Config{}, err
+	}
+	opts, err := sec.ClientOpts(os.LookupEnv)
+	if err != nil {
+		return backbone.Config{}, err
+	}
+	return backbone.Config{Brokers: brokers, Namespace: f.Namespace, Logger: log, ClientOpts: opts, User: sec.Username()}, nil
 }
 
 // NewLogger returns a logger writing to stderr at a level and in a format

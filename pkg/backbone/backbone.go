@@ -48,6 +48,9 @@ type Config struct {
 	Logger    *slog.Logger
 	// ClientOpts are added to every client made from this Config (TLS, SASL, ...).
 	ClientOpts []kgo.Opt
+	// User is the SASL user the clients authenticate as, "" without SASL:
+	// the CLI's principal unless FLOTILLA_PRINCIPAL says otherwise.
+	User string
 	// SessionTimeout is how long a service's copy with a stable identity
 	// may be away before its group gives its partitions to others
 	// (StaticMember); 0 means StaticSessionTimeout.

@@ -193,8 +193,28 @@ func (c Config) recordRegister(ctx context.Context, adm *kadm.Client, ids TopicI
 	for t := range ids {
 		offsets.Add(kadm.Offset{Topic: t, Partition: 0, At: 0, LeaderEpoch: -1, Metadata: meta})
 	}
-	if err := adm.CommitAllOffsets(ctx, group, offsets); err != nil {
+	// Under ACLs a service may commit only on the topics it reads; every
+	// entry names every topic, so the entries it may write suffice, and
+	// the other services write the rest.
+	res, err := adm.CommitOffsets(ctx, group, offsets)
+	if err != nil {
 		return fmt.Errorf("record the register of topics (group %s): %w", group, err)
+	}
+	recorded := 0
+	var failed []error
+	res.Each(func(r kadm.OffsetResponse) {
+		switch {
+		case r.Err == nil:
+			recorded++
+		case !errors.Is(r.Err, kerr.TopicAuthorizationFailed):
+			failed = append(failed, fmt.Errorf("%s: %w", r.Topic, r.Err))
+		}
+	})
+	if len(failed) > 0 || recorded == 0 {
+		if recorded == 0 && len(failed) == 0 {
+			failed = append(failed, fmt.Errorf("not authorized to read any of the topics: %w", kerr.TopicAuthorizationFailed))
+		}
+		return fmt.Errorf("record the register of topics (group %s): %w", group, errors.Join(failed...))
 	}
 	return nil
 }

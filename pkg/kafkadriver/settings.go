@@ -3,10 +3,8 @@ package kafkadriver
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -15,10 +13,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/kafkaauth"
 )
 
 // The settings of an inventory entry ([inventory.Cluster.Settings]) the
@@ -332,28 +329,14 @@ func (s settings) conn(c inventory.Cluster, lookupEnv func(string) (string, bool
 	}
 
 	if s.tls() {
-		cfg := &tls.Config{
-			MinVersion:         tls.VersionTLS12,
-			ServerName:         s.serverName,
-			InsecureSkipVerify: s.insecureSkipVerify, //nolint:gosec // the operator asked for it, for tests
-		}
-		if s.caFile != "" {
-			pem, err := os.ReadFile(s.caFile)
-			if err != nil {
-				return conn{}, bad(SettingTLSCAFile, "read: %v", err)
+		cfg, err := kafkaauth.TLS{CAFile: s.caFile, CertFile: s.certFile, KeyFile: s.keyFile, ServerName: s.serverName, InsecureSkipVerify: s.insecureSkipVerify}.Config()
+		if err != nil {
+			setting := SettingTLSCAFile
+			var fe *kafkaauth.FileError
+			if errors.As(err, &fe) && fe.Which == kafkaauth.WhichCert {
+				setting = SettingTLSCertFile
 			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return conn{}, bad(SettingTLSCAFile, "%s holds no PEM certificate", s.caFile)
-			}
-			cfg.RootCAs = pool
-		}
-		if s.certFile != "" {
-			cert, err := tls.LoadX509KeyPair(s.certFile, s.keyFile)
-			if err != nil {
-				return conn{}, bad(SettingTLSCertFile, "load client certificate: %v", err)
-			}
-			cfg.Certificates = []tls.Certificate{cert}
+			return conn{}, bad(setting, "%v", err)
 		}
 		out.tls = cfg
 	}
@@ -363,14 +346,11 @@ func (s settings) conn(c inventory.Cluster, lookupEnv func(string) (string, bool
 		if !ok || pass == "" {
 			return conn{}, bad(SettingSASLPasswordEnv, "environment variable %s is not set in this process (the executor and the monitor both need it)", s.passwordEnv)
 		}
-		switch s.mechanism {
-		case "PLAIN":
-			out.sasl = plain.Auth{User: s.username, Pass: pass}.AsMechanism()
-		case "SCRAM-SHA-256":
-			out.sasl = scram.Auth{User: s.username, Pass: pass}.AsSha256Mechanism()
-		case "SCRAM-SHA-512":
-			out.sasl = scram.Auth{User: s.username, Pass: pass}.AsSha512Mechanism()
+		m, err := kafkaauth.Password(s.mechanism, s.username, pass)
+		if err != nil {
+			return conn{}, bad(SettingSASLMechanism, "%v", err)
 		}
+		out.sasl = m
 	}
 	return out, nil
 }

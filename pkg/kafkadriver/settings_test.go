@@ -224,9 +224,9 @@ func TestConnTLS(t *testing.T) {
 		settings map[string]string
 		want     string
 	}{
-		{"missing CA file", map[string]string{"security.protocol": "SSL", "tls.ca.file": filepath.Join(dir, "nope.pem")}, "setting tls.ca.file: read:"},
+		{"missing CA file", map[string]string{"security.protocol": "SSL", "tls.ca.file": filepath.Join(dir, "nope.pem")}, "setting tls.ca.file: tls CA file"},
 		{"CA file without certificates", map[string]string{"security.protocol": "SSL", "tls.ca.file": garbage}, "holds no PEM certificate"},
-		{"bad key pair", map[string]string{"security.protocol": "SSL", "tls.cert.file": certFile, "tls.key.file": garbage}, "setting tls.cert.file: load client certificate"},
+		{"bad key pair", map[string]string{"security.protocol": "SSL", "tls.cert.file": certFile, "tls.key.file": garbage}, "setting tls.cert.file: tls client certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cluster(tc.settings)

@@ -95,3 +95,46 @@ func Compact(t testing.TB) {
 		embedded.Compact()
 	}
 }
+
+// SecureEnv names a real broker's listener that requires SASL (SCRAM) and
+// checks ACLs: "host:port". SecureAdminEnv is "user:password" of a super
+// user there (.ci/kafka.sh sets both).
+const (
+	SecureEnv      = "FLOTILLA_TEST_SECURE_BROKERS"
+	SecureAdminEnv = "FLOTILLA_TEST_SECURE_ADMIN"
+)
+
+// SecureBroker is a broker that authenticates every client with SASL and
+// authorizes every request with ACLs, and how its super user signs in.
+type SecureBroker struct {
+	Addrs     []string
+	Mechanism string // SCRAM-SHA-512
+	AdminUser string
+	AdminPass string
+}
+
+// Secure returns a broker with SASL and ACLs on: the real one named by
+// FLOTILLA_TEST_SECURE_BROKERS when the tests run on a real Kafka, or else
+// an embedded kfake broker of the test's own, closed when it ends. On a
+// real Kafka without a secure listener the test fails: CI must not pass
+// the security tests by skipping them.
+func Secure(t testing.TB) SecureBroker {
+	t.Helper()
+	if Real() {
+		addr, admin := os.Getenv(SecureEnv), os.Getenv(SecureAdminEnv)
+		user, pass, ok := strings.Cut(admin, ":")
+		if addr == "" || !ok {
+			t.Fatalf("the tests run on a real Kafka (%s), but %s and %s do not name its SASL listener and super user (.ci/kafka.sh prints them)", Env, SecureEnv, SecureAdminEnv)
+		}
+		return SecureBroker{Addrs: strings.Split(addr, ","), Mechanism: "SCRAM-SHA-512", AdminUser: user, AdminPass: pass}
+	}
+	b := SecureBroker{Mechanism: "SCRAM-SHA-512", AdminUser: "admin", AdminPass: "admin-" + strings.ReplaceAll(t.Name(), "/", "-")}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("flotilla-secure-test"),
+		kfake.EnableSASL(), kfake.EnableACLs(), kfake.Superuser(b.Mechanism, b.AdminUser, b.AdminPass))
+	if err != nil {
+		t.Fatalf("start an embedded broker with SASL and ACLs: %v", err)
+	}
+	t.Cleanup(c.Close)
+	b.Addrs = c.ListenAddrs()
+	return b
+}
