@@ -6,11 +6,14 @@
 #   bash .ci/kafka.sh stop    # stop the broker started here and delete its data
 #   bash .ci/kafka.sh logs    # the tail of the broker's log
 #   bash .ci/kafka.sh brokers # host:port of the running broker
+#   bash .ci/kafka.sh secure  # host:port of its SASL listener, and admin:password
 #   bash .ci/kafka.sh fetch   # only fetch the jars into the cache
 #
 # The broker is one KRaft node (broker and controller in one JVM, heap at
-# most 512 MiB) on 127.0.0.1, port $FLOTILLA_KAFKA_PORT (39092) and the next
-# one for its controller, or two free ports if those are taken. Its config is
+# most 512 MiB) on 127.0.0.1, port $FLOTILLA_KAFKA_PORT (39092), the next
+# one for its controller and the one after for a SASL (SCRAM-SHA-512)
+# listener whose requests the standard authorizer checks against ACLs, or
+# three free ports if those are taken. Its config is
 # .ci/kafka/server.properties; its storage is formatted afresh on every start.
 #
 # The jars (the version is kafka.version in .ci/kafka/pom.xml) are copied
@@ -91,12 +94,15 @@ start() {
 	touch "$state/.flotilla-kafka"
 	(cd "$root" && go build -o "$state/probe" .ci/kafka/probe.go) || die "cannot build .ci/kafka/probe.go"
 
-	local port=${FLOTILLA_KAFKA_PORT:-39092} cport
-	cport=$((port + 1))
-	if port_taken "$port" || port_taken "$cport"; then
-		say "port $port or $cport is taken: using free ports"
-		{ read -r port && read -r cport; } < <("$state/probe" ports 2)
+	local port=${FLOTILLA_KAFKA_PORT:-39092} cport sport admin_pass
+	cport=$((port + 1)) sport=$((port + 2))
+	if port_taken "$port" || port_taken "$cport" || port_taken "$sport"; then
+		say "port $port, $cport or $sport is taken: using free ports"
+		{ read -r port && read -r cport && read -r sport; } < <("$state/probe" ports 3)
 	fi
+	# The SASL listener's super user, with a password of this start's.
+	admin_pass=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+	(umask 077 && echo "admin:$admin_pass" >"$state/admin")
 
 	local start=$SECONDS attempt
 	local java=(java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
@@ -106,10 +112,11 @@ start() {
 	# bind: then the broker starts again on fresh free ports.
 	for attempt in 1 2 3; do
 		rm -rf "$state/data" && mkdir -p "$state/data"
-		sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@DATA_DIR@|$state/data|g" \
+		sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@SASL_PORT@|$sport|g" -e "s|@DATA_DIR@|$state/data|g" \
 			"$here/kafka/server.properties" >"$state/server.properties"
 		if ! "${java[@]}" kafka.tools.StorageTool format \
-			-t "$cluster_id" -c "$state/server.properties" >"$state/format.log" 2>&1; then
+			-t "$cluster_id" -c "$state/server.properties" \
+			--add-scram "SCRAM-SHA-512=[name=admin,password=$admin_pass]" >"$state/format.log" 2>&1; then
 			cat "$state/format.log" >&2
 			die "cannot format the broker's storage in $state/data"
 		fi
@@ -118,7 +125,8 @@ start() {
 		local pid=$!
 		echo "$pid" >"$state/pid"
 		echo "127.0.0.1:$port" >"$state/brokers"
-		say "Apache Kafka $version starting (pid $pid) on 127.0.0.1:$port, controller on $cport; log in $state/kafka.log"
+		echo "127.0.0.1:$sport" >"$state/secure"
+		say "Apache Kafka $version starting (pid $pid) on 127.0.0.1:$port, controller on $cport, SASL on $sport; log in $state/kafka.log"
 
 		if "$state/probe" wait -brokers "127.0.0.1:$port" -pid "$pid" \
 			-timeout "${FLOTILLA_KAFKA_START_TIMEOUT:-120s}"; then
@@ -128,7 +136,7 @@ start() {
 			say "a port was taken meanwhile: starting again on free ports"
 			kill -KILL "$pid" 2>/dev/null || true
 			: >"$state/kafka.log"
-			{ read -r port && read -r cport; } < <("$state/probe" ports 2)
+			{ read -r port && read -r cport && read -r sport; } < <("$state/probe" ports 3)
 			continue
 		fi
 		logs >&2
@@ -181,14 +189,23 @@ brokers() {
 	cat "$state/brokers"
 }
 
+# secure prints the SASL listener's address, then the super user's
+# admin:password (the security tests' FLOTILLA_TEST_SECURE_BROKERS and
+# FLOTILLA_TEST_SECURE_ADMIN).
+secure() {
+	[[ -f $state/secure && -f $state/admin ]] || die "no broker running (start one with: bash .ci/kafka.sh start)"
+	cat "$state/secure" "$state/admin"
+}
+
 case ${1:-} in
 start) start ;;
+secure) secure ;;
 stop) stop ;;
 logs) logs "${2:-80}" ;;
 brokers) brokers ;;
 fetch) fetch ;;
 *)
-	echo "usage: bash .ci/kafka.sh start|stop|logs [N]|brokers|fetch" >&2
+	echo "usage: bash .ci/kafka.sh start|stop|logs [N]|brokers|secure|fetch" >&2
 	exit 2
 	;;
 esac
