@@ -44,7 +44,7 @@ func devCommand() *cobra.Command {
 		partitions                         int32
 		df                                 servicecmd.DriverFlags
 		probeInterval, heartbeat           time.Duration
-		brokerOnly                         bool
+		brokerOnly, secure                 bool
 		metricsAddr                        string
 	)
 	cmd := &cobra.Command{
@@ -55,6 +55,13 @@ creates Flotilla's topics, registers a simulated fleet of --sim-clusters
 clusters with varied labels, and runs the planner, executor, monitor and
 notifier in this process. Ctrl-C stops it cleanly; started again on the
 same data directory it carries on where it stopped.
+
+With --secure the broker signs every client in with SASL (SCRAM-SHA-512)
+and checks ACLs: dev creates a user for each service and one for you (an
+operator and fleet admin, named as FLOTILLA_PRINCIPAL or your login), the
+least-privilege ACLs of 'flotilla acl plan', and the client config files
+in DATA-DIR/secure, and prints how to connect. A data directory run with
+--secure runs only with --secure.
 
 With --broker-only it runs the broker, the topics and the simulated fleet
 but no service, and prints how to run each service as a process of its
@@ -72,7 +79,7 @@ clusters' state through --sim-dir.`,
 			o := devOptions{
 				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Partitions: partitions, Drivers: df,
 				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, MetricsAddr: metricsAddr, HTTP: httpAddr, Out: cmd.OutOrStdout(),
-				Sinks: sinksFile,
+				Sinks: sinksFile, Secure: secure,
 			}
 			if brokerOnly {
 				o.BrokerOnly = true
@@ -102,6 +109,7 @@ clusters' state through --sim-dir.`,
 	fs.DurationVar(&heartbeat, "heartbeat", 5*time.Second, "longest time without a health signal for a cluster")
 	fs.StringVar(&httpAddr, "http", "127.0.0.1:8080", "address of the web dashboard (empty: none)")
 	fs.StringVar(&sinksFile, "sinks", servicecmd.EnvOr("FLOTILLA_SINKS", ""), "YAML routing file of the notifier's sinks (webhooks, Slack) (env FLOTILLA_SINKS)")
+	fs.BoolVar(&secure, "secure", false, "run the broker with SASL sign-in and ACLs, each service as a principal of its own, and print how to connect")
 	fs.BoolVar(&brokerOnly, "broker-only", false, "run the broker, the topics and the simulated fleet without the services, and print how to run each service against them")
 	servicecmd.BindMetricsAddr(fs, &metricsAddr)
 	df.Bind(fs)
@@ -134,18 +142,48 @@ type devOptions struct {
 	// under its own names. OnMetrics, if set, is told the address bound.
 	MetricsAddr string
 	OnMetrics   func(addr net.Addr)
+	// Secure runs the broker with SASL and ACLs (see devSecurity).
+	Secure bool
 }
 
 func runDev(ctx context.Context, o devOptions) error {
 	if err := servicecmd.CheckSinks(o.Sinks); err != nil {
 		return err
 	}
-	broker, err := backbone.StartEmbedded(o.Addr, filepath.Join(o.DataDir, "kafka"))
-	if err != nil {
+	var sec *devSecurity
+	if _, err := os.Stat(secureDir(o.DataDir)); err == nil && !o.Secure {
+		return fmt.Errorf("%s was run with --secure (its broker signs clients in and checks ACLs): run dev with --secure again, or give another --data-dir", o.DataDir)
+	}
+	var broker *backbone.Embedded
+	var err error
+	if o.Secure {
+		s, err := openDevSecurity(o.DataDir, principal())
+		if err != nil {
+			return fmt.Errorf("--secure: credentials in %s: %w", secureDir(o.DataDir), err)
+		}
+		sec = &s
+		pass, err := sec.password(devAdmin)
+		if err != nil {
+			return err
+		}
+		broker, err = backbone.StartEmbeddedSecure(o.Addr, filepath.Join(o.DataDir, "kafka"), devAdmin, pass)
+		if err != nil {
+			return err
+		}
+	} else if broker, err = backbone.StartEmbedded(o.Addr, filepath.Join(o.DataDir, "kafka")); err != nil {
 		return err
 	}
 	defer broker.Close()
 	cfg := backbone.Config{Brokers: broker.Addrs(), Namespace: o.Namespace, Logger: o.Log}
+	// as returns the configuration of a service's principal: the one
+	// cfg is, unless --secure gives each service a user of its own.
+	as := func(service string) (backbone.Config, error) { return cfg, nil }
+	if sec != nil {
+		if cfg, err = sec.as(cfg, devAdmin); err != nil {
+			return err
+		}
+		as = func(service string) (backbone.Config, error) { return sec.as(cfg, devServicePrincipals[service]) }
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ids, err := cfg.SetUpTopics(ctx, cmp.Or(o.Partitions, topics.DefaultPartitions), 1)
@@ -153,12 +191,20 @@ func runDev(ctx context.Context, o devOptions) error {
 		return fmt.Errorf("topics: %w", err)
 	}
 	go cfg.KeepTopicIDs(ctx, ids)
+	if sec != nil {
+		if err := sec.setUp(ctx, cfg); err != nil {
+			return fmt.Errorf("--secure: users and ACLs: %w", err)
+		}
+	}
 	added, err := registerSimFleet(ctx, cfg, o.Clusters)
 	if err != nil {
 		return fmt.Errorf("register the simulated fleet: %w", err)
 	}
+	if sec != nil {
+		sec.printHowToConnect(o.Out, broker.Addrs())
+	}
 	if o.BrokerOnly {
-		printServiceCommands(o, broker.Addrs())
+		printServiceCommands(o, broker.Addrs(), sec)
 		if o.OnReady != nil {
 			o.OnReady(broker.Addrs())
 		}
@@ -178,15 +224,21 @@ func runDev(ctx context.Context, o devOptions) error {
 		return err
 	}
 
+	svc := map[string]backbone.Config{}
+	for _, name := range []string{"planner", "executor", "monitor", "notifier"} {
+		if svc[name], err = as(name); err != nil {
+			return err
+		}
+	}
 	services := map[string]func(context.Context) error{
 		"planner": func(ctx context.Context) error {
-			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.Planner})
+			return planner.Run(ctx, planner.Config{Backbone: svc["planner"], InstanceID: "dev", StaticMembership: true, Metrics: sets.Planner})
 		},
 		"executor": func(ctx context.Context) error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev", Metrics: sets.Executor})
+			return executor.Run(ctx, executor.Config{Backbone: svc["executor"], Drivers: reg, InstanceID: "dev", Metrics: sets.Executor})
 		},
 		"monitor": func(ctx context.Context) error {
-			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.Monitor})
+			return monitor.Run(ctx, monitor.Config{Backbone: svc["monitor"], Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.Monitor})
 		},
 		"notifier": func(ctx context.Context) error {
 			var observer sinks.Observer
@@ -194,12 +246,12 @@ func runDev(ctx context.Context, o devOptions) error {
 				observer = sets.Notifier.Deliveries()
 			}
 			run := func(ctx context.Context) error {
-				return servicecmd.RunNotifier(ctx, notifier.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.Notifier}, o.Sinks, observer)
+				return servicecmd.RunNotifier(ctx, notifier.Config{Backbone: svc["notifier"], InstanceID: "dev", StaticMembership: true, Metrics: sets.Notifier}, o.Sinks, observer)
 			}
 			if o.HTTP == "" {
 				return run(ctx)
 			}
-			return servicecmd.RunWithDashboard(ctx, cfg, o.HTTP, sets.handler, func(addr net.Addr) {
+			return servicecmd.RunWithDashboard(ctx, svc["notifier"], o.HTTP, sets.handler, func(addr net.Addr) {
 				if o.Out != nil {
 					fmt.Fprintf(o.Out, "dashboard: %s\n", dashboard.URL(addr))
 				}
@@ -289,21 +341,27 @@ func (o devOptions) serveMetrics(ctx context.Context) (devMetrics, error) {
 
 // printServiceCommands tells how to run each service as a process of its
 // own against the broker of `dev --broker-only`.
-func printServiceCommands(o devOptions, brokers []string) {
+func printServiceCommands(o devOptions, brokers []string, sec *devSecurity) {
 	simDir := absPath(o.Drivers.Sim.Dir)
 	if o.Out == nil {
 		o.Out = os.Stdout
 	}
-	common := []string{"--brokers", strings.Join(brokers, ","), "--namespace", o.Namespace}
+	common := func(service string) []string {
+		args := []string{service, "--brokers", strings.Join(brokers, ","), "--namespace", o.Namespace}
+		if sec != nil {
+			args = append(args, "--kafka-config", absPath(sec.ConfigFile(devServicePrincipals[service])))
+		}
+		return args
+	}
 	sim := append([]string{"--sim-dir", simDir}, o.DriverArgs...)
-	notifierArgs := append([]string{"notifier"}, common...)
+	notifierArgs := common("notifier")
 	if o.Sinks != "" {
 		notifierArgs = append(notifierArgs, "--sinks", absPath(o.Sinks))
 	}
 	lines := [][]string{
-		append([]string{"planner"}, common...),
-		append(append([]string{"executor"}, common...), sim...),
-		append(append(append([]string{"monitor"}, common...), sim...),
+		common("planner"),
+		append(common("executor"), sim...),
+		append(append(common("monitor"), sim...),
 			"--interval", o.ProbeInterval.String(), "--heartbeat", o.Heartbeat.String()),
 		notifierArgs,
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics/metricstest"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -235,5 +237,120 @@ func TestDevBrokerOnly(t *testing.T) {
 	services.Wait()
 	if err := <-devDone; err != nil {
 		t.Errorf("dev --broker-only stopped with: %v", err)
+	}
+}
+
+// TestDevSecure runs `flotilla dev --secure`: a client without credentials
+// is refused, the user's printed client config signs the CLI in, and a
+// rollout submitted with it runs through the services, each signed in as
+// its own principal under the plan's ACLs. Started again on the same data
+// directory it carries on; without --secure it refuses to start.
+func TestDevSecure(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("FLOTILLA_PRINCIPAL", "dana")
+	start := func(secure bool) (brokers []string, out *syncBuffer, stop func(), err error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		ready := make(chan []string, 1)
+		done := make(chan error, 1)
+		out = &syncBuffer{}
+		go func() {
+			done <- runDev(ctx, devOptions{
+				DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 12, Secure: secure, Out: out,
+				Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 100 * time.Millisecond}},
+				ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
+				Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+				OnReady: func(b []string) { ready <- b },
+			})
+		}()
+		select {
+		case b := <-ready:
+			return b, out, func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("dev stopped with: %v", err)
+				}
+			}, nil
+		case err := <-done:
+			cancel()
+			return nil, out, nil, err
+		case <-time.After(30 * time.Second):
+			t.Fatal("dev did not start in 30s")
+		}
+		return nil, nil, nil, nil
+	}
+	cli := func(brokers []string, args ...string) (string, error) {
+		var out bytes.Buffer
+		cmd := rootCommand()
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(append(args, "--brokers", strings.Join(brokers, ","), "--timeout", "10s"))
+		err := cmd.ExecuteContext(context.Background())
+		return out.String(), err
+	}
+
+	brokers, out, stop, err := start(true)
+	if err != nil {
+		t.Fatalf("dev --secure did not start: %v", err)
+	}
+	// What dev prints: the config file to export.
+	var config string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "export FLOTILLA_KAFKA_CONFIG="); ok {
+			config = v
+		}
+	}
+	if config == "" {
+		t.Fatalf("dev --secure printed no FLOTILLA_KAFKA_CONFIG to export:\n%s", out.String())
+	}
+	if _, err := cli(brokers, "cluster", "list"); err == nil {
+		t.Fatal("a client without credentials listed the fleet of a secure broker")
+	}
+	t.Setenv("FLOTILLA_KAFKA_CONFIG", config)
+	if list, err := cli(brokers, "cluster", "list"); err != nil || !strings.Contains(list, "12 clusters") {
+		t.Fatalf("cluster list as dana: %v\n%s", err, list)
+	}
+	spec := filepath.Join(dir, "spec.yaml")
+	os.WriteFile(spec, []byte("name: up\noperation: {type: upgrade, version: 3.9.1}\nselector: kind=kafka\nstrategy:\n  phases:\n    - name: all\n      waves: 2\n"), 0o644)
+	submitted, err := cli(brokers, "rollout", "submit", "-f", spec)
+	if err != nil {
+		t.Fatalf("rollout submit as dana: %v\n%s", err, submitted)
+	}
+	id := lastLine(submitted)
+	state := func() records.WorkflowState {
+		raw, err := cli(brokers, "rollout", "status", id, "-o", "json")
+		if err != nil {
+			t.Fatalf("rollout status: %v\n%s", err, raw)
+		}
+		var p decide.Progress
+		if err := json.Unmarshal([]byte(raw), &p); err != nil {
+			t.Fatal(err)
+		}
+		return p.State
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !state().Terminal() {
+		if time.Now().After(deadline) {
+			t.Fatal("the rollout did not finish within a minute")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if s := state(); s != records.WorkflowSucceeded {
+		t.Fatalf("the rollout ended %s", s)
+	}
+	if audit, err := cli(brokers, "audit", "--workflow", id); err != nil || !strings.Contains(audit, "dana") {
+		t.Fatalf("audit as dana: %v\n%s", err, audit)
+	}
+	stop()
+
+	if _, _, _, err := start(false); err == nil || !strings.Contains(err.Error(), "--secure") {
+		t.Fatalf("dev without --secure on a secure data directory: err %v, want a refusal that names --secure", err)
+	}
+	brokers, _, stop, err = start(true)
+	if err != nil {
+		t.Fatalf("dev --secure did not start again: %v", err)
+	}
+	defer stop()
+	if s := state(); s != records.WorkflowSucceeded {
+		t.Fatalf("after a restart the rollout is %s", s)
 	}
 }

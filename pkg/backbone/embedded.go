@@ -19,6 +19,22 @@ type Embedded struct {
 // ("127.0.0.1:9092"; port 0 picks a free one). dataDir "" keeps everything
 // in memory.
 func StartEmbedded(addr, dataDir string) (*Embedded, error) {
+	return startEmbedded(addr, dataDir)
+}
+
+// EmbeddedMechanism is how clients sign in to a secure embedded broker.
+const EmbeddedMechanism = "SCRAM-SHA-512"
+
+// StartEmbeddedSecure starts an embedded broker as StartEmbedded does, but
+// one that authenticates every client with SASL (EmbeddedMechanism) and
+// authorizes every request with ACLs. Its only user at first is the super
+// user admin, who creates the others and their ACLs (acl.CreateSCRAMUsers,
+// acl.Apply); with a data directory, users and ACLs are kept in it.
+func StartEmbeddedSecure(addr, dataDir, adminUser, adminPassword string) (*Embedded, error) {
+	return startEmbedded(addr, dataDir, kfake.EnableSASL(), kfake.EnableACLs(), kfake.Superuser(EmbeddedMechanism, adminUser, adminPassword))
+}
+
+func startEmbedded(addr, dataDir string, extra ...kfake.Opt) (*Embedded, error) {
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker address %q: %w", addr, err)
@@ -39,6 +55,7 @@ func StartEmbedded(addr, dataDir string) (*Embedded, error) {
 	if dataDir != "" {
 		opts = append(opts, kfake.DataDir(dataDir))
 	}
+	opts = append(opts, extra...)
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded broker on %s: %w", addr, err)

@@ -21,26 +21,26 @@ import (
 // arguments, and are read when a client is built, never logged.
 type Security struct {
 	// TLS, when set, makes every connection TLS.
-	TLS *kafkaauth.TLS `yaml:"tls"`
+	TLS *kafkaauth.TLS `yaml:"tls,omitempty"`
 	// SASL, when set, authenticates every connection.
-	SASL *SASL `yaml:"sasl"`
+	SASL *SASL `yaml:"sasl,omitempty"`
 }
 
 // SASL names a SASL principal and where its secret is.
 type SASL struct {
 	// Mechanism is PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
-	Mechanism string `yaml:"mechanism"`
+	Mechanism string `yaml:"mechanism,omitempty"`
 	// Username is the principal (PLAIN and SCRAM).
-	Username string `yaml:"username"`
+	Username string `yaml:"username,omitempty"`
 	// PasswordFile holds the password (PLAIN and SCRAM); its first line
 	// is used.
-	PasswordFile string `yaml:"passwordFile"`
+	PasswordFile string `yaml:"passwordFile,omitempty"`
 	// PasswordEnv names the environment variable holding the password,
 	// when there is no PasswordFile.
-	PasswordEnv string `yaml:"passwordEnv"`
+	PasswordEnv string `yaml:"passwordEnv,omitempty"`
 	// TokenFile holds the OAUTHBEARER token, read again at each
 	// authentication so that a renewed token is picked up.
-	TokenFile string `yaml:"tokenFile"`
+	TokenFile string `yaml:"tokenFile,omitempty"`
 }
 
 // DefaultPasswordEnv is the environment variable a password is read from

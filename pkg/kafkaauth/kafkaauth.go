@@ -25,17 +25,17 @@ import (
 // system's CAs and checks each broker's host name.
 type TLS struct {
 	// CAFile is a PEM file of the CAs to trust instead of the system's.
-	CAFile string `yaml:"caFile"`
+	CAFile string `yaml:"caFile,omitempty"`
 	// CertFile and KeyFile are a PEM client certificate and its key, for
 	// mutual TLS; both or neither.
-	CertFile string `yaml:"certFile"`
-	KeyFile  string `yaml:"keyFile"`
+	CertFile string `yaml:"certFile,omitempty"`
+	KeyFile  string `yaml:"keyFile,omitempty"`
 	// ServerName is the name the brokers' certificates are checked
 	// against, instead of the host name dialled.
-	ServerName string `yaml:"serverName"`
+	ServerName string `yaml:"serverName,omitempty"`
 	// InsecureSkipVerify skips checking the brokers' certificates: for
 	// tests only.
-	InsecureSkipVerify bool `yaml:"insecureSkipVerify"`
+	InsecureSkipVerify bool `yaml:"insecureSkipVerify,omitempty"`
 }
 
 // FileError is a TLS file that cannot be used.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -35,6 +36,10 @@ const (
 	// with the SASL_* protocols. The password itself never sits in the
 	// inventory, which anyone with read access can replay.
 	SettingSASLPasswordEnv = "sasl.password.env"
+	// SettingSASLPasswordFile names instead a file (on the executor's and
+	// the monitor's machines) whose first line is the password: a mounted
+	// secret. One of the two is required with the SASL_* protocols.
+	SettingSASLPasswordFile = "sasl.password.file"
 	// SettingTLSCAFile is a PEM file of the CAs to trust instead of the
 	// system's.
 	SettingTLSCAFile = "tls.ca.file"
@@ -67,7 +72,7 @@ const DefaultRequestTimeout = 10 * time.Second
 
 var knownSettings = []string{
 	SettingExpectedBrokers, SettingManagedConfigs, SettingRequestTimeoutMS,
-	SettingSASLMechanism, SettingSASLPasswordEnv, SettingSASLUsername,
+	SettingSASLMechanism, SettingSASLPasswordEnv, SettingSASLPasswordFile, SettingSASLUsername,
 	SettingSecurityProtocol, SettingTLSCAFile, SettingTLSCertFile,
 	SettingTLSInsecureSkipVerify, SettingTLSKeyFile, SettingTLSServerName,
 }
@@ -177,6 +182,7 @@ type settings struct {
 	mechanism          string // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
 	username           string
 	passwordEnv        string
+	passwordFile       string
 	caFile             string
 	certFile, keyFile  string
 	serverName         string
@@ -198,20 +204,21 @@ func parseSettings(c inventory.Cluster) (settings, error) {
 	in := c.Settings
 	for k := range in {
 		if k == "sasl.password" {
-			return settings{}, bad(k, "secrets never sit in the inventory: put the password in an environment variable of the executor and monitor and name it in %s", SettingSASLPasswordEnv)
+			return settings{}, bad(k, "secrets never sit in the inventory: put the password in a file or an environment variable of the executor and monitor and name it in %s or %s", SettingSASLPasswordFile, SettingSASLPasswordEnv)
 		}
 		if !slices.Contains(knownSettings, k) {
 			return settings{}, bad(k, "unknown setting (known: %s)", strings.Join(knownSettings, ", "))
 		}
 	}
 	s := settings{
-		protocol:    "PLAINTEXT",
-		username:    in[SettingSASLUsername],
-		passwordEnv: in[SettingSASLPasswordEnv],
-		caFile:      in[SettingTLSCAFile],
-		certFile:    in[SettingTLSCertFile],
-		keyFile:     in[SettingTLSKeyFile],
-		serverName:  in[SettingTLSServerName],
+		protocol:     "PLAINTEXT",
+		username:     in[SettingSASLUsername],
+		passwordEnv:  in[SettingSASLPasswordEnv],
+		passwordFile: in[SettingSASLPasswordFile],
+		caFile:       in[SettingTLSCAFile],
+		certFile:     in[SettingTLSCertFile],
+		keyFile:      in[SettingTLSKeyFile],
+		serverName:   in[SettingTLSServerName],
 
 		requestTimeout: DefaultRequestTimeout,
 	}
@@ -236,14 +243,16 @@ func parseSettings(c inventory.Cluster) (settings, error) {
 		for _, req := range []struct{ name, v string }{
 			{SettingSASLMechanism, s.mechanism},
 			{SettingSASLUsername, s.username},
-			{SettingSASLPasswordEnv, s.passwordEnv},
 		} {
 			if req.v == "" {
 				return settings{}, bad(req.name, "required with %s %s", SettingSecurityProtocol, s.protocol)
 			}
 		}
+		if (s.passwordEnv == "") == (s.passwordFile == "") {
+			return settings{}, bad(SettingSASLPasswordEnv, "with %s %s, name where the password is: %s (an environment variable) or %s (a file), one of them", SettingSecurityProtocol, s.protocol, SettingSASLPasswordEnv, SettingSASLPasswordFile)
+		}
 	} else {
-		for _, k := range []string{SettingSASLMechanism, SettingSASLUsername, SettingSASLPasswordEnv} {
+		for _, k := range []string{SettingSASLMechanism, SettingSASLUsername, SettingSASLPasswordEnv, SettingSASLPasswordFile} {
 			if _, ok := in[k]; ok {
 				return settings{}, bad(k, "needs %s SASL_PLAINTEXT or SASL_SSL (it is %s)", SettingSecurityProtocol, s.protocol)
 			}
@@ -343,7 +352,16 @@ func (s settings) conn(c inventory.Cluster, lookupEnv func(string) (string, bool
 
 	if s.sasl() {
 		pass, ok := lookupEnv(s.passwordEnv)
-		if !ok || pass == "" {
+		if s.passwordFile != "" {
+			data, err := os.ReadFile(s.passwordFile)
+			if err != nil {
+				return conn{}, bad(SettingSASLPasswordFile, "%v (the executor and the monitor both need it)", err)
+			}
+			pass, _, _ = strings.Cut(string(data), "\n")
+			if pass = strings.TrimRight(pass, "\r"); pass == "" {
+				return conn{}, bad(SettingSASLPasswordFile, "%s is empty", s.passwordFile)
+			}
+		} else if !ok || pass == "" {
 			return conn{}, bad(SettingSASLPasswordEnv, "environment variable %s is not set in this process (the executor and the monitor both need it)", s.passwordEnv)
 		}
 		m, err := kafkaauth.Password(s.mechanism, s.username, pass)

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/flotilla-fleet/flotilla/pkg/acl"
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/kafkaauth"
+)
+
+// devSecurity is what `dev --secure` keeps in DATA-DIR/secure: a password
+// file for each SASL user (the broker's super user "admin", each
+// service's principal, and the user running dev), and a client config
+// file for each (USER.yaml, for --kafka-config). The files are the
+// owner's alone; a password never appears in a flag or a log.
+type devSecurity struct {
+	dir  string
+	user string // the operator and fleet admin who runs dev
+}
+
+const devAdmin = "admin"
+
+// devServicePrincipals are the services' SASL users in dev.
+var devServicePrincipals = map[string]string{
+	"planner": "flotilla-planner", "executor": "flotilla-executor",
+	"monitor": "flotilla-monitor", "notifier": "flotilla-notifier",
+}
+
+// secureDir is where dev keeps its credentials.
+func secureDir(dataDir string) string { return filepath.Join(dataDir, "secure") }
+
+// openDevSecurity creates the credentials of a new secure data directory,
+// or opens those of one run with --secure before.
+func openDevSecurity(dataDir, user string) (devSecurity, error) {
+	s := devSecurity{dir: secureDir(dataDir), user: user}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return s, err
+	}
+	users := []string{devAdmin, user}
+	for _, u := range devServicePrincipals {
+		users = append(users, u)
+	}
+	for _, u := range users {
+		if _, err := os.Stat(s.passwordFile(u)); errors.Is(err, os.ErrNotExist) {
+			var b [18]byte
+			if _, err := rand.Read(b[:]); err != nil {
+				return s, err
+			}
+			if err := os.WriteFile(s.passwordFile(u), []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
+				return s, err
+			}
+		}
+		cfg := backbone.Security{SASL: &backbone.SASL{Mechanism: backbone.EmbeddedMechanism, Username: u, PasswordFile: absPath(s.passwordFile(u))}}
+		data, err := yaml.Marshal(cfg)
+		if err != nil {
+			return s, err
+		}
+		data = append([]byte("# flotilla --kafka-config "+absPath(s.ConfigFile(u))+" (written by flotilla dev --secure)\n"), data...)
+		if err := os.WriteFile(s.ConfigFile(u), data, 0o600); err != nil {
+			return s, err
+		}
+	}
+	// kcat's (librdkafka's) config file of the user; librdkafka reads no
+	// password file, so this one holds the password itself.
+	pass, err := s.password(user)
+	if err != nil {
+		return s, err
+	}
+	kcat := fmt.Sprintf("security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=%s\nsasl.username=%s\nsasl.password=%s\n", backbone.EmbeddedMechanism, user, pass)
+	return s, os.WriteFile(s.kcatFile(), []byte(kcat), 0o600)
+}
+
+func (s devSecurity) kcatFile() string { return filepath.Join(s.dir, s.user+".kcat.conf") }
+
+func (s devSecurity) passwordFile(user string) string { return filepath.Join(s.dir, user+".password") }
+
+// ConfigFile is the --kafka-config file of user.
+func (s devSecurity) ConfigFile(user string) string { return filepath.Join(s.dir, user+".yaml") }
+
+func (s devSecurity) password(user string) (string, error) {
+	b, err := os.ReadFile(s.passwordFile(user))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// as returns cfg signed in as user.
+func (s devSecurity) as(cfg backbone.Config, user string) (backbone.Config, error) {
+	sec, err := backbone.LoadSecurity(s.ConfigFile(user))
+	if err != nil {
+		return cfg, err
+	}
+	opts, err := sec.ClientOpts(os.LookupEnv)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.ClientOpts, cfg.User = opts, user
+	return cfg, nil
+}
+
+// setUp creates the SASL users of the services and of the user, and the
+// ACLs of the plan (the user an operator and fleet admin), as admin.
+func (s devSecurity) setUp(ctx context.Context, admin backbone.Config) error {
+	passwords := map[string]string{}
+	for _, u := range append([]string{s.user}, servicePrincipalList()...) {
+		p, err := s.password(u)
+		if err != nil {
+			return err
+		}
+		passwords[u] = p
+	}
+	cl, err := admin.Client()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if err := acl.CreateSCRAMUsers(ctx, adm, kafkaauth.ScramSHA512, passwords); err != nil {
+		return err
+	}
+	plan, err := acl.Plan(admin.Names(), s.principals())
+	if err != nil {
+		return err
+	}
+	_, err = acl.Apply(ctx, adm, plan, true)
+	return err
+}
+
+func (s devSecurity) principals() acl.Principals {
+	return acl.Principals{
+		Planner: acl.Principal(devServicePrincipals["planner"]), Executor: acl.Principal(devServicePrincipals["executor"]),
+		Monitor: acl.Principal(devServicePrincipals["monitor"]), Notifier: acl.Principal(devServicePrincipals["notifier"]),
+		FleetAdmins: []string{acl.Principal(s.user)},
+	}
+}
+
+func servicePrincipalList() []string {
+	return []string{devServicePrincipals["planner"], devServicePrincipals["executor"], devServicePrincipals["monitor"], devServicePrincipals["notifier"]}
+}
+
+// printHowToConnect tells the user how to reach the secure broker.
+func (s devSecurity) printHowToConnect(w io.Writer, brokers []string) {
+	if w == nil {
+		return
+	}
+	fmt.Fprintf(w, "secure: the broker at %s signs every client in with %s and checks ACLs (flotilla acl plan).\n", strings.Join(brokers, ","), backbone.EmbeddedMechanism)
+	fmt.Fprintf(w, "secure: connect as %s (operator and fleet admin):\n", s.user)
+	fmt.Fprintf(w, "  export FLOTILLA_KAFKA_CONFIG=%s\n", shellQuote(absPath(s.ConfigFile(s.user))))
+	fmt.Fprintf(w, "  flotilla cluster list\n")
+	fmt.Fprintf(w, "secure: with kcat: kcat -F %s -b %s -L\n", shellQuote(absPath(s.kcatFile())), strings.Join(brokers, ","))
+}
