@@ -10,6 +10,7 @@ package fleettest
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -85,6 +86,9 @@ type Options struct {
 	// ("planner", "executor", "monitor", "notifier") and of the harness's
 	// own clients ("harness"): their credentials on a secure broker.
 	ClientOpts func(who string) []kgo.Opt
+	// Log, if set, also gets every log line of the services and the
+	// harness, at debug level: for a test that reads what they log.
+	Log io.Writer
 	// Prepare, if set, runs after the topics are created and the clusters
 	// registered, before any service starts (to apply ACLs, say).
 	Prepare func(f *Fleet)
@@ -145,7 +149,11 @@ func Start(t testing.TB, o Options) *Fleet {
 	if l := os.Getenv("FLOTILLA_TEST_LOG"); l != "" { // e.g. FLOTILLA_TEST_LOG=info to see the services at work
 		_ = level.UnmarshalText([]byte(l))
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler = slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level})
+	if o.Log != nil {
+		handler = slog.NewMultiHandler(handler, slog.NewTextHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	log := slog.New(handler)
 	brokers := o.Brokers
 	if brokers == nil {
 		brokers = Brokers(t)

@@ -43,6 +43,12 @@ var users = []string{"flotilla-planner", "flotilla-executor", "flotilla-monitor"
 
 func startSecured(t *testing.T) *securedFleet {
 	t.Helper()
+	return startSecuredWith(t, fleettest.Options{Clusters: 30})
+}
+
+// startSecuredWith starts the fleet of o on a secure broker.
+func startSecuredWith(t *testing.T, o fleettest.Options) *securedFleet {
+	t.Helper()
 	sf := &securedFleet{broker: brokertest.Secure(t), passwords: map[string]string{}}
 	run := uuid.NewString()[:8]
 	for _, u := range users {
@@ -55,45 +61,54 @@ func startSecured(t *testing.T) *securedFleet {
 		t.Fatal(err)
 	}
 	admin.Close()
-	sf.Fleet = fleettest.Start(t, fleettest.Options{
-		Clusters: 30,
-		Brokers:  sf.broker.Addrs,
-		ClientOpts: func(who string) []kgo.Opt {
-			if who == "harness" {
-				return sf.opts(t, sf.broker.AdminUser, sf.broker.AdminPass)
+	o.Brokers = sf.broker.Addrs
+	o.ClientOpts = func(who string) []kgo.Opt {
+		if who == "harness" {
+			return sf.opts(t, sf.broker.AdminUser, sf.broker.AdminPass)
+		}
+		return sf.opts(t, "flotilla-"+who, sf.passwords["flotilla-"+who])
+	}
+	o.Prepare = func(f *fleettest.Fleet) {
+		plan, err := acl.Plan(f.Backbone.Names(), sf.principals())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := f.Backbone.Client() // the harness's: the super user
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		res, err := acl.Apply(ctx, kadm.NewClient(cl), plan, false)
+		if err != nil {
+			t.Fatalf("apply the ACL plan: %v", err)
+		}
+		if len(res.Created) != len(plan) {
+			t.Fatalf("created %d of the plan's %d ACLs", len(res.Created), len(plan))
+		}
+		// Each service starts as its command does: it finds the
+		// topics (created by the admin), checks their shape and
+		// records their IDs, with no more rights than the plan's.
+		for _, svc := range fleettest.Services {
+			cfg := f.Backbone
+			cfg.ClientOpts = sf.opts(t, "flotilla-"+svc, sf.passwords["flotilla-"+svc])
+			if _, err := cfg.SetUpTopics(ctx, 3, 1); err != nil {
+				t.Fatalf("the %s sets up its topics under the plan's ACLs: %v", svc, err)
 			}
-			return sf.opts(t, "flotilla-"+who, sf.passwords["flotilla-"+who])
-		},
-		Prepare: func(f *fleettest.Fleet) {
-			plan, err := acl.Plan(f.Backbone.Names(), sf.principals())
-			if err != nil {
-				t.Fatal(err)
-			}
-			cl, err := f.Backbone.Client() // the harness's: the super user
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
-			res, err := acl.Apply(ctx, kadm.NewClient(cl), plan, false)
-			if err != nil {
-				t.Fatalf("apply the ACL plan: %v", err)
-			}
-			if len(res.Created) != len(plan) {
-				t.Fatalf("created %d of the plan's %d ACLs", len(res.Created), len(plan))
-			}
-			// Each service starts as its command does: it finds the
-			// topics (created by the admin), checks their shape and
-			// records their IDs, with no more rights than the plan's.
-			for _, svc := range fleettest.Services {
-				cfg := f.Backbone
-				cfg.ClientOpts = sf.opts(t, "flotilla-"+svc, sf.passwords["flotilla-"+svc])
-				if _, err := cfg.SetUpTopics(ctx, 3, 1); err != nil {
-					t.Fatalf("the %s sets up its topics under the plan's ACLs: %v", svc, err)
-				}
-			}
-		},
-	})
+		}
+	}
+	sf.Fleet = fleettest.Start(t, o)
 	return sf
+}
+
+func finished(w *decide.Workflow) bool { return w.State.Terminal() }
+
+func saslOpt(t *testing.T, mechanism, user, pass string) kgo.Opt {
+	t.Helper()
+	m, err := kafkaauth.Password(mechanism, user, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kgo.SASL(m)
 }
 
 func (sf *securedFleet) principals() acl.Principals {
@@ -105,11 +120,7 @@ func (sf *securedFleet) principals() acl.Principals {
 
 func (sf *securedFleet) opts(t *testing.T, user, pass string) []kgo.Opt {
 	t.Helper()
-	m, err := kafkaauth.Password(sf.broker.Mechanism, user, pass)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return []kgo.Opt{kgo.SASL(m)}
+	return []kgo.Opt{saslOpt(t, sf.broker.Mechanism, user, pass)}
 }
 
 // client returns a client signed in as user.
@@ -162,7 +173,7 @@ func TestRolloutUnderLeastPrivilegeACLs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("alice, an operator, submits a rollout: %v", err)
 	}
-	w := sf.Await(id, time.Second, 3*time.Minute, "the rollout finishing", func(w *decide.Workflow) bool { return w.State.Terminal() })
+	w := sf.Await(id, time.Second, 3*time.Minute, "the rollout finishing", finished)
 	if w.State != records.WorkflowSucceeded {
 		t.Fatalf("the rollout ended %s (%s), want succeeded", w.State, w.Reason)
 	}
