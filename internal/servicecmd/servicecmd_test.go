@@ -95,3 +95,29 @@ func TestNotifierWithSinks(t *testing.T) {
 		t.Error("CheckSinks passed a bad routing file")
 	}
 }
+
+// TestSecurityFlagsOverrideTheConfigFile: a flag replaces the file's
+// value field by field, and SASL flags without a mechanism are an error
+// that says so.
+func TestSecurityFlagsOverrideTheConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "kafka.yaml")
+	os.WriteFile(file, []byte("tls:\n  caFile: /etc/ca.pem\nsasl:\n  mechanism: SCRAM-SHA-512\n  username: from-file\n  passwordEnv: FILE_PW\n"), 0o600)
+	f := SecurityFlags{ConfigFile: file, SASLUsername: "from-flag", SASLPasswordFile: "/run/pw", TLSServerName: "kafka.internal"}
+	s, err := f.Security()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.SASL.Mechanism != "SCRAM-SHA-512" || s.SASL.Username != "from-flag" || s.SASL.PasswordFile != "/run/pw" || s.SASL.PasswordEnv != "" {
+		t.Errorf("sasl %+v: want the file's mechanism, the flags' user and password file (and no variable)", *s.SASL)
+	}
+	if s.TLS.CAFile != "/etc/ca.pem" || s.TLS.ServerName != "kafka.internal" {
+		t.Errorf("tls %+v: want the file's CA and the flag's server name", *s.TLS)
+	}
+	if _, err := (&SecurityFlags{SASLUsername: "u"}).Security(); err == nil || !strings.Contains(err.Error(), "--sasl-mechanism") {
+		t.Errorf("--sasl-username alone: err %v, want one naming --sasl-mechanism", err)
+	}
+	if s, err := (&SecurityFlags{}).Security(); err != nil || s.TLS != nil || s.SASL != nil {
+		t.Errorf("no flags: %+v, %v; want plaintext", s, err)
+	}
+}
