@@ -234,6 +234,7 @@ var decoders = map[string]func([]byte) (any, error){
 	nameClaimRecord:    func(b []byte) (any, error) { return DecodeClaimRecord(b) },
 	nameLeaseRecord:    func(b []byte) (any, error) { return DecodeLeaseRecord(b) },
 	nameDeadLetter:     func(b []byte) (any, error) { return DecodeDeadLetter(b) },
+	nameTrustRecord:    func(b []byte) (any, error) { return DecodeTrustRecord(b) },
 }
 
 // roundTrips is every record type with every field set: the value to
