@@ -117,12 +117,16 @@ func (x *rule) allows(r Request, c *Cluster) bool {
 	if r.Action == ActionApprove && len(x.Phases) > 0 && !slices.Contains(x.Phases, r.Phase) {
 		return false
 	}
-	return c == nil || x.sel.Matches(c.Labels)
+	if c == nil {
+		return x.Selector == "" // a policy is about every cluster
+	}
+	return x.sel.Matches(c.Labels)
 }
 
 // Check reports whether the principal may do what r asks: every cluster
 // must be allowed by some rule of one of its roles (a request on no
-// cluster by some rule that allows the action). A refusal wraps
+// cluster, a policy, by some rule without a selector that allows the
+// action). A refusal wraps
 // ErrDenied and names the first cluster refused (by ID) and the rules
 // that would allow it ("rule \"prod-sre-only\" allows only role sre").
 func (p *Policy) Check(r Request) error {
@@ -160,17 +164,18 @@ func (p *Policy) denied(r Request, c *Cluster) error {
 	if len(roles) > 0 {
 		who = r.Principal + " (roles " + strings.Join(roles, ", ") + ")"
 	}
-	// The rules of other roles that would allow it say who may.
+	// The rules of other roles that would allow it say who may: one that
+	// names these clusters by a selector first, being the more telling.
 	var by *rule
+	for _, x := range p.all {
+		if x.allows(r, c) && (by == nil || by.Selector == "" && x.Selector != "") {
+			by = x
+		}
+	}
 	var others []string
 	for _, x := range p.all {
-		if x.allows(r, c) {
-			if by == nil {
-				by = x
-			}
-			if by.Name == x.Name && !slices.Contains(others, x.role) {
-				others = append(others, x.role)
-			}
+		if by != nil && x.Name == by.Name && x.allows(r, c) && !slices.Contains(others, x.role) {
+			others = append(others, x.role)
 		}
 	}
 	where := ""
