@@ -17,6 +17,8 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
 )
 
@@ -25,10 +27,12 @@ type clientFlags struct {
 	servicecmd.BackboneFlags
 	Output  string
 	Timeout time.Duration
+	Key     string
 }
 
 func (f *clientFlags) bind(cmd *cobra.Command) {
 	f.BackboneFlags.Bind(cmd.Flags())
+	cmd.Flags().StringVar(&f.Key, "key", os.Getenv("FLOTILLA_KEY"), "private key file (PEM) that signs the requests and records this command writes, as FLOTILLA_PRINCIPAL (env FLOTILLA_KEY; flotilla keys generate makes one); empty: unsigned")
 	cmd.Flags().StringVarP(&f.Output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().DurationVar(&f.Timeout, "timeout", 30*time.Second, "how long to wait for Kafka and for answers")
 }
@@ -42,7 +46,26 @@ func (f *clientFlags) config() (backbone.Config, error) {
 	}
 	cfg, err := f.BackboneFlags.Config()
 	cfg.ClientOpts = append(cfg.ClientOpts, extraClientOpts...)
+	if err == nil && f.Key != "" {
+		s, kerr := keys.LoadSigner(f.Key)
+		if kerr != nil {
+			return cfg, kerr
+		}
+		signer = &s
+	}
 	return cfg, err
+}
+
+// signer signs what the CLI writes (--key); nil writes unsigned records.
+var signer *keys.Signer
+
+// encodeUserRecord encodes a record a user writes (a request, an
+// inventory or policy record), signed with --key when one is given.
+func encodeUserRecord(v any) ([]byte, error) {
+	if signer == nil {
+		return records.Encode(v)
+	}
+	return records.EncodeSigned(v, signer.ID, signer.Sign)
 }
 
 // extraClientOpts are added to every client the commands make: tests count

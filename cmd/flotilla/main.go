@@ -96,7 +96,7 @@ func rootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(devCommand(), clusterCommand(), driftCommand(), policyCommand(), rolloutCommand(), watchCommand(), auditCommand(), benchCommand())
+	root.AddCommand(devCommand(), clusterCommand(), driftCommand(), policyCommand(), rolloutCommand(), watchCommand(), auditCommand(), benchCommand(), keysCommand(), trustCommand())
 	for _, svc := range []*cobra.Command{servicecmd.Planner(), servicecmd.Executor(), servicecmd.Monitor(), servicecmd.Notifier()} {
 		svc.GroupID = "services"
 		root.AddCommand(svc)
