@@ -27,11 +27,13 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
@@ -78,6 +80,15 @@ type Options struct {
 	// Metrics, if set, is the registry of the services' metrics (package
 	// metrics); copies of a service share one set.
 	Metrics prometheus.Registerer
+	// Trust is what the services require of the records users write
+	// (package trust). With Trust.Require, Setup runs before the fleet is
+	// registered (to write the trust store), the inventory is signed by
+	// Operator as principal OperatorName, and users' records carry the
+	// real time (the broker stamps them with its own).
+	Trust        trust.Config
+	Setup        func(f *Fleet)
+	Operator     keys.Signer
+	OperatorName string
 }
 
 // Fleet is the four services and a simulated fleet under test.
@@ -156,6 +167,9 @@ func Start(t testing.TB, o Options) *Fleet {
 	if err := f.Backbone.EnsureTopics(ctx, o.Partitions, 1); err != nil {
 		t.Fatalf("create topics: %v", err)
 	}
+	if o.Setup != nil {
+		o.Setup(f)
+	}
 	f.Register(f.Clusters...)
 	f.workflow = logtable.New(f.Backbone.Names().Workflows, f.Backbone.Opts(), func(r *kgo.Record) (records.WorkflowRecord, error) {
 		return records.DecodeWorkflowRecord(r.Value)
@@ -180,10 +194,16 @@ func (f *Fleet) Register(clusters ...inventory.Cluster) {
 	f.t.Helper()
 	var recs []*kgo.Record
 	for _, c := range clusters {
-		recs = append(recs, f.Record(f.Backbone.Names().Inventory, c.ID, records.ClusterRecord{
+		rec := records.ClusterRecord{
 			Envelope: records.Envelope{ID: uuid.NewString(), Time: f.Clock.Now(), Principal: "test"},
 			Cluster:  c,
-		}))
+		}
+		if f.opts.Trust.Require {
+			rec.Envelope.Time, rec.Envelope.Principal = time.Now(), f.opts.OperatorName
+			recs = append(recs, f.SignedRecord(f.Backbone.Names().Inventory, c.ID, rec, f.opts.Operator))
+			continue
+		}
+		recs = append(recs, f.Record(f.Backbone.Names().Inventory, c.ID, rec))
 	}
 	f.Produce(recs...)
 }
@@ -192,6 +212,16 @@ func (f *Fleet) Register(clusters ...inventory.Cluster) {
 func (f *Fleet) Record(topic, key string, v any) *kgo.Record {
 	f.t.Helper()
 	value, err := records.Encode(v)
+	if err != nil {
+		f.t.Fatalf("encode %T: %v", v, err)
+	}
+	return &kgo.Record{Topic: topic, Key: []byte(key), Value: value}
+}
+
+// SignedRecord encodes v signed by s into a record for topic under key.
+func (f *Fleet) SignedRecord(topic, key string, v any, s keys.Signer) *kgo.Record {
+	f.t.Helper()
+	value, err := records.EncodeSigned(v, s.ID, s.Sign)
 	if err != nil {
 		f.t.Fatalf("encode %T: %v", v, err)
 	}
@@ -251,7 +281,7 @@ func (f *Fleet) StartService(name string) {
 	case "planner":
 		run = func() error {
 			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond, Retention: f.opts.Retention,
-				Metrics: f.metrics.Planner})
+				Metrics: f.metrics.Planner, Trust: f.opts.Trust})
 		}
 	case "executor":
 		instance := "" // the first copy is a dynamic member, holding as "executor"

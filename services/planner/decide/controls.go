@@ -110,11 +110,10 @@ func (d *decision) control(in Submit) {
 			return
 		}
 		if !opens {
-			reason := w.Reason
+			// The reason says so until the gate opens.
 			w.LastControl = reqID
 			w.Reason = fmt.Sprintf("%s approved by %s%s; it needs more: %s", w.Gate, who, because, d.pendingApprovals(w))
 			d.transition(w, "approval-recorded")
-			w.Reason = reason
 			return
 		}
 		gate, reason := w.Gate, w.Reason

@@ -333,8 +333,10 @@ func (d *decision) submit(in Submit) {
 		err = d.conflicts(plan)
 	}
 	if err == nil && d.s.Authz != nil {
-		err = d.s.Authz.Check(authz.Request{Principal: in.Request.Envelope.Principal, Action: authz.ActionSubmit,
-			Operation: string(spec.Operation.Kind), Clusters: d.planClusters(plan)})
+		if err = d.s.Authz.Check(authz.Request{Principal: in.Request.Envelope.Principal, Action: authz.ActionSubmit,
+			Operation: string(spec.Operation.Kind), Clusters: d.planClusters(plan)}); err != nil {
+			err = fmt.Errorf("request %s refused: %w", id, err)
+		}
 	}
 	w := d.s.workflow(id, in.Partition)
 	w.CreatedAt = d.now
