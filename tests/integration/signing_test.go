@@ -42,7 +42,9 @@ func startSecured(t *testing.T, clusters int) *securedFleet {
 	for _, n := range []string{"alice", "alice-expired", "alice-revoked", "sam", "sue", "sid", "ops"} {
 		sf.signers[n] = newKey(t)
 	}
-	key := func(n string) records.TrustKey { return records.TrustKey{ID: sf.signers[n].ID, Public: sf.signers[n].Public()} }
+	key := func(n string) records.TrustKey {
+		return records.TrustKey{ID: sf.signers[n].ID, Public: sf.signers[n].Public()}
+	}
 	expired, revoked := key("alice-expired"), key("alice-revoked")
 	expired.Expires = time.Now().Add(-time.Hour)
 	revoked.Revoked = time.Now().Add(-time.Minute)
