@@ -297,7 +297,7 @@ func (f *Fleet) StartService(name string) {
 	case "monitor":
 		run = func() error {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: f.registry, Clock: f.Clock, Interval: 5 * time.Second, Heartbeat: time.Minute,
-				Metrics: f.metrics.Monitor})
+				Metrics: f.metrics.Monitor, Trust: f.opts.Trust})
 		}
 	case "notifier":
 		run = func() error {

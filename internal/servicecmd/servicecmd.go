@@ -319,8 +319,10 @@ func Monitor() *cobra.Command {
 	var interval, heartbeat time.Duration
 	var concurrency int
 	var probeRate, heartbeatBudget float64
+	var tf TrustFlags
 	return serviceCommand("monitor", "Probe every cluster and publish health signals", func(fs *pflag.FlagSet) {
 		df.Bind(fs)
+		tf.Bind(fs)
 		fs.StringVar(&instance, "instance", defaultInstance(), staticInstanceUsage)
 		fs.DurationVar(&interval, "interval", 10*time.Second, "time between two probes of a cluster, at least (clusters this copy owns) / --probe-rate")
 		fs.DurationVar(&heartbeat, "heartbeat", time.Minute, "longest time without a signal for a cluster whose health does not change, at least (clusters this copy owns) / --heartbeat-budget")
@@ -337,15 +339,21 @@ func Monitor() *cobra.Command {
 			return err
 		}
 		defer closeDrivers()
+		trustCfg, err := tf.Config()
+		if err != nil {
+			return err
+		}
 		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, InstanceID: instance, Interval: interval, Heartbeat: heartbeat,
-			Concurrency: concurrency, ProbeRate: probeRate, HeartbeatBudget: heartbeatBudget, Metrics: m})
+			Concurrency: concurrency, ProbeRate: probeRate, HeartbeatBudget: heartbeatBudget, Metrics: m, Trust: trustCfg})
 	})
 }
 
 // Notifier returns the notifier's command.
 func Notifier() *cobra.Command {
 	var instance, httpAddr, sinksFile string
+	var tf TrustFlags
 	cmd := serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
+		tf.Bind(fs)
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 		fs.StringVar(&httpAddr, "http", os.Getenv("FLOTILLA_HTTP"), "address (host:port) to serve the web dashboard and its /api/ on, showing the whole fleet (every partition); empty: none (env FLOTILLA_HTTP)")
 		fs.StringVar(&sinksFile, "sinks", EnvOr("FLOTILLA_SINKS", ""), "YAML routing file of the sinks: webhooks and Slack destinations that get notifications, and their rules (env FLOTILLA_SINKS; see the README's Sinks)")
@@ -358,8 +366,12 @@ func Notifier() *cobra.Command {
 		if m != nil {
 			observer = m.Deliveries()
 		}
+		trustCfg, err := tf.Config()
+		if err != nil {
+			return err
+		}
 		run := func(ctx context.Context) error {
-			return RunNotifier(ctx, notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, Metrics: m}, sinksFile, observer)
+			return RunNotifier(ctx, notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, Metrics: m, Trust: trustCfg}, sinksFile, observer)
 		}
 		if httpAddr == "" {
 			return run(cmd.Context())
@@ -403,7 +415,7 @@ func RunNotifier(ctx context.Context, cfg notifier.Config, sinksFile string, obs
 	defer cancel()
 	sinkErr := make(chan error, 1)
 	go func() {
-		err := sinks.Run(ctx, sinks.Config{Backbone: cfg.Backbone, Routing: routing, Observer: observer})
+		err := sinks.Run(ctx, sinks.Config{Backbone: cfg.Backbone, Routing: routing, Observer: observer, Trust: cfg.Trust})
 		if err != nil {
 			cancel() // sinks.Run fails only as it starts: stop, saying why
 		}

@@ -206,3 +206,37 @@ func TestSeparationOfDuties(t *testing.T) {
 		t.Fatalf("state %s (%s), want succeeded once two others approved", w.State, w.Reason)
 	}
 }
+
+// TestUnsignedInventoryIsSetAside: an inventory record that is not signed
+// is set aside by the monitor, saying why, and no service acts on it: a
+// rollout naming the cluster is rejected, as for a cluster never added.
+func TestUnsignedInventoryIsSetAside(t *testing.T) {
+	t.Parallel()
+	sf := startSecured(t, 10)
+	c := sf.Clusters[0]
+	c.ID, c.Address = "intruder", "sim://intruder"
+	c.Labels = map[string]string{"env": "dev", "kind": "kafka"}
+	sf.Produce(sf.Record(sf.Backbone.Names().Inventory, c.ID, records.ClusterRecord{
+		Envelope: records.Envelope{ID: uuid.NewString(), Time: time.Now(), Principal: "mallory"}, Cluster: c}))
+	var reason string
+	if !sf.Eventually(0, 30*time.Second, func() bool {
+		for _, r := range sf.ReadAll(sf.Backbone.Names().DeadLetters) {
+			if d, err := records.DecodeDeadLetter(r.Value); err == nil && string(d.Key) == c.ID {
+				reason = d.Reason
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatal("the unsigned inventory record was not set aside")
+	}
+	if want := "inventory record of cluster intruder by mallory refused: not signed"; !strings.Contains(reason, want) {
+		t.Errorf("set aside with %q, want %q", reason, want)
+	}
+	spec := upgrade("")
+	spec.Clusters = []string{"intruder"}
+	id, _ := sf.submit("alice", "alice", spec, time.Now())
+	if w := sf.Await(id, 0, 30*time.Second, "the rejection", rejected); !strings.Contains(w.Reason, "unknown clusters: intruder") {
+		t.Errorf("rejected with %q, want unknown clusters: intruder", w.Reason)
+	}
+}
