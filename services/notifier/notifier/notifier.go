@@ -24,8 +24,8 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
-	"github.com/flotilla-fleet/flotilla/pkg/trust"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 )
 
 // Config configures a notifier.

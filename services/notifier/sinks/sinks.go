@@ -20,8 +20,8 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
-	"github.com/flotilla-fleet/flotilla/pkg/trust"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
 )
 
