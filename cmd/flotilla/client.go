@@ -46,6 +46,7 @@ func (f *clientFlags) config() (backbone.Config, error) {
 	}
 	cfg, err := f.BackboneFlags.Config()
 	cfg.ClientOpts = append(cfg.ClientOpts, extraClientOpts...)
+	signer = nil
 	if err == nil && f.Key != "" {
 		s, kerr := keys.LoadSigner(f.Key)
 		if kerr != nil {

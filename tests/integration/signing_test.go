@@ -233,6 +233,30 @@ func TestUnsignedInventoryIsSetAside(t *testing.T) {
 	if want := "inventory record of cluster intruder by mallory refused: not signed"; !strings.Contains(reason, want) {
 		t.Errorf("set aside with %q, want %q", reason, want)
 	}
+
+	// A change to the trust store not signed by an admin is ignored, and
+	// set aside saying why.
+	mallory := newKey(t)
+	sf.Produce(sf.SignedRecord(sf.Backbone.Names().Trust, records.TrustPrincipalKey("mallory"), records.TrustRecord{
+		Envelope:  records.Envelope{ID: uuid.NewString(), Time: time.Now(), Principal: "alice"},
+		Principal: &records.TrustPrincipal{Name: "mallory", Roles: []string{"sre", authz.AdminRole}, Keys: []records.TrustKey{{ID: mallory.ID, Public: mallory.Public()}}},
+	}, sf.signers["alice"]))
+	reason = ""
+	if !sf.Eventually(0, 30*time.Second, func() bool {
+		for _, r := range sf.ReadAll(sf.Backbone.Names().DeadLetters) {
+			if d, err := records.DecodeDeadLetter(r.Value); err == nil && string(d.Key) == "principal/mallory" {
+				reason = d.Reason
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatal("the trust record signed by a non-admin was not set aside")
+	}
+	if want := "trust record principal/mallory is signed by alice (key " + sf.signers["alice"].ID + "), who does not have role admin"; reason != want {
+		t.Errorf("set aside with %q, want %q", reason, want)
+	}
+
 	spec := upgrade("")
 	spec.Clusters = []string{"intruder"}
 	id, _ := sf.submit("alice", "alice", spec, time.Now())
