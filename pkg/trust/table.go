@@ -51,6 +51,8 @@ type Table struct {
 	mu        sync.Mutex
 	reported  map[int64]bool // offsets of ignored records told to onIgnored
 	refreshed time.Time      // when the last Refresh started
+	read      int64          // the last offset of the topic the store was built from
+	decoded   int64          // the last offset the table read (tombstones aside)
 	ctx       context.Context
 }
 
@@ -74,16 +76,21 @@ func NewTable(topic string, clientOpts []kgo.Opt, cfg Config, opts ...TableOptio
 	if cfg.Window <= 0 {
 		cfg.Window = DefaultWindow
 	}
-	t := &Table{cfg: cfg, topic: topic, clientOpts: clientOpts, log: slog.Default(), reported: map[int64]bool{}, ctx: context.Background()}
+	t := &Table{cfg: cfg, topic: topic, clientOpts: clientOpts, log: slog.Default(), reported: map[int64]bool{}, ctx: context.Background(), read: -1, decoded: -1}
 	for _, o := range opts {
 		o(t)
 	}
 	empty, _ := Build(cfg.Root, nil)
 	t.store.Store(empty)
-	t.table = logtable.New(topic, clientOpts, decodeEntry,
+	t.table = logtable.New(topic, clientOpts, func(r *kgo.Record) (Entry, error) {
+		t.mu.Lock()
+		t.decoded = max(t.decoded, r.Offset)
+		t.mu.Unlock()
+		return decodeEntry(r)
+	},
 		logtable.WithLogger[Entry](t.log),
 		logtable.OnDecodeError[Entry](func(r *kgo.Record, err error) { t.ignored(r, err) }),
-		logtable.OnChange(func(string, Entry, bool) { t.rebuild(t.table.Snapshot()) }))
+		logtable.OnChange(func(string, Entry, bool) { t.rebuildFromTable() }))
 	return t
 }
 
@@ -117,7 +124,7 @@ func (t *Table) Run(ctx context.Context) error {
 	if err := t.table.WaitReady(ctx); err != nil {
 		return errors.Join(err, <-errc)
 	}
-	t.rebuild(t.table.Snapshot())
+	t.rebuildFromTable()
 	return <-errc
 }
 
@@ -130,16 +137,33 @@ func (t *Table) WaitReady(ctx context.Context) error {
 	return t.table.WaitReady(ctx)
 }
 
+func (t *Table) rebuildFromTable() {
+	t.mu.Lock()
+	read := t.decoded
+	t.mu.Unlock()
+	t.rebuild(t.table.Snapshot(), read)
+}
+
 // Store returns the trust store as it is now.
 func (t *Table) Store() *Store { return t.store.Load() }
 
-func (t *Table) rebuild(snapshot map[string]Entry) {
+// rebuild builds the store from snapshot, the topic read up to offset
+// read. A refresh and the table's own rebuild may race: the store never
+// goes back to a shorter read of the topic.
+func (t *Table) rebuild(snapshot map[string]Entry, read int64) {
 	entries := make([]Entry, 0, len(snapshot))
 	for _, e := range snapshot {
 		entries = append(entries, e)
 	}
 	s, ignored := Build(t.cfg.Root, entries)
+	t.mu.Lock()
+	if read < t.read {
+		t.mu.Unlock()
+		return
+	}
+	t.read = read
 	t.store.Store(s)
+	t.mu.Unlock()
 	for _, ig := range ignored {
 		if r, ok := ig.Entry.Source.(*kgo.Record); ok {
 			t.ignored(r, ig.Err)
@@ -174,7 +198,9 @@ func (t *Table) Refresh(ctx context.Context, since time.Time) error {
 	t.refreshed = time.Now()
 	t.mu.Unlock()
 	fresh := map[string]Entry{}
+	read := int64(-1)
 	err := logtable.ReadToEnd(ctx, t.clientOpts, t.topic, nil, func(r *kgo.Record) {
+		read = max(read, r.Offset)
 		if r.Value == nil {
 			delete(fresh, string(r.Key))
 			return
@@ -186,7 +212,7 @@ func (t *Table) Refresh(ctx context.Context, since time.Time) error {
 	if err != nil {
 		return err
 	}
-	t.rebuild(fresh)
+	t.rebuild(fresh, read)
 	return nil
 }
 
