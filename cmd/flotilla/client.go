@@ -46,27 +46,33 @@ func (f *clientFlags) config() (backbone.Config, error) {
 	}
 	cfg, err := f.BackboneFlags.Config()
 	cfg.ClientOpts = append(cfg.ClientOpts, extraClientOpts...)
-	signer = nil
-	if err == nil && f.Key != "" {
-		s, kerr := keys.LoadSigner(f.Key)
-		if kerr != nil {
-			return cfg, kerr
-		}
-		signer = &s
-	}
 	return cfg, err
 }
 
-// signer signs what the CLI writes (--key); nil writes unsigned records.
-var signer *keys.Signer
+// signerKey carries in a command's context the signer of what it writes
+// (--key); none writes unsigned records.
+type signerKey struct{}
+
+// withSigner returns ctx with the signer of --key, if one is given.
+func (f *clientFlags) withSigner(ctx context.Context) (context.Context, error) {
+	if f.Key == "" {
+		return ctx, nil
+	}
+	s, err := keys.LoadSigner(f.Key)
+	if err != nil {
+		return ctx, err
+	}
+	return context.WithValue(ctx, signerKey{}, s), nil
+}
 
 // encodeUserRecord encodes a record a user writes (a request, an
 // inventory or policy record), signed with --key when one is given.
-func encodeUserRecord(v any) ([]byte, error) {
-	if signer == nil {
+func encodeUserRecord(ctx context.Context, v any) ([]byte, error) {
+	s, ok := ctx.Value(signerKey{}).(keys.Signer)
+	if !ok {
 		return records.Encode(v)
 	}
-	return records.EncodeSigned(v, signer.ID, signer.Sign)
+	return records.EncodeSigned(v, s.ID, s.Sign)
 }
 
 // extraClientOpts are added to every client the commands make: tests count
@@ -122,6 +128,10 @@ func (f *clientFlags) runE(fn func(ctx context.Context, cfg backbone.Config, cmd
 		}
 		ctx, cancel := context.WithTimeout(cmd.Context(), f.Timeout)
 		defer cancel()
+		ctx, err = f.withSigner(ctx)
+		if err != nil {
+			return err
+		}
 		return fn(ctx, cfg, cmd, args)
 	}
 }
