@@ -29,7 +29,8 @@ topic commands the fleet. acl plan lists the ACLs Flotilla needs and no more:
     topics it owns, joins only its own consumer group and takes only its
     own transactional IDs (prefixed "<namespace>.planner-" and so on);
   - operators write only the requests topic and read what the CLI reads;
-  - fleet admins also write the inventory and the deployment policies.
+  - fleet admins also write the inventory and the deployment policies;
+  - trust admins also write the trust store.
 
 acl apply creates the namespace's topics if missing (as the principal that
 runs it, an ACL administrator) and then the ACLs the broker lacks; with
@@ -43,7 +44,7 @@ that what they hold is exactly the plan.`,
 // aclPrincipalFlags name who the plan grants rights to.
 type aclPrincipalFlags struct {
 	planner, executor, monitor, notifier string
-	operators, fleetAdmins               []string
+	operators, fleetAdmins, trustAdmins  []string
 }
 
 func (f *aclPrincipalFlags) bind(fs *pflag.FlagSet) {
@@ -54,6 +55,7 @@ func (f *aclPrincipalFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.notifier, "notifier", d.Notifier, "the notifier's principal")
 	fs.StringSliceVar(&f.operators, "operator", nil, "a user who submits and controls rollouts (repeat, or comma-separate)")
 	fs.StringSliceVar(&f.fleetAdmins, "fleet-admin", nil, "a user who also writes the inventory and the policies (repeat, or comma-separate)")
+	fs.StringSliceVar(&f.trustAdmins, "trust-admin", nil, "a user who also writes the trust store (repeat, or comma-separate)")
 }
 
 func (f *aclPrincipalFlags) plan(names topics.Names) ([]acl.Binding, error) {
@@ -66,6 +68,9 @@ func (f *aclPrincipalFlags) plan(names topics.Names) ([]acl.Binding, error) {
 	}
 	for _, a := range f.fleetAdmins {
 		p.FleetAdmins = append(p.FleetAdmins, acl.Principal(a))
+	}
+	for _, a := range f.trustAdmins {
+		p.TrustAdmins = append(p.TrustAdmins, acl.Principal(a))
 	}
 	return acl.Plan(names, p)
 }

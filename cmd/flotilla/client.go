@@ -17,6 +17,8 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
 )
 
@@ -25,10 +27,12 @@ type clientFlags struct {
 	servicecmd.BackboneFlags
 	Output  string
 	Timeout time.Duration
+	Key     string
 }
 
 func (f *clientFlags) bind(cmd *cobra.Command) {
 	f.BackboneFlags.Bind(cmd.Flags())
+	cmd.Flags().StringVar(&f.Key, "key", os.Getenv("FLOTILLA_KEY"), "private key file (PEM) that signs the requests and records this command writes, as FLOTILLA_PRINCIPAL (env FLOTILLA_KEY; flotilla keys generate makes one); empty: unsigned")
 	cmd.Flags().StringVarP(&f.Output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().DurationVar(&f.Timeout, "timeout", 30*time.Second, "how long to wait for Kafka and for answers")
 }
@@ -43,6 +47,32 @@ func (f *clientFlags) config() (backbone.Config, error) {
 	cfg, err := f.BackboneFlags.Config()
 	cfg.ClientOpts = append(cfg.ClientOpts, extraClientOpts...)
 	return cfg, err
+}
+
+// signerKey carries in a command's context the signer of what it writes
+// (--key); none writes unsigned records.
+type signerKey struct{}
+
+// withSigner returns ctx with the signer of --key, if one is given.
+func (f *clientFlags) withSigner(ctx context.Context) (context.Context, error) {
+	if f.Key == "" {
+		return ctx, nil
+	}
+	s, err := keys.LoadSigner(f.Key)
+	if err != nil {
+		return ctx, err
+	}
+	return context.WithValue(ctx, signerKey{}, s), nil
+}
+
+// encodeUserRecord encodes a record a user writes (a request, an
+// inventory or policy record), signed with --key when one is given.
+func encodeUserRecord(ctx context.Context, v any) ([]byte, error) {
+	s, ok := ctx.Value(signerKey{}).(keys.Signer)
+	if !ok {
+		return records.Encode(v)
+	}
+	return records.EncodeSigned(v, s.ID, s.Sign)
 }
 
 // extraClientOpts are added to every client the commands make: tests count
@@ -98,6 +128,10 @@ func (f *clientFlags) runE(fn func(ctx context.Context, cfg backbone.Config, cmd
 		}
 		ctx, cancel := context.WithTimeout(cmd.Context(), f.Timeout)
 		defer cancel()
+		ctx, err = f.withSigner(ctx)
+		if err != nil {
+			return err
+		}
 		return fn(ctx, cfg, cmd, args)
 	}
 }

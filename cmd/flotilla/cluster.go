@@ -67,7 +67,7 @@ never reported as drift.`,
 			if err := c.Validate(); err != nil {
 				return err
 			}
-			value, err := records.Encode(records.ClusterRecord{
+			value, err := encodeUserRecord(ctx, records.ClusterRecord{
 				Envelope: records.Envelope{ID: uuid.NewString(), Time: now().UTC(), Principal: principal()},
 				Cluster:  c,
 			})

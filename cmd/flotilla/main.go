@@ -96,7 +96,7 @@ func rootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(devCommand(), clusterCommand(), driftCommand(), policyCommand(), rolloutCommand(), watchCommand(), auditCommand(), aclCommand(), benchCommand())
+	root.AddCommand(devCommand(), clusterCommand(), driftCommand(), policyCommand(), rolloutCommand(), watchCommand(), auditCommand(), aclCommand(), keysCommand(), trustCommand(), benchCommand())
 	for _, svc := range []*cobra.Command{servicecmd.Planner(), servicecmd.Executor(), servicecmd.Monitor(), servicecmd.Notifier()} {
 		svc.GroupID = "services"
 		root.AddCommand(svc)

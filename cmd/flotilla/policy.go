@@ -57,7 +57,7 @@ func policyApplyCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s:\n%w", file, err)
 			}
-			value, err := records.Encode(records.PolicyRecord{
+			value, err := encodeUserRecord(ctx, records.PolicyRecord{
 				Envelope: records.Envelope{ID: uuid.NewString(), Time: now().UTC(), Principal: principal()},
 				Policy:   p,
 			})

@@ -169,7 +169,7 @@ func bindRequestID(cmd *cobra.Command, id *string) {
 }
 
 func produceRequest(ctx context.Context, cfg backbone.Config, key string, req records.Request) error {
-	value, err := records.Encode(req)
+	value, err := encodeUserRecord(ctx, req)
 	if err != nil {
 		return err
 	}

@@ -28,11 +28,13 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
@@ -89,9 +91,17 @@ type Options struct {
 	// Log, if set, also gets every log line of the services and the
 	// harness, at debug level: for a test that reads what they log.
 	Log io.Writer
-	// Prepare, if set, runs after the topics are created and the clusters
-	// registered, before any service starts (to apply ACLs, say).
-	Prepare func(f *Fleet)
+	// Trust is what the services require of the records users write
+	// (package trust). With Trust.Require, the inventory is signed by
+	// Operator as principal OperatorName, and users' records carry the
+	// real time (the broker stamps them with its own).
+	Trust        trust.Config
+	Operator     keys.Signer
+	OperatorName string
+	// Setup, if set, runs once the topics exist, before the fleet is
+	// registered and any service starts: to write the trust store, or to
+	// apply ACLs.
+	Setup func(f *Fleet)
 }
 
 // Fleet is the four services and a simulated fleet under test.
@@ -178,14 +188,14 @@ func Start(t testing.TB, o Options) *Fleet {
 	if err := f.Backbone.EnsureTopics(ctx, o.Partitions, 1); err != nil {
 		t.Fatalf("create topics: %v", err)
 	}
+	if o.Setup != nil {
+		o.Setup(f)
+	}
 	f.Register(f.Clusters...)
 	f.workflow = logtable.New(f.Backbone.Names().Workflows, f.Backbone.Opts(), func(r *kgo.Record) (records.WorkflowRecord, error) {
 		return records.DecodeWorkflowRecord(r.Value)
 	})
 	go f.workflow.Run(f.ctx)
-	if o.Prepare != nil {
-		o.Prepare(f)
-	}
 	for _, name := range Services {
 		f.StartService(name)
 	}
@@ -212,10 +222,16 @@ func (f *Fleet) Register(clusters ...inventory.Cluster) {
 	f.t.Helper()
 	var recs []*kgo.Record
 	for _, c := range clusters {
-		recs = append(recs, f.Record(f.Backbone.Names().Inventory, c.ID, records.ClusterRecord{
+		rec := records.ClusterRecord{
 			Envelope: records.Envelope{ID: uuid.NewString(), Time: f.Clock.Now(), Principal: "test"},
 			Cluster:  c,
-		}))
+		}
+		if f.opts.Trust.Require {
+			rec.Envelope.Time, rec.Envelope.Principal = time.Now(), f.opts.OperatorName
+			recs = append(recs, f.SignedRecord(f.Backbone.Names().Inventory, c.ID, rec, f.opts.Operator))
+			continue
+		}
+		recs = append(recs, f.Record(f.Backbone.Names().Inventory, c.ID, rec))
 	}
 	f.Produce(recs...)
 }
@@ -224,6 +240,16 @@ func (f *Fleet) Register(clusters ...inventory.Cluster) {
 func (f *Fleet) Record(topic, key string, v any) *kgo.Record {
 	f.t.Helper()
 	value, err := records.Encode(v)
+	if err != nil {
+		f.t.Fatalf("encode %T: %v", v, err)
+	}
+	return &kgo.Record{Topic: topic, Key: []byte(key), Value: value}
+}
+
+// SignedRecord encodes v signed by s into a record for topic under key.
+func (f *Fleet) SignedRecord(topic, key string, v any, s keys.Signer) *kgo.Record {
+	f.t.Helper()
+	value, err := records.EncodeSigned(v, s.ID, s.Sign)
 	if err != nil {
 		f.t.Fatalf("encode %T: %v", v, err)
 	}
@@ -284,7 +310,7 @@ func (f *Fleet) StartService(name string) {
 	case "planner":
 		run = func() error {
 			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond, Retention: f.opts.Retention,
-				Metrics: f.metrics.Planner})
+				Metrics: f.metrics.Planner, Trust: f.opts.Trust})
 		}
 	case "executor":
 		instance := "" // the first copy is a dynamic member, holding as "executor"
@@ -300,7 +326,7 @@ func (f *Fleet) StartService(name string) {
 	case "monitor":
 		run = func() error {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: f.registry, Clock: f.Clock, Interval: 5 * time.Second, Heartbeat: time.Minute,
-				Metrics: f.metrics.Monitor})
+				Metrics: f.metrics.Monitor, Trust: f.opts.Trust})
 		}
 	case "notifier":
 		run = func() error {

@@ -26,9 +26,11 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/execdriver"
 	"github.com/flotilla-fleet/flotilla/pkg/kafkaauth"
 	"github.com/flotilla-fleet/flotilla/pkg/kafkadriver"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
 	"github.com/flotilla-fleet/flotilla/services/notifier/dashboard"
@@ -320,11 +322,47 @@ func ServeMetrics(ctx context.Context, log *slog.Logger, addr string) (*promethe
 	return reg, nil
 }
 
+// TrustFlags say whether a service requires the records users write to be
+// signed, and with which trust root (package trust).
+type TrustFlags struct {
+	Require bool
+	Root    string // the trust root's public key file
+	Window  time.Duration
+}
+
+// Bind adds the flags to fs.
+func (f *TrustFlags) Bind(fs *pflag.FlagSet) {
+	fs.BoolVar(&f.Require, "require-signatures", os.Getenv("FLOTILLA_REQUIRE_SIGNATURES") == "1",
+		"refuse requests, inventory and policy records that are not signed by a current key of their principal, and authorise requests by the roles of the trust store (env FLOTILLA_REQUIRE_SIGNATURES=1)")
+	fs.StringVar(&f.Root, "trust-root", os.Getenv("FLOTILLA_TRUST_ROOT"),
+		"public key file (PEM) of the first admin: it signs the first records of the trust store, as principal root (env FLOTILLA_TRUST_ROOT; flotilla keys generate makes one)")
+	fs.DurationVar(&f.Window, "signature-window", trust.DefaultWindow, "how far a signed record's time may be from when the broker appended it")
+}
+
+// Config returns the trust configuration the flags say.
+func (f *TrustFlags) Config() (trust.Config, error) {
+	cfg := trust.Config{Require: f.Require, Window: f.Window}
+	if !f.Require {
+		return cfg, nil
+	}
+	if f.Root == "" {
+		return cfg, errors.New("--require-signatures needs --trust-root FILE, the public key of the first admin (flotilla keys generate --out admin makes admin and admin.pub)")
+	}
+	root, err := keys.LoadPublic(f.Root)
+	if err != nil {
+		return cfg, fmt.Errorf("--trust-root: %w", err)
+	}
+	cfg.Root = root
+	return cfg, nil
+}
+
 // Planner returns the planner's command.
 func Planner() *cobra.Command {
 	var instance string
 	var poll, retention time.Duration
+	var tf TrustFlags
 	return serviceCommand("planner", "Plan rollouts and decide what happens next", func(fs *pflag.FlagSet) {
+		tf.Bind(fs)
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 		fs.DurationVar(&poll, "poll-interval", 100*time.Millisecond, "longest wait for records before checking health changes and deadlines")
 		fs.DurationVar(&retention, "retention", planner.DefaultRetention, "how long a finished rollout keeps its per-cluster rows and commands (status, retry, rollback) before they are removed; its summary and each cluster's history stay; 0 keeps them for ever")
@@ -336,7 +374,11 @@ func Planner() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll, Retention: retention, Metrics: m})
+		trustCfg, err := tf.Config()
+		if err != nil {
+			return err
+		}
+		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll, Retention: retention, Metrics: m, Trust: trustCfg})
 	})
 }
 
@@ -373,8 +415,10 @@ func Monitor() *cobra.Command {
 	var interval, heartbeat time.Duration
 	var concurrency int
 	var probeRate, heartbeatBudget float64
+	var tf TrustFlags
 	return serviceCommand("monitor", "Probe every cluster and publish health signals", func(fs *pflag.FlagSet) {
 		df.Bind(fs)
+		tf.Bind(fs)
 		fs.StringVar(&instance, "instance", defaultInstance(), staticInstanceUsage)
 		fs.DurationVar(&interval, "interval", 10*time.Second, "time between two probes of a cluster, at least (clusters this copy owns) / --probe-rate")
 		fs.DurationVar(&heartbeat, "heartbeat", time.Minute, "longest time without a signal for a cluster whose health does not change, at least (clusters this copy owns) / --heartbeat-budget")
@@ -391,15 +435,21 @@ func Monitor() *cobra.Command {
 			return err
 		}
 		defer closeDrivers()
+		trustCfg, err := tf.Config()
+		if err != nil {
+			return err
+		}
 		return monitor.Run(cmd.Context(), monitor.Config{Backbone: cfg, Probers: reg, InstanceID: instance, Interval: interval, Heartbeat: heartbeat,
-			Concurrency: concurrency, ProbeRate: probeRate, HeartbeatBudget: heartbeatBudget, Metrics: m})
+			Concurrency: concurrency, ProbeRate: probeRate, HeartbeatBudget: heartbeatBudget, Metrics: m, Trust: trustCfg})
 	})
 }
 
 // Notifier returns the notifier's command.
 func Notifier() *cobra.Command {
 	var instance, httpAddr, sinksFile string
+	var tf TrustFlags
 	cmd := serviceCommand("notifier", "Turn decisions, operations and health changes into notifications", func(fs *pflag.FlagSet) {
+		tf.Bind(fs)
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 		fs.StringVar(&httpAddr, "http", os.Getenv("FLOTILLA_HTTP"), "address (host:port) to serve the web dashboard and its /api/ on, showing the whole fleet (every partition); empty: none (env FLOTILLA_HTTP)")
 		fs.StringVar(&sinksFile, "sinks", EnvOr("FLOTILLA_SINKS", ""), "YAML routing file of the sinks: webhooks and Slack destinations that get notifications, and their rules (env FLOTILLA_SINKS; see the README's Sinks)")
@@ -412,8 +462,12 @@ func Notifier() *cobra.Command {
 		if m != nil {
 			observer = m.Deliveries()
 		}
+		trustCfg, err := tf.Config()
+		if err != nil {
+			return err
+		}
 		run := func(ctx context.Context) error {
-			return RunNotifier(ctx, notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, Metrics: m}, sinksFile, observer)
+			return RunNotifier(ctx, notifier.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, Metrics: m, Trust: trustCfg}, sinksFile, observer)
 		}
 		if httpAddr == "" {
 			return run(cmd.Context())
@@ -457,7 +511,7 @@ func RunNotifier(ctx context.Context, cfg notifier.Config, sinksFile string, obs
 	defer cancel()
 	sinkErr := make(chan error, 1)
 	go func() {
-		err := sinks.Run(ctx, sinks.Config{Backbone: cfg.Backbone, Routing: routing, Observer: observer})
+		err := sinks.Run(ctx, sinks.Config{Backbone: cfg.Backbone, Routing: routing, Observer: observer, Trust: cfg.Trust})
 		if err != nil {
 			cancel() // sinks.Run fails only as it starts: stop, saying why
 		}

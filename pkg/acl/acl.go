@@ -31,6 +31,10 @@ type Principals struct {
 	// FleetAdmins are operators who also write the inventory and the
 	// deployment policies.
 	FleetAdmins []string
+	// TrustAdmins are operators who also write the trust store (its
+	// records count only when signed by an admin's key: the ACL keeps
+	// everyone else from even writing them).
+	TrustAdmins []string
 }
 
 // DefaultPrincipals are the service principals Flotilla suggests.
@@ -121,20 +125,20 @@ func Plan(n topics.Names, p Principals) ([]Binding, error) {
 		}
 	}
 	service(p.Planner, "planner",
-		[]string{n.Requests, n.Inventory, n.Policies, n.Operations, n.Health, n.Workflows},
+		[]string{n.Requests, n.Inventory, n.Policies, n.Trust, n.Operations, n.Health, n.Workflows},
 		[]string{n.Workflows, n.Commands, n.History, n.DeadLetters}, true, n.Group("planner"))
 	service(p.Executor, "executor",
 		[]string{n.Commands, n.Operations, n.Claims, n.Leases},
 		[]string{n.Operations, n.Claims, n.Leases, n.DeadLetters}, true, n.Group("executor"))
 	service(p.Monitor, "monitor",
-		[]string{n.Inventory, n.Health, n.Operations, n.History},
+		[]string{n.Inventory, n.Trust, n.Health, n.Operations, n.History},
 		[]string{n.Health, n.DeadLetters}, false, n.Group("monitor"))
 	service(p.Notifier, "notifier",
-		[]string{n.Workflows, n.Operations, n.Health, n.DeadLetters, n.Notifications, n.Inventory, n.Requests, n.History},
+		[]string{n.Workflows, n.Operations, n.Health, n.DeadLetters, n.Notifications, n.Inventory, n.Trust, n.Requests, n.History},
 		[]string{n.Notifications}, true, n.Group("notifier"), n.Group("notifier.sink."))
 
 	// What the CLI reads: every topic but the executor's internals.
-	cliReads := []string{n.Requests, n.Workflows, n.Commands, n.Operations, n.Inventory, n.Health, n.History, n.Policies, n.Notifications, n.DeadLetters}
+	cliReads := []string{n.Requests, n.Workflows, n.Commands, n.Operations, n.Inventory, n.Health, n.History, n.Policies, n.Trust, n.Notifications, n.DeadLetters}
 	user := func(who string, writes ...string) {
 		add(who, topic, pre, "list the namespace's topics", describe, ns)
 		add(who, topic, lit, "what the CLI reads (status, audit, watch, history)", read, cliReads...)
@@ -145,6 +149,9 @@ func Plan(n topics.Names, p Principals) ([]Binding, error) {
 	}
 	for _, who := range p.FleetAdmins {
 		user(who, n.Requests, n.Inventory, n.Policies)
+	}
+	for _, who := range p.TrustAdmins {
+		user(who, n.Requests, n.Trust)
 	}
 	slices.SortFunc(out, compare)
 	return slices.CompactFunc(out, func(a, b Binding) bool { return compare(a, b) == 0 }), nil

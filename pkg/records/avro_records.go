@@ -3,6 +3,7 @@ package records
 import (
 	"fmt"
 
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 )
@@ -26,17 +27,18 @@ import (
 // is the newest, so that no record is ever written with one schema's
 // fingerprint and another's fields.
 var directFiles = map[string]string{
-	nameClusterRecord:  "cluster.v2.avsc",
-	nameRequest:        "request.v2.avsc",
+	nameClusterRecord:  "cluster.v3.avsc",
+	nameRequest:        "request.v3.avsc",
 	nameWorkflowRecord: "workflow.v3.avsc",
 	nameCommand:        "command.v2.avsc",
 	nameOperationEvent: "operation.v3.avsc",
 	nameHealth:         "health.v2.avsc",
 	nameNotification:   "notification.v1.avsc",
-	namePolicyRecord:   "policy.v2.avsc",
+	namePolicyRecord:   "policy.v3.avsc",
 	nameClaimRecord:    "claim.v2.avsc",
 	nameLeaseRecord:    "lease.v1.avsc",
 	nameDeadLetter:     "deadletter.v1.avsc",
+	nameTrustRecord:    "trust.v1.avsc",
 }
 
 // checkDirect returns an error if the newest schema of a record is not the
@@ -222,16 +224,31 @@ var windowRuleSize = zeroSize(writeWindowRule)
 
 // The records, one per topic.
 
-// flotilla.ClusterRecord: cluster.v2.avsc. Its flotilla.Cluster has the
+// A signed record's last two fields: key_id, then signature (which stays
+// last, so that the canonical bytes are the record up to it; see Sign).
+func writeSignature(w *writer, s *Signature) {
+	w.str(s.KeyID)
+	w.bytes(s.Value)
+}
+
+func readSignature(r *reader) (s Signature) {
+	s.KeyID = r.word("key_id")
+	s.Value = r.bytes("signature")
+	return s
+}
+
+// flotilla.ClusterRecord: cluster.v3.avsc. Its flotilla.Cluster has the
 // desired state after the fields the command schema's has.
 func writeClusterRecord(w *writer, c *ClusterRecord) {
 	writeEnvelope(w, &c.Envelope)
 	writeInventoryCluster(w, &c.Cluster)
+	writeSignature(w, &c.Signature)
 }
 
 func readClusterRecord(r *reader) (c ClusterRecord) {
 	c.Envelope = record(r, "envelope", readEnvelope)
 	c.Cluster = record(r, "cluster", readInventoryCluster)
+	c.Signature = readSignature(r)
 	return c
 }
 
@@ -250,7 +267,7 @@ func readInventoryCluster(r *reader) (c inventory.Cluster) {
 	return c
 }
 
-// flotilla.Request: request.v2.avsc. The body is a union of
+// flotilla.Request: request.v3.avsc. The body is a union of
 // [SubmitRollout, ControlWorkflow].
 func writeRequest(w *writer, q *Request) {
 	writeEnvelope(w, &q.Envelope)
@@ -266,6 +283,7 @@ func writeRequest(w *writer, q *Request) {
 	default:
 		w.err = errNoBody
 	}
+	writeSignature(w, &q.Signature)
 }
 
 func readRequest(r *reader) (q Request) {
@@ -277,6 +295,7 @@ func readRequest(r *reader) (q Request) {
 		c := record(r, "body."+memberControlWorkflow, readControlWorkflow)
 		q.Control = &c
 	}
+	q.Signature = readSignature(r)
 	return q
 }
 
@@ -596,17 +615,106 @@ func readNotification(r *reader) (n Notification) {
 	return n
 }
 
-// flotilla.PolicyRecord: policy.v2.avsc.
+// flotilla.PolicyRecord: policy.v3.avsc.
 func writePolicyRecord(w *writer, p *PolicyRecord) {
 	writeEnvelope(w, &p.Envelope)
 	writePolicy(w, &p.Policy)
+	writeSignature(w, &p.Signature)
 }
 
 func readPolicyRecord(r *reader) (p PolicyRecord) {
 	p.Envelope = record(r, "envelope", readEnvelope)
 	p.Policy = record(r, "policy", readPolicy)
+	p.Signature = readSignature(r)
 	return p
 }
+
+// flotilla.TrustRecord: trust.v1.avsc. The body is a union of
+// [TrustPrincipal, TrustRole].
+func writeTrustRecord(w *writer, t *TrustRecord) {
+	writeEnvelope(w, &t.Envelope)
+	switch {
+	case t.Principal != nil && t.Role != nil:
+		w.err = errTwoTrustBodies
+	case t.Principal != nil:
+		w.union(0)
+		w.str(t.Principal.Name)
+		w.strs(t.Principal.Roles)
+		writeArray(w, t.Principal.Keys, writeTrustKey)
+	case t.Role != nil:
+		w.union(1)
+		w.str(t.Role.Name)
+		writeArray(w, t.Role.Rules, writeRoleRule)
+	default:
+		w.err = errNoTrustBody
+	}
+	writeSignature(w, &t.Signature)
+}
+
+func readTrustRecord(r *reader) (t TrustRecord) {
+	t.Envelope = record(r, "envelope", readEnvelope)
+	switch r.union("body", 2) {
+	case 0:
+		t.Principal = record(r, "body."+memberTrustPrincipal, func(r *reader) *TrustPrincipal {
+			var p TrustPrincipal
+			p.Name = r.str("name")
+			p.Roles = r.strs("roles")
+			p.Keys = readArray(r, "keys", trustKeySize, readTrustKey)
+			return &p
+		})
+	case 1:
+		t.Role = record(r, "body."+memberTrustRole, func(r *reader) *authz.Role {
+			var x authz.Role
+			x.Name = r.str("name")
+			x.Rules = readArray(r, "rules", roleRuleSize, readRoleRule)
+			return &x
+		})
+	}
+	t.Signature = readSignature(r)
+	return t
+}
+
+// flotilla.TrustKey.
+func writeTrustKey(w *writer, k *TrustKey) {
+	w.str(k.ID)
+	w.bytes(k.Public)
+	w.time(k.Expires)
+	w.time(k.Revoked)
+}
+
+func readTrustKey(r *reader) (k TrustKey) {
+	k.ID = r.str("id")
+	k.Public = r.bytes("public_key")
+	k.Expires = r.time("expires")
+	k.Revoked = r.time("revoked")
+	return k
+}
+
+var trustKeySize = zeroSize(writeTrustKey)
+
+// flotilla.RoleRule.
+func writeRoleRule(w *writer, x *authz.Rule) {
+	w.str(x.Name)
+	w.strs(x.Actions)
+	w.strs(x.Operations)
+	w.str(x.Selector)
+	w.strs(x.Phases)
+	w.int("approvals", x.Approvals)
+	w.boolean(x.SeparateApprover)
+}
+
+func readRoleRule(r *reader) (x authz.Rule) {
+	x.Name = r.str("name")
+	x.Actions = r.strs("actions")
+	x.Operations = r.strs("operations")
+	x.Selector = r.str("selector")
+	x.Phases = r.strs("phases")
+	x.Approvals = r.int("approvals")
+	x.SeparateApprover = r.boolean("separate_approver")
+	return x
+}
+
+var roleRuleSize = zeroSize(writeRoleRule)
 
 // flotilla.DeploymentPolicy.
 func writePolicy(w *writer, p *rollout.Policy) {

@@ -38,6 +38,7 @@ var recordTypes = map[string]reflect.Type{
 	namePolicyRecord:   reflect.TypeFor[PolicyRecord](),
 	nameClaimRecord:    reflect.TypeFor[ClaimRecord](),
 	nameLeaseRecord:    reflect.TypeFor[LeaseRecord](),
+	nameTrustRecord:    reflect.TypeFor[TrustRecord](),
 	nameDeadLetter:     reflect.TypeFor[DeadLetter](),
 }
 
@@ -60,6 +61,7 @@ var goavroDecoders = map[string]func([]byte) (any, error){
 	nameClaimRecord:    func(b []byte) (any, error) { return decodeGoavro(b, nameClaimRecord, claimRecordFrom) },
 	nameLeaseRecord:    func(b []byte) (any, error) { return decodeGoavro(b, nameLeaseRecord, leaseRecordFrom) },
 	nameDeadLetter:     func(b []byte) (any, error) { return decodeGoavro(b, nameDeadLetter, deadLetterFrom) },
+	nameTrustRecord:    func(b []byte) (any, error) { return decodeGoavro(b, nameTrustRecord, trustRecordFrom) },
 }
 
 // TestDirectCodecMatchesGoavro is the oracle test: for every family, Encode
@@ -377,6 +379,8 @@ func TestItemSizes(t *testing.T) {
 		"flotilla.Phase":      phaseSize,
 		"flotilla.PhasePlan":  phasePlanSize,
 		"flotilla.WindowRule": windowRuleSize,
+		"flotilla.TrustKey":   trustKeySize,
+		"flotilla.RoleRule":   roleRuleSize,
 	} {
 		var typ *avroType
 		for _, w := range reg.Load().writer {

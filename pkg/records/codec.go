@@ -32,6 +32,7 @@ const (
 	nameClaimRecord    = "flotilla.ClaimRecord"
 	nameLeaseRecord    = "flotilla.LeaseRecord"
 	nameDeadLetter     = "flotilla.DeadLetter"
+	nameTrustRecord    = "flotilla.TrustRecord"
 )
 
 var (
@@ -189,7 +190,7 @@ func registerSchema(file string, data []byte) error {
 
 // Encode encodes a record for its topic: v is a ClusterRecord, Request,
 // WorkflowRecord, Command, OperationEvent, Health, Notification,
-// PolicyRecord, ClaimRecord, LeaseRecord or DeadLetter, or a
+// PolicyRecord, ClaimRecord, LeaseRecord, DeadLetter or TrustRecord, or a
 // non-nil pointer to one.
 //
 // The result is an Avro single-object encoding: 0xC3 0x01, the 8-byte
@@ -251,6 +252,9 @@ func Encode(v any) ([]byte, error) {
 	case DeadLetter:
 		name = nameDeadLetter
 		writeDeadLetter(w, &x)
+	case TrustRecord:
+		name = nameTrustRecord
+		writeTrustRecord(w, &x)
 	default:
 		return nil, fmt.Errorf("encode: %T is not a record type", v)
 	}
@@ -317,6 +321,9 @@ func encodeGoavro(v any) ([]byte, error) {
 		name, native = nameLeaseRecord, leaseRecordNative(x)
 	case DeadLetter:
 		name, native = nameDeadLetter, deadLetterNative(x)
+	case TrustRecord:
+		name = nameTrustRecord
+		native, err = trustRecordNative(x)
 	default:
 		return nil, fmt.Errorf("encode: %T is not a record type", v)
 	}
@@ -465,6 +472,12 @@ func DecodeLeaseRecord(b []byte) (LeaseRecord, error) {
 // for how it fails.
 func DecodeDeadLetter(b []byte) (DeadLetter, error) {
 	return decodeAs(b, nameDeadLetter, readDeadLetter, deadLetterFrom)
+}
+
+// DecodeTrustRecord decodes a value of fleet.trust. See DecodeHealth for
+// how it fails.
+func DecodeTrustRecord(b []byte) (TrustRecord, error) {
+	return decodeAs(b, nameTrustRecord, readTrustRecord, trustRecordFrom)
 }
 
 // DecodeNotification decodes a value of fleet.notifications. See

@@ -74,6 +74,10 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"operation.v1.avsc":    0xcd4d2202f2e4f42d,
 		"request.v1.avsc":      0x76720089dd788ae2,
 		"workflow.v1.avsc":     0x4010fe3cb29a39ba,
+		"cluster.v3.avsc":      0x9ae5d8d5a10ba0e1,
+		"request.v3.avsc":      0x972f52613d169872,
+		"policy.v3.avsc":       0x650ba252e348bd3b,
+		"trust.v1.avsc":        0xef877ba46774ce4a,
 	}
 	r, err := loadRegistry(schemas.FS)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 )
 
@@ -56,6 +57,7 @@ func FuzzDecodePolicyRecord(f *testing.F) { fuzzDecode(f, namePolicyRecord, Deco
 func FuzzDecodeClaimRecord(f *testing.F)  { fuzzDecode(f, nameClaimRecord, DecodeClaimRecord) }
 func FuzzDecodeLeaseRecord(f *testing.F)  { fuzzDecode(f, nameLeaseRecord, DecodeLeaseRecord) }
 func FuzzDecodeDeadLetter(f *testing.F)   { fuzzDecode(f, nameDeadLetter, DecodeDeadLetter) }
+func FuzzDecodeTrustRecord(f *testing.F)  { fuzzDecode(f, nameTrustRecord, DecodeTrustRecord) }
 
 // FuzzDecodeRequest feeds DecodeRequest anything a producer could write to
 // fleet.requests, binary or JSON. Whatever it accepts must also encode as
@@ -239,6 +241,7 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 		nameClaimRecord:    ClaimRecord{},
 		nameLeaseRecord:    LeaseRecord{},
 		nameDeadLetter:     DeadLetter{},
+		nameTrustRecord:    TrustRecord{Role: &authz.Role{}},
 	}
 	// Extremes: the largest and smallest numbers, times and durations.
 	extreme := map[string]any{
@@ -261,6 +264,7 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 		{"FuzzDecodeClaimRecord", nameClaimRecord},
 		{"FuzzDecodeLeaseRecord", nameLeaseRecord},
 		{"FuzzDecodeDeadLetter", nameDeadLetter},
+		{"FuzzDecodeTrustRecord", nameTrustRecord},
 	} {
 		s := map[string][]byte{
 			"empty":        {},

@@ -3,6 +3,7 @@ package records
 import (
 	"errors"
 
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 )
@@ -22,6 +23,9 @@ var (
 	errNoBody    = errors.New("request has no body: set Submit or Control")
 	errTwoRows   = errors.New("workflow record has more than one of Workflow, Target and Spec set")
 	errNoRow     = errors.New("workflow record has none of Workflow, Target and Spec set")
+
+	errTwoTrustBodies = errors.New("trust record has two bodies: set Principal or Role")
+	errNoTrustBody    = errors.New("trust record has no body: set Principal or Role")
 )
 
 // Union member names.
@@ -31,7 +35,20 @@ const (
 	memberWorkflow        = "flotilla.Workflow"
 	memberTarget          = "flotilla.Target"
 	memberWorkflowSpec    = "flotilla.WorkflowSpec"
+	memberTrustPrincipal  = "flotilla.TrustPrincipal"
+	memberTrustRole       = "flotilla.TrustRole"
 )
+
+// signatureNative adds a signed record's last two fields to its native.
+func signatureNative(m map[string]any, s Signature) map[string]any {
+	m["key_id"] = s.KeyID
+	m["signature"] = bytesNative(s.Value)
+	return m
+}
+
+func signatureFrom(x rec) Signature {
+	return Signature{KeyID: x.str("key_id"), Value: x.bytes("signature")}
+}
 
 func envelopeNative(e Envelope) map[string]any {
 	return map[string]any{
@@ -211,10 +228,10 @@ func inventoryClusterFrom(x rec) inventory.Cluster {
 }
 
 func clusterRecordNative(c ClusterRecord) map[string]any {
-	return map[string]any{
+	return signatureNative(map[string]any{
 		"envelope": envelopeNative(c.Envelope),
 		"cluster":  inventoryClusterNative(c.Cluster),
-	}
+	}, c.Signature)
 }
 
 func clusterRecordFrom(v any) (ClusterRecord, error) {
@@ -224,6 +241,7 @@ func clusterRecordFrom(v any) (ClusterRecord, error) {
 		Envelope: envelopeFrom(x.record("envelope")),
 		Cluster:  inventoryClusterFrom(x.record("cluster")),
 	}
+	c.Signature = signatureFrom(x)
 	return c, r.err
 }
 
@@ -244,7 +262,7 @@ func requestNative(q Request) (map[string]any, error) {
 	default:
 		return nil, errNoBody
 	}
-	return map[string]any{"envelope": envelopeNative(q.Envelope), "body": body}, nil
+	return signatureNative(map[string]any{"envelope": envelopeNative(q.Envelope), "body": body}, q.Signature), nil
 }
 
 func requestFrom(v any) (Request, error) {
@@ -264,6 +282,7 @@ func requestFrom(v any) (Request, error) {
 	default:
 		r.fail("body", "unknown request kind %q", member)
 	}
+	q.Signature = signatureFrom(x)
 	return q, r.err
 }
 
@@ -583,7 +602,7 @@ func notificationFrom(v any) (Notification, error) {
 }
 
 func policyRecordNative(p PolicyRecord) map[string]any {
-	return map[string]any{
+	return signatureNative(map[string]any{
 		"envelope": envelopeNative(p.Envelope),
 		"policy": map[string]any{
 			"name":        p.Policy.Name,
@@ -594,7 +613,7 @@ func policyRecordNative(p PolicyRecord) map[string]any {
 			"drift_correction_selector":     p.Policy.DriftCorrection.Selector,
 			"drift_correction_max_per_hour": p.Policy.DriftCorrection.MaxPerHour,
 		},
-	}
+	}, p.Signature)
 }
 
 func policyRecordFrom(v any) (PolicyRecord, error) {
@@ -614,7 +633,80 @@ func policyRecordFrom(v any) (PolicyRecord, error) {
 			},
 		},
 	}
+	rec.Signature = signatureFrom(x)
 	return rec, r.err
+}
+
+func trustRecordNative(t TrustRecord) (map[string]any, error) {
+	var body map[string]any
+	switch {
+	case t.Principal != nil && t.Role != nil:
+		return nil, errTwoTrustBodies
+	case t.Principal != nil:
+		keys := make([]any, 0, len(t.Principal.Keys))
+		for _, k := range t.Principal.Keys {
+			keys = append(keys, map[string]any{
+				"id":         k.ID,
+				"public_key": bytesNative(k.Public),
+				"expires":    millis(k.Expires),
+				"revoked":    millis(k.Revoked),
+			})
+		}
+		body = map[string]any{memberTrustPrincipal: map[string]any{
+			"name":  t.Principal.Name,
+			"roles": stringsNative(t.Principal.Roles),
+			"keys":  keys,
+		}}
+	case t.Role != nil:
+		rules := make([]any, 0, len(t.Role.Rules))
+		for _, x := range t.Role.Rules {
+			rules = append(rules, map[string]any{
+				"name":              x.Name,
+				"actions":           stringsNative(x.Actions),
+				"operations":        stringsNative(x.Operations),
+				"selector":          x.Selector,
+				"phases":            stringsNative(x.Phases),
+				"approvals":         x.Approvals,
+				"separate_approver": x.SeparateApprover,
+			})
+		}
+		body = map[string]any{memberTrustRole: map[string]any{"name": t.Role.Name, "rules": rules}}
+	default:
+		return nil, errNoTrustBody
+	}
+	return signatureNative(map[string]any{"envelope": envelopeNative(t.Envelope), "body": body}, t.Signature), nil
+}
+
+func trustRecordFrom(v any) (TrustRecord, error) {
+	r := &nativeReader{}
+	x := r.record(v, "")
+	t := TrustRecord{Envelope: envelopeFrom(x.record("envelope"))}
+	switch member, body := x.union("body"); member {
+	case memberTrustPrincipal:
+		p := &TrustPrincipal{Name: body.str("name"), Roles: body.strs("roles")}
+		for _, k := range body.recs("keys") {
+			p.Keys = append(p.Keys, TrustKey{ID: k.str("id"), Public: k.bytes("public_key"), Expires: k.time("expires"), Revoked: k.time("revoked")})
+		}
+		t.Principal = p
+	case memberTrustRole:
+		role := &authz.Role{Name: body.str("name")}
+		for _, x := range body.recs("rules") {
+			role.Rules = append(role.Rules, authz.Rule{
+				Name:             x.str("name"),
+				Actions:          x.strs("actions"),
+				Operations:       x.strs("operations"),
+				Selector:         x.str("selector"),
+				Phases:           x.strs("phases"),
+				Approvals:        x.int("approvals"),
+				SeparateApprover: x.boolean("separate_approver"),
+			})
+		}
+		t.Role = role
+	default:
+		r.fail("body", "unknown trust record kind %q", member)
+	}
+	t.Signature = signatureFrom(x)
+	return t, r.err
 }
 
 func claimRecordNative(c ClaimRecord) map[string]any {

@@ -1,10 +1,12 @@
 package records
 
 import (
+	"bytes"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 )
@@ -217,6 +219,18 @@ func fullDeadLetter(t time.Time) DeadLetter {
 		Key: []byte("wf-1/c1"), Value: []byte{0xc3, 0x01, 0xff}, ValueSize: 3, Reason: "unknown schema"}
 }
 
+func fullTrustPrincipal(t time.Time) TrustRecord {
+	return TrustRecord{Envelope: fullEnvelope(t), Principal: &TrustPrincipal{Name: "alice", Roles: []string{"dev", "sre"},
+		Keys: []TrustKey{{ID: "0f1e2d3c4b5a69788796a5b4c3d2e1f0", Public: bytes.Repeat([]byte{7}, 32), Expires: t, Revoked: t}}},
+		Signature: Signature{KeyID: "fd2aa4e189f626187118d971188c429a", Value: bytes.Repeat([]byte{9}, 64)}}
+}
+
+func fullTrustRole(t time.Time) TrustRecord {
+	return TrustRecord{Envelope: fullEnvelope(t), Role: &authz.Role{Name: "sre", Rules: []authz.Rule{{Name: "prod", Actions: []string{"submit", "approve"},
+		Operations: []string{"upgrade"}, Selector: "env=prod", Phases: []string{"canary"}, Approvals: 2, SeparateApprover: true}}},
+		Signature: Signature{KeyID: "fd2aa4e189f626187118d971188c429a", Value: bytes.Repeat([]byte{9}, 64)}}
+}
+
 func fullLeaseRecord(t time.Time) LeaseRecord {
 	return LeaseRecord{Envelope: fullEnvelope(t), Partition: 3, Holder: "executor-a", RenewedAt: t, Duration: 15 * time.Second}
 }
@@ -234,6 +248,7 @@ var decoders = map[string]func([]byte) (any, error){
 	nameClaimRecord:    func(b []byte) (any, error) { return DecodeClaimRecord(b) },
 	nameLeaseRecord:    func(b []byte) (any, error) { return DecodeLeaseRecord(b) },
 	nameDeadLetter:     func(b []byte) (any, error) { return DecodeDeadLetter(b) },
+	nameTrustRecord:    func(b []byte) (any, error) { return DecodeTrustRecord(b) },
 }
 
 // roundTrips is every record type with every field set: the value to
@@ -255,6 +270,8 @@ var roundTrips = []struct {
 	{"claim", nameClaimRecord, fullClaimRecord(inTime), fullClaimRecord(outTime)},
 	{"lease", nameLeaseRecord, fullLeaseRecord(inTime), fullLeaseRecord(outTime)},
 	{"dead letter", nameDeadLetter, fullDeadLetter(inTime), fullDeadLetter(outTime)},
+	{"trust principal", nameTrustRecord, fullTrustPrincipal(inTime), fullTrustPrincipal(outTime)},
+	{"trust role", nameTrustRecord, fullTrustRole(inTime), fullTrustRole(outTime)},
 }
 
 func TestRoundTripEveryFieldSet(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 )
@@ -21,17 +22,27 @@ type Envelope struct {
 // ClusterRecord is the value of fleet.inventory, keyed by cluster ID.
 // A tombstone (nil value) decommissions the cluster.
 type ClusterRecord struct {
-	Envelope Envelope
-	Cluster  inventory.Cluster
+	Envelope  Envelope
+	Cluster   inventory.Cluster
+	Signature Signature
+}
+
+// Signature is a record's signature by its principal: which key signed it
+// and the Ed25519 signature of its canonical bytes (see Sign). The zero
+// value is an unsigned record.
+type Signature struct {
+	KeyID string
+	Value []byte
 }
 
 // Request is the value of fleet.requests, keyed by its Envelope.ID, which the
 // client chooses (a UUID): retries of the same request collapse into one.
 // Exactly one body field is set.
 type Request struct {
-	Envelope Envelope
-	Submit   *SubmitRollout
-	Control  *ControlWorkflow
+	Envelope  Envelope
+	Submit    *SubmitRollout
+	Control   *ControlWorkflow
+	Signature Signature
 }
 
 // ControlWorkflow asks the planner to act on a workflow. Its record key is
@@ -151,9 +162,43 @@ func ClaimKey(clusterID, commandID string) string { return clusterID + "/" + com
 // PolicyRecord is the value of fleet.policies, keyed by the policy's
 // name: a named deployment policy. A tombstone (nil value) removes it.
 type PolicyRecord struct {
-	Envelope Envelope
-	Policy   rollout.Policy
+	Envelope  Envelope
+	Policy    rollout.Policy
+	Signature Signature
 }
+
+// TrustRecord is the value of fleet.trust, keyed TrustPrincipalKey(name)
+// or TrustRoleKey(name): one principal with its keys and roles, or one
+// role with its rules. Exactly one of Principal and Role is set. It is
+// signed by an admin key (package trust says which count).
+type TrustRecord struct {
+	Envelope  Envelope
+	Principal *TrustPrincipal
+	Role      *authz.Role
+	Signature Signature
+}
+
+// TrustPrincipal is a person or program that signs records, its keys and
+// the names of its roles.
+type TrustPrincipal struct {
+	Name  string
+	Roles []string
+	Keys  []TrustKey
+}
+
+// TrustKey is one public key of a principal. A record appended at or after
+// Expires or Revoked (when set) is refused; a revoked key stays listed so
+// that it is refused as revoked, not as unknown.
+type TrustKey struct {
+	ID      string // keys.ID of Public
+	Public  []byte // the raw Ed25519 public key
+	Expires time.Time
+	Revoked time.Time
+}
+
+// TrustPrincipalKey and TrustRoleKey are the record keys of fleet.trust.
+func TrustPrincipalKey(name string) string { return "principal/" + name }
+func TrustRoleKey(name string) string      { return "role/" + name }
 
 // ControlKey is the record key of a control request: the workflow ID, a
 // '/', and the request ID.

@@ -39,6 +39,7 @@ type Names struct {
 	Namespace     string
 	Inventory     string // cluster ID → cluster; compacted
 	Policies      string // policy name → deployment policy; compacted
+	Trust         string // "principal/NAME" or "role/NAME" → the trust store; compacted, one partition
 	Requests      string // request ID → request; compacted
 	Workflows     string // workflow ID or workflowID/clusterID → workflow row; compacted
 	Commands      string // workflowID/clusterID → command; compacted
@@ -61,6 +62,7 @@ func NewNames(namespace string) Names {
 		Namespace:     namespace,
 		Inventory:     namespace + ".inventory",
 		Policies:      namespace + ".policies",
+		Trust:         namespace + ".trust",
 		Requests:      namespace + ".requests",
 		Workflows:     namespace + ".workflows",
 		Commands:      namespace + ".commands",
@@ -76,7 +78,7 @@ func NewNames(namespace string) Names {
 
 // All returns every topic name, in catalogue order.
 func (n Names) All() []string {
-	return []string{n.Inventory, n.Policies, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.History, n.Claims, n.Leases, n.Notifications, n.DeadLetters}
+	return []string{n.Inventory, n.Policies, n.Trust, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.History, n.Claims, n.Leases, n.Notifications, n.DeadLetters}
 }
 
 // Group returns the consumer group, and the stem of transactional IDs, of
@@ -160,10 +162,22 @@ func Catalogue(n Names, partitions int32, replicationFactor int16) []Spec {
 		s.AtLeast = map[string]int64{"min.compaction.lag.ms": lag}
 		return s
 	}
+	// What users write is stamped with the broker's clock, not the
+	// producer's: a signed record's time is checked against it (package
+	// trust), and a key's expiry and revocation too.
+	userWritten := func(s Spec) Spec {
+		s.Configs["message.timestamp.type"] = kadm.StringPtr("LogAppendTime")
+		return s
+	}
+	// The trust store is read whole by every service, in one order (an
+	// admin's record before what its key signs): one partition.
+	trust := userWritten(spec(n.Trust, "", compact()))
+	trust.Partitions = 1
 	return []Spec{
-		spec(n.Inventory, ByCluster, compact()),
-		spec(n.Policies, "", compact()), // every planner reads all of it
-		spec(n.Requests, ByWorkflow, compact()),
+		userWritten(spec(n.Inventory, ByCluster, compact())),
+		userWritten(spec(n.Policies, "", compact())), // every planner reads all of it
+		trust,
+		userWritten(spec(n.Requests, ByWorkflow, compact())),
 		notified(spec(n.Workflows, ByWorkflow, compact())),
 		spec(n.Commands, ByWorkflow, compact()),
 		notified(spec(n.Operations, ByWorkflow, compact())),

@@ -41,15 +41,15 @@ func TestNewNames(t *testing.T) {
 		namespace string
 		want      Names
 	}{
-		{"", Names{"fleet", "fleet.inventory", "fleet.policies", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.history", "fleet.claims", "fleet.leases", "fleet.notifications", "fleet.deadletters"}},
-		{"staging", Names{"staging", "staging.inventory", "staging.policies", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.history", "staging.claims", "staging.leases", "staging.notifications", "staging.deadletters"}},
+		{"", Names{"fleet", "fleet.inventory", "fleet.policies", "fleet.trust", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.history", "fleet.claims", "fleet.leases", "fleet.notifications", "fleet.deadletters"}},
+		{"staging", Names{"staging", "staging.inventory", "staging.policies", "staging.trust", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.history", "staging.claims", "staging.leases", "staging.notifications", "staging.deadletters"}},
 	} {
 		if got := NewNames(tc.namespace); got != tc.want {
 			t.Errorf("NewNames(%q) = %+v, want %+v", tc.namespace, got, tc.want)
 		}
 	}
 	n := NewNames("")
-	if got := n.All(); len(got) != 12 || got[0] != "fleet.inventory" || got[11] != "fleet.deadletters" {
+	if got := n.All(); len(got) != 13 || got[0] != "fleet.inventory" || got[12] != "fleet.deadletters" {
 		t.Errorf("All() = %v", got)
 	}
 	if got := n.Group("planner"); got != "fleet.planner" {
@@ -63,7 +63,7 @@ func TestCatalogue(t *testing.T) {
 	var names []string
 	for _, s := range specs {
 		names = append(names, s.Name)
-		if s.Partitions != 6 || s.ReplicationFactor != 3 {
+		if want := int32(6); s.Name == n.Trust && s.Partitions != 1 || s.Name != n.Trust && s.Partitions != want || s.ReplicationFactor != 3 {
 			t.Errorf("%s: %d partitions, rf %d", s.Name, s.Partitions, s.ReplicationFactor)
 		}
 		policy := *s.Configs["cleanup.policy"]
@@ -82,6 +82,10 @@ func TestCatalogue(t *testing.T) {
 			}
 			if s.AtLeast["min.compaction.lag.ms"] != MinCompactionLag.Milliseconds() {
 				t.Errorf("%s: AtLeast %v, want min.compaction.lag.ms %d", s.Name, s.AtLeast, MinCompactionLag.Milliseconds())
+			}
+		case n.Inventory, n.Policies, n.Trust, n.Requests: // what users write
+			if ts := s.Configs["message.timestamp.type"]; policy != "compact" || len(s.Configs) != 2 || ts == nil || *ts != "LogAppendTime" {
+				t.Errorf("%s: configs %v, want cleanup.policy=compact and message.timestamp.type=LogAppendTime", s.Name, s.Configs)
 			}
 		default:
 			if policy != "compact" || len(s.Configs) != 1 {
@@ -138,8 +142,8 @@ func TestEnsureCreatesIdempotently(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range n.All() {
-		if got := len(details[name].Partitions); got != 3 {
-			t.Errorf("%s has %d partitions, want 3", name, got)
+		if got, want := len(details[name].Partitions), map[bool]int{true: 1, false: 3}[name == n.Trust]; got != want {
+			t.Errorf("%s has %d partitions, want %d", name, got, want)
 		}
 		cfg := configsOf(t, ctx, adm, name)
 		want := map[string]string{"cleanup.policy": "compact"}
@@ -150,6 +154,8 @@ func TestEnsureCreatesIdempotently(t *testing.T) {
 			want = map[string]string{"cleanup.policy": "compact,delete", "retention.ms": "31536000000"}
 		case n.Workflows, n.Operations, n.Health:
 			want["min.compaction.lag.ms"] = "86400000"
+		case n.Inventory, n.Policies, n.Trust, n.Requests:
+			want["message.timestamp.type"] = "LogAppendTime"
 		}
 		for k, v := range want {
 			if cfg[k] != v {
@@ -180,6 +186,9 @@ func TestEnsuredTopicsAreServed(t *testing.T) {
 	var recs []*kgo.Record
 	for _, topic := range n.All() {
 		for p := range int32(4) {
+			if topic == n.Trust && p > 0 {
+				break // one partition
+			}
 			recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Key: []byte("k"), Value: []byte("v")})
 		}
 	}

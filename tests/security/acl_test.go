@@ -36,10 +36,11 @@ type securedFleet struct {
 	passwords map[string]string // by user
 }
 
-// users: the four services, an operator and a fleet admin; each has a
+// users: the four services, an operator, a fleet admin and a trust
+// admin; each has a
 // password of its own (the run's, so that a real broker kept between
 // runs is not left with known passwords).
-var users = []string{"flotilla-planner", "flotilla-executor", "flotilla-monitor", "flotilla-notifier", "alice", "carol"}
+var users = []string{"flotilla-planner", "flotilla-executor", "flotilla-monitor", "flotilla-notifier", "alice", "carol", "trent"}
 
 func startSecured(t *testing.T) *securedFleet {
 	t.Helper()
@@ -68,7 +69,7 @@ func startSecuredWith(t *testing.T, o fleettest.Options) *securedFleet {
 		}
 		return sf.opts(t, "flotilla-"+who, sf.passwords["flotilla-"+who])
 	}
-	o.Prepare = func(f *fleettest.Fleet) {
+	o.Setup = func(f *fleettest.Fleet) {
 		plan, err := acl.Plan(f.Backbone.Names(), sf.principals())
 		if err != nil {
 			t.Fatal(err)
@@ -115,6 +116,7 @@ func (sf *securedFleet) principals() acl.Principals {
 	p := acl.DefaultPrincipals()
 	p.Operators = []string{"User:alice"}
 	p.FleetAdmins = []string{"User:carol"}
+	p.TrustAdmins = []string{"User:trent"}
 	return p
 }
 
@@ -193,9 +195,10 @@ func TestACLMatrix(t *testing.T) {
 	// Who may write each topic, written out here rather than read from the
 	// plan, so that a plan that grants too much fails the test.
 	writers := map[string][]string{
-		n.Requests:      {"alice", "carol"},
+		n.Requests:      {"alice", "carol", "trent"},
 		n.Inventory:     {"carol"},
 		n.Policies:      {"carol"},
+		n.Trust:         {"trent"},
 		n.Workflows:     {"flotilla-planner"},
 		n.Commands:      {"flotilla-planner"},
 		n.History:       {"flotilla-planner"},

@@ -84,6 +84,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 )
 
 // Principal is the name the monitor writes its records under.
@@ -123,6 +124,10 @@ type Config struct {
 	// clients' (package metrics); nil records none. The drift detection
 	// sets flotilla_monitor_drifted_clusters through Metrics.SetDrifted.
 	Metrics *metrics.Monitor
+	// Trust says whether inventory records must be signed by a principal
+	// allowed to write them (package trust): one that is not is unusable,
+	// set aside like one that does not decode.
+	Trust trust.Config
 
 	// settled, if set, is told of each cluster the monitor is done with
 	// for now, and when its probe ran: after the signal was published, or
@@ -263,10 +268,19 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
+	tt := trust.NewTable(m.names.Trust, cfg.Backbone.Opts(), cfg.Trust, trust.WithLogger(m.log))
+	go func() {
+		if err := tt.Run(ctx); err != nil && ctx.Err() == nil {
+			cancel(fmt.Errorf("monitor: trust store: %w", err))
+		}
+	}()
 	m.inv = logtable.New(m.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (entry, error) {
 		rec, err := records.DecodeClusterRecord(r.Value)
 		if err == nil && rec.Cluster.ID != string(r.Key) {
 			err = fmt.Errorf("cluster %q is keyed %q", rec.Cluster.ID, r.Key)
+		}
+		if err == nil {
+			err = tt.CheckCluster(r, rec)
 		}
 		return entry{cluster: rec.Cluster, partition: r.Partition}, err
 	}, logtable.WithLogger[entry](m.log), logtable.OnDecodeError[entry](m.unusableRecord), logtable.OnChange(m.inventoryChanged))

@@ -25,6 +25,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 )
 
 // Config configures a notifier.
@@ -48,6 +49,9 @@ type Config struct {
 	// clients' (package metrics); nil records none. Its Deliveries are
 	// for the sinks.
 	Metrics *metrics.Notifier
+	// Trust is passed to the sinks, which verify the inventory records
+	// they route by (package trust).
+	Trust trust.Config
 
 	// ending, if set, is called before a transaction ends, and ended
 	// after, with how it ended (tests count aborts).

@@ -99,7 +99,7 @@ func FromWorkflow(rec records.WorkflowRecord) (records.Notification, bool) {
 			msg += fmt.Sprintf(" (until %s, then it pauses)", w.GateExpires.UTC().Format(time.RFC3339))
 		}
 		msg += "; approve with: flotilla rollout approve " + w.ID
-	case "approved":
+	case "approved", "approval-recorded":
 		msg = fmt.Sprintf("%s: %s", name(w), w.Reason)
 	case "retrying":
 		msg = fmt.Sprintf("%s: %s", name(w), w.Reason)

@@ -21,6 +21,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
 )
 
@@ -44,6 +45,10 @@ type Config struct {
 	Backbone backbone.Config
 	// Routing is what Load read.
 	Routing Routing
+	// Trust says whether the inventory records a rule selects clusters by
+	// must be signed by a principal allowed to write them; one that is
+	// not is skipped (package trust).
+	Trust trust.Config
 	// Clock times the waits between attempts and stamps the webhooks'
 	// timestamps and the failure notifications (a real clock if nil).
 	Clock clockwork.Clock
@@ -115,8 +120,13 @@ func Run(ctx context.Context, cfg Config) error {
 	var labels func(string) (map[string]string, bool)
 	var inv *logtable.Table[map[string]string]
 	if cfg.Routing.NeedsInventory() {
+		tt := trust.NewTable(names.Trust, cfg.Backbone.Opts(), cfg.Trust, trust.WithLogger(log))
+		go tt.Run(ctx)
 		inv = logtable.New(names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (map[string]string, error) {
 			rec, err := records.DecodeClusterRecord(r.Value)
+			if err == nil {
+				err = tt.CheckCluster(r, rec)
+			}
 			return rec.Cluster.Labels, err
 		}, logtable.WithLogger[map[string]string](log))
 		labels = inv.Get

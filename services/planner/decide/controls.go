@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 )
 
@@ -25,6 +26,9 @@ func (d *decision) control(in Submit) {
 	switch {
 	case reqID == "":
 		return // nothing to name it by; the shell logs it
+	case in.Refused != nil:
+		d.rejectControl(in, fmt.Sprintf("request %s by %s refused: %v", reqID, principalOf(in.Request), in.Refused))
+		return
 	case in.Key != reqID && in.Key != records.ControlKey(c.WorkflowID, reqID):
 		d.rejectControl(in, fmt.Sprintf("record key %q: a control request is keyed %q", in.Key, records.ControlKey(c.WorkflowID, reqID)))
 		return
@@ -41,6 +45,18 @@ func (d *decision) control(in Submit) {
 		d.rejectControl(in, fmt.Sprintf("workflow %s is %s, and its clusters' rows were removed %s after it ended (the retention): what it did to each is in flotilla cluster history",
 			w.ID, w.State, d.s.Retention))
 		return
+	}
+	if d.s.Authz != nil {
+		phase := c.Phase
+		if c.Action == records.ActionApprove && phase == "" {
+			phase = gatePhase(w.Gate)
+		}
+		err := d.s.Authz.Check(authz.Request{Principal: in.Request.Envelope.Principal, Action: string(c.Action),
+			Operation: string(w.Spec.Operation.Kind), Workflow: w.ID, Phase: phase, Clusters: d.workflowClusters(w)})
+		if err != nil {
+			d.rejectControl(in, err.Error())
+			return
+		}
 	}
 	because := ""
 	if c.Reason != "" {
@@ -86,6 +102,18 @@ func (d *decision) control(in Submit) {
 			return
 		case c.Phase != "" && !strings.HasSuffix(w.Gate, ":"+c.Phase):
 			d.rejectControl(in, fmt.Sprintf("workflow %s waits at gate %s, not at phase %s", w.ID, w.Gate, c.Phase))
+			return
+		}
+		refusal, opens := d.approval(w, who)
+		if refusal != "" {
+			d.rejectControl(in, refusal)
+			return
+		}
+		if !opens {
+			// The reason says so until the gate opens.
+			w.LastControl = reqID
+			w.Reason = fmt.Sprintf("%s approved by %s%s; it needs more: %s", w.Gate, who, because, d.pendingApprovals(w))
+			d.transition(w, "approval-recorded")
 			return
 		}
 		gate, reason := w.Gate, w.Reason

@@ -13,10 +13,19 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/window"
 )
+
+// principalOf names who sent a request, for messages.
+func principalOf(r records.Request) string {
+	if r.Envelope.Principal == "" {
+		return "no principal"
+	}
+	return r.Envelope.Principal
+}
 
 // Principal is the name the planner writes its records under.
 const Principal = "planner"
@@ -26,11 +35,14 @@ type Input interface{ input() }
 
 // Submit is a record read from the requests topic. Err is set when the
 // record could not be decoded; the request is then rejected under Key.
+// Refused is set when it decoded but its signature was refused (package
+// trust): it is rejected with that reason.
 type Submit struct {
 	Partition int32
 	Key       string
 	Request   records.Request
 	Err       error
+	Refused   error
 }
 
 // OperationUpdate is a record read from the operations topic.
@@ -295,6 +307,8 @@ func (d *decision) submit(in Submit) {
 	switch {
 	case in.Err != nil:
 		err = fmt.Errorf("cannot decode request: %w", in.Err)
+	case in.Refused != nil:
+		err = fmt.Errorf("request %s by %s refused: %w", id, principalOf(in.Request), in.Refused)
 	case in.Key != "" && in.Request.Envelope.ID != "" && in.Key != in.Request.Envelope.ID:
 		err = fmt.Errorf("record key %q differs from request id %q", in.Key, in.Request.Envelope.ID)
 	case in.Request.Submit == nil:
@@ -318,9 +332,18 @@ func (d *decision) submit(in Submit) {
 	if err == nil && spec.OnConflict == rollout.ConflictReject {
 		err = d.conflicts(plan)
 	}
+	if err == nil && d.s.Authz != nil {
+		if err = d.s.Authz.Check(authz.Request{Principal: in.Request.Envelope.Principal, Action: authz.ActionSubmit,
+			Operation: string(spec.Operation.Kind), Clusters: d.planClusters(plan)}); err != nil {
+			err = fmt.Errorf("request %s refused: %w", id, err)
+		}
+	}
 	w := d.s.workflow(id, in.Partition)
 	w.CreatedAt = d.now
 	w.Spec = spec
+	if d.s.Authz != nil && err == nil {
+		w.Approved = append(w.Approved, requesterMark+in.Request.Envelope.Principal)
+	}
 	d.touch(w).created = true
 	if err != nil {
 		w.State = records.WorkflowRejected

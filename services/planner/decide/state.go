@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
@@ -52,6 +53,10 @@ type State struct {
 	// one decision (zero: DefaultPlanChunk), so that a rollout of 100,000
 	// clusters is planned over several transactions, not one giant one.
 	PlanChunk int
+	// Authz, when set, authorises every request by the roles of the
+	// trust store (authorize.go): the shell sets it when signatures are
+	// required, and keeps it current. Nil: anyone may do anything.
+	Authz *authz.Policy
 
 	// Derived indexes, rebuilt by Reindex after loading rows.
 	busy      map[string]string // cluster ID → workflow ID whose command runs on it

@@ -33,6 +33,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
 
@@ -61,6 +62,11 @@ type Config struct {
 	// Metrics, if set, records the planner's metrics and its Kafka
 	// clients' (package metrics); nil records none.
 	Metrics *metrics.Planner
+	// Trust says whether requests, inventory and policy records must be
+	// signed (package trust), with the trust root and the time window.
+	// With Trust.Require, requests are also authorised by the roles of
+	// the trust store.
+	Trust trust.Config
 
 	hooks *testHooks // nil but in this package's tests
 }
@@ -104,6 +110,13 @@ type planner struct {
 	// whole by every copy, until the copy that owns the same partition of
 	// requests sets them aside.
 	badPolicies deadletter.Pending
+	// trust is the trust store; badTrust its ignored records, set aside
+	// by the copy that owns partition 0 of requests.
+	trust       *trust.Table
+	badTrust    deadletter.Pending
+	badRequests deadletter.Pending // replays, set aside as they are read
+	// seen holds the requests read lately, to refuse a replay of one.
+	seen seenRequests
 
 	mu    sync.Mutex // guards state against the rebalance callbacks
 	state *decide.State
@@ -162,9 +175,22 @@ func Run(ctx context.Context, cfg Config) error {
 	// The inventory and health are held once, in the decision state: the
 	// tables stream them, the rebuild into these maps (the tables'
 	// goroutines' until they are ready), what follows as changes.
+	p.trust = trust.NewTable(p.names.Trust, cfg.Backbone.Opts(), cfg.Trust, trust.WithLogger(p.log), trust.OnIgnored(func(r *kgo.Record, err error) {
+		p.badTrust.Add(r, err)
+		p.mu.Lock()
+		owned := p.owned[0]
+		p.mu.Unlock()
+		if owned {
+			go p.setAside(ctx, p.badTrust.Take(p.names.DeadLetters, decide.Principal, []int32{0}, p.cfg.Clock.Now(), p.letterFailed))
+		}
+	}))
 	invSnap, healthSnap := map[string]inventory.Cluster{}, map[string]records.Health{}
 	inv := logtable.New(p.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (records.ClusterRecord, error) {
-		return records.DecodeClusterRecord(r.Value)
+		rec, err := records.DecodeClusterRecord(r.Value)
+		if err == nil {
+			err = p.trust.CheckCluster(r, rec)
+		}
+		return rec, err
 	}, logtable.WithLogger[records.ClusterRecord](p.log), logtable.OnCaughtUp[records.ClusterRecord](caughtUp("inventory")), logtable.Stream(func(key string, v records.ClusterRecord, deleted, loaded bool) {
 		switch {
 		case loaded:
@@ -191,7 +217,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// being skipped: the planner then holds the same policies whether or
 	// not compaction has removed the key's earlier records.
 	policies := logtable.New(p.names.Policies, cfg.Backbone.Opts(), func(r *kgo.Record) (*rollout.Policy, error) {
-		rec, err := DecodePolicy(r)
+		rec, err := p.decodePolicy(r)
 		if err != nil {
 			p.log.Warn("ignoring a deployment policy record", "partition", r.Partition, "offset", r.Offset, "key", string(r.Key), "err", err)
 			p.badPolicies.Add(r, err)
@@ -214,8 +240,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer plain.Close()
 	p.plain = plain
-	watch, err := backbone.NewTopicWatch(ctx, plain, []string{p.names.Requests, p.names.Operations, p.names.Workflows, p.names.Commands,
-		p.names.Inventory, p.names.Health, p.names.Policies}, backbone.WatchLogger(p.log))
+	watched := []string{p.names.Requests, p.names.Operations, p.names.Workflows, p.names.Commands,
+		p.names.Inventory, p.names.Health, p.names.Policies}
+	if cfg.Trust.Require {
+		watched = append(watched, p.names.Trust)
+	}
+	watch, err := backbone.NewTopicWatch(ctx, plain, watched, backbone.WatchLogger(p.log))
 	if err != nil {
 		if parent.Err() != nil {
 			return nil
@@ -228,7 +258,8 @@ func Run(ctx context.Context, cfg Config) error {
 			cancel(fmt.Errorf("planner: %w", err))
 		}
 	}()
-	tableErr := make(chan error, 3)
+	tableErr := make(chan error, 4)
+	go func() { tableErr <- p.trust.Run(ctx) }()
 	go func() { tableErr <- inv.Run(ctx) }()
 	go func() { tableErr <- health.Run(ctx) }()
 	go func() { tableErr <- policies.Run(ctx) }()
@@ -278,7 +309,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return p.txnFailed(fmt.Errorf("initialise transactional ID %s: %w", txnID, err))
 	}
-	for _, t := range []interface{ WaitReady(context.Context) error }{inv, health, policies} {
+	for _, t := range []interface{ WaitReady(context.Context) error }{p.trust, inv, health, policies} {
 		if err := t.WaitReady(ctx); err != nil {
 			if parent.Err() != nil {
 				return nil
@@ -293,6 +324,7 @@ func Run(ctx context.Context, cfg Config) error {
 	healthSnap = nil // copied into the state
 	p.state.Retention = max(cfg.Retention, 0)
 	p.state.PlanChunk = cfg.PlanChunk
+	p.state.Authz = p.trust.Policy()
 	p.state.HoldUnfinishedOnly = true // finished workflows' targets are read back when needed
 	// Drift corrections are workflows the planner makes itself, on a
 	// partition it must own (decide's drift.go): it needs the count.
@@ -446,7 +478,7 @@ func (p *planner) policiesFor(ctx context.Context, requests map[*kgo.Record]deco
 			delete(fresh, string(r.Key))
 			return
 		}
-		rec, err := DecodePolicy(r)
+		rec, err := p.decodePolicy(r)
 		if err != nil {
 			delete(fresh, string(r.Key)) // as the table does: see Run
 			return
@@ -456,23 +488,41 @@ func (p *planner) policiesFor(ctx context.Context, requests map[*kgo.Record]deco
 	return fresh, err
 }
 
-// decodedRequest is a record of the requests topic, decoded.
+// decodedRequest is a record of the requests topic, decoded, and why its
+// signature was refused, if it was (trust.Table.Check).
 type decodedRequest struct {
-	req records.Request
-	err error
+	req     records.Request
+	err     error
+	refused error
 }
 
-// decodeRequests decodes the requests of a batch once, for policiesFor
-// and decideBatch.
+// decodeRequests decodes and verifies the requests of a batch once, for
+// policiesFor and decideBatch. It is called without the state's lock: a
+// request signed with a key the trust table has not read yet makes it
+// read the trust topic.
 func (p *planner) decodeRequests(fetches kgo.Fetches) map[*kgo.Record]decodedRequest {
 	out := map[*kgo.Record]decodedRequest{}
 	fetches.EachRecord(func(r *kgo.Record) {
 		if r.Topic == p.names.Requests && r.Value != nil {
 			req, err := records.DecodeRequest(r.Value)
-			out[r] = decodedRequest{req, err}
+			d := decodedRequest{req: req, err: err}
+			if err == nil {
+				d.refused = p.trust.Check(r, req.Envelope, req.Signature)
+			}
+			out[r] = d
 		}
 	})
 	return out
+}
+
+// decodePolicy decodes a policy record (DecodePolicy) and verifies its
+// signature and its principal's right to write policies.
+func (p *planner) decodePolicy(r *kgo.Record) (records.PolicyRecord, error) {
+	rec, err := DecodePolicy(r)
+	if err == nil {
+		err = p.trust.CheckPolicy(r, rec)
+	}
+	return rec, err
 }
 
 // targetsFor reads back from the log the targets of the finished
@@ -567,6 +617,8 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 	if policies != nil {
 		p.state.Policies = policies
 	}
+	p.state.Authz = p.trust.Policy()
+	var replays []*kgo.Record
 	fetches.EachRecord(func(r *kgo.Record) {
 		if !p.owned[r.Partition] {
 			return
@@ -585,7 +637,15 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 			if key == "" && req.Envelope.ID == "" {
 				key = fmt.Sprintf("%s-%d-%d", p.names.Requests, r.Partition, r.Offset)
 			}
-			decideOn(decide.Submit{Partition: r.Partition, Key: key, Request: req, Err: err})
+			if p.trust.Required() && err == nil {
+				if why := p.replayed(r, req); why != nil {
+					p.log.Warn("setting aside a replayed request", "partition", r.Partition, "offset", r.Offset, "key", key, "err", why)
+					p.badRequests.Add(r, why)
+					replays = append(replays, r)
+					return
+				}
+			}
+			decideOn(decide.Submit{Partition: r.Partition, Key: key, Request: req, Err: err, Refused: d.refused})
 		case p.names.Operations:
 			if r.Value == nil {
 				return
@@ -599,6 +659,15 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 		}
 	})
 	decideOn(decide.Tick{})
+	if len(replays) > 0 {
+		var parts []int32
+		for _, r := range replays {
+			if !slices.Contains(parts, r.Partition) {
+				parts = append(parts, r.Partition)
+			}
+		}
+		go p.setAside(context.Background(), p.badRequests.Take(p.names.DeadLetters, decide.Principal, parts, now, p.letterFailed))
+	}
 	return out
 }
 
@@ -891,6 +960,7 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 	now := p.cfg.Clock.Now()
 	letters := append(bad.Take(p.names.DeadLetters, decide.Principal, partitions, now, p.letterFailed),
 		p.badPolicies.Take(p.names.DeadLetters, decide.Principal, partitions, now, p.letterFailed)...)
+	letters = append(letters, p.badTrust.Take(p.names.DeadLetters, decide.Principal, partitions, now, p.letterFailed)...)
 	go p.setAside(ctx, letters)
 	return err
 }

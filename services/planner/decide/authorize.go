@@ -1,0 +1,134 @@
+package decide
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
+	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+)
+
+// This file authorises requests by the roles of the trust store
+// (State.Authz, set when signatures are required), and keeps what
+// separation of duties needs to know: who submitted a rollout, and who
+// approved a gate that needs more than one approval.
+//
+// Both are kept in the workflow's Approved list, as entries that no gate
+// name can equal ("requester:alice", "approval:before:prod:bob"), so that
+// they are in the workflow's rows without a change of the workflow
+// schema. The entries of a gate's approvals are removed once it opens.
+
+const (
+	requesterMark = "requester:"
+	approvalMark  = "approval:"
+)
+
+// GateNames returns the gates opened of an Approved list, without the
+// entries this file adds to it.
+func GateNames(approved []string) []string {
+	var out []string
+	for _, a := range approved {
+		if !strings.HasPrefix(a, requesterMark) && !strings.HasPrefix(a, approvalMark) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// requester returns who submitted w, if it was recorded.
+func requester(w *Workflow) string {
+	for _, a := range w.Approved {
+		if r, ok := strings.CutPrefix(a, requesterMark); ok {
+			return r
+		}
+	}
+	return ""
+}
+
+// approvers returns who approved gate so far, without opening it.
+func approvers(w *Workflow, gate string) []string {
+	var out []string
+	for _, a := range w.Approved {
+		if who, ok := strings.CutPrefix(a, approvalMark+gate+":"); ok {
+			out = append(out, who)
+		}
+	}
+	return out
+}
+
+// clearApprovals removes the recorded approvals of gate.
+func clearApprovals(w *Workflow, gate string) {
+	w.Approved = slices.DeleteFunc(w.Approved, func(a string) bool { return strings.HasPrefix(a, approvalMark+gate+":") })
+}
+
+// planClusters returns the clusters of a plan, with their labels.
+func (d *decision) planClusters(plan rollout.Plan) []authz.Cluster {
+	var out []authz.Cluster
+	for _, ph := range plan.Phases {
+		for _, wave := range ph.Waves {
+			for _, id := range wave {
+				out = append(out, d.cluster(id))
+			}
+		}
+	}
+	return out
+}
+
+// workflowClusters returns the clusters of a workflow's targets (those
+// with a row and those not written yet), with their labels.
+func (d *decision) workflowClusters(w *Workflow) []authz.Cluster {
+	out := make([]authz.Cluster, 0, len(w.Targets)+len(w.unplanned))
+	for id := range w.Targets {
+		out = append(out, d.cluster(id))
+	}
+	for _, t := range w.unplanned {
+		out = append(out, d.cluster(t.clusterID))
+	}
+	return out
+}
+
+func (d *decision) cluster(id string) authz.Cluster {
+	c := d.s.Inventory[id] // a cluster gone from the inventory has no labels
+	return authz.Cluster{ID: id, Labels: c.Labels}
+}
+
+// gatePhase is the phase a gate ("before:canary") is of.
+func gatePhase(gate string) string {
+	_, phase, _ := strings.Cut(gate, ":")
+	return phase
+}
+
+// approval decides on an approval of w's gate by who under separation of
+// duties: it returns a refusal, or whether the gate opens now (else the
+// approval is recorded, and waits for more). Without Authz every
+// approval opens the gate.
+func (d *decision) approval(w *Workflow, who string) (refusal string, opens bool) {
+	if d.s.Authz == nil {
+		return "", true
+	}
+	g := d.s.Authz.GateOf(d.workflowClusters(w), string(w.Spec.Operation.Kind), gatePhase(w.Gate))
+	rules := ""
+	if len(g.Rules) > 0 {
+		rules = fmt.Sprintf(" (rule %q)", strings.Join(g.Rules, `", "`))
+	}
+	if g.Separate && who == requester(w) {
+		return fmt.Sprintf("%s submitted workflow %s and may not approve its gates: separation of duties%s requires another approver", who, w.ID, rules), false
+	}
+	prior := approvers(w, w.Gate)
+	if slices.Contains(prior, who) {
+		return fmt.Sprintf("%s already approved gate %s of workflow %s: it needs %d distinct approvals%s, %d so far", who, w.Gate, w.ID, g.Approvals, rules, len(prior)), false
+	}
+	if len(prior)+1 < g.Approvals {
+		w.Approved = append(w.Approved, approvalMark+w.Gate+":"+who)
+		return "", false
+	}
+	clearApprovals(w, w.Gate)
+	return "", true
+}
+
+// pendingApprovals says how many approvals w's gate has and needs.
+func (d *decision) pendingApprovals(w *Workflow) string {
+	g := d.s.Authz.GateOf(d.workflowClusters(w), string(w.Spec.Operation.Kind), gatePhase(w.Gate))
+	return fmt.Sprintf("%d of %d approvals (%s)", len(approvers(w, w.Gate)), g.Approvals, strings.Join(approvers(w, w.Gate), ", "))
+}
