@@ -13,6 +13,7 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest"
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
+	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
@@ -101,7 +102,7 @@ func TestCLITour(t *testing.T) {
 		t.Fatalf("cluster history JSON: %v\n%s", err, out)
 	}
 	if len(history) != 1 || history[0].WorkflowID != id || history[0].State != records.TargetSucceeded ||
-		history[0].Version != changed.Version || history[0].Operation.Kind == "" || history[0].FinishedAt.IsZero() || history[0].RequestedBy != principal() {
+		history[0].Version != changed.Version || history[0].Operation.Kind == "" || history[0].FinishedAt.IsZero() || history[0].RequestedBy != principal(backbone.Config{}) {
 		t.Fatalf("history of %s (%+v) = %+v, want the rollout's one operation", changed.ID, changed, history)
 	}
 	if text, err := run(t, f, "cluster", "history", changed.ID); err != nil || !strings.Contains(text, id) || !strings.Contains(text, "→ "+changed.Version) {

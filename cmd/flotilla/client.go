@@ -98,10 +98,15 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// principal names who runs the CLI, for the audit trail.
-func principal() string {
+// principal names who runs the CLI, for the audit trail and the signature
+// of what it writes: FLOTILLA_PRINCIPAL, or the SASL user the broker signs
+// in, or the login.
+func principal(cfg backbone.Config) string {
 	if p := os.Getenv("FLOTILLA_PRINCIPAL"); p != "" {
 		return p
+	}
+	if cfg.User != "" {
+		return cfg.User // who the broker signed in
 	}
 	if u, err := user.Current(); err == nil && u.Username != "" {
 		return u.Username

@@ -68,7 +68,7 @@ never reported as drift.`,
 				return err
 			}
 			value, err := encodeUserRecord(ctx, records.ClusterRecord{
-				Envelope: records.Envelope{ID: uuid.NewString(), Time: now().UTC(), Principal: principal()},
+				Envelope: records.Envelope{ID: uuid.NewString(), Time: now().UTC(), Principal: principal(cfg)},
 				Cluster:  c,
 			})
 			if err != nil {

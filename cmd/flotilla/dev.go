@@ -22,11 +22,13 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/simfleet"
 	"github.com/flotilla-fleet/flotilla/pkg/topics"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 	"github.com/flotilla-fleet/flotilla/services/executor/executor"
 	"github.com/flotilla-fleet/flotilla/services/monitor/monitor"
 	"github.com/flotilla-fleet/flotilla/services/notifier/dashboard"
@@ -157,7 +159,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	var broker *backbone.Embedded
 	var err error
 	if o.Secure {
-		s, err := openDevSecurity(o.DataDir, principal())
+		s, err := openDevSecurity(o.DataDir, principal(backbone.Config{}))
 		if err != nil {
 			return fmt.Errorf("--secure: credentials in %s: %w", secureDir(o.DataDir), err)
 		}
@@ -191,12 +193,19 @@ func runDev(ctx context.Context, o devOptions) error {
 		return fmt.Errorf("topics: %w", err)
 	}
 	go cfg.KeepTopicIDs(ctx, ids)
+	var trustCfg trust.Config
+	var signer *keys.Signer // of the simulated fleet's records
+	owner := "flotilla-dev"
 	if sec != nil {
 		if err := sec.setUp(ctx, cfg); err != nil {
 			return fmt.Errorf("--secure: users and ACLs: %w", err)
 		}
+		if err := sec.setUpTrust(ctx, cfg); err != nil {
+			return fmt.Errorf("--secure: the trust store: %w", err)
+		}
+		trustCfg, signer, owner = sec.Trust(), &sec.key, sec.user
 	}
-	added, err := registerSimFleet(ctx, cfg, o.Clusters)
+	added, err := registerSimFleet(ctx, cfg, o.Clusters, owner, signer)
 	if err != nil {
 		return fmt.Errorf("register the simulated fleet: %w", err)
 	}
@@ -232,13 +241,13 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	services := map[string]func(context.Context) error{
 		"planner": func(ctx context.Context) error {
-			return planner.Run(ctx, planner.Config{Backbone: svc["planner"], InstanceID: "dev", StaticMembership: true, Metrics: sets.Planner})
+			return planner.Run(ctx, planner.Config{Backbone: svc["planner"], InstanceID: "dev", StaticMembership: true, Metrics: sets.Planner, Trust: trustCfg})
 		},
 		"executor": func(ctx context.Context) error {
 			return executor.Run(ctx, executor.Config{Backbone: svc["executor"], Drivers: reg, InstanceID: "dev", Metrics: sets.Executor})
 		},
 		"monitor": func(ctx context.Context) error {
-			return monitor.Run(ctx, monitor.Config{Backbone: svc["monitor"], Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.Monitor})
+			return monitor.Run(ctx, monitor.Config{Backbone: svc["monitor"], Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.Monitor, Trust: trustCfg})
 		},
 		"notifier": func(ctx context.Context) error {
 			var observer sinks.Observer
@@ -246,7 +255,7 @@ func runDev(ctx context.Context, o devOptions) error {
 				observer = sets.Notifier.Deliveries()
 			}
 			run := func(ctx context.Context) error {
-				return servicecmd.RunNotifier(ctx, notifier.Config{Backbone: svc["notifier"], InstanceID: "dev", StaticMembership: true, Metrics: sets.Notifier}, o.Sinks, observer)
+				return servicecmd.RunNotifier(ctx, notifier.Config{Backbone: svc["notifier"], InstanceID: "dev", StaticMembership: true, Metrics: sets.Notifier, Trust: trustCfg}, o.Sinks, observer)
 			}
 			if o.HTTP == "" {
 				return run(ctx)
@@ -396,7 +405,7 @@ func shellQuote(s string) string {
 
 // registerSimFleet adds to the inventory the simulated clusters it lacks,
 // so that restarting dev keeps the fleet as it was.
-func registerSimFleet(ctx context.Context, cfg backbone.Config, n int) (int, error) {
+func registerSimFleet(ctx context.Context, cfg backbone.Config, n int, owner string, signer *keys.Signer) (int, error) {
 	names := cfg.Names()
 	known := map[string]bool{}
 	err := logtable.ReadToEnd(ctx, cfg.Opts(), names.Inventory, nil, func(r *kgo.Record) {
@@ -410,10 +419,16 @@ func registerSimFleet(ctx context.Context, cfg backbone.Config, n int) (int, err
 		if _, seen := known[c.ID]; seen {
 			continue // registered before, or decommissioned on purpose
 		}
-		value, err := records.Encode(records.ClusterRecord{
-			Envelope: records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: "flotilla-dev"},
+		rec := records.ClusterRecord{
+			Envelope: records.Envelope{ID: uuid.NewString(), Time: time.Now().UTC(), Principal: owner},
 			Cluster:  c,
-		})
+		}
+		var value []byte
+		if signer != nil {
+			value, err = records.EncodeSigned(rec, signer.ID, signer.Sign)
+		} else {
+			value, err = records.Encode(rec)
+		}
 		if err != nil {
 			return 0, err
 		}

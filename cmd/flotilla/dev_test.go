@@ -241,9 +241,10 @@ func TestDevBrokerOnly(t *testing.T) {
 }
 
 // TestDevSecure runs `flotilla dev --secure`: a client without credentials
-// is refused, the user's printed client config signs the CLI in, and a
-// rollout submitted with it runs through the services, each signed in as
-// its own principal under the plan's ACLs. Started again on the same data
+// is refused, the user's printed client config signs the CLI in, an
+// unsigned rollout is rejected, and one signed with the printed key runs
+// through the services, each signed in as its own principal under the
+// plan's ACLs. Started again on the same data
 // directory it carries on; without --secure it refuses to start.
 func TestDevSecure(t *testing.T) {
 	dir := t.TempDir()
@@ -292,15 +293,18 @@ func TestDevSecure(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dev --secure did not start: %v", err)
 	}
-	// What dev prints: the config file to export.
-	var config string
+	// What dev prints: the config file and the key to export.
+	var config, key string
 	for _, line := range strings.Split(out.String(), "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "export FLOTILLA_KAFKA_CONFIG="); ok {
 			config = v
 		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "export FLOTILLA_KEY="); ok {
+			key, _, _ = strings.Cut(v, " ")
+		}
 	}
-	if config == "" {
-		t.Fatalf("dev --secure printed no FLOTILLA_KAFKA_CONFIG to export:\n%s", out.String())
+	if config == "" || key == "" {
+		t.Fatalf("dev --secure printed no FLOTILLA_KAFKA_CONFIG or FLOTILLA_KEY to export:\n%s", out.String())
 	}
 	if _, err := cli(brokers, "cluster", "list"); err == nil {
 		t.Fatal("a client without credentials listed the fleet of a secure broker")
@@ -311,9 +315,14 @@ func TestDevSecure(t *testing.T) {
 	}
 	spec := filepath.Join(dir, "spec.yaml")
 	os.WriteFile(spec, []byte("name: up\noperation: {type: upgrade, version: 3.9.1}\nselector: kind=kafka\nstrategy:\n  phases:\n    - name: all\n      waves: 2\n"), 0o644)
+	// Signed in, but unsigned: the planner refuses it.
+	if refused, err := cli(brokers, "rollout", "submit", "-f", spec); err == nil || !strings.Contains(err.Error(), "not signed, and signatures are required") {
+		t.Fatalf("an unsigned rollout submit: %v\n%s\nwant a rejection that says it is unsigned", err, refused)
+	}
+	t.Setenv("FLOTILLA_KEY", key)
 	submitted, err := cli(brokers, "rollout", "submit", "-f", spec)
 	if err != nil {
-		t.Fatalf("rollout submit as dana: %v\n%s", err, submitted)
+		t.Fatalf("rollout submit as dana, signed: %v\n%s", err, submitted)
 	}
 	id := lastLine(submitted)
 	state := func() records.WorkflowState {

@@ -9,24 +9,33 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/flotilla-fleet/flotilla/pkg/acl"
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/kafkaauth"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 )
 
 // devSecurity is what `dev --secure` keeps in DATA-DIR/secure: a password
 // file for each SASL user (the broker's super user "admin", each
 // service's principal, and the user running dev), and a client config
-// file for each (USER.yaml, for --kafka-config). The files are the
-// owner's alone; a password never appears in a flag or a log.
+// file for each (USER.yaml, for --kafka-config); the trust root's key pair
+// (root.key) and the user's (USER.key), which signs the user's requests.
+// The files are the owner's alone; a secret never appears in a flag or a
+// log.
 type devSecurity struct {
 	dir  string
-	user string // the operator and fleet admin who runs dev
+	user string // the operator, fleet and trust admin who runs dev
+	root keys.Signer
+	key  keys.Signer // the user's
 }
 
 const devAdmin = "admin"
@@ -71,6 +80,13 @@ func openDevSecurity(dataDir, user string) (devSecurity, error) {
 			return s, err
 		}
 	}
+	var err error
+	if s.root, err = loadOrWriteKey(filepath.Join(s.dir, "root.key")); err != nil {
+		return s, err
+	}
+	if s.key, err = loadOrWriteKey(s.KeyFile()); err != nil {
+		return s, err
+	}
 	// kcat's (librdkafka's) config file of the user; librdkafka reads no
 	// password file, so this one holds the password itself.
 	pass, err := s.password(user)
@@ -79,6 +95,50 @@ func openDevSecurity(dataDir, user string) (devSecurity, error) {
 	}
 	kcat := fmt.Sprintf("security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=%s\nsasl.username=%s\nsasl.password=%s\n", backbone.EmbeddedMechanism, user, pass)
 	return s, os.WriteFile(s.kcatFile(), []byte(kcat), 0o600)
+}
+
+// loadOrWriteKey reads a private key file, or makes a new key pair there.
+func loadOrWriteKey(path string) (keys.Signer, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return keys.WriteKeyPair(path)
+	}
+	return keys.LoadSigner(path)
+}
+
+// KeyFile is the user's private key, for FLOTILLA_KEY.
+func (s devSecurity) KeyFile() string { return filepath.Join(s.dir, s.user+".key") }
+
+// Trust is what the services require: every request and inventory or
+// policy record signed, verified against the trust store that root.key
+// anchors.
+func (s devSecurity) Trust() trust.Config {
+	return trust.Config{Require: true, Root: s.root.Public()}
+}
+
+// devRole is the role dev gives its user: every action on every cluster.
+var devRole = authz.Role{Name: "dev-operator", Rules: []authz.Rule{{Name: "everything", Actions: []string{"*"}}}}
+
+// setUpTrust writes, signed by the trust root, the role of the user and
+// the user with its key and the roles admin (it may change the trust
+// store) and dev-operator, unless the store holds them already.
+func (s devSecurity) setUpTrust(ctx context.Context, cfg backbone.Config) error {
+	store, _, err := readTrust(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if _, ok := store[records.TrustRoleKey(devRole.Name)]; !ok {
+		role := devRole
+		if err := writeTrustRecord(ctx, cfg, s.root, store, records.TrustRoleKey(role.Name), records.TrustRecord{Role: &role}); err != nil {
+			return err
+		}
+	}
+	p := principalOf(store, s.user)
+	if slices.ContainsFunc(p.Keys, func(k records.TrustKey) bool { return k.ID == s.key.ID }) {
+		return nil
+	}
+	p.Keys = append(p.Keys, records.TrustKey{ID: s.key.ID, Public: s.key.Public()})
+	p.Roles = []string{"admin", devRole.Name}
+	return writeTrustRecord(ctx, cfg, s.root, store, records.TrustPrincipalKey(s.user), records.TrustRecord{Principal: &p})
 }
 
 func (s devSecurity) kcatFile() string { return filepath.Join(s.dir, s.user+".kcat.conf") }
@@ -142,7 +202,7 @@ func (s devSecurity) principals() acl.Principals {
 	return acl.Principals{
 		Planner: acl.Principal(devServicePrincipals["planner"]), Executor: acl.Principal(devServicePrincipals["executor"]),
 		Monitor: acl.Principal(devServicePrincipals["monitor"]), Notifier: acl.Principal(devServicePrincipals["notifier"]),
-		FleetAdmins: []string{acl.Principal(s.user)},
+		FleetAdmins: []string{acl.Principal(s.user)}, TrustAdmins: []string{acl.Principal(s.user)},
 	}
 }
 
@@ -156,8 +216,10 @@ func (s devSecurity) printHowToConnect(w io.Writer, brokers []string) {
 		return
 	}
 	fmt.Fprintf(w, "secure: the broker at %s signs every client in with %s and checks ACLs (flotilla acl plan).\n", strings.Join(brokers, ","), backbone.EmbeddedMechanism)
-	fmt.Fprintf(w, "secure: connect as %s (operator and fleet admin):\n", s.user)
+	fmt.Fprintf(w, "secure: the planner, monitor and notifier accept only records signed by a key of the trust store (flotilla trust list).\n")
+	fmt.Fprintf(w, "secure: connect as %s (operator, fleet and trust admin), signing with your key:\n", s.user)
 	fmt.Fprintf(w, "  export FLOTILLA_KAFKA_CONFIG=%s\n", shellQuote(absPath(s.ConfigFile(s.user))))
+	fmt.Fprintf(w, "  export FLOTILLA_KEY=%s FLOTILLA_PRINCIPAL=%s\n", shellQuote(absPath(s.KeyFile())), shellQuote(s.user))
 	fmt.Fprintf(w, "  flotilla cluster list\n")
 	fmt.Fprintf(w, "secure: with kcat: kcat -F %s -b %s -L\n", shellQuote(absPath(s.kcatFile())), strings.Join(brokers, ","))
 }

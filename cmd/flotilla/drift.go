@@ -307,7 +307,7 @@ left out, and listed.
 			for _, spec := range specs {
 				id := uuid.NewString()
 				req := records.Request{
-					Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal()},
+					Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal(cfg)},
 					Submit:   &records.SubmitRollout{Spec: spec},
 				}
 				w, err := sendRequest(ctx, cfg, id, req, false, []string{id}, func(w *records.Workflow) bool { return w.ID == id })

@@ -58,7 +58,7 @@ func policyApplyCommand() *cobra.Command {
 				return fmt.Errorf("%s:\n%w", file, err)
 			}
 			value, err := encodeUserRecord(ctx, records.PolicyRecord{
-				Envelope: records.Envelope{ID: uuid.NewString(), Time: now().UTC(), Principal: principal()},
+				Envelope: records.Envelope{ID: uuid.NewString(), Time: now().UTC(), Principal: principal(cfg)},
 				Policy:   p,
 			})
 			if err != nil {

@@ -61,7 +61,7 @@ workflow ID (the request ID) is printed on the last line.`,
 			}
 			id, retry := requestID(reqID)
 			req := records.Request{
-				Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal()},
+				Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal(cfg)},
 				Submit:   &records.SubmitRollout{Spec: spec},
 			}
 			out := cmd.OutOrStdout()
@@ -123,7 +123,7 @@ their ends as they were before the request was sent.`,
 			workflowID := args[0]
 			id, retry := requestID(reqID)
 			req := records.Request{
-				Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal()},
+				Envelope: records.Envelope{ID: id, Time: now().UTC(), Principal: principal(cfg)},
 				Control:  &records.ControlWorkflow{WorkflowID: workflowID, Action: action, Reason: reason, Phase: phase},
 			}
 			// Applied, the workflow's next row names the request; refused,

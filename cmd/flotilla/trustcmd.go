@@ -97,6 +97,12 @@ func (f *trustFlags) writeTrust(ctx context.Context, cfg backbone.Config, store 
 	if err != nil {
 		return err
 	}
+	return writeTrustRecord(ctx, cfg, admin, store, key, rec)
+}
+
+// writeTrustRecord signs rec with admin's key, as the key's owner in
+// store, and writes it under key.
+func writeTrustRecord(ctx context.Context, cfg backbone.Config, admin keys.Signer, store map[string]records.TrustRecord, key string, rec records.TrustRecord) error {
 	owner := trust.RootPrincipal // a key no principal has is taken to be the root's
 	for _, r := range store {
 		if r.Principal != nil && slices.ContainsFunc(r.Principal.Keys, func(k records.TrustKey) bool { return k.ID == admin.ID }) {
