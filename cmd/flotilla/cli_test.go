@@ -13,9 +13,12 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest"
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
+	"github.com/flotilla-fleet/flotilla/pkg/authz"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
 
@@ -41,7 +44,47 @@ func TestCLITour(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Options{Clusters: 40})
 	now = f.Clock.Now
 	t.Cleanup(func() { now = time.Now })
+	cliTour(t, f)
+}
 
+// TestCLITourSigned runs the tour again with signatures required: the
+// user's key (FLOTILLA_KEY) signs every record the commands write, and the
+// trust store gives the user a role allowing all of it.
+func TestCLITourSigned(t *testing.T) {
+	dir := t.TempDir()
+	root, err := keys.WriteKeyPair(filepath.Join(dir, "root"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := keys.WriteKeyPair(filepath.Join(dir, "tourist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLOTILLA_PRINCIPAL", "tourist")
+	// The CLI stamps signed records with the real time, which the broker's
+	// is checked against: the services' clock starts a minute later, as
+	// their real clock would read after the user's first request.
+	f := fleettest.Start(t, fleettest.Options{Clusters: 40, Trust: trust.Config{Require: true, Root: root.Public()}, Operator: user, OperatorName: "tourist",
+		ClockStart: time.Now().UTC().Add(time.Minute),
+		Setup: func(f *fleettest.Fleet) {
+			ctx := context.Background()
+			role := authz.Role{Name: "operator", Rules: []authz.Rule{{Name: "everything", Actions: []string{"*"}}}}
+			if err := writeTrustRecord(ctx, f.Backbone, root, nil, records.TrustRoleKey(role.Name), records.TrustRecord{Role: &role}); err != nil {
+				t.Fatal(err)
+			}
+			p := records.TrustPrincipal{Name: "tourist", Roles: []string{"operator"}, Keys: []records.TrustKey{{ID: user.ID, Public: user.Public()}}}
+			if err := writeTrustRecord(ctx, f.Backbone, root, nil, records.TrustPrincipalKey(p.Name), records.TrustRecord{Principal: &p}); err != nil {
+				t.Fatal(err)
+			}
+		}})
+	t.Setenv("FLOTILLA_KEY", filepath.Join(dir, "tourist"))
+	cliTour(t, f)
+}
+
+// cliTour runs the README's tour: a cluster added, listed, a rollout
+// submitted, followed, listed, the history of a cluster it changed, its
+// audit.
+func cliTour(t *testing.T, f *fleettest.Fleet) {
 	out, err := run(t, f, "cluster", "add", "edge-1", "--driver", "sim", "--address", "sim://edge-1", "--version", "3.8.0",
 		"-l", "kind=kafka", "-l", "tier=internal", "-l", "cloud=aws", "-l", "env=prod")
 	if err != nil || !strings.Contains(out, "cluster edge-1 registered") {

@@ -8,6 +8,7 @@
 package fleettest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -98,6 +99,10 @@ type Options struct {
 	Trust        trust.Config
 	Operator     keys.Signer
 	OperatorName string
+	// ClockStart is the services' fake clock's first reading (default
+	// 2026-11-22 12:00 UTC): the real time, for a test whose signed
+	// records must carry it and sort before what the services write.
+	ClockStart time.Time
 	// Setup, if set, runs once the topics exist, before the fleet is
 	// registered and any service starts: to write the trust store, or to
 	// apply ACLs.
@@ -139,7 +144,7 @@ func Start(t testing.TB, o Options) *Fleet {
 	if o.Partitions == 0 {
 		o.Partitions = 3
 	}
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
+	clock := clockwork.NewFakeClockAt(cmp.Or(o.ClockStart, time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)))
 	sim, err := simfleet.New(simfleet.Options{OpDuration: o.OpDuration, BadVersions: o.BadVersions, FailureRate: o.FailureRate, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
