@@ -359,6 +359,9 @@ func printServiceCommands(o devOptions, brokers []string, sec *devSecurity) {
 		args := []string{service, "--brokers", strings.Join(brokers, ","), "--namespace", o.Namespace}
 		if sec != nil {
 			args = append(args, "--kafka-config", absPath(sec.ConfigFile(devServicePrincipals[service])))
+			if service != "executor" { // it reads no user-written record
+				args = append(args, "--require-signatures", "--trust-root", absPath(sec.RootPublicFile()))
+			}
 		}
 		return args
 	}

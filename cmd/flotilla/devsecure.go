@@ -81,7 +81,7 @@ func openDevSecurity(dataDir, user string) (devSecurity, error) {
 		}
 	}
 	var err error
-	if s.root, err = loadOrWriteKey(filepath.Join(s.dir, "root.key")); err != nil {
+	if s.root, err = loadOrWriteKey(strings.TrimSuffix(s.RootPublicFile(), ".pub")); err != nil {
 		return s, err
 	}
 	if s.key, err = loadOrWriteKey(s.KeyFile()); err != nil {
@@ -104,6 +104,9 @@ func loadOrWriteKey(path string) (keys.Signer, error) {
 	}
 	return keys.LoadSigner(path)
 }
+
+// RootPublicFile is the trust root's public key, for --trust-root.
+func (s devSecurity) RootPublicFile() string { return filepath.Join(s.dir, "root.key.pub") }
 
 // KeyFile is the user's private key, for FLOTILLA_KEY.
 func (s devSecurity) KeyFile() string { return filepath.Join(s.dir, s.user+".key") }
