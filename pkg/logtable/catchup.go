@@ -92,6 +92,19 @@ func captureWith(ctx context.Context, cl *kgo.Client, clientOpts []kgo.Opt, topi
 	if err != nil {
 		return nil, fmt.Errorf("list start offsets of %s: %w", topic, err)
 	}
+	if !rc.since.IsZero() {
+		after, err := listOffsets(ctx, topic, func(ctx context.Context, topics ...string) (kadm.ListedOffsets, error) {
+			return adm.ListOffsetsAfterMilli(ctx, rc.since.UnixMilli(), topics...)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list offsets of %s after %s: %w", topic, rc.since.Format(time.RFC3339), err)
+		}
+		for p, o := range after {
+			if o >= 0 {
+				starts[p] = max(starts[p], o)
+			}
+		}
+	}
 	c := &catchUp{
 		topic:      topic,
 		clientOpts: clientOpts,
@@ -384,6 +397,14 @@ type ReadOption func(*readConfig)
 type readConfig struct {
 	awaitOpen bool                  // AwaitOpenTransactions
 	onEnds    func(map[int32]int64) // OnEnds
+	since     time.Time             // Since
+}
+
+// Since makes ReadToEnd start each partition at its first record whose
+// timestamp is at t or later, instead of at the log start: for a reader
+// that needs only the recent part of a long log.
+func Since(t time.Time) ReadOption {
+	return func(rc *readConfig) { rc.since = t }
 }
 
 // AwaitOpenTransactions makes ReadToEnd read what transactions open when

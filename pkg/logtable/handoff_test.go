@@ -3,7 +3,9 @@ package logtable
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -144,5 +146,29 @@ func TestReadToEndOnEnds(t *testing.T) {
 	}
 	if want := map[int32]int64{0: 2, 1: 1}; !maps.Equal(ends, want) {
 		t.Fatalf("ends %v, want %v", ends, want)
+	}
+}
+
+// TestReadToEndSince starts each partition at its first record stamped at
+// or after the time given, and reads nothing of a partition with none.
+func TestReadToEndSince(t *testing.T) {
+	b := newTestBroker(t)
+	topic := b.topic(2)
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	at := func(r *kgo.Record, d time.Duration) *kgo.Record { r.Timestamp = base.Add(d); return r }
+	b.produce(b.producer(topic, ""),
+		at(put(0, "old", "1"), 0), at(put(0, "new", "1"), 10*time.Minute), at(put(0, "newer", "1"), 20*time.Minute),
+		at(put(1, "old", "1"), time.Minute))
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	var read []string
+	err := ReadToEnd(ctx, b.opts(), topic, nil, func(r *kgo.Record) {
+		read = append(read, fmt.Sprintf("%d/%s", r.Partition, r.Key))
+	}, Since(base.Add(5*time.Minute)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"0/new", "0/newer"}; !slices.Equal(read, want) {
+		t.Fatalf("read %v, want %v", read, want)
 	}
 }

@@ -264,3 +264,64 @@ func TestUnsignedInventoryIsSetAside(t *testing.T) {
 		t.Errorf("rejected with %q, want unknown clusters: intruder", w.Reason)
 	}
 }
+
+// TestAReplayedControlIsRefusedAfterARestart: a pause alice signed, then
+// a resume; the planner restarts; the pause's record produced again is set
+// aside as a replay, and the rollout keeps running. The restarted planner
+// knows the requests of the replay span from the log, not only those it
+// read itself.
+func TestAReplayedControlIsRefusedAfterARestart(t *testing.T) {
+	t.Parallel()
+	sf := startSecured(t, 10)
+	spec := upgrade("kind=kafka,env=dev")
+	spec.Phases = []rollout.Phase{{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 2}, Bake: time.Hour}}
+	id, _ := sf.submit("alice", "alice", spec, time.Now())
+	sf.Await(id, 0, 30*time.Second, "the rollout running", func(w *decide.Workflow) bool { return w.State == records.WorkflowRunning })
+
+	pauseID := uuid.NewString()
+	pause := sf.SignedRecord(sf.Backbone.Names().Requests, records.ControlKey(id, pauseID), records.Request{
+		Envelope: records.Envelope{ID: pauseID, Time: time.Now(), Principal: "alice"},
+		Control:  &records.ControlWorkflow{WorkflowID: id, Action: records.ActionPause}}, sf.signers["alice"])
+	sf.Produce(pause)
+	sf.Await(id, 0, 30*time.Second, "the pause", func(w *decide.Workflow) bool { return w.State == records.WorkflowPaused })
+	sf.control("alice", id, records.ActionResume)
+	sf.Await(id, 0, 30*time.Second, "the resume", func(w *decide.Workflow) bool { return w.State == records.WorkflowRunning })
+
+	sf.StopService("planner")
+	sf.StartService("planner")
+	sf.Produce(&kgo.Record{Topic: pause.Topic, Key: pause.Key, Value: pause.Value})
+	var reason string
+	if !sf.Eventually(0, 30*time.Second, func() bool {
+		for _, r := range sf.ReadAll(sf.Backbone.Names().DeadLetters) {
+			if d, err := records.DecodeDeadLetter(r.Value); err == nil && string(d.Key) == string(pause.Key) {
+				reason = d.Reason
+				return true
+			}
+		}
+		return false
+	}) {
+		w, _ := sf.Workflow(id)
+		t.Fatalf("the replayed pause was not set aside after the planner's restart (the rollout is %s)", w.State)
+	}
+	if want := "request " + pauseID + " by alice replayed: its ID was first read at"; !strings.Contains(reason, want) {
+		t.Errorf("replay set aside with %q, want %q", reason, want)
+	}
+	// The planner acted on nothing after the replay: one more control
+	// is answered, and the rollout did not pause again in between.
+	sf.control("alice", id, records.ActionPause)
+	sf.Await(id, 0, 30*time.Second, "the second pause", func(w *decide.Workflow) bool { return w.State == records.WorkflowPaused })
+	if !sf.Eventually(0, 30*time.Second, func() bool {
+		pauses := 0
+		for _, n := range sf.Notifications() {
+			if n.WorkflowID == id && n.Kind == "workflow.paused" {
+				pauses++
+			}
+		}
+		if pauses > 2 {
+			t.Fatalf("the rollout paused %d times, want 2 (alice's two pauses, not the replay)", pauses)
+		}
+		return pauses == 2
+	}) {
+		t.Fatal("the notifier did not tell both pauses")
+	}
+}

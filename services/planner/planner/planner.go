@@ -802,6 +802,10 @@ func (p *planner) assigned(ctx context.Context, partitions []int32) {
 		p.stop(fmt.Errorf("planner: load the workflows of partitions %v: %w", reload, err))
 		return
 	}
+	if err := p.rememberRequests(ctx, partitions); err != nil {
+		p.stop(fmt.Errorf("planner: read the recent requests of partitions %v, to refuse their replays: %w", partitions, err))
+		return
+	}
 	for _, part := range partitions {
 		p.owned[part] = true
 	}
