@@ -39,6 +39,7 @@ var recordTypes = map[string]reflect.Type{
 	nameClaimRecord:    reflect.TypeFor[ClaimRecord](),
 	nameLeaseRecord:    reflect.TypeFor[LeaseRecord](),
 	nameDeadLetter:     reflect.TypeFor[DeadLetter](),
+	nameCheckpoint:     reflect.TypeFor[Checkpoint](),
 }
 
 // goavroDecoders decode each family the way every record was decoded
@@ -60,6 +61,7 @@ var goavroDecoders = map[string]func([]byte) (any, error){
 	nameClaimRecord:    func(b []byte) (any, error) { return decodeGoavro(b, nameClaimRecord, claimRecordFrom) },
 	nameLeaseRecord:    func(b []byte) (any, error) { return decodeGoavro(b, nameLeaseRecord, leaseRecordFrom) },
 	nameDeadLetter:     func(b []byte) (any, error) { return decodeGoavro(b, nameDeadLetter, deadLetterFrom) },
+	nameCheckpoint:     func(b []byte) (any, error) { return decodeGoavro(b, nameCheckpoint, checkpointFrom) },
 }
 
 // TestDirectCodecMatchesGoavro is the oracle test: for every family, Encode

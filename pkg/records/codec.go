@@ -32,6 +32,7 @@ const (
 	nameClaimRecord    = "flotilla.ClaimRecord"
 	nameLeaseRecord    = "flotilla.LeaseRecord"
 	nameDeadLetter     = "flotilla.DeadLetter"
+	nameCheckpoint     = "flotilla.Checkpoint"
 )
 
 var (
@@ -251,6 +252,9 @@ func Encode(v any) ([]byte, error) {
 	case DeadLetter:
 		name = nameDeadLetter
 		writeDeadLetter(w, &x)
+	case Checkpoint:
+		name = nameCheckpoint
+		writeCheckpoint(w, &x)
 	default:
 		return nil, fmt.Errorf("encode: %T is not a record type", v)
 	}
@@ -317,6 +321,8 @@ func encodeGoavro(v any) ([]byte, error) {
 		name, native = nameLeaseRecord, leaseRecordNative(x)
 	case DeadLetter:
 		name, native = nameDeadLetter, deadLetterNative(x)
+	case Checkpoint:
+		name, native = nameCheckpoint, checkpointNative(x)
 	default:
 		return nil, fmt.Errorf("encode: %T is not a record type", v)
 	}
@@ -453,6 +459,12 @@ func DecodePolicyRecord(b []byte) (PolicyRecord, error) {
 // how it fails.
 func DecodeClaimRecord(b []byte) (ClaimRecord, error) {
 	return decodeAs(b, nameClaimRecord, readClaimRecord, claimRecordFrom)
+}
+
+// DecodeCheckpoint decodes a value of fleet.checkpoints. See DecodeHealth
+// for the errors.
+func DecodeCheckpoint(b []byte) (Checkpoint, error) {
+	return decodeAs(b, nameCheckpoint, readCheckpoint, checkpointFrom)
 }
 
 // DecodeLeaseRecord decodes a value of fleet.leases. See DecodeHealth for

@@ -74,6 +74,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"operation.v1.avsc":    0xcd4d2202f2e4f42d,
 		"request.v1.avsc":      0x76720089dd788ae2,
 		"workflow.v1.avsc":     0x4010fe3cb29a39ba,
+		"checkpoint.v1.avsc":   0x479317cfef88221f,
 	}
 	r, err := loadRegistry(schemas.FS)
 	if err != nil {

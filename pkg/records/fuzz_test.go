@@ -56,6 +56,7 @@ func FuzzDecodePolicyRecord(f *testing.F) { fuzzDecode(f, namePolicyRecord, Deco
 func FuzzDecodeClaimRecord(f *testing.F)  { fuzzDecode(f, nameClaimRecord, DecodeClaimRecord) }
 func FuzzDecodeLeaseRecord(f *testing.F)  { fuzzDecode(f, nameLeaseRecord, DecodeLeaseRecord) }
 func FuzzDecodeDeadLetter(f *testing.F)   { fuzzDecode(f, nameDeadLetter, DecodeDeadLetter) }
+func FuzzDecodeCheckpoint(f *testing.F)   { fuzzDecode(f, nameCheckpoint, DecodeCheckpoint) }
 
 // FuzzDecodeRequest feeds DecodeRequest anything a producer could write to
 // fleet.requests, binary or JSON. Whatever it accepts must also encode as
@@ -239,6 +240,7 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 		nameClaimRecord:    ClaimRecord{},
 		nameLeaseRecord:    LeaseRecord{},
 		nameDeadLetter:     DeadLetter{},
+		nameCheckpoint:     Checkpoint{},
 	}
 	// Extremes: the largest and smallest numbers, times and durations.
 	extreme := map[string]any{
@@ -261,6 +263,7 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 		{"FuzzDecodeClaimRecord", nameClaimRecord},
 		{"FuzzDecodeLeaseRecord", nameLeaseRecord},
 		{"FuzzDecodeDeadLetter", nameDeadLetter},
+		{"FuzzDecodeCheckpoint", nameCheckpoint},
 	} {
 		s := map[string][]byte{
 			"empty":        {},
