@@ -2,6 +2,7 @@ package auditchain
 
 import (
 	"cmp"
+	"context"
 	"encoding/binary"
 	"hash/fnv"
 	"maps"
@@ -70,6 +71,35 @@ func (c *Chains) Head(workflow string) (int64, Hash) {
 		return 0, Hash{}
 	}
 	return ch.seq, ch.head
+}
+
+// Dirty reports whether a chain changed since its last checkpoint.
+func (c *Chains) Dirty() bool {
+	for _, ch := range c.m {
+		for b, seq := range ch.changed {
+			if seq > ch.done[b] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+type workflowKey struct{}
+
+// Tag marks r as a record of workflow's chain, for a writer that links
+// records where it no longer knows their workflow (Tagged).
+func Tag(r *kgo.Record, workflow string) {
+	r.Context = context.WithValue(context.Background(), workflowKey{}, workflow)
+}
+
+// Tagged returns the workflow Tag marked r with.
+func Tagged(r *kgo.Record) (string, bool) {
+	if r.Context == nil {
+		return "", false
+	}
+	w, ok := r.Context.Value(workflowKey{}).(string)
+	return w, ok
 }
 
 // Forget drops the chains of the workflows keep says no to (those of a

@@ -25,9 +25,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flotilla-fleet/flotilla/pkg/auditchain"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/deadletter"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -61,9 +63,19 @@ type Config struct {
 	// Metrics, if set, records the planner's metrics and its Kafka
 	// clients' (package metrics); nil records none.
 	Metrics *metrics.Planner
+	// Signer signs the checkpoints of the planner's hash chains (package
+	// auditchain); nil writes them unsigned.
+	Signer *keys.Signer
+	// CheckpointInterval is how often the chains changed since their last
+	// checkpoint are checkpointed (default DefaultCheckpointInterval).
+	CheckpointInterval time.Duration
 
 	hooks *testHooks // nil but in this package's tests
 }
+
+// DefaultCheckpointInterval is how often a writer checkpoints its hash
+// chains: how long a record may go without a signed checkpoint covering it.
+const DefaultCheckpointInterval = 10 * time.Second
 
 // DefaultRetention is how long a finished workflow keeps its rows: a week
 // to look at it, retry it or roll it back.
@@ -122,6 +134,12 @@ type planner struct {
 	stop context.CancelCauseFunc // ends Run with an error
 
 	workflows *workflowGauge // flotilla_planner_workflows
+
+	// chains are the hash chains of the owned workflows' rows and
+	// commands (guarded by mu); checkpointed is when they were last
+	// checkpointed (the loop's own).
+	chains       *auditchain.Chains
+	checkpointed time.Time
 }
 
 // Run runs the planner until ctx ends, and then returns nil promptly,
@@ -150,6 +168,10 @@ func Run(ctx context.Context, cfg Config) error {
 		owned:     map[int32]bool{},
 		ready:     make(chan struct{}),
 		workflows: newWorkflowGauge(cfg.Metrics),
+		chains:    auditchain.New(auditchain.Planner, cfg.Signer),
+	}
+	if cfg.CheckpointInterval <= 0 {
+		p.cfg.CheckpointInterval = DefaultCheckpointInterval
 	}
 	caughtUp := func(table string) func(time.Duration) {
 		return func(d time.Duration) { cfg.Metrics.ObserveCatchUp(table, d) }
@@ -384,8 +406,17 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 		return fmt.Errorf("read back the targets of finished workflows: %w", err)
 	}
 	out := p.decideBatch(fetches, requests, policies, restored)
-	if out.Empty() && fetches.NumRecords() == 0 {
+	if out.Empty() && fetches.NumRecords() == 0 && !p.checkpointDue() {
 		return nil
+	}
+	if out.Empty() && fetches.NumRecords() == 0 {
+		p.mu.Lock()
+		dirty := p.chains.Dirty()
+		p.mu.Unlock()
+		if !dirty {
+			p.checkpointed = time.Now()
+			return nil
+		}
 	}
 	committed, err := p.write(ctx, out)
 	switch {
@@ -611,30 +642,53 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 		return false, fmt.Errorf("begin transaction: %w", err)
 	}
 	promise := kgo.AbortingFirstErrPromise(p.sess.Client())
+	// Each record of a workflow's rows and commands is linked into its
+	// chain as it is produced: commands before rows, so that a workflow's
+	// chain head, which the planner rebuilds from its partitions, is on
+	// workflows whenever the batch wrote a row of it.
+	// The records are linked under the state's lock (the rebalance
+	// callbacks rebuild the chains) and produced after it, in that order.
+	var recs []*kgo.Record
+	p.mu.Lock()
+	tx := p.chains.Begin()
+	for _, c := range out.Commands {
+		recs = p.record(recs, tx, c.WorkflowID, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise)
+	}
 	for _, row := range out.Rows {
-		key := ""
+		key, wf := "", ""
 		switch {
 		case row.Workflow != nil:
-			key = row.Workflow.ID
+			key, wf = row.Workflow.ID, row.Workflow.ID
 		case row.Target != nil:
-			key = topics.TargetKey(row.Target.WorkflowID, row.Target.ClusterID)
+			key, wf = topics.TargetKey(row.Target.WorkflowID, row.Target.ClusterID), row.Target.WorkflowID
 		case row.Spec != nil:
-			key = topics.SpecKey(row.Spec.WorkflowID)
+			key, wf = topics.SpecKey(row.Spec.WorkflowID), row.Spec.WorkflowID
 		}
-		p.produce(ctx, p.names.Workflows, key, row, promise)
-	}
-	for _, c := range out.Commands {
-		p.produce(ctx, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise)
+		recs = p.record(recs, tx, wf, p.names.Workflows, key, row, promise)
 	}
 	for _, h := range out.History {
-		p.produce(ctx, p.names.History, topics.HistoryKey(h.Target.ClusterID, h.Target.WorkflowID), h, promise)
+		recs = p.record(recs, nil, "", p.names.History, topics.HistoryKey(h.Target.ClusterID, h.Target.WorkflowID), h, promise)
 	}
 	for _, r := range out.Removed {
 		key := []byte(topics.TargetKey(r.WorkflowID, r.ClusterID))
-		p.sess.Produce(ctx, &kgo.Record{Topic: p.names.Workflows, Key: key}, promise.Promise())
 		if r.Commanded {
-			p.sess.Produce(ctx, &kgo.Record{Topic: p.names.Commands, Key: key}, promise.Promise())
+			rec := &kgo.Record{Topic: p.names.Commands, Key: key}
+			tx.Append(r.WorkflowID, auditchain.Commands, rec)
+			recs = append(recs, rec)
 		}
+		rec := &kgo.Record{Topic: p.names.Workflows, Key: key}
+		tx.Append(r.WorkflowID, auditchain.Workflows, rec)
+		recs = append(recs, rec)
+	}
+	if p.checkpointDue() {
+		for _, cp := range tx.Checkpoints(p.cfg.Clock.Now()) {
+			recs = p.record(recs, nil, "", p.names.Checkpoints, topics.CheckpointKey(cp.WorkflowID, cp.Writer, cp.Bucket), cp, promise)
+		}
+		p.checkpointed = time.Now()
+	}
+	p.mu.Unlock()
+	for _, rec := range recs {
+		p.sess.Produce(ctx, rec, promise.Promise())
 	}
 	produceErr := promise.Err()
 	// A transaction that consumed nothing (decided on time alone) commits
@@ -645,6 +699,11 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 	if h := p.cfg.hooks; h != nil && h.ended != nil {
 		h.ended(len(out.Rows), len(out.Commands), committed, err)
 	}
+	if !committed || err != nil || produceErr != nil {
+		p.mu.Lock()
+		tx.Abort()
+		p.mu.Unlock()
+	}
 	switch {
 	case err != nil:
 		return false, fmt.Errorf("end transaction: %w", err)
@@ -652,6 +711,11 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 		return false, fmt.Errorf("produce (the transaction was aborted): %w", produceErr)
 	}
 	return committed, nil
+}
+
+// checkpointDue reports whether the chains are due a checkpoint.
+func (p *planner) checkpointDue() bool {
+	return time.Since(p.checkpointed) >= p.cfg.CheckpointInterval
 }
 
 // positions are the offsets the planner's group has committed for the
@@ -680,13 +744,23 @@ func (p *planner) positions() map[string]map[int32]kgo.EpochOffset {
 	return at
 }
 
-func (p *planner) produce(ctx context.Context, topic, key string, v any, promise *kgo.FirstErrPromise) {
+// record encodes a record and appends it to recs; with tx, linked into
+// workflow's chain.
+func (p *planner) record(recs []*kgo.Record, tx *auditchain.Txn, workflow, topic, key string, v any, promise *kgo.FirstErrPromise) []*kgo.Record {
 	value, err := records.Encode(v)
 	if err != nil {
 		promise.Promise()(nil, fmt.Errorf("encode %s record %s: %w", topic, key, err))
-		return
+		return recs
 	}
-	p.sess.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: value}, promise.Promise())
+	rec := &kgo.Record{Topic: topic, Key: []byte(key), Value: value}
+	if tx != nil {
+		role := auditchain.Workflows
+		if topic == p.names.Commands {
+			role = auditchain.Commands
+		}
+		tx.Append(workflow, role, rec)
+	}
+	return append(recs, rec)
 }
 
 // parkedPartition is what the planner held of a partition it was asked
@@ -808,6 +882,13 @@ func (p *planner) revoked(ctx context.Context, partitions []int32, park bool) {
 		gone[part] = true
 		delete(p.owned, part)
 	}
+	// A parked partition's chains are kept with its workflows: taken back
+	// unchanged, it is not read again.
+	p.chains.Forget(func(w string) bool {
+		part := topics.PartitionOf(w, p.state.Partitions)
+		_, parked := p.parked[part]
+		return gone[part] && !parked
+	})
 	for id, w := range p.state.Workflows {
 		if !gone[w.Partition] {
 			continue
@@ -852,8 +933,15 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 	if len(partitions) == 0 {
 		return nil // (ReadToEnd would read every partition)
 	}
+	// The chains of these partitions' workflows are rebuilt from their
+	// checkpoints (first: they say how each chain's keys are split),
+	// rows and commands.
+	if err := p.loadChains(ctx, partitions); err != nil {
+		return err
+	}
 	var bad deadletter.Pending
 	apply := func(r *kgo.Record) {
+		p.chains.Observe(auditchain.Workflows, r)
 		if r.Value == nil { // a tombstone removes a target or a whole workflow
 			p.state.ApplyTombstone(string(r.Key))
 			return
@@ -893,6 +981,32 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 		p.badPolicies.Take(p.names.DeadLetters, decide.Principal, partitions, now, p.letterFailed)...)
 	go p.setAside(ctx, letters)
 	return err
+}
+
+// loadChains forgets the chains of partitions and rebuilds them from the
+// partitions' checkpoints and commands; load adds the rows. Callers hold
+// p.mu.
+func (p *planner) loadChains(ctx context.Context, partitions []int32) error {
+	in := map[int32]bool{}
+	for _, part := range partitions {
+		in[part] = true
+	}
+	p.chains.Forget(func(w string) bool { return in[topics.PartitionOf(w, p.state.Partitions)] })
+	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Checkpoints, partitions, func(r *kgo.Record) {
+		if cp, err := records.DecodeCheckpoint(r.Value); err == nil && r.Value != nil {
+			p.chains.ObserveCheckpoint(cp)
+		}
+	}, logtable.AwaitOpenTransactions())
+	if err != nil {
+		return fmt.Errorf("read the checkpoints: %w", err)
+	}
+	err = logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Commands, partitions, func(r *kgo.Record) {
+		p.chains.Observe(auditchain.Commands, r)
+	}, logtable.AwaitOpenTransactions())
+	if err != nil {
+		return fmt.Errorf("read the commands' chain links: %w", err)
+	}
+	return nil
 }
 
 // loadChunk is how many partitions of workflows a load reads at once.
