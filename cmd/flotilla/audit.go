@@ -90,6 +90,7 @@ keep the entries of a time range, each an RFC 3339 time
 		}),
 	}
 	f.bind(cmd)
+	cmd.AddCommand(auditVerifyCommand())
 	cmd.Flags().StringVar(&workflow, "workflow", "", "only what concerns this workflow (with its clusters' health changes meanwhile)")
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only what concerns this cluster")
 	cmd.Flags().StringArrayVar(&principals, "principal", nil, "only the entries written by this principal (repeatable)")
