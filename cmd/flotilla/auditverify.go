@@ -9,12 +9,10 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/auditchain"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/keys"
-	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 )
 
 func auditVerifyCommand() *cobra.Command {
@@ -104,67 +102,20 @@ func loadServiceKeys(named []string, dir string) (map[string]ed25519.PublicKey, 
 	return out, nil
 }
 
-// verifyReport is verify's answer: the chains' report and the requests'
-// findings together.
-type verifyReport struct {
-	auditchain.Report
-	Requests int // request records read
-}
-
-// verifyAudit reads the chained topics (the workflow's partition of each,
-// with workflow) and verifies them.
-func verifyAudit(ctx context.Context, cfg backbone.Config, workflow string, pub map[string]ed25519.PublicKey) (verifyReport, error) {
-	names := cfg.Names()
-	roles := map[string]string{auditchain.Workflows: names.Workflows, auditchain.Commands: names.Commands, auditchain.Operations: names.Operations}
-	v := auditchain.NewVerifier(pub, roles)
-	var parts []int32 // nil: every partition
-	var want func(string) bool
+// verifyAudit verifies the log, only the workflow's partition with one.
+func verifyAudit(ctx context.Context, cfg backbone.Config, workflow string, pub map[string]ed25519.PublicKey) (auditchain.Report, error) {
+	var parts []int32
 	if workflow != "" {
-		p, err := loadPartitioning(ctx, cfg, names.Workflows)
+		p, err := loadPartitioning(ctx, cfg, cfg.Names().Workflows)
 		if err != nil {
-			return verifyReport{}, err
+			return auditchain.Report{}, err
 		}
-		parts = p.of(names.Workflows, workflow)
-		want = func(w string) bool { return w == workflow }
+		parts = p.of(cfg.Names().Workflows, workflow)
 	}
-	for _, role := range []string{auditchain.Workflows, auditchain.Commands, auditchain.Operations} {
-		err := logtable.ReadToEnd(ctx, cfg.Opts(), roles[role], parts, func(r *kgo.Record) {
-			if _, linked, _ := auditchain.LinkOf(r); !linked && want != nil {
-				if workflowKey(r.Key, workflow) {
-					v.Record(role, r, nil) // not in a chain, but keyed as the workflow's
-				}
-				return
-			}
-			v.Record(role, r, want)
-		})
-		if err != nil {
-			return verifyReport{}, err
-		}
-	}
-	err := logtable.ReadToEnd(ctx, cfg.Opts(), names.Checkpoints, parts, func(r *kgo.Record) { v.Checkpoint(r, want) })
-	if err != nil {
-		return verifyReport{}, err
-	}
-	rep := verifyReport{Report: v.Finish()}
-	// A request is never removed: compaction only collapses retries of one
-	// ID, so a tombstone is an erasure.
-	err = logtable.ReadToEnd(ctx, cfg.Opts(), names.Requests, parts, func(r *kgo.Record) {
-		if workflow != "" && !workflowKey(r.Key, workflow) {
-			return
-		}
-		rep.Requests++
-		if r.Value == nil {
-			rep.Findings = append(rep.Findings, auditchain.Finding{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: string(r.Key),
-				What: fmt.Sprintf("request %s erased by a tombstone at offset %d: requests are never removed", r.Key, r.Offset)})
-		}
-	})
-	if err != nil {
-		return verifyReport{}, err
-	}
-	return rep, nil
+	return auditchain.VerifyLog(ctx, cfg.Opts(), cfg.Names(), auditchain.Scope{Workflow: workflow, Partitions: parts}, pub)
 }
 
-func printVerify(w interface{ Write([]byte) (int, error) }, rep verifyReport, keysGiven bool) {
+func printVerify(w interface{ Write([]byte) (int, error) }, rep auditchain.Report, keysGiven bool) {
 	for _, f := range rep.Findings {
 		fmt.Fprintln(w, f)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -78,7 +79,15 @@ type Options struct {
 	// Metrics, if set, is the registry of the services' metrics (package
 	// metrics); copies of a service share one set.
 	Metrics prometheus.Registerer
+	// PlannerKey and ExecutorKey sign the checkpoints of the services'
+	// hash chains (package auditchain); nil: unsigned. The services
+	// checkpoint every 100ms (real time).
+	PlannerKey, ExecutorKey *keys.Signer
 }
+
+// checkpointInterval is how often the services checkpoint their chains
+// in tests: often, so that a test waits little for a signed checkpoint.
+const checkpointInterval = 100 * time.Millisecond
 
 // Fleet is the four services and a simulated fleet under test.
 type Fleet struct {
@@ -251,7 +260,7 @@ func (f *Fleet) StartService(name string) {
 	case "planner":
 		run = func() error {
 			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond, Retention: f.opts.Retention,
-				Metrics: f.metrics.Planner})
+				Metrics: f.metrics.Planner, Signer: f.opts.PlannerKey, CheckpointInterval: checkpointInterval})
 		}
 	case "executor":
 		instance := "" // the first copy is a dynamic member, holding as "executor"
@@ -262,7 +271,8 @@ func (f *Fleet) StartService(name string) {
 			cfg.SessionTimeout = 6 * time.Second // the broker's least
 		}
 		run = func() error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock, InstanceID: instance, Metrics: f.metrics.Executor})
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock, InstanceID: instance, Metrics: f.metrics.Executor,
+				Signer: f.opts.ExecutorKey, CheckpointInterval: checkpointInterval})
 		}
 	case "monitor":
 		run = func() error {

@@ -39,6 +39,7 @@ type Report struct {
 	Checkpoints int            // latest checkpoints checked
 	Signers     map[string]int // checkpoints by the ID of the key that signed them
 	Unsigned    int            // checkpoints without a signature
+	Requests    int            // request records read (VerifyLog)
 	// Tail counts the records newer than their chain's last checkpoint:
 	// written since it (the next checkpoint covers them), so that only
 	// their links vouch for them.
@@ -122,7 +123,10 @@ func (v *Verifier) Record(role string, r *kgo.Record, want func(workflow string)
 	}
 	v.report.Records++
 	if Sum(l.Workflow, l.Seq, l.Prev, role, r) != l.Hash {
+		// Not what the writer wrote: it takes no part in the chain's checks
+		// (the record it replaced, if compacted away, is reported missing).
 		v.find(r.Topic, r, l.Workflow, "altered: its bytes do not match its hash (seq %d of workflow %s's %s chain)", l.Seq, l.Workflow, WriterOf(role))
+		return
 	}
 	ch := v.chain(chainID{WriterOf(role), l.Workflow})
 	rec := &vrec{link: l, role: role, topic: r.Topic, partition: r.Partition, offset: r.Offset, key: string(r.Key), tombstone: r.Value == nil}
@@ -173,17 +177,20 @@ func (v *Verifier) verifyChain(id chainID, ch *vchain) {
 	bySeq := map[int64]*vrec{}
 	ahead := map[string]*vrec{} // topic/partition → the record of highest seq so far
 	for _, r := range ch.recs {
+		tp := fmt.Sprintf("%s/%d", r.topic, r.partition)
 		if first, ok := bySeq[r.link.Seq]; ok {
 			dup[r] = true
-			if first.link.Hash == r.link.Hash {
+			switch a := ahead[tp]; {
+			case first.link.Hash == r.link.Hash && a != nil && a.link.Seq > r.link.Seq:
+				v.findRec(r, "reordered: seq %d of workflow %s's %s chain written again after seq %d at %s (first at %s)", r.link.Seq, id.workflow, id.writer, a.link.Seq, at(a), at(first))
+			case first.link.Hash == r.link.Hash:
 				v.findRec(r, "duplicated: the record of seq %d of workflow %s's %s chain again, first at %s", r.link.Seq, id.workflow, id.writer, at(first))
-			} else {
+			default:
 				v.findRec(r, "forked: seq %d of workflow %s's %s chain is also at %s, with other content", r.link.Seq, id.workflow, id.writer, at(first))
 			}
 			continue
 		}
 		bySeq[r.link.Seq] = r
-		tp := fmt.Sprintf("%s/%d", r.topic, r.partition)
 		if a := ahead[tp]; a != nil && a.link.Seq > r.link.Seq {
 			v.findRec(r, "reordered: seq %d of workflow %s's %s chain comes after seq %d at %s", r.link.Seq, id.workflow, id.writer, a.link.Seq, at(a))
 			continue
