@@ -55,6 +55,16 @@ type Verifier struct {
 	topics map[string]string // role → topic name
 	chains map[chainID]*vchain
 	report Report
+	copies []copyAt // the request copies of the records that verified
+}
+
+type copyAt struct {
+	RequestCopy
+	topic     string
+	partition int32
+	offset    int64
+	key       string
+	workflow  string
 }
 
 type chainID struct{ writer, workflow string }
@@ -127,6 +137,9 @@ func (v *Verifier) Record(role string, r *kgo.Record, want func(workflow string)
 		// (the record it replaced, if compacted away, is reported missing).
 		v.find(r.Topic, r, l.Workflow, "altered: its bytes do not match its hash (seq %d of workflow %s's %s chain)", l.Seq, l.Workflow, WriterOf(role))
 		return
+	}
+	if c, ok := RequestCopyOf(r); ok {
+		v.copies = append(v.copies, copyAt{c, r.Topic, r.Partition, r.Offset, string(r.Key), l.Workflow})
 	}
 	ch := v.chain(chainID{WriterOf(role), l.Workflow})
 	rec := &vrec{link: l, role: role, topic: r.Topic, partition: r.Partition, offset: r.Offset, key: string(r.Key), tombstone: r.Value == nil}

@@ -1,10 +1,13 @@
 package auditchain
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -54,15 +57,53 @@ func VerifyLog(ctx context.Context, clientOpts []kgo.Opt, names topics.Names, sc
 		return Report{}, err
 	}
 	rep := v.Finish()
+	type request struct {
+		value     []byte // the latest value
+		tombstone int64  // the offset of the latest tombstone, if it is the latest record; -1 otherwise
+		partition int32
+	}
+	reqs := map[string]*request{}
 	err := logtable.ReadToEnd(ctx, clientOpts, names.Requests, scope.Partitions, func(r *kgo.Record) {
 		if !ofWorkflow(r.Key) {
 			return
 		}
 		rep.Requests++
+		q := reqs[string(r.Key)]
+		if q == nil {
+			q = &request{}
+			reqs[string(r.Key)] = q
+		}
+		q.value, q.tombstone, q.partition = r.Value, -1, r.Partition
 		if r.Value == nil {
-			rep.Findings = append(rep.Findings, Finding{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: string(r.Key),
-				What: fmt.Sprintf("request %s erased by a tombstone at offset %d: requests are never removed", r.Key, r.Offset)})
+			q.tombstone = r.Offset
 		}
 	})
-	return rep, err
+	if err != nil {
+		return Report{}, err
+	}
+	copies := map[string]copyAt{}
+	for _, c := range v.copies {
+		copies[c.Key] = c
+	}
+	for key, q := range reqs {
+		if q.tombstone < 0 {
+			continue
+		}
+		what := fmt.Sprintf("request %s erased by a tombstone at offset %d: requests are never removed", key, q.tombstone)
+		if c, ok := copies[key]; ok {
+			what += fmt.Sprintf("; the workflow's copy (%s/%d/%d) says %s asked for it at %s", c.topic, c.partition, c.offset, c.Principal, c.Time.Format(time.RFC3339))
+		}
+		rep.Findings = append(rep.Findings, Finding{Topic: names.Requests, Partition: q.partition, Offset: q.tombstone, Key: key, What: what})
+	}
+	for key, c := range copies {
+		if _, ok := reqs[key]; ok {
+			continue
+		}
+		rep.Findings = append(rep.Findings, Finding{Topic: names.Requests, Partition: c.Partition, Offset: -1, Key: key, Workflow: c.workflow,
+			What: fmt.Sprintf("removed: the workflow's copy (%s/%d/%d) says %s asked for it at %s (offset %d), and the requests topic no longer holds it", c.topic, c.partition, c.offset, c.Principal, c.Time.Format(time.RFC3339), c.Offset)})
+	}
+	slices.SortFunc(rep.Findings, func(a, b Finding) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset), cmp.Compare(a.Key, b.Key))
+	})
+	return rep, nil
 }

@@ -405,7 +405,7 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 		}
 		return fmt.Errorf("read back the targets of finished workflows: %w", err)
 	}
-	out := p.decideBatch(fetches, requests, policies, restored)
+	out, copies := p.decideBatch(fetches, requests, policies, restored)
 	if out.Empty() && fetches.NumRecords() == 0 && !p.checkpointDue() {
 		return nil
 	}
@@ -418,7 +418,7 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 			return nil
 		}
 	}
-	committed, err := p.write(ctx, out)
+	committed, err := p.write(ctx, out, copies)
 	switch {
 	case ctx.Err() != nil:
 		return nil // stopping: the transaction was aborted, or is left to the restart
@@ -562,7 +562,12 @@ func (p *planner) targetsFor(ctx context.Context, requests map[*kgo.Record]decod
 // decideBatch applies the table changes, the records (with their decoded
 // requests) and a tick to the state, with policies (if not nil) in place
 // of the policies it holds.
-func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]decodedRequest, policies map[string]rollout.Policy, restored map[string][]records.Target) decide.Outputs {
+//
+// It also returns, by index in the outputs' rows, the copy of its request
+// that a row keeps (auditchain.RequestHeader): the spec row of an accepted
+// rollout, the header row of a rejected request or of a workflow a
+// control was applied to.
+func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]decodedRequest, policies map[string]rollout.Policy, restored map[string][]records.Target) (decide.Outputs, map[int]auditchain.RequestCopy) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for id, targets := range restored {
@@ -570,6 +575,7 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 	}
 	now := p.cfg.Clock.Now()
 	var out decide.Outputs
+	copies := map[int]auditchain.RequestCopy{}
 	decideOn := func(in decide.Input) {
 		o := decide.Decide(p.state, in, now)
 		out.Rows = append(out.Rows, o.Rows...)
@@ -616,7 +622,11 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 			if key == "" && req.Envelope.ID == "" {
 				key = fmt.Sprintf("%s-%d-%d", p.names.Requests, r.Partition, r.Offset)
 			}
+			first := len(out.Rows)
 			decideOn(decide.Submit{Partition: r.Partition, Key: key, Request: req, Err: err})
+			if i := answerRow(out.Rows[first:], key, req); i >= 0 {
+				copies[first+i] = auditchain.CopyOf(r, req.Envelope.ID, req.Envelope.Principal, req.Envelope.Time)
+			}
 		case p.names.Operations:
 			if r.Value == nil {
 				return
@@ -630,14 +640,33 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 		}
 	})
 	decideOn(decide.Tick{})
-	return out
+	return out, copies
+}
+
+// answerRow returns the index of the row among rows that keeps the copy of
+// request req, keyed key; -1 if none does.
+func answerRow(rows []records.WorkflowRecord, key string, req records.Request) int {
+	workflow := key
+	if req.Control != nil {
+		workflow = req.Control.WorkflowID
+	}
+	header := -1
+	for i, row := range rows {
+		switch {
+		case row.Spec != nil && row.Spec.WorkflowID == workflow && req.Submit != nil:
+			return i
+		case row.Workflow != nil && row.Workflow.ID == workflow && header < 0:
+			header = i
+		}
+	}
+	return header
 }
 
 // write produces the outputs and commits them with the consumed offsets.
 // It returns whether the transaction committed, and the first error of
 // beginning it, of producing in it (the transaction is then aborted) or of
 // ending it.
-func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
+func (p *planner) write(ctx context.Context, out decide.Outputs, copies map[int]auditchain.RequestCopy) (bool, error) {
 	if err := p.sess.Begin(); err != nil {
 		return false, fmt.Errorf("begin transaction: %w", err)
 	}
@@ -652,9 +681,9 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 	p.mu.Lock()
 	tx := p.chains.Begin()
 	for _, c := range out.Commands {
-		recs = p.record(recs, tx, c.WorkflowID, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise)
+		recs = p.record(recs, tx, c.WorkflowID, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise, nil)
 	}
-	for _, row := range out.Rows {
+	for i, row := range out.Rows {
 		key, wf := "", ""
 		switch {
 		case row.Workflow != nil:
@@ -664,10 +693,14 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 		case row.Spec != nil:
 			key, wf = topics.SpecKey(row.Spec.WorkflowID), row.Spec.WorkflowID
 		}
-		recs = p.record(recs, tx, wf, p.names.Workflows, key, row, promise)
+		var copied *auditchain.RequestCopy
+		if c, ok := copies[i]; ok {
+			copied = &c
+		}
+		recs = p.record(recs, tx, wf, p.names.Workflows, key, row, promise, copied)
 	}
 	for _, h := range out.History {
-		recs = p.record(recs, nil, "", p.names.History, topics.HistoryKey(h.Target.ClusterID, h.Target.WorkflowID), h, promise)
+		recs = p.record(recs, nil, "", p.names.History, topics.HistoryKey(h.Target.ClusterID, h.Target.WorkflowID), h, promise, nil)
 	}
 	for _, r := range out.Removed {
 		key := []byte(topics.TargetKey(r.WorkflowID, r.ClusterID))
@@ -682,7 +715,7 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 	}
 	if p.checkpointDue() {
 		for _, cp := range tx.Checkpoints(p.cfg.Clock.Now()) {
-			recs = p.record(recs, nil, "", p.names.Checkpoints, topics.CheckpointKey(cp.WorkflowID, cp.Writer, cp.Bucket), cp, promise)
+			recs = p.record(recs, nil, "", p.names.Checkpoints, topics.CheckpointKey(cp.WorkflowID, cp.Writer, cp.Bucket), cp, promise, nil)
 		}
 		p.checkpointed = time.Now()
 	}
@@ -745,14 +778,17 @@ func (p *planner) positions() map[string]map[int32]kgo.EpochOffset {
 }
 
 // record encodes a record and appends it to recs; with tx, linked into
-// workflow's chain.
-func (p *planner) record(recs []*kgo.Record, tx *auditchain.Txn, workflow, topic, key string, v any, promise *kgo.FirstErrPromise) []*kgo.Record {
+// workflow's chain; with copied, keeping that copy of its request.
+func (p *planner) record(recs []*kgo.Record, tx *auditchain.Txn, workflow, topic, key string, v any, promise *kgo.FirstErrPromise, copied *auditchain.RequestCopy) []*kgo.Record {
 	value, err := records.Encode(v)
 	if err != nil {
 		promise.Promise()(nil, fmt.Errorf("encode %s record %s: %w", topic, key, err))
 		return recs
 	}
 	rec := &kgo.Record{Topic: topic, Key: []byte(key), Value: value}
+	if copied != nil {
+		auditchain.AddRequestCopy(rec, *copied)
+	}
 	if tx != nil {
 		role := auditchain.Workflows
 		if topic == p.names.Commands {
