@@ -22,9 +22,10 @@ type Scope struct {
 	Partitions []int32
 }
 
-// VerifyLog reads the chained topics (workflows, commands, operations),
-// the checkpoints and the requests of an installation, up to their ends as
-// they are when it starts, and verifies them (Verifier). A tombstone on
+// VerifyLog reads the checkpoints, the chained topics (workflows,
+// commands, operations) and the requests of an installation, each up to
+// its end as it is when its read starts, and verifies them (Verifier).
+// The services may go on writing meanwhile. A tombstone on
 // the requests topic is a finding too: requests are never removed
 // (compaction only collapses the retries of one ID), so a tombstone erases
 // one from the record.
@@ -39,6 +40,12 @@ func VerifyLog(ctx context.Context, clientOpts []kgo.Opt, names topics.Names, sc
 		k := string(key)
 		return scope.Workflow == "" || k == scope.Workflow || strings.HasPrefix(k, scope.Workflow+"/")
 	}
+	// The checkpoints first: each read captures its ends as it starts, so
+	// the records a checkpoint names were committed before the chained
+	// topics' ends are captured, and are read.
+	if err := logtable.ReadToEnd(ctx, clientOpts, names.Checkpoints, scope.Partitions, func(r *kgo.Record) { v.Checkpoint(r, want) }); err != nil {
+		return Report{}, err
+	}
 	for _, role := range []string{Workflows, Commands, Operations} {
 		err := logtable.ReadToEnd(ctx, clientOpts, roles[role], scope.Partitions, func(r *kgo.Record) {
 			if _, linked, _ := LinkOf(r); !linked && want != nil {
@@ -52,9 +59,6 @@ func VerifyLog(ctx context.Context, clientOpts []kgo.Opt, names topics.Names, sc
 		if err != nil {
 			return Report{}, err
 		}
-	}
-	if err := logtable.ReadToEnd(ctx, clientOpts, names.Checkpoints, scope.Partitions, func(r *kgo.Record) { v.Checkpoint(r, want) }); err != nil {
-		return Report{}, err
 	}
 	rep := v.Finish()
 	type request struct {

@@ -177,6 +177,7 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 		{target(1, 0), "reordered"},
 		{string(dup.Key), "duplicated"},
 		{ids[0], "erased by a tombstone"},
+		{ids[0], "the workflow's copy"},
 	} {
 		found := false
 		for _, fd := range rep.Findings {
