@@ -67,7 +67,7 @@ func (w *writerSim) write(workflow string, recs ...[2]string) {
 		tx.Append(workflow, role, r)
 		w.log.add(role, r)
 	}
-	for _, cp := range tx.Checkpoints(time.Unix(0, 0)) {
+	for _, cp := range tx.Checkpoints(time.Unix(0, 0), nil) {
 		b, err := records.Encode(cp)
 		if err != nil {
 			w.t.Fatal(err)
@@ -194,14 +194,14 @@ func TestAbortUndoes(t *testing.T) {
 	seq, head := w.chains.Head("wf")
 	tx := w.chains.Begin()
 	tx.Append("wf", Workflows, &kgo.Record{Key: []byte("wf"), Value: []byte("h3")})
-	if cps := tx.Checkpoints(time.Now()); len(cps) == 0 {
+	if cps := tx.Checkpoints(time.Now(), nil); len(cps) == 0 {
 		t.Fatal("no checkpoint after a change")
 	}
 	tx.Abort()
 	if s, h := w.chains.Head("wf"); s != seq || h != head {
 		t.Fatal("abort left the chain advanced")
 	}
-	if cps := w.chains.Begin().Checkpoints(time.Now()); len(cps) != 0 {
+	if cps := w.chains.Begin().Checkpoints(time.Now(), nil); len(cps) != 0 {
 		t.Fatalf("abort left checkpoints due: %d", len(cps))
 	}
 }

@@ -73,9 +73,13 @@ func (c *Chains) Head(workflow string) (int64, Hash) {
 	return ch.seq, ch.head
 }
 
-// Dirty reports whether a chain changed since its last checkpoint.
-func (c *Chains) Dirty() bool {
-	for _, ch := range c.m {
+// Dirty reports whether a chain of the workflows mine says yes to (nil:
+// all) changed since its last checkpoint.
+func (c *Chains) Dirty(mine func(workflow string) bool) bool {
+	for w, ch := range c.m {
+		if mine != nil && !mine(w) {
+			continue
+		}
 		for b, seq := range ch.changed {
 			if seq > ch.done[b] {
 				return true
@@ -216,12 +220,16 @@ func (t *Txn) Append(workflow, role string, r *kgo.Record) {
 }
 
 // Checkpoints returns the checkpoints due: one for each bucket of each
-// chain changed since its last checkpoint, signed if the writer has a
-// key, and marks them written (undone by Abort). A chain that outgrew its
-// buckets is split into more, all of them checkpointed.
-func (t *Txn) Checkpoints(now time.Time) []records.Checkpoint {
+// chain changed since its last checkpoint, of the workflows mine says
+// are the writer's own now (nil: all), signed if the writer has a key, and
+// marks them written (undone by Abort). A chain that outgrew its buckets
+// is split into more, all of them checkpointed.
+func (t *Txn) Checkpoints(now time.Time, mine func(workflow string) bool) []records.Checkpoint {
 	var out []records.Checkpoint
 	for _, w := range slices.Sorted(maps.Keys(t.c.m)) {
+		if mine != nil && !mine(w) {
+			continue
+		}
 		ch := t.c.m[w]
 		if n := bucketsFor(len(ch.keys)); n > ch.buckets {
 			old, oldChanged, oldDone := ch.buckets, ch.changed, ch.done
@@ -232,9 +240,11 @@ func (t *Txn) Checkpoints(now time.Time) []records.Checkpoint {
 			}
 		}
 		var dirty []int
+		isDirty := make([]bool, ch.buckets)
 		for b, seq := range ch.changed {
 			if seq > ch.done[b] {
 				dirty = append(dirty, b)
+				isDirty[b] = true
 			}
 		}
 		if len(dirty) == 0 {
@@ -243,7 +253,7 @@ func (t *Txn) Checkpoints(now time.Time) []records.Checkpoint {
 		slices.Sort(dirty)
 		entries := map[int][]records.ChainEntry{}
 		for k, e := range ch.keys {
-			if b := bucketOf(k, ch.buckets); slices.Contains(dirty, b) {
+			if b := bucketOf(k, ch.buckets); isDirty[b] {
 				entries[b] = append(entries[b], records.ChainEntry{Topic: k.role, Key: k.key, Seq: e.seq, Hash: e.hash[:]})
 			}
 		}

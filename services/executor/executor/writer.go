@@ -85,7 +85,7 @@ func (w *writer) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			if !w.linked.Load() || !w.chains.Dirty() {
+			if !w.linked.Load() || !w.chains.Dirty(nil) {
 				continue
 			}
 		case r := <-w.reqs:
@@ -129,7 +129,7 @@ func (w *writer) commit(ctx context.Context, batch []*writeReq) (err error, fata
 		}
 	}
 	if w.linked.Load() && (len(batch) == 0 || time.Since(w.checkpointed) >= w.checkpointEvery) {
-		for _, cp := range tx.Checkpoints(w.now()) {
+		for _, cp := range tx.Checkpoints(w.now(), nil) {
 			value, err := records.Encode(cp)
 			if err != nil {
 				promise.Promise()(nil, fmt.Errorf("encode checkpoint: %w", err))

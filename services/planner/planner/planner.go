@@ -411,7 +411,7 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 	}
 	if out.Empty() && fetches.NumRecords() == 0 {
 		p.mu.Lock()
-		dirty := p.chains.Dirty()
+		dirty := p.chains.Dirty(p.ownedWorkflow)
 		p.mu.Unlock()
 		if !dirty {
 			p.checkpointed = time.Now()
@@ -714,7 +714,9 @@ func (p *planner) write(ctx context.Context, out decide.Outputs, copies map[int]
 		recs = append(recs, rec)
 	}
 	if p.checkpointDue() {
-		for _, cp := range tx.Checkpoints(p.cfg.Clock.Now()) {
+		// Only the owned workflows': a parked partition's chains are kept
+		// for when it comes back, and written by its owner meanwhile.
+		for _, cp := range tx.Checkpoints(p.cfg.Clock.Now(), p.ownedWorkflow) {
 			recs = p.record(recs, nil, "", p.names.Checkpoints, topics.CheckpointKey(cp.WorkflowID, cp.Writer, cp.Bucket), cp, promise, nil)
 		}
 		p.checkpointed = time.Now()
@@ -744,6 +746,12 @@ func (p *planner) write(ctx context.Context, out decide.Outputs, copies map[int]
 		return false, fmt.Errorf("produce (the transaction was aborted): %w", produceErr)
 	}
 	return committed, nil
+}
+
+// ownedWorkflow reports whether a workflow is on a partition the planner
+// owns. Callers hold p.mu.
+func (p *planner) ownedWorkflow(w string) bool {
+	return p.owned[topics.PartitionOf(w, p.state.Partitions)]
 }
 
 // checkpointDue reports whether the chains are due a checkpoint.
