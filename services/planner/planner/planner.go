@@ -672,17 +672,13 @@ func (p *planner) write(ctx context.Context, out decide.Outputs, copies map[int]
 	}
 	promise := kgo.AbortingFirstErrPromise(p.sess.Client())
 	// Each record of a workflow's rows and commands is linked into its
-	// chain as it is produced: commands before rows, so that a workflow's
-	// chain head, which the planner rebuilds from its partitions, is on
-	// workflows whenever the batch wrote a row of it.
-	// The records are linked under the state's lock (the rebalance
+	// chain in the order it is produced: rows first, as always (a reader
+	// that goes by the records' times sees a row before the commands it
+	// sent). The records are linked under the state's lock (the rebalance
 	// callbacks rebuild the chains) and produced after it, in that order.
 	var recs []*kgo.Record
 	p.mu.Lock()
 	tx := p.chains.Begin()
-	for _, c := range out.Commands {
-		recs = p.record(recs, tx, c.WorkflowID, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise, nil)
-	}
 	for i, row := range out.Rows {
 		key, wf := "", ""
 		switch {
@@ -699,19 +695,22 @@ func (p *planner) write(ctx context.Context, out decide.Outputs, copies map[int]
 		}
 		recs = p.record(recs, tx, wf, p.names.Workflows, key, row, promise, copied)
 	}
+	for _, c := range out.Commands {
+		recs = p.record(recs, tx, c.WorkflowID, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise, nil)
+	}
 	for _, h := range out.History {
 		recs = p.record(recs, nil, "", p.names.History, topics.HistoryKey(h.Target.ClusterID, h.Target.WorkflowID), h, promise, nil)
 	}
 	for _, r := range out.Removed {
 		key := []byte(topics.TargetKey(r.WorkflowID, r.ClusterID))
+		rec := &kgo.Record{Topic: p.names.Workflows, Key: key}
+		tx.Append(r.WorkflowID, auditchain.Workflows, rec)
+		recs = append(recs, rec)
 		if r.Commanded {
 			rec := &kgo.Record{Topic: p.names.Commands, Key: key}
 			tx.Append(r.WorkflowID, auditchain.Commands, rec)
 			recs = append(recs, rec)
 		}
-		rec := &kgo.Record{Topic: p.names.Workflows, Key: key}
-		tx.Append(r.WorkflowID, auditchain.Workflows, rec)
-		recs = append(recs, rec)
 	}
 	if p.checkpointDue() {
 		// Only the owned workflows': a parked partition's chains are kept
