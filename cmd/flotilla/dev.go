@@ -46,6 +46,7 @@ func devCommand() *cobra.Command {
 		probeInterval, heartbeat           time.Duration
 		brokerOnly                         bool
 		metricsAddr                        string
+		chain                              servicecmd.ChainFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -72,7 +73,7 @@ clusters' state through --sim-dir.`,
 			o := devOptions{
 				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Partitions: partitions, Drivers: df,
 				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, MetricsAddr: metricsAddr, HTTP: httpAddr, Out: cmd.OutOrStdout(),
-				Sinks: sinksFile,
+				Sinks: sinksFile, Chain: chain,
 			}
 			if brokerOnly {
 				o.BrokerOnly = true
@@ -105,6 +106,7 @@ clusters' state through --sim-dir.`,
 	fs.BoolVar(&brokerOnly, "broker-only", false, "run the broker, the topics and the simulated fleet without the services, and print how to run each service against them")
 	servicecmd.BindMetricsAddr(fs, &metricsAddr)
 	df.Bind(fs)
+	chain.Bind(fs)
 	return cmd
 }
 
@@ -134,6 +136,9 @@ type devOptions struct {
 	// under its own names. OnMetrics, if set, is told the address bound.
 	MetricsAddr string
 	OnMetrics   func(addr net.Addr)
+	// Chain signs and paces the planner's and executor's checkpoints of
+	// the audit trail (one key for both; none: unsigned).
+	Chain servicecmd.ChainFlags
 }
 
 func runDev(ctx context.Context, o devOptions) error {
@@ -178,12 +183,18 @@ func runDev(ctx context.Context, o devOptions) error {
 		return err
 	}
 
+	signer, err := o.Chain.Signer()
+	if err != nil {
+		return err
+	}
 	services := map[string]func(context.Context) error{
 		"planner": func(ctx context.Context) error {
-			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.Planner})
+			return planner.Run(ctx, planner.Config{Backbone: cfg, InstanceID: "dev", StaticMembership: true, Metrics: sets.Planner,
+				Signer: signer, CheckpointInterval: o.Chain.Interval})
 		},
 		"executor": func(ctx context.Context) error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev", Metrics: sets.Executor})
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: reg, InstanceID: "dev", Metrics: sets.Executor,
+				Signer: signer, CheckpointInterval: o.Chain.Interval})
 		},
 		"monitor": func(ctx context.Context) error {
 			return monitor.Run(ctx, monitor.Config{Backbone: cfg, Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.Monitor})
