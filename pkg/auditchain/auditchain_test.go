@@ -3,6 +3,7 @@ package auditchain
 import (
 	"crypto/ed25519"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +73,7 @@ func (w *writerSim) write(workflow string, recs ...[2]string) {
 		if err != nil {
 			w.t.Fatal(err)
 		}
-		w.log.add("checkpoints", &kgo.Record{Key: []byte(cp.WorkflowID + "/@" + cp.Writer + "/" + string(rune('0'+cp.Bucket))), Value: b})
+		w.log.add("checkpoints", &kgo.Record{Key: []byte(cp.WorkflowID + "/@" + cp.Writer + "/" + strconv.Itoa(cp.Bucket)), Value: b})
 	}
 }
 
@@ -203,5 +204,44 @@ func TestAbortUndoes(t *testing.T) {
 	}
 	if cps := w.chains.Begin().Checkpoints(time.Now(), nil); len(cps) != 0 {
 		t.Fatalf("abort left checkpoints due: %d", len(cps))
+	}
+}
+
+// TestALargeChainIsSplitIntoBuckets grows a chain past a bucket's keys:
+// its checkpoints split it, each bucket naming only its keys, and the log
+// still verifies, compacted, and after a rebuild that carries on.
+func TestALargeChainIsSplitIntoBuckets(t *testing.T) {
+	w, pub := setup(t)
+	var rows [][2]string
+	for i := range 2500 {
+		rows = append(rows, [2]string{"wf/c" + strconv.Itoa(i), "t"})
+	}
+	w.write("wf", rows...)
+	w.write("wf", [2]string{"wf/c7", "t-done"}, [2]string{"wf", "h3"})
+	rep := verify(t, w.log, pub)
+	if len(rep.Findings) != 0 || rep.Tail != 0 {
+		t.Fatalf("%d findings %v, tail %d", len(rep.Findings), rep.Findings[:min(3, len(rep.Findings))], rep.Tail)
+	}
+	if rep.Checkpoints != 4 {
+		t.Errorf("%d latest checkpoints, want 4 buckets", rep.Checkpoints)
+	}
+	w.log.compact(false)
+	again := New(Planner, nil)
+	for _, r := range w.log.recs["checkpoints"] {
+		cp, _ := records.DecodeCheckpoint(r.Value)
+		again.ObserveCheckpoint(cp)
+	}
+	for _, role := range []string{Workflows, Commands} {
+		for _, r := range w.log.recs[role] {
+			again.Observe(role, r)
+		}
+	}
+	if again.Dirty(nil) {
+		t.Error("a chain rebuilt from a log its checkpoints cover is dirty")
+	}
+	w.chains = again
+	w.write("wf", [2]string{"wf/c8", ""})
+	if rep := verify(t, w.log, pub); len(rep.Findings) != 0 {
+		t.Fatalf("after a rebuild: %v", rep.Findings)
 	}
 }
