@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flotilla-fleet/flotilla/pkg/auditchain"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -90,6 +91,7 @@ keep the entries of a time range, each an RFC 3339 time
 		}),
 	}
 	f.bind(cmd)
+	cmd.AddCommand(auditVerifyCommand())
 	cmd.Flags().StringVar(&workflow, "workflow", "", "only what concerns this workflow (with its clusters' health changes meanwhile)")
 	cmd.Flags().StringVar(&cluster, "cluster", "", "only what concerns this cluster")
 	cmd.Flags().StringArrayVar(&principals, "principal", nil, "only the entries written by this principal (repeatable)")
@@ -149,6 +151,18 @@ func readAudit(ctx context.Context, cfg backbone.Config, workflow, cluster strin
 		entries = append(entries, auditEntry{Time: r.Timestamp, Kind: kind, Principal: "?", What: fmt.Sprintf("undecodable record (key %q): %v", r.Key, err),
 			Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
 	}
+	// A request whose record the requests topic lost (a tombstone erased
+	// it) is shown from the copy the planner keeps in the workflow's row.
+	seenRequests := map[string]bool{}
+	fromCopy := func(r *kgo.Record, workflow, what string) {
+		c, ok := auditchain.RequestCopyOf(r)
+		if !ok || seenRequests[c.Key] {
+			return
+		}
+		seenRequests[c.Key] = true
+		entries = append(entries, auditEntry{Time: c.Time, Kind: "request", Principal: c.Principal, ID: c.ID, Workflow: workflow,
+			What: what + " (from the workflow's copy: the request's record is gone from " + names.Requests + ")", Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
+	}
 	readers := []struct {
 		topic string
 		read  func(r *kgo.Record)
@@ -185,6 +199,7 @@ func readAudit(ctx context.Context, cfg backbone.Config, workflow, cluster strin
 			add(r, rec.Envelope, "policy", "", "", fmt.Sprintf("applied deployment policy %s: phases %s", rec.Policy.Name, strings.Join(phases, ", ")))
 		}},
 		{names.Requests, func(r *kgo.Record) {
+			seenRequests[string(r.Key)] = true
 			req, err := records.DecodeRequest(r.Value)
 			if err != nil {
 				undecodable(r, "request", err)
@@ -209,6 +224,13 @@ func readAudit(ctx context.Context, cfg backbone.Config, workflow, cluster strin
 			if err != nil {
 				undecodable(r, "decision", err)
 				return
+			}
+			switch {
+			case rec.Spec != nil:
+				s := rec.Spec.Spec
+				fromCopy(r, rec.Spec.WorkflowID, fmt.Sprintf("asked for rollout %q: %s, selector %q, clusters %v, %d phases", s.Name, s.Operation, s.Selector, s.Clusters, len(s.Phases)))
+			case rec.Workflow != nil:
+				fromCopy(r, rec.Workflow.ID, "asked to act on workflow "+rec.Workflow.ID)
 			}
 			if w := rec.Workflow; w != nil && w.Event != "progress" {
 				what := fmt.Sprintf("%s: workflow %s", w.Event, w.State)
@@ -285,6 +307,13 @@ func readAudit(ctx context.Context, cfg backbone.Config, workflow, cluster strin
 		}
 		first := len(entries)
 		err := logtable.ReadToEnd(ctx, cfg.Opts(), rd.topic, read.partitions, func(r *kgo.Record) {
+			if r.Value == nil && rd.topic == names.Requests {
+				// Never legitimate: it erases who asked for what (flotilla
+				// audit verify reports it; the workflow keeps a copy).
+				entries = append(entries, auditEntry{Time: r.Timestamp, Kind: "request", Principal: "?", Workflow: strings.SplitN(string(r.Key), "/", 2)[0],
+					What: fmt.Sprintf("request %s erased by a tombstone", r.Key), Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
+				return
+			}
 			if r.Value == nil && rd.topic != names.Inventory && rd.topic != names.Policies {
 				return
 			}

@@ -48,6 +48,7 @@ func devCommand() *cobra.Command {
 		probeInterval, heartbeat           time.Duration
 		brokerOnly, secure                 bool
 		metricsAddr                        string
+		chain                              servicecmd.ChainFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -81,7 +82,7 @@ clusters' state through --sim-dir.`,
 			o := devOptions{
 				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Partitions: partitions, Drivers: df,
 				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, MetricsAddr: metricsAddr, HTTP: httpAddr, Out: cmd.OutOrStdout(),
-				Sinks: sinksFile, Secure: secure,
+				Sinks: sinksFile, Secure: secure, Chain: chain,
 			}
 			if brokerOnly {
 				o.BrokerOnly = true
@@ -115,6 +116,7 @@ clusters' state through --sim-dir.`,
 	fs.BoolVar(&brokerOnly, "broker-only", false, "run the broker, the topics and the simulated fleet without the services, and print how to run each service against them")
 	servicecmd.BindMetricsAddr(fs, &metricsAddr)
 	df.Bind(fs)
+	chain.Bind(fs)
 	return cmd
 }
 
@@ -146,6 +148,9 @@ type devOptions struct {
 	OnMetrics   func(addr net.Addr)
 	// Secure runs the broker with SASL and ACLs (see devSecurity).
 	Secure bool
+	// Chain signs and paces the planner's and executor's checkpoints of
+	// the audit trail (one key for both; none: unsigned).
+	Chain servicecmd.ChainFlags
 }
 
 func runDev(ctx context.Context, o devOptions) error {
@@ -194,7 +199,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	go cfg.KeepTopicIDs(ctx, ids)
 	var trustCfg trust.Config
-	var signer *keys.Signer // of the simulated fleet's records
+	var fleetSigner *keys.Signer // of the simulated fleet's records
 	owner := "flotilla-dev"
 	if sec != nil {
 		if err := sec.setUp(ctx, cfg); err != nil {
@@ -203,9 +208,9 @@ func runDev(ctx context.Context, o devOptions) error {
 		if err := sec.setUpTrust(ctx, cfg); err != nil {
 			return fmt.Errorf("--secure: the trust store: %w", err)
 		}
-		trustCfg, signer, owner = sec.Trust(), &sec.key, sec.user
+		trustCfg, fleetSigner, owner = sec.Trust(), &sec.key, sec.user
 	}
-	added, err := registerSimFleet(ctx, cfg, o.Clusters, owner, signer)
+	added, err := registerSimFleet(ctx, cfg, o.Clusters, owner, fleetSigner)
 	if err != nil {
 		return fmt.Errorf("register the simulated fleet: %w", err)
 	}
@@ -239,12 +244,18 @@ func runDev(ctx context.Context, o devOptions) error {
 			return err
 		}
 	}
+	signer, err := o.Chain.Signer()
+	if err != nil {
+		return err
+	}
 	services := map[string]func(context.Context) error{
 		"planner": func(ctx context.Context) error {
-			return planner.Run(ctx, planner.Config{Backbone: svc["planner"], InstanceID: "dev", StaticMembership: true, Metrics: sets.Planner, Trust: trustCfg})
+			return planner.Run(ctx, planner.Config{Backbone: svc["planner"], InstanceID: "dev", StaticMembership: true, Metrics: sets.Planner,
+				Trust: trustCfg, Signer: signer, CheckpointInterval: o.Chain.Interval})
 		},
 		"executor": func(ctx context.Context) error {
-			return executor.Run(ctx, executor.Config{Backbone: svc["executor"], Drivers: reg, InstanceID: "dev", Metrics: sets.Executor})
+			return executor.Run(ctx, executor.Config{Backbone: svc["executor"], Drivers: reg, InstanceID: "dev", Metrics: sets.Executor,
+				Signer: signer, CheckpointInterval: o.Chain.Interval})
 		},
 		"monitor": func(ctx context.Context) error {
 			return monitor.Run(ctx, monitor.Config{Backbone: svc["monitor"], Probers: reg, InstanceID: "dev", Interval: o.ProbeInterval, Heartbeat: o.Heartbeat, Metrics: sets.Monitor, Trust: trustCfg})

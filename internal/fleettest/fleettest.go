@@ -107,7 +107,15 @@ type Options struct {
 	// registered and any service starts: to write the trust store, or to
 	// apply ACLs.
 	Setup func(f *Fleet)
+	// PlannerKey and ExecutorKey sign the checkpoints of the services'
+	// hash chains (package auditchain); nil: unsigned. The services
+	// checkpoint every 100ms (real time).
+	PlannerKey, ExecutorKey *keys.Signer
 }
+
+// checkpointInterval is how often the services checkpoint their chains
+// in tests: often, so that a test waits little for a signed checkpoint.
+const checkpointInterval = 100 * time.Millisecond
 
 // Fleet is the four services and a simulated fleet under test.
 type Fleet struct {
@@ -315,7 +323,7 @@ func (f *Fleet) StartService(name string) {
 	case "planner":
 		run = func() error {
 			return planner.Run(ctx, planner.Config{Backbone: cfg, Clock: f.Clock, InstanceID: "p" + copyID, PollInterval: 20 * time.Millisecond, Retention: f.opts.Retention,
-				Metrics: f.metrics.Planner, Trust: f.opts.Trust})
+				Metrics: f.metrics.Planner, Trust: f.opts.Trust, Signer: f.opts.PlannerKey, CheckpointInterval: checkpointInterval})
 		}
 	case "executor":
 		instance := "" // the first copy is a dynamic member, holding as "executor"
@@ -326,7 +334,8 @@ func (f *Fleet) StartService(name string) {
 			cfg.SessionTimeout = 6 * time.Second // the broker's least
 		}
 		run = func() error {
-			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock, InstanceID: instance, Metrics: f.metrics.Executor})
+			return executor.Run(ctx, executor.Config{Backbone: cfg, Drivers: f.registry, Clock: f.Clock, InstanceID: instance, Metrics: f.metrics.Executor,
+				Signer: f.opts.ExecutorKey, CheckpointInterval: checkpointInterval})
 		}
 	case "monitor":
 		run = func() error {

@@ -356,13 +356,40 @@ func (f *TrustFlags) Config() (trust.Config, error) {
 	return cfg, nil
 }
 
+// ChainFlags say how a writer of hash chains (planner, executor) signs
+// and paces its checkpoints (package auditchain).
+type ChainFlags struct {
+	SigningKey string
+	Interval   time.Duration
+}
+
+// Bind adds the flags to fs.
+func (f *ChainFlags) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&f.SigningKey, "signing-key", os.Getenv("FLOTILLA_SIGNING_KEY"), "Ed25519 private key file (PEM, mode 0600; flotilla keys or openssl genpkey -algorithm ed25519) that signs the checkpoints of the audit trail's hash chains; empty: unsigned checkpoints (env FLOTILLA_SIGNING_KEY)")
+	fs.DurationVar(&f.Interval, "checkpoint-interval", planner.DefaultCheckpointInterval, "how often the hash chains changed since their last checkpoint are checkpointed")
+}
+
+// Signer returns the signer of the key file, or nil without one.
+func (f *ChainFlags) Signer() (*keys.Signer, error) {
+	if f.SigningKey == "" {
+		return nil, nil
+	}
+	s, err := keys.LoadSigner(f.SigningKey)
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
 // Planner returns the planner's command.
 func Planner() *cobra.Command {
 	var instance string
 	var poll, retention time.Duration
 	var tf TrustFlags
+	var chain ChainFlags
 	return serviceCommand("planner", "Plan rollouts and decide what happens next", func(fs *pflag.FlagSet) {
 		tf.Bind(fs)
+		chain.Bind(fs)
 		fs.StringVar(&instance, "instance", defaultInstance(), "stable name of this copy: its transactional ID and its identity in its consumer group (static membership); distinct per copy")
 		fs.DurationVar(&poll, "poll-interval", 100*time.Millisecond, "longest wait for records before checking health changes and deadlines")
 		fs.DurationVar(&retention, "retention", planner.DefaultRetention, "how long a finished rollout keeps its per-cluster rows and commands (status, retry, rollback) before they are removed; its summary and each cluster's history stay; 0 keeps them for ever")
@@ -378,7 +405,12 @@ func Planner() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll, Retention: retention, Metrics: m, Trust: trustCfg})
+		signer, err := chain.Signer()
+		if err != nil {
+			return err
+		}
+		return planner.Run(cmd.Context(), planner.Config{Backbone: cfg, InstanceID: instance, StaticMembership: true, PollInterval: poll, Retention: retention, Metrics: m,
+			Trust: trustCfg, Signer: signer, CheckpointInterval: chain.Interval})
 	})
 }
 
@@ -388,8 +420,10 @@ func Executor() *cobra.Command {
 	var instance string
 	var concurrency int
 	var timeout, lease time.Duration
+	var chain ChainFlags
 	return serviceCommand("executor", "Carry out operations on clusters through drivers", func(fs *pflag.FlagSet) {
 		df.Bind(fs)
+		chain.Bind(fs)
 		fs.StringVar(&instance, "instance", defaultInstance(), staticInstanceUsage)
 		fs.IntVar(&concurrency, "concurrency", executor.DefaultConcurrency, "most operations acting at once (those waiting for their cluster do not count)")
 		fs.DurationVar(&timeout, "timeout", 30*time.Minute, "longest an operation may take before it fails")
@@ -404,7 +438,12 @@ func Executor() *cobra.Command {
 			return err
 		}
 		defer closeDrivers()
-		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, InstanceID: instance, Concurrency: concurrency, Timeout: timeout, Lease: lease, Metrics: m})
+		signer, err := chain.Signer()
+		if err != nil {
+			return err
+		}
+		return executor.Run(cmd.Context(), executor.Config{Backbone: cfg, Drivers: reg, InstanceID: instance, Concurrency: concurrency, Timeout: timeout, Lease: lease, Metrics: m,
+			Signer: signer, CheckpointInterval: chain.Interval})
 	})
 }
 

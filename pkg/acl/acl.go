@@ -125,11 +125,11 @@ func Plan(n topics.Names, p Principals) ([]Binding, error) {
 		}
 	}
 	service(p.Planner, "planner",
-		[]string{n.Requests, n.Inventory, n.Policies, n.Trust, n.Operations, n.Health, n.Workflows},
-		[]string{n.Workflows, n.Commands, n.History, n.DeadLetters}, true, n.Group("planner"))
+		[]string{n.Requests, n.Inventory, n.Policies, n.Trust, n.Operations, n.Health, n.Workflows, n.Commands, n.Checkpoints},
+		[]string{n.Workflows, n.Commands, n.History, n.Checkpoints, n.DeadLetters}, true, n.Group("planner"))
 	service(p.Executor, "executor",
-		[]string{n.Commands, n.Operations, n.Claims, n.Leases},
-		[]string{n.Operations, n.Claims, n.Leases, n.DeadLetters}, true, n.Group("executor"))
+		[]string{n.Commands, n.Operations, n.Claims, n.Leases, n.Checkpoints},
+		[]string{n.Operations, n.Claims, n.Leases, n.Checkpoints, n.DeadLetters}, true, n.Group("executor"))
 	service(p.Monitor, "monitor",
 		[]string{n.Inventory, n.Trust, n.Health, n.Operations, n.History},
 		[]string{n.Health, n.DeadLetters}, false, n.Group("monitor"))
@@ -138,7 +138,7 @@ func Plan(n topics.Names, p Principals) ([]Binding, error) {
 		[]string{n.Notifications}, true, n.Group("notifier"), n.Group("notifier.sink."))
 
 	// What the CLI reads: every topic but the executor's internals.
-	cliReads := []string{n.Requests, n.Workflows, n.Commands, n.Operations, n.Inventory, n.Health, n.History, n.Policies, n.Trust, n.Notifications, n.DeadLetters}
+	cliReads := []string{n.Requests, n.Workflows, n.Commands, n.Operations, n.Inventory, n.Health, n.History, n.Policies, n.Trust, n.Notifications, n.DeadLetters, n.Checkpoints}
 	user := func(who string, writes ...string) {
 		add(who, topic, pre, "list the namespace's topics", describe, ns)
 		add(who, topic, lit, "what the CLI reads (status, audit, watch, history)", read, cliReads...)

@@ -12,7 +12,8 @@ import (
 // TestEveryTopicHasAWriterAndAReader: a topic added to the catalogue
 // without its rights in the plan would fail its service under ACLs; so
 // would a user that may write a service's topic. Each topic but the dead
-// letters has exactly one writing service.
+// letters and the checkpoints (the planner's and the executor's chains)
+// has exactly one writing service.
 func TestEveryTopicHasAWriterAndAReader(t *testing.T) {
 	n := topics.NewNames("fleet")
 	p := DefaultPrincipals()
@@ -47,6 +48,10 @@ func TestEveryTopicHasAWriterAndAReader(t *testing.T) {
 		case topic == n.DeadLetters:
 			if len(serviceWriters) < 3 || len(serviceWriters) != len(writers) {
 				t.Errorf("%s: written by %v, want the services that set records aside, and no user", topic, writers)
+			}
+		case topic == n.Checkpoints:
+			if !slices.Equal(writers, []string{p.Executor, p.Planner}) {
+				t.Errorf("%s: written by %v, want the executor and the planner, the two writers of chains", topic, writers)
 			}
 		case len(serviceWriters) != 1 || len(writers) != 1:
 			t.Errorf("%s: written by %v, want one service", topic, writers)

@@ -46,6 +46,14 @@ func OnChange[V any](fn func(key string, v V, deleted bool)) Option[V] {
 	return func(t *Table[V]) { t.onChange = fn }
 }
 
+// OnRecord sets fn to be given every record the table applies, before it
+// is decoded, tombstones included; ready says whether the table had caught
+// up. For state kept beside the table's values, such as the chain links in
+// the records' headers (package auditchain).
+func OnRecord[V any](fn func(r *kgo.Record, ready bool)) Option[V] {
+	return func(t *Table[V]) { t.onRecord = fn }
+}
+
 // Stream makes the table keep nothing: every record, those of the rebuild
 // too, is handed to fn instead, and Get, Snapshot and Len see an empty
 // table. loaded tells whether the table had caught up (was Ready) before
@@ -97,6 +105,7 @@ type Table[V any] struct {
 	clientOpts    []kgo.Opt
 	decode        func(*kgo.Record) (V, error)
 	onChange      func(key string, v V, deleted bool)
+	onRecord      func(r *kgo.Record, ready bool)
 	stream        func(key string, v V, deleted, loaded bool)
 	onDecodeError func(r *kgo.Record, err error)
 	onCaughtUp    func(took time.Duration)
@@ -202,6 +211,12 @@ func (t *Table[V]) apply(r *kgo.Record) bool {
 	if r.Key == nil {
 		t.onDecodeError(r, ErrNullKey)
 		return false
+	}
+	if t.onRecord != nil {
+		t.mu.RLock()
+		ready := t.state == stateReady
+		t.mu.RUnlock()
+		t.onRecord(r, ready)
 	}
 	key := string(r.Key)
 	var v V

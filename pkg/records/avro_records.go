@@ -39,6 +39,7 @@ var directFiles = map[string]string{
 	nameLeaseRecord:    "lease.v1.avsc",
 	nameDeadLetter:     "deadletter.v1.avsc",
 	nameTrustRecord:    "trust.v1.avsc",
+	nameCheckpoint:     "checkpoint.v1.avsc",
 }
 
 // checkDirect returns an error if the newest schema of a record is not the
@@ -804,4 +805,40 @@ func readDeadLetter(r *reader) (d DeadLetter) {
 	d.ValueSize = r.long("value_size")
 	d.Reason = r.str("reason")
 	return d
+}
+
+// flotilla.Checkpoint: checkpoint.v1.avsc.
+func writeCheckpoint(w *writer, c *Checkpoint) {
+	writeEnvelope(w, &c.Envelope)
+	w.str(c.Writer)
+	w.str(c.WorkflowID)
+	w.int("bucket", c.Bucket)
+	w.int("buckets", c.Buckets)
+	w.long(c.Seq)
+	w.bytes(c.Head)
+	writeArray(w, c.Entries, func(w *writer, e *ChainEntry) {
+		w.str(e.Topic)
+		w.str(e.Key)
+		w.long(e.Seq)
+		w.bytes(e.Hash)
+	})
+	w.str(c.KeyID)
+	w.bytes(c.Signature)
+}
+
+func readCheckpoint(r *reader) (c Checkpoint) {
+	c.Envelope = record(r, "envelope", readEnvelope)
+	c.Writer = r.word("writer")
+	c.WorkflowID = r.str("workflow_id")
+	c.Bucket = r.int("bucket")
+	c.Buckets = r.int("buckets")
+	c.Seq = r.long("seq")
+	c.Head = r.bytes("head")
+	// An entry takes at least four bytes: two empty strings, a long, empty bytes.
+	c.Entries = readArray(r, "entries", 4, func(r *reader) ChainEntry {
+		return ChainEntry{Topic: r.word("topic"), Key: r.str("key"), Seq: r.long("seq"), Hash: r.bytes("hash")}
+	})
+	c.KeyID = r.word("key_id")
+	c.Signature = r.bytes("signature")
+	return c
 }

@@ -40,6 +40,7 @@ var recordTypes = map[string]reflect.Type{
 	nameLeaseRecord:    reflect.TypeFor[LeaseRecord](),
 	nameTrustRecord:    reflect.TypeFor[TrustRecord](),
 	nameDeadLetter:     reflect.TypeFor[DeadLetter](),
+	nameCheckpoint:     reflect.TypeFor[Checkpoint](),
 }
 
 // goavroDecoders decode each family the way every record was decoded
@@ -62,6 +63,7 @@ var goavroDecoders = map[string]func([]byte) (any, error){
 	nameLeaseRecord:    func(b []byte) (any, error) { return decodeGoavro(b, nameLeaseRecord, leaseRecordFrom) },
 	nameDeadLetter:     func(b []byte) (any, error) { return decodeGoavro(b, nameDeadLetter, deadLetterFrom) },
 	nameTrustRecord:    func(b []byte) (any, error) { return decodeGoavro(b, nameTrustRecord, trustRecordFrom) },
+	nameCheckpoint:     func(b []byte) (any, error) { return decodeGoavro(b, nameCheckpoint, checkpointFrom) },
 }
 
 // TestDirectCodecMatchesGoavro is the oracle test: for every family, Encode

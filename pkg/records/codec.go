@@ -33,6 +33,7 @@ const (
 	nameLeaseRecord    = "flotilla.LeaseRecord"
 	nameDeadLetter     = "flotilla.DeadLetter"
 	nameTrustRecord    = "flotilla.TrustRecord"
+	nameCheckpoint     = "flotilla.Checkpoint"
 )
 
 var (
@@ -255,6 +256,9 @@ func Encode(v any) ([]byte, error) {
 	case TrustRecord:
 		name = nameTrustRecord
 		writeTrustRecord(w, &x)
+	case Checkpoint:
+		name = nameCheckpoint
+		writeCheckpoint(w, &x)
 	default:
 		return nil, fmt.Errorf("encode: %T is not a record type", v)
 	}
@@ -324,6 +328,8 @@ func encodeGoavro(v any) ([]byte, error) {
 	case TrustRecord:
 		name = nameTrustRecord
 		native, err = trustRecordNative(x)
+	case Checkpoint:
+		name, native = nameCheckpoint, checkpointNative(x)
 	default:
 		return nil, fmt.Errorf("encode: %T is not a record type", v)
 	}
@@ -460,6 +466,12 @@ func DecodePolicyRecord(b []byte) (PolicyRecord, error) {
 // how it fails.
 func DecodeClaimRecord(b []byte) (ClaimRecord, error) {
 	return decodeAs(b, nameClaimRecord, readClaimRecord, claimRecordFrom)
+}
+
+// DecodeCheckpoint decodes a value of fleet.checkpoints. See DecodeHealth
+// for the errors.
+func DecodeCheckpoint(b []byte) (Checkpoint, error) {
+	return decodeAs(b, nameCheckpoint, readCheckpoint, checkpointFrom)
 }
 
 // DecodeLeaseRecord decodes a value of fleet.leases. See DecodeHealth for

@@ -78,6 +78,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"request.v3.avsc":      0x972f52613d169872,
 		"policy.v3.avsc":       0x650ba252e348bd3b,
 		"trust.v1.avsc":        0xef877ba46774ce4a,
+		"checkpoint.v1.avsc":   0x479317cfef88221f,
 	}
 	r, err := loadRegistry(schemas.FS)
 	if err != nil {

@@ -58,6 +58,7 @@ func FuzzDecodeClaimRecord(f *testing.F)  { fuzzDecode(f, nameClaimRecord, Decod
 func FuzzDecodeLeaseRecord(f *testing.F)  { fuzzDecode(f, nameLeaseRecord, DecodeLeaseRecord) }
 func FuzzDecodeDeadLetter(f *testing.F)   { fuzzDecode(f, nameDeadLetter, DecodeDeadLetter) }
 func FuzzDecodeTrustRecord(f *testing.F)  { fuzzDecode(f, nameTrustRecord, DecodeTrustRecord) }
+func FuzzDecodeCheckpoint(f *testing.F)   { fuzzDecode(f, nameCheckpoint, DecodeCheckpoint) }
 
 // FuzzDecodeRequest feeds DecodeRequest anything a producer could write to
 // fleet.requests, binary or JSON. Whatever it accepts must also encode as
@@ -242,6 +243,7 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 		nameLeaseRecord:    LeaseRecord{},
 		nameDeadLetter:     DeadLetter{},
 		nameTrustRecord:    TrustRecord{Role: &authz.Role{}},
+		nameCheckpoint:     Checkpoint{},
 	}
 	// Extremes: the largest and smallest numbers, times and durations.
 	extreme := map[string]any{
@@ -265,6 +267,7 @@ func fuzzSeeds(t *testing.T) map[string]map[string][]byte {
 		{"FuzzDecodeLeaseRecord", nameLeaseRecord},
 		{"FuzzDecodeDeadLetter", nameDeadLetter},
 		{"FuzzDecodeTrustRecord", nameTrustRecord},
+		{"FuzzDecodeCheckpoint", nameCheckpoint},
 	} {
 		s := map[string][]byte{
 			"empty":        {},

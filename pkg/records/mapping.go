@@ -800,3 +800,42 @@ func deadLetterFrom(v any) (DeadLetter, error) {
 	}
 	return d, r.err
 }
+
+func checkpointNative(c Checkpoint) map[string]any {
+	entries := make([]any, len(c.Entries))
+	for i, e := range c.Entries {
+		entries[i] = map[string]any{"topic": e.Topic, "key": e.Key, "seq": e.Seq, "hash": bytesNative(e.Hash)}
+	}
+	return map[string]any{
+		"envelope":    envelopeNative(c.Envelope),
+		"writer":      c.Writer,
+		"workflow_id": c.WorkflowID,
+		"bucket":      c.Bucket,
+		"buckets":     c.Buckets,
+		"seq":         c.Seq,
+		"head":        bytesNative(c.Head),
+		"entries":     entries,
+		"key_id":      c.KeyID,
+		"signature":   bytesNative(c.Signature),
+	}
+}
+
+func checkpointFrom(v any) (Checkpoint, error) {
+	r := &nativeReader{}
+	x := r.record(v, "")
+	c := Checkpoint{
+		Envelope:   envelopeFrom(x.record("envelope")),
+		Writer:     x.str("writer"),
+		WorkflowID: x.str("workflow_id"),
+		Bucket:     x.int("bucket"),
+		Buckets:    x.int("buckets"),
+		Seq:        x.long("seq"),
+		Head:       x.bytes("head"),
+		KeyID:      x.str("key_id"),
+		Signature:  x.bytes("signature"),
+	}
+	for _, e := range x.recs("entries") {
+		c.Entries = append(c.Entries, ChainEntry{Topic: e.str("topic"), Key: e.str("key"), Seq: e.long("seq"), Hash: e.bytes("hash")})
+	}
+	return c, r.err
+}

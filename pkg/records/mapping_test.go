@@ -235,6 +235,12 @@ func fullLeaseRecord(t time.Time) LeaseRecord {
 	return LeaseRecord{Envelope: fullEnvelope(t), Partition: 3, Holder: "executor-a", RenewedAt: t, Duration: 15 * time.Second}
 }
 
+func fullCheckpoint(t time.Time) Checkpoint {
+	return Checkpoint{Envelope: fullEnvelope(t), Writer: "planner", WorkflowID: "wf-1", Bucket: 1, Buckets: 2, Seq: 41,
+		Head: []byte{1, 2, 3}, Entries: []ChainEntry{{Topic: "workflows", Key: "wf-1", Seq: 41, Hash: []byte{4, 5}}, {Topic: "commands", Key: "wf-1/c1", Seq: 40, Hash: []byte{6}}},
+		KeyID: "0123456789abcdef", Signature: []byte{7, 8, 9}}
+}
+
 // decoders decode into any, so that tables can hold every type.
 var decoders = map[string]func([]byte) (any, error){
 	nameClusterRecord:  func(b []byte) (any, error) { return DecodeClusterRecord(b) },
@@ -249,6 +255,7 @@ var decoders = map[string]func([]byte) (any, error){
 	nameLeaseRecord:    func(b []byte) (any, error) { return DecodeLeaseRecord(b) },
 	nameDeadLetter:     func(b []byte) (any, error) { return DecodeDeadLetter(b) },
 	nameTrustRecord:    func(b []byte) (any, error) { return DecodeTrustRecord(b) },
+	nameCheckpoint:     func(b []byte) (any, error) { return DecodeCheckpoint(b) },
 }
 
 // roundTrips is every record type with every field set: the value to
@@ -272,6 +279,7 @@ var roundTrips = []struct {
 	{"dead letter", nameDeadLetter, fullDeadLetter(inTime), fullDeadLetter(outTime)},
 	{"trust principal", nameTrustRecord, fullTrustPrincipal(inTime), fullTrustPrincipal(outTime)},
 	{"trust role", nameTrustRecord, fullTrustRole(inTime), fullTrustRole(outTime)},
+	{"checkpoint", nameCheckpoint, fullCheckpoint(inTime), fullCheckpoint(outTime)},
 }
 
 func TestRoundTripEveryFieldSet(t *testing.T) {

@@ -527,3 +527,31 @@ type Notification struct {
 	Message    string            `json:"message"`          // one line for people
 	Fields     map[string]string `json:"fields,omitempty"` // the same, structured
 }
+
+// Checkpoint is the value of fleet.checkpoints, keyed
+// topics.CheckpointKey(WorkflowID, Writer, Bucket): a writer's signed
+// statement of where its hash chain over a workflow's records stood
+// (package auditchain): the head, and the latest record of every live key
+// of one bucket of the chain's keys.
+type Checkpoint struct {
+	Envelope   Envelope
+	Writer     string // "planner" or "executor"
+	WorkflowID string
+	Bucket     int
+	Buckets    int
+	Seq        int64
+	Head       []byte
+	Entries    []ChainEntry
+	KeyID      string // the signing key's ID; "" unsigned
+	Signature  []byte
+}
+
+// ChainEntry is the latest record of one key of a chain, as of a
+// checkpoint. Topic is the topic's role: "workflows", "commands" or
+// "operations".
+type ChainEntry struct {
+	Topic string
+	Key   string
+	Seq   int64
+	Hash  []byte
+}

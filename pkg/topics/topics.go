@@ -50,6 +50,7 @@ type Names struct {
 	Leases        string // "commands-N" → lease of the executor owning partition N of commands; compacted
 	Notifications string // workflow or cluster ID → notification; deleted after retention
 	DeadLetters   string // "topic/partition/offset" → a record a service could not use; deleted after retention
+	Checkpoints   string // workflowID/@writer/bucket → signed checkpoint of a writer's hash chain; compacted
 }
 
 // NewNames returns the topic names for namespace ("" means DefaultNamespace):
@@ -73,12 +74,13 @@ func NewNames(namespace string) Names {
 		Leases:        namespace + ".leases",
 		Notifications: namespace + ".notifications",
 		DeadLetters:   namespace + ".deadletters",
+		Checkpoints:   namespace + ".checkpoints",
 	}
 }
 
 // All returns every topic name, in catalogue order.
 func (n Names) All() []string {
-	return []string{n.Inventory, n.Policies, n.Trust, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.History, n.Claims, n.Leases, n.Notifications, n.DeadLetters}
+	return []string{n.Inventory, n.Policies, n.Trust, n.Requests, n.Workflows, n.Commands, n.Operations, n.Health, n.History, n.Claims, n.Leases, n.Notifications, n.DeadLetters, n.Checkpoints}
 }
 
 // Group returns the consumer group, and the stem of transactional IDs, of
@@ -201,6 +203,9 @@ func Catalogue(n Names, partitions int32, replicationFactor int16) []Spec {
 			"cleanup.policy": kadm.StringPtr("delete"),
 			"retention.ms":   kadm.StringPtr(strconv.FormatInt(retentionYear.Milliseconds(), 10)),
 		}),
+		// The writers' signed checkpoints of their hash chains: the last
+		// of each key is what a verifier needs (package auditchain).
+		spec(n.Checkpoints, ByWorkflow, compact()),
 	}
 }
 
@@ -546,6 +551,14 @@ func TargetKey(workflowID, clusterID string) string {
 // key; Partitioner puts it on the partition of workflowID.
 func SpecKey(workflowID string) string {
 	return workflowID + "/@spec"
+}
+
+// CheckpointKey returns the record key of a checkpoint of writer's hash
+// chain over a workflow's records, for one bucket of its keys:
+// "workflowID/@writer/bucket". Partitioner puts it on the partition of
+// workflowID.
+func CheckpointKey(workflowID, writer string, bucket int) string {
+	return workflowID + "/@" + writer + "/" + strconv.Itoa(bucket)
 }
 
 // HistoryKey is the key of a cluster's history record of a workflow: by

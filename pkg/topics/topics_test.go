@@ -41,15 +41,15 @@ func TestNewNames(t *testing.T) {
 		namespace string
 		want      Names
 	}{
-		{"", Names{"fleet", "fleet.inventory", "fleet.policies", "fleet.trust", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.history", "fleet.claims", "fleet.leases", "fleet.notifications", "fleet.deadletters"}},
-		{"staging", Names{"staging", "staging.inventory", "staging.policies", "staging.trust", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.history", "staging.claims", "staging.leases", "staging.notifications", "staging.deadletters"}},
+		{"", Names{"fleet", "fleet.inventory", "fleet.policies", "fleet.trust", "fleet.requests", "fleet.workflows", "fleet.commands", "fleet.operations", "fleet.health", "fleet.history", "fleet.claims", "fleet.leases", "fleet.notifications", "fleet.deadletters", "fleet.checkpoints"}},
+		{"staging", Names{"staging", "staging.inventory", "staging.policies", "staging.trust", "staging.requests", "staging.workflows", "staging.commands", "staging.operations", "staging.health", "staging.history", "staging.claims", "staging.leases", "staging.notifications", "staging.deadletters", "staging.checkpoints"}},
 	} {
 		if got := NewNames(tc.namespace); got != tc.want {
 			t.Errorf("NewNames(%q) = %+v, want %+v", tc.namespace, got, tc.want)
 		}
 	}
 	n := NewNames("")
-	if got := n.All(); len(got) != 13 || got[0] != "fleet.inventory" || got[12] != "fleet.deadletters" {
+	if got := n.All(); len(got) != 14 || got[0] != "fleet.inventory" || got[13] != "fleet.checkpoints" {
 		t.Errorf("All() = %v", got)
 	}
 	if got := n.Group("planner"); got != "fleet.planner" {

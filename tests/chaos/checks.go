@@ -110,6 +110,7 @@ func (r *runner) check(ctx context.Context, h *history) {
 		f.asUndisturbed(),
 		f.notifications(),
 		f.audit(ctx),
+		f.auditChain(ctx),
 		f.fencing(),
 		f.liveness(),
 	}
@@ -474,6 +475,31 @@ func (f *facts) audit(ctx context.Context) Check {
 		}
 		c.note("rollout %s: %d audit entries, %d expected found, %d missing, %d out of order", ro.Name, len(entries), len(want)-missing, missing, misordered)
 	}
+	return c
+}
+
+// auditChain: flotilla audit verify finds nothing wrong with the hash
+// chains and checkpoints the planners and executors wrote through the
+// kills, zombies and hand-offs: a zombie's writes never became visible,
+// so they never forked a chain, and every copy that took a partition
+// over went on from the chain heads in the log.
+func (f *facts) auditChain(ctx context.Context) Check {
+	c := Check{Name: "the audit trail's hash chains verify (flotilla audit verify)"}
+	actx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(actx, f.r.bin, "audit", "verify", "--brokers", strings.Join(f.r.cfg.Brokers, ","), "--namespace", f.r.ns, "--timeout", "2m")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err != nil {
+		for _, l := range lines {
+			c.violation("%s", l)
+		}
+		c.violation("flotilla audit verify: %v: %s", err, strings.TrimSpace(stderr.String()))
+		return c
+	}
+	c.note("%s", lines[len(lines)-1])
 	return c
 }
 

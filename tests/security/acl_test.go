@@ -208,6 +208,7 @@ func TestACLMatrix(t *testing.T) {
 		n.Health:        {"flotilla-monitor"},
 		n.Notifications: {"flotilla-notifier"},
 		n.DeadLetters:   {"flotilla-planner", "flotilla-executor", "flotilla-monitor"},
+		n.Checkpoints:   {"flotilla-planner", "flotilla-executor"},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -54,10 +54,12 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flotilla-fleet/flotilla/pkg/auditchain"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/claims"
 	"github.com/flotilla-fleet/flotilla/pkg/deadletter"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -121,6 +123,12 @@ type Config struct {
 	// Metrics, if set, records the executor's metrics and its Kafka
 	// clients' (package metrics); nil records none.
 	Metrics *metrics.Executor
+	// Signer signs the checkpoints of the executor's hash chains (package
+	// auditchain); nil writes them unsigned.
+	Signer *keys.Signer
+	// CheckpointInterval is how often each partition's chains changed
+	// since their last checkpoint are checkpointed (default 10s).
+	CheckpointInterval time.Duration
 }
 
 type executor struct {
@@ -177,6 +185,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 15 * time.Second
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = 10 * time.Second
 	}
 	if cfg.Drivers == nil {
 		return errors.New("executor: no drivers registered")
@@ -295,6 +306,9 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 		return err
 	}
 	fencedAt := e.cfg.LeaseClock.Now()
+	w.chains = auditchain.New(auditchain.Executor, e.cfg.Signer)
+	w.operations, w.checkpoints = e.names.Operations, e.names.Checkpoints
+	w.checkpointEvery, w.now = e.cfg.CheckpointInterval, e.cfg.Clock.Now
 	part.w = w
 	part.tables.Add(1)
 	go func() {
@@ -347,6 +361,16 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 		return fmt.Errorf("take the lease: %w", err)
 	}
 
+	// The chains of the partition's operation records are rebuilt from
+	// its checkpoints (first: they say how each chain's keys are split)
+	// and from the operations table's read, before anything is written.
+	if err := logtable.ReadToEnd(pctx, e.cfg.Backbone.Opts(), e.names.Checkpoints, []int32{p}, func(r *kgo.Record) {
+		if cp, err := records.DecodeCheckpoint(r.Value); err == nil && r.Value != nil {
+			w.chains.ObserveCheckpoint(cp)
+		}
+	}); err != nil {
+		return fmt.Errorf("read the checkpoints: %w", err)
+	}
 	setAside := func(r *kgo.Record, err error) { e.setAside(part, r, err) }
 	part.ops = logtable.New(e.names.Operations, e.cfg.Backbone.Opts(), func(r *kgo.Record) (records.OperationEvent, error) {
 		ev, err := records.DecodeOperationEvent(r.Value)
@@ -355,6 +379,11 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 		}
 		return ev, err
 	}, logtable.Partitions[records.OperationEvent](p), logtable.WithLogger[records.OperationEvent](e.log), logtable.OnDecodeError[records.OperationEvent](setAside),
+		logtable.OnRecord[records.OperationEvent](func(r *kgo.Record, ready bool) {
+			if !ready { // after, the records are the writer's own
+				w.chains.Observe(auditchain.Operations, r)
+			}
+		}),
 		logtable.OnChange(func(key string, ev records.OperationEvent, deleted bool) {
 			// Read back: the table has it now, written need not hold it.
 			e.mu.Lock()
@@ -395,6 +424,7 @@ func (e *executor) takeOver(ctx context.Context, p int32) error {
 	if err := part.commands.WaitReady(pctx); err != nil {
 		return err
 	}
+	w.linked.Store(true)
 	e.mu.Lock()
 	e.parts[p] = part
 	part.ready = true // from now on new commands are handled as they come
@@ -441,8 +471,10 @@ func (e *executor) forget(part *partition, keys ...string) {
 	}
 	var tombstones []*kgo.Record
 	for _, key := range keys {
-		if _, ok := part.ops.Get(key); ok {
-			tombstones = append(tombstones, &kgo.Record{Topic: e.names.Operations, Key: []byte(key)})
+		if ev, ok := part.ops.Get(key); ok {
+			rec := &kgo.Record{Topic: e.names.Operations, Key: []byte(key)}
+			auditchain.Tag(rec, ev.WorkflowID)
+			tombstones = append(tombstones, rec)
 		}
 	}
 	if len(tombstones) == 0 {
@@ -972,6 +1004,7 @@ func (e *executor) record(part *partition, key string, ev records.OperationEvent
 		return fmt.Errorf("encode operation event: %w", err)
 	}
 	rec := &kgo.Record{Topic: e.names.Operations, Key: []byte(key), Value: value}
+	auditchain.Tag(rec, ev.WorkflowID)
 	if err := part.w.write(part.ctx, append([]*kgo.Record{rec}, with...)...); err != nil {
 		return fmt.Errorf("produce operation event: %w", err)
 	}

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flotilla-fleet/flotilla/pkg/auditchain"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
 )
 
 // errWriterClosed is returned by writes to a writer that has stopped.
@@ -25,6 +29,17 @@ var errWriterClosed = errors.New("partition writer stopped")
 type writer struct {
 	cl   *kgo.Client
 	reqs chan *writeReq
+	// chains are the hash chains of the partition's operation records
+	// (package auditchain): the writer links each record it commits, and
+	// checkpoints the chains every checkpointEvery. They are rebuilt from
+	// the log (the operations table) before the first is written.
+	chains          *auditchain.Chains
+	operations      string // the topic of the chained records
+	checkpoints     string // the topic of the checkpoints
+	checkpointEvery time.Duration
+	now             func() time.Time
+	checkpointed    time.Time   // when the writer's loop last checkpointed
+	linked          atomic.Bool // set once the chains are rebuilt: checkpoints may go
 	// stopped is closed when run returns, with err set if the producer
 	// could no longer be used (fenced, or a transaction not ended).
 	stopped chan struct{}
@@ -62,11 +77,17 @@ func (w *writer) run(ctx context.Context) error {
 		w.cl.Close()
 		close(w.stopped)
 	}()
+	tick := time.NewTicker(w.checkpointEvery)
+	defer tick.Stop()
 	for {
 		var batch []*writeReq
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick.C:
+			if !w.linked.Load() || !w.chains.Dirty(nil) {
+				continue
+			}
 		case r := <-w.reqs:
 			batch = append(batch, r)
 		}
@@ -98,12 +119,32 @@ func (w *writer) commit(ctx context.Context, batch []*writeReq) (err error, fata
 		return fmt.Errorf("begin transaction: %w", err), true
 	}
 	promise := kgo.AbortingFirstErrPromise(w.cl)
+	tx := w.chains.Begin()
 	for _, r := range batch {
 		for _, rec := range r.recs {
+			if wf, ok := auditchain.Tagged(rec); ok && rec.Topic == w.operations {
+				tx.Append(wf, auditchain.Operations, rec)
+			}
 			w.cl.Produce(ctx, rec, promise.Promise())
 		}
 	}
+	if w.linked.Load() && (len(batch) == 0 || time.Since(w.checkpointed) >= w.checkpointEvery) {
+		for _, cp := range tx.Checkpoints(w.now(), nil) {
+			value, err := records.Encode(cp)
+			if err != nil {
+				promise.Promise()(nil, fmt.Errorf("encode checkpoint: %w", err))
+				continue
+			}
+			w.cl.Produce(ctx, &kgo.Record{Topic: w.checkpoints, Key: []byte(topics.CheckpointKey(cp.WorkflowID, cp.Writer, cp.Bucket)), Value: value}, promise.Promise())
+		}
+		w.checkpointed = time.Now()
+	}
 	produceErr := promise.Err()
+	defer func() {
+		if err != nil {
+			tx.Abort() // nothing of it is visible: the chains stay where they were
+		}
+	}()
 	// End the transaction even when ctx has ended: left open it would
 	// hold back read-committed readers until Kafka times it out.
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)

@@ -25,9 +25,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flotilla-fleet/flotilla/pkg/auditchain"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/deadletter"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
+	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -67,9 +69,19 @@ type Config struct {
 	// With Trust.Require, requests are also authorised by the roles of
 	// the trust store.
 	Trust trust.Config
+	// Signer signs the checkpoints of the planner's hash chains (package
+	// auditchain); nil writes them unsigned.
+	Signer *keys.Signer
+	// CheckpointInterval is how often the chains changed since their last
+	// checkpoint are checkpointed (default DefaultCheckpointInterval).
+	CheckpointInterval time.Duration
 
 	hooks *testHooks // nil but in this package's tests
 }
+
+// DefaultCheckpointInterval is how often a writer checkpoints its hash
+// chains: how long a record may go without a signed checkpoint covering it.
+const DefaultCheckpointInterval = 10 * time.Second
 
 // DefaultRetention is how long a finished workflow keeps its rows: a week
 // to look at it, retry it or roll it back.
@@ -135,6 +147,12 @@ type planner struct {
 	stop context.CancelCauseFunc // ends Run with an error
 
 	workflows *workflowGauge // flotilla_planner_workflows
+
+	// chains are the hash chains of the owned workflows' rows and
+	// commands (guarded by mu); checkpointed is when they were last
+	// checkpointed (the loop's own).
+	chains       *auditchain.Chains
+	checkpointed time.Time
 }
 
 // Run runs the planner until ctx ends, and then returns nil promptly,
@@ -163,6 +181,10 @@ func Run(ctx context.Context, cfg Config) error {
 		owned:     map[int32]bool{},
 		ready:     make(chan struct{}),
 		workflows: newWorkflowGauge(cfg.Metrics),
+		chains:    auditchain.New(auditchain.Planner, cfg.Signer),
+	}
+	if cfg.CheckpointInterval <= 0 {
+		p.cfg.CheckpointInterval = DefaultCheckpointInterval
 	}
 	caughtUp := func(table string) func(time.Duration) {
 		return func(d time.Duration) { cfg.Metrics.ObserveCatchUp(table, d) }
@@ -415,11 +437,20 @@ func (p *planner) step(ctx context.Context, fetches kgo.Fetches) error {
 		}
 		return fmt.Errorf("read back the targets of finished workflows: %w", err)
 	}
-	out := p.decideBatch(fetches, requests, policies, restored)
-	if out.Empty() && fetches.NumRecords() == 0 {
+	out, copies := p.decideBatch(fetches, requests, policies, restored)
+	if out.Empty() && fetches.NumRecords() == 0 && !p.checkpointDue() {
 		return nil
 	}
-	committed, err := p.write(ctx, out)
+	if out.Empty() && fetches.NumRecords() == 0 {
+		p.mu.Lock()
+		dirty := p.chains.Dirty(p.ownedWorkflow)
+		p.mu.Unlock()
+		if !dirty {
+			p.checkpointed = time.Now()
+			return nil
+		}
+	}
+	committed, err := p.write(ctx, out, copies)
 	switch {
 	case ctx.Err() != nil:
 		return nil // stopping: the transaction was aborted, or is left to the restart
@@ -581,7 +612,12 @@ func (p *planner) targetsFor(ctx context.Context, requests map[*kgo.Record]decod
 // decideBatch applies the table changes, the records (with their decoded
 // requests) and a tick to the state, with policies (if not nil) in place
 // of the policies it holds.
-func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]decodedRequest, policies map[string]rollout.Policy, restored map[string][]records.Target) decide.Outputs {
+//
+// It also returns, by index in the outputs' rows, the copy of its request
+// that a row keeps (auditchain.RequestHeader): the spec row of an accepted
+// rollout, the header row of a rejected request or of a workflow a
+// control was applied to.
+func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]decodedRequest, policies map[string]rollout.Policy, restored map[string][]records.Target) (decide.Outputs, map[int]auditchain.RequestCopy) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for id, targets := range restored {
@@ -589,6 +625,7 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 	}
 	now := p.cfg.Clock.Now()
 	var out decide.Outputs
+	copies := map[int]auditchain.RequestCopy{}
 	decideOn := func(in decide.Input) {
 		o := decide.Decide(p.state, in, now)
 		out.Rows = append(out.Rows, o.Rows...)
@@ -645,7 +682,11 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 					return
 				}
 			}
+			first := len(out.Rows)
 			decideOn(decide.Submit{Partition: r.Partition, Key: key, Request: req, Err: err, Refused: d.refused})
+			if i := answerRow(out.Rows[first:], key, req); i >= 0 {
+				copies[first+i] = auditchain.CopyOf(r, req.Envelope.ID, req.Envelope.Principal, req.Envelope.Time)
+			}
 		case p.names.Operations:
 			if r.Value == nil {
 				return
@@ -668,42 +709,89 @@ func (p *planner) decideBatch(fetches kgo.Fetches, requests map[*kgo.Record]deco
 		}
 		go p.setAside(context.Background(), p.badRequests.Take(p.names.DeadLetters, decide.Principal, parts, now, p.letterFailed))
 	}
-	return out
+	return out, copies
+}
+
+// answerRow returns the index of the row among rows that keeps the copy of
+// request req, keyed key; -1 if none does.
+func answerRow(rows []records.WorkflowRecord, key string, req records.Request) int {
+	workflow := key
+	if req.Control != nil {
+		workflow = req.Control.WorkflowID
+	}
+	header := -1
+	for i, row := range rows {
+		switch {
+		case row.Spec != nil && row.Spec.WorkflowID == workflow && req.Submit != nil:
+			return i
+		case row.Workflow != nil && row.Workflow.ID == workflow && header < 0:
+			header = i
+		}
+	}
+	return header
 }
 
 // write produces the outputs and commits them with the consumed offsets.
 // It returns whether the transaction committed, and the first error of
 // beginning it, of producing in it (the transaction is then aborted) or of
 // ending it.
-func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
+func (p *planner) write(ctx context.Context, out decide.Outputs, copies map[int]auditchain.RequestCopy) (bool, error) {
 	if err := p.sess.Begin(); err != nil {
 		return false, fmt.Errorf("begin transaction: %w", err)
 	}
 	promise := kgo.AbortingFirstErrPromise(p.sess.Client())
-	for _, row := range out.Rows {
-		key := ""
+	// Each record of a workflow's rows and commands is linked into its
+	// chain in the order it is produced: rows first, as always (a reader
+	// that goes by the records' times sees a row before the commands it
+	// sent). The records are linked under the state's lock (the rebalance
+	// callbacks rebuild the chains) and produced after it, in that order.
+	var recs []*kgo.Record
+	p.mu.Lock()
+	tx := p.chains.Begin()
+	for i, row := range out.Rows {
+		key, wf := "", ""
 		switch {
 		case row.Workflow != nil:
-			key = row.Workflow.ID
+			key, wf = row.Workflow.ID, row.Workflow.ID
 		case row.Target != nil:
-			key = topics.TargetKey(row.Target.WorkflowID, row.Target.ClusterID)
+			key, wf = topics.TargetKey(row.Target.WorkflowID, row.Target.ClusterID), row.Target.WorkflowID
 		case row.Spec != nil:
-			key = topics.SpecKey(row.Spec.WorkflowID)
+			key, wf = topics.SpecKey(row.Spec.WorkflowID), row.Spec.WorkflowID
 		}
-		p.produce(ctx, p.names.Workflows, key, row, promise)
+		var copied *auditchain.RequestCopy
+		if c, ok := copies[i]; ok {
+			copied = &c
+		}
+		recs = p.record(recs, tx, wf, p.names.Workflows, key, row, promise, copied)
 	}
 	for _, c := range out.Commands {
-		p.produce(ctx, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise)
+		recs = p.record(recs, tx, c.WorkflowID, p.names.Commands, topics.TargetKey(c.WorkflowID, c.ClusterID), c, promise, nil)
 	}
 	for _, h := range out.History {
-		p.produce(ctx, p.names.History, topics.HistoryKey(h.Target.ClusterID, h.Target.WorkflowID), h, promise)
+		recs = p.record(recs, nil, "", p.names.History, topics.HistoryKey(h.Target.ClusterID, h.Target.WorkflowID), h, promise, nil)
 	}
 	for _, r := range out.Removed {
 		key := []byte(topics.TargetKey(r.WorkflowID, r.ClusterID))
-		p.sess.Produce(ctx, &kgo.Record{Topic: p.names.Workflows, Key: key}, promise.Promise())
+		rec := &kgo.Record{Topic: p.names.Workflows, Key: key}
+		tx.Append(r.WorkflowID, auditchain.Workflows, rec)
+		recs = append(recs, rec)
 		if r.Commanded {
-			p.sess.Produce(ctx, &kgo.Record{Topic: p.names.Commands, Key: key}, promise.Promise())
+			rec := &kgo.Record{Topic: p.names.Commands, Key: key}
+			tx.Append(r.WorkflowID, auditchain.Commands, rec)
+			recs = append(recs, rec)
 		}
+	}
+	if p.checkpointDue() {
+		// Only the owned workflows': a parked partition's chains are kept
+		// for when it comes back, and written by its owner meanwhile.
+		for _, cp := range tx.Checkpoints(p.cfg.Clock.Now(), p.ownedWorkflow) {
+			recs = p.record(recs, nil, "", p.names.Checkpoints, topics.CheckpointKey(cp.WorkflowID, cp.Writer, cp.Bucket), cp, promise, nil)
+		}
+		p.checkpointed = time.Now()
+	}
+	p.mu.Unlock()
+	for _, rec := range recs {
+		p.sess.Produce(ctx, rec, promise.Promise())
 	}
 	produceErr := promise.Err()
 	// A transaction that consumed nothing (decided on time alone) commits
@@ -714,6 +802,11 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 	if h := p.cfg.hooks; h != nil && h.ended != nil {
 		h.ended(len(out.Rows), len(out.Commands), committed, err)
 	}
+	if !committed || err != nil || produceErr != nil {
+		p.mu.Lock()
+		tx.Abort()
+		p.mu.Unlock()
+	}
 	switch {
 	case err != nil:
 		return false, fmt.Errorf("end transaction: %w", err)
@@ -721,6 +814,17 @@ func (p *planner) write(ctx context.Context, out decide.Outputs) (bool, error) {
 		return false, fmt.Errorf("produce (the transaction was aborted): %w", produceErr)
 	}
 	return committed, nil
+}
+
+// ownedWorkflow reports whether a workflow is on a partition the planner
+// owns. Callers hold p.mu.
+func (p *planner) ownedWorkflow(w string) bool {
+	return p.owned[topics.PartitionOf(w, p.state.Partitions)]
+}
+
+// checkpointDue reports whether the chains are due a checkpoint.
+func (p *planner) checkpointDue() bool {
+	return time.Since(p.checkpointed) >= p.cfg.CheckpointInterval
 }
 
 // positions are the offsets the planner's group has committed for the
@@ -749,13 +853,26 @@ func (p *planner) positions() map[string]map[int32]kgo.EpochOffset {
 	return at
 }
 
-func (p *planner) produce(ctx context.Context, topic, key string, v any, promise *kgo.FirstErrPromise) {
+// record encodes a record and appends it to recs; with tx, linked into
+// workflow's chain; with copied, keeping that copy of its request.
+func (p *planner) record(recs []*kgo.Record, tx *auditchain.Txn, workflow, topic, key string, v any, promise *kgo.FirstErrPromise, copied *auditchain.RequestCopy) []*kgo.Record {
 	value, err := records.Encode(v)
 	if err != nil {
 		promise.Promise()(nil, fmt.Errorf("encode %s record %s: %w", topic, key, err))
-		return
+		return recs
 	}
-	p.sess.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: value}, promise.Promise())
+	rec := &kgo.Record{Topic: topic, Key: []byte(key), Value: value}
+	if copied != nil {
+		auditchain.AddRequestCopy(rec, *copied)
+	}
+	if tx != nil {
+		role := auditchain.Workflows
+		if topic == p.names.Commands {
+			role = auditchain.Commands
+		}
+		tx.Append(workflow, role, rec)
+	}
+	return append(recs, rec)
 }
 
 // parkedPartition is what the planner held of a partition it was asked
@@ -881,6 +998,13 @@ func (p *planner) revoked(ctx context.Context, partitions []int32, park bool) {
 		gone[part] = true
 		delete(p.owned, part)
 	}
+	// A parked partition's chains are kept with its workflows: taken back
+	// unchanged, it is not read again.
+	p.chains.Forget(func(w string) bool {
+		part := topics.PartitionOf(w, p.state.Partitions)
+		_, parked := p.parked[part]
+		return gone[part] && !parked
+	})
 	for id, w := range p.state.Workflows {
 		if !gone[w.Partition] {
 			continue
@@ -925,8 +1049,15 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 	if len(partitions) == 0 {
 		return nil // (ReadToEnd would read every partition)
 	}
+	// The chains of these partitions' workflows are rebuilt from their
+	// checkpoints (first: they say how each chain's keys are split),
+	// rows and commands.
+	if err := p.loadChains(ctx, partitions); err != nil {
+		return err
+	}
 	var bad deadletter.Pending
 	apply := func(r *kgo.Record) {
+		p.chains.Observe(auditchain.Workflows, r)
 		if r.Value == nil { // a tombstone removes a target or a whole workflow
 			p.state.ApplyTombstone(string(r.Key))
 			return
@@ -967,6 +1098,32 @@ func (p *planner) load(ctx context.Context, partitions []int32) error {
 	letters = append(letters, p.badTrust.Take(p.names.DeadLetters, decide.Principal, partitions, now, p.letterFailed)...)
 	go p.setAside(ctx, letters)
 	return err
+}
+
+// loadChains forgets the chains of partitions and rebuilds them from the
+// partitions' checkpoints and commands; load adds the rows. Callers hold
+// p.mu.
+func (p *planner) loadChains(ctx context.Context, partitions []int32) error {
+	in := map[int32]bool{}
+	for _, part := range partitions {
+		in[part] = true
+	}
+	p.chains.Forget(func(w string) bool { return in[topics.PartitionOf(w, p.state.Partitions)] })
+	err := logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Checkpoints, partitions, func(r *kgo.Record) {
+		if cp, err := records.DecodeCheckpoint(r.Value); err == nil && r.Value != nil {
+			p.chains.ObserveCheckpoint(cp)
+		}
+	}, logtable.AwaitOpenTransactions())
+	if err != nil {
+		return fmt.Errorf("read the checkpoints: %w", err)
+	}
+	err = logtable.ReadToEnd(ctx, p.cfg.Backbone.Opts(), p.names.Commands, partitions, func(r *kgo.Record) {
+		p.chains.Observe(auditchain.Commands, r)
+	}, logtable.AwaitOpenTransactions())
+	if err != nil {
+		return fmt.Errorf("read the commands' chain links: %w", err)
+	}
+	return nil
 }
 
 // loadChunk is how many partitions of workflows a load reads at once.
