@@ -248,6 +248,9 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
+	if signer == nil && sec != nil {
+		signer = &sec.chains
+	}
 	services := map[string]func(context.Context) error{
 		"planner": func(ctx context.Context) error {
 			return planner.Run(ctx, planner.Config{Backbone: svc["planner"], InstanceID: "dev", StaticMembership: true, Metrics: sets.Planner,

@@ -257,6 +257,7 @@ func TestDevSecure(t *testing.T) {
 		go func() {
 			done <- runDev(ctx, devOptions{
 				DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 12, Secure: secure, Out: out,
+				Chain: servicecmd.ChainFlags{Interval: 200 * time.Millisecond},
 				Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 100 * time.Millisecond}},
 				ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
 				Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -348,6 +349,28 @@ func TestDevSecure(t *testing.T) {
 	}
 	if audit, err := cli(brokers, "audit", "--workflow", id); err != nil || !strings.Contains(audit, "dana") {
 		t.Fatalf("audit as dana: %v\n%s", err, audit)
+	}
+	// The audit trail verifies, its checkpoints signed by the services'
+	// key that dev printed.
+	var serviceKeys string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if _, v, ok := strings.Cut(line, "flotilla audit verify --service-keys "); ok {
+			serviceKeys = strings.TrimSpace(v)
+		}
+	}
+	deadline = time.Now().Add(time.Minute)
+	for {
+		verified, err := cli(brokers, "audit", "verify", "--workflow", id, "--service-keys", serviceKeys)
+		if err != nil {
+			t.Fatalf("audit verify as dana: %v\n%s", err, verified)
+		}
+		if !strings.Contains(verified, "unsigned") && strings.Contains(verified, "signed by") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit verify found no signed checkpoint within a minute:\n%s", verified)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	stop()
 

@@ -36,6 +36,9 @@ type devSecurity struct {
 	user string // the operator, fleet and trust admin who runs dev
 	root keys.Signer
 	key  keys.Signer // the user's
+	// chains signs the planner's and the executor's checkpoints of the
+	// audit trail's hash chains.
+	chains keys.Signer
 }
 
 const devAdmin = "admin"
@@ -87,6 +90,12 @@ func openDevSecurity(dataDir, user string) (devSecurity, error) {
 	if s.key, err = loadOrWriteKey(s.KeyFile()); err != nil {
 		return s, err
 	}
+	if err := os.MkdirAll(s.ServiceKeysDir(), 0o700); err != nil {
+		return s, err
+	}
+	if s.chains, err = loadOrWriteKey(filepath.Join(s.ServiceKeysDir(), "checkpoints.key")); err != nil {
+		return s, err
+	}
 	// kcat's (librdkafka's) config file of the user; librdkafka reads no
 	// password file, so this one holds the password itself.
 	pass, err := s.password(user)
@@ -107,6 +116,10 @@ func loadOrWriteKey(path string) (keys.Signer, error) {
 
 // RootPublicFile is the trust root's public key, for --trust-root.
 func (s devSecurity) RootPublicFile() string { return filepath.Join(s.dir, "root.key.pub") }
+
+// ServiceKeysDir holds the key that signs the services' checkpoints, and
+// its public half for flotilla audit verify --service-keys.
+func (s devSecurity) ServiceKeysDir() string { return filepath.Join(s.dir, "services") }
 
 // KeyFile is the user's private key, for FLOTILLA_KEY.
 func (s devSecurity) KeyFile() string { return filepath.Join(s.dir, s.user+".key") }
@@ -224,5 +237,6 @@ func (s devSecurity) printHowToConnect(w io.Writer, brokers []string) {
 	fmt.Fprintf(w, "  export FLOTILLA_KAFKA_CONFIG=%s\n", shellQuote(absPath(s.ConfigFile(s.user))))
 	fmt.Fprintf(w, "  export FLOTILLA_KEY=%s FLOTILLA_PRINCIPAL=%s\n", shellQuote(absPath(s.KeyFile())), shellQuote(s.user))
 	fmt.Fprintf(w, "  flotilla cluster list\n")
+	fmt.Fprintf(w, "secure: the planner and the executor sign their audit checkpoints: flotilla audit verify --service-keys %s\n", shellQuote(absPath(s.ServiceKeysDir())))
 	fmt.Fprintf(w, "secure: with kcat: kcat -F %s -b %s -L\n", shellQuote(absPath(s.kcatFile())), strings.Join(brokers, ","))
 }
