@@ -257,7 +257,7 @@ func TestDevSecure(t *testing.T) {
 		go func() {
 			done <- runDev(ctx, devOptions{
 				DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 12, Secure: secure, Out: out,
-				Chain: servicecmd.ChainFlags{Interval: 200 * time.Millisecond},
+				Chain:         servicecmd.ChainFlags{Interval: 200 * time.Millisecond},
 				Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 100 * time.Millisecond}},
 				ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
 				Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
