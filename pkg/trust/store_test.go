@@ -14,7 +14,7 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
-func signer(t *testing.T) keys.Signer {
+func signer(t testing.TB) keys.Signer {
 	t.Helper()
 	_, priv, err := keys.Generate()
 	if err != nil {
@@ -24,7 +24,7 @@ func signer(t *testing.T) keys.Signer {
 }
 
 // entry signs a trust record as principal with s, appended at t0.
-func entry(t *testing.T, key string, rec records.TrustRecord, principal string, s keys.Signer) Entry {
+func entry(t testing.TB, key string, rec records.TrustRecord, principal string, s keys.Signer) Entry {
 	t.Helper()
 	rec.Envelope = records.Envelope{ID: key, Time: t0, Principal: principal}
 	value, err := records.EncodeSigned(rec, s.ID, s.Sign)
