@@ -279,6 +279,9 @@ func Ensure(ctx context.Context, adm *kadm.Client, specs []Spec) error {
 			return fmt.Errorf("create topic %s: no answer from the broker", s.Name)
 		}
 		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			if errors.Is(r.Err, kerr.TopicAuthorizationFailed) || errors.Is(r.Err, kerr.ClusterAuthorizationFailed) {
+				return fmt.Errorf("create topic %s: %w: this principal may not create topics; create them as a Kafka administrator (flotilla acl apply does, with the ACLs)", s.Name, r.Err)
+			}
 			if r.ErrMessage != "" {
 				return fmt.Errorf("create topic %s: %w: %s", s.Name, r.Err, r.ErrMessage)
 			}

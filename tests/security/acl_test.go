@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -269,4 +270,36 @@ func countWrites(writers map[string][]string) int {
 		n += len(w)
 	}
 	return n
+}
+
+// TestAServiceUnderACLsDoesNotCreateTopics: before an administrator
+// created the topics, a service that starts under the plan's ACLs stops
+// with a message that says who must create them.
+func TestAServiceUnderACLsDoesNotCreateTopics(t *testing.T) {
+	b := brokertest.Secure(t)
+	pass := "planner-" + uuid.NewString()[:8]
+	adminOpts := []kgo.Opt{saslOpt(t, b.Mechanism, b.AdminUser, b.AdminPass)}
+	admin, err := backbone.Config{Brokers: b.Addrs, ClientOpts: adminOpts}.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := acl.CreateSCRAMUsers(ctx, kadm.NewClient(admin), b.Mechanism, map[string]string{"flotilla-planner": pass}); err != nil {
+		t.Fatal(err)
+	}
+	ns := "untopicked-" + uuid.NewString()[:8]
+	cfg := backbone.Config{Brokers: b.Addrs, Namespace: ns, ClientOpts: []kgo.Opt{saslOpt(t, b.Mechanism, "flotilla-planner", pass)}}
+	plan, err := acl.Plan(cfg.Names(), acl.DefaultPrincipals())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acl.Apply(ctx, kadm.NewClient(admin), plan, false); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cfg.SetUpTopics(ctx, 3, 1)
+	if !errors.Is(err, kerr.TopicAuthorizationFailed) || !strings.Contains(err.Error(), "flotilla acl apply") {
+		t.Fatalf("the planner sets up topics nobody created: err %v, want an authorization error that says to run flotilla acl apply", err)
+	}
 }
