@@ -29,7 +29,7 @@ import (
 var directFiles = map[string]string{
 	nameClusterRecord:  "cluster.v3.avsc",
 	nameRequest:        "request.v3.avsc",
-	nameWorkflowRecord: "workflow.v3.avsc",
+	nameWorkflowRecord: "workflow.v4.avsc",
 	nameCommand:        "command.v2.avsc",
 	nameOperationEvent: "operation.v3.avsc",
 	nameHealth:         "health.v2.avsc",
@@ -316,7 +316,7 @@ func readControlWorkflow(r *reader) (c ControlWorkflow) {
 	return c
 }
 
-// flotilla.WorkflowRecord: workflow.v3.avsc. The row is a union of
+// flotilla.WorkflowRecord: workflow.v4.avsc. The row is a union of
 // [Workflow, Target, WorkflowSpec].
 func writeWorkflowRecord(w *writer, x *WorkflowRecord) {
 	writeEnvelope(w, &x.Envelope)
@@ -391,7 +391,22 @@ func writeWorkflow(w *writer, x *Workflow) {
 	w.time(x.UpdatedAt)
 	w.long(x.Seq)
 	w.str(x.RollbackOf)
+	w.str(x.Requester)
+	writeArray(w, x.Approvals, writeGateApproval)
 }
+
+func writeGateApproval(w *writer, x *GateApproval) {
+	w.str(x.Gate)
+	w.str(x.Principal)
+}
+
+func readGateApproval(r *reader) (x GateApproval) {
+	x.Gate = r.str("gate")
+	x.Principal = r.str("principal")
+	return x
+}
+
+var gateApprovalSize = zeroSize(writeGateApproval)
 
 func readWorkflow(r *reader) (x Workflow) {
 	x.ID = r.str("id")
@@ -418,6 +433,8 @@ func readWorkflow(r *reader) (x Workflow) {
 	x.UpdatedAt = r.time("updated_at")
 	x.Seq = r.long("seq")
 	x.RollbackOf = r.str("rollback_of")
+	x.Requester = r.str("requester")
+	x.Approvals = readArray(r, "approvals", gateApprovalSize, readGateApproval)
 	return x
 }
 

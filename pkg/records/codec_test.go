@@ -62,6 +62,7 @@ func TestShippedSchemasArePinned(t *testing.T) {
 		"request.v2.avsc":      0x2439f2bd73fc794c,
 		"workflow.v2.avsc":     0x38b9954314ff8520,
 		"workflow.v3.avsc":     0x179f1e8c25762901,
+		"workflow.v4.avsc":     0x2852120eb40766dc,
 		"policy.v1.avsc":       0x8d9090757535e902,
 		"policy.v2.avsc":       0x24e6a47c8cfc24d3,
 		"claim.v1.avsc":        0x0f5580a0c49d582f,
@@ -447,7 +448,7 @@ func TestDecodeVersion1Records(t *testing.T) {
 
 	strip := func(r WorkflowRecord) WorkflowRecord {
 		if w := r.Workflow; w != nil {
-			w.Spec, w.RollbackOf, w.Unplanned = oldSpec(w.Spec), "", 0
+			w.Spec, w.RollbackOf, w.Unplanned, w.Requester, w.Approvals = oldSpec(w.Spec), "", 0, "", nil
 			for i := range w.Phases {
 				w.Phases[i].FailureThreshold = rollout.Threshold{}
 			}

@@ -314,6 +314,10 @@ func workflowNative(w Workflow) map[string]any {
 			"failure_threshold": thresholdNative(p.FailureThreshold),
 		}
 	}
+	approvals := make([]any, len(w.Approvals))
+	for i, a := range w.Approvals {
+		approvals[i] = map[string]any{"gate": a.Gate, "principal": a.Principal}
+	}
 	return map[string]any{
 		"id":                    w.ID,
 		"spec":                  specNative(w.Spec),
@@ -339,6 +343,8 @@ func workflowNative(w Workflow) map[string]any {
 		"updated_at":            millis(w.UpdatedAt),
 		"seq":                   w.Seq,
 		"rollback_of":           w.RollbackOf,
+		"requester":             w.Requester,
+		"approvals":             approvals,
 	}
 }
 
@@ -395,6 +401,10 @@ func workflowRecordFrom(v any) (WorkflowRecord, error) {
 			UpdatedAt:            row.time("updated_at"),
 			Seq:                  row.long("seq"),
 			RollbackOf:           row.str("rollback_of"),
+			Requester:            row.str("requester"),
+		}
+		for _, a := range row.recs("approvals") {
+			wf.Approvals = append(wf.Approvals, GateApproval{Gate: a.str("gate"), Principal: a.str("principal")})
 		}
 		for _, p := range row.recs("phases") {
 			wf.Phases = append(wf.Phases, PhasePlan{

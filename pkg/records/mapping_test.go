@@ -100,6 +100,8 @@ func fullWorkflowRow(t time.Time) WorkflowRecord {
 		Gate:                 "before:azure",
 		GateExpires:          t.Add(24 * time.Hour),
 		Approved:             []string{"after:internal"},
+		Requester:            "alice",
+		Approvals:            []GateApproval{{Gate: "before:prod", Principal: "sue"}},
 		PausedBy:             "threshold",
 		ResumeAt:             t.Add(10 * time.Minute),
 		Waiting:              "2 clusters outside their maintenance window",

@@ -243,6 +243,12 @@ func (s WorkflowState) Terminal() bool {
 // keyed by the workflow ID and has Workflow set; its spec row, written once
 // when it is created, is keyed "workflowID/@spec" (topics.SpecKey) and has
 // Spec set; each of its targets has a row keyed "workflowID/clusterID" with
+// GateApproval is an approval of a gate by a principal.
+type GateApproval struct {
+	Gate      string
+	Principal string
+}
+
 // Target set. Together the rows are the planner's whole state: it rebuilds
 // from them and nothing else.
 type WorkflowRecord struct {
@@ -335,6 +341,12 @@ type Workflow struct {
 	// RollbackOf is, for a rollback workflow, the ID of the workflow it
 	// rolls back.
 	RollbackOf string
+	// Requester is who submitted the rollout (its request's principal):
+	// separation of duties may keep it from approving the rollout's gates.
+	Requester string
+	// Approvals are the approvals of the current gate so far, when it
+	// needs more than one; emptied when it opens.
+	Approvals []GateApproval
 }
 
 // TargetState is where one target cluster is in its workflow.

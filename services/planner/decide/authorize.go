@@ -6,52 +6,22 @@ import (
 	"strings"
 
 	"github.com/flotilla-fleet/flotilla/pkg/authz"
+	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 )
 
 // This file authorises requests by the roles of the trust store
-// (State.Authz, set when signatures are required), and keeps what
-// separation of duties needs to know: who submitted a rollout, and who
-// approved a gate that needs more than one approval.
-//
-// Both are kept in the workflow's Approved list, as entries that no gate
-// name can equal ("requester:alice", "approval:before:prod:bob"), so that
-// they are in the workflow's rows without a change of the workflow
-// schema. The entries of a gate's approvals are removed once it opens.
-
-const (
-	requesterMark = "requester:"
-	approvalMark  = "approval:"
-)
-
-// GateNames returns the gates opened of an Approved list, without the
-// entries this file adds to it.
-func GateNames(approved []string) []string {
-	var out []string
-	for _, a := range approved {
-		if !strings.HasPrefix(a, requesterMark) && !strings.HasPrefix(a, approvalMark) {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// requester returns who submitted w, if it was recorded.
-func requester(w *Workflow) string {
-	for _, a := range w.Approved {
-		if r, ok := strings.CutPrefix(a, requesterMark); ok {
-			return r
-		}
-	}
-	return ""
-}
+// (State.Authz, set when signatures are required). What separation of
+// duties needs to know is in the workflow's rows: who submitted it
+// (Requester), and who approved the gate it waits at so far, when the
+// gate needs more than one approval (Approvals).
 
 // approvers returns who approved gate so far, without opening it.
 func approvers(w *Workflow, gate string) []string {
 	var out []string
-	for _, a := range w.Approved {
-		if who, ok := strings.CutPrefix(a, approvalMark+gate+":"); ok {
-			out = append(out, who)
+	for _, a := range w.Approvals {
+		if a.Gate == gate {
+			out = append(out, a.Principal)
 		}
 	}
 	return out
@@ -59,7 +29,7 @@ func approvers(w *Workflow, gate string) []string {
 
 // clearApprovals removes the recorded approvals of gate.
 func clearApprovals(w *Workflow, gate string) {
-	w.Approved = slices.DeleteFunc(w.Approved, func(a string) bool { return strings.HasPrefix(a, approvalMark+gate+":") })
+	w.Approvals = slices.DeleteFunc(w.Approvals, func(a records.GateApproval) bool { return a.Gate == gate })
 }
 
 // planClusters returns the clusters of a plan, with their labels.
@@ -112,7 +82,7 @@ func (d *decision) approval(w *Workflow, who string) (refusal string, opens bool
 	if len(g.Rules) > 0 {
 		rules = fmt.Sprintf(" (rule %q)", strings.Join(g.Rules, `", "`))
 	}
-	if g.Separate && who == requester(w) {
+	if g.Separate && who == w.Requester {
 		return fmt.Sprintf("%s submitted workflow %s and may not approve its gates: separation of duties%s requires another approver", who, w.ID, rules), false
 	}
 	prior := approvers(w, w.Gate)
@@ -120,7 +90,7 @@ func (d *decision) approval(w *Workflow, who string) (refusal string, opens bool
 		return fmt.Sprintf("%s already approved gate %s of workflow %s: it needs %d distinct approvals%s, %d so far", who, w.Gate, w.ID, g.Approvals, rules, len(prior)), false
 	}
 	if len(prior)+1 < g.Approvals {
-		w.Approved = append(w.Approved, approvalMark+w.Gate+":"+who)
+		w.Approvals = append(w.Approvals, records.GateApproval{Gate: w.Gate, Principal: who})
 		return "", false
 	}
 	clearApprovals(w, w.Gate)

@@ -56,8 +56,8 @@ func TestRequestsAreAuthorisedByRole(t *testing.T) {
 		}
 	}
 	w := h.workflow("r-sam")
-	if w.State != records.WorkflowRunning || w.Gate != "before:all" || requester(w) != "sam" || len(w.Progress().Approved) != 0 {
-		t.Fatalf("sam's rollout: %s at gate %q, requester %q, approved %v; want running at before:all, by sam, nothing approved", w.State, w.Gate, requester(w), w.Progress().Approved)
+	if w.State != records.WorkflowRunning || w.Gate != "before:all" || w.Requester != "sam" || len(w.Progress().Approved) != 0 {
+		t.Fatalf("sam's rollout: %s at gate %q, requester %q, approved %v; want running at before:all, by sam, nothing approved", w.State, w.Gate, w.Requester, w.Progress().Approved)
 	}
 
 	steps := []struct {

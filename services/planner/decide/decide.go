@@ -341,9 +341,7 @@ func (d *decision) submit(in Submit) {
 	w := d.s.workflow(id, in.Partition)
 	w.CreatedAt = d.now
 	w.Spec = spec
-	if d.s.Authz != nil && err == nil {
-		w.Approved = append(w.Approved, requesterMark+in.Request.Envelope.Principal)
-	}
+	w.Requester = in.Request.Envelope.Principal
 	d.touch(w).created = true
 	if err != nil {
 		w.State = records.WorkflowRejected

@@ -111,7 +111,7 @@ func (w *Workflow) Progress() Progress {
 		r := w.ResumeAt
 		p.ResumeAt = &r
 	}
-	p.Approved = GateNames(w.Approved)
+	p.Approved = w.Approved
 	p.RollbackOf = w.RollbackOf
 	if !w.State.Terminal() {
 		p.Unplanned = w.Unplanned
