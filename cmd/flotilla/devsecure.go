@@ -165,11 +165,7 @@ func (s devSecurity) passwordFile(user string) string { return filepath.Join(s.d
 func (s devSecurity) ConfigFile(user string) string { return filepath.Join(s.dir, user+".yaml") }
 
 func (s devSecurity) password(user string) (string, error) {
-	b, err := os.ReadFile(s.passwordFile(user))
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(b)), nil
+	return kafkaauth.ReadPasswordFile(s.passwordFile(user))
 }
 
 // as returns cfg signed in as user.

@@ -151,13 +151,9 @@ func (s Security) ClientOpts(lookupEnv func(string) (string, bool)) ([]kgo.Opt, 
 // variable.
 func (s SASL) password(lookupEnv func(string) (string, bool)) (string, error) {
 	if s.PasswordFile != "" {
-		data, err := os.ReadFile(s.PasswordFile)
+		pass, err := kafkaauth.ReadPasswordFile(s.PasswordFile)
 		if err != nil {
-			return "", fmt.Errorf("sasl: password file: %w", err)
-		}
-		pass, _, _ := strings.Cut(string(data), "\n")
-		if pass = strings.TrimRight(pass, "\r"); pass == "" {
-			return "", fmt.Errorf("sasl: password file %s is empty", s.PasswordFile)
+			return "", fmt.Errorf("sasl: %w", err)
 		}
 		return pass, nil
 	}

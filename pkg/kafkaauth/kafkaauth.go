@@ -127,6 +127,21 @@ func Password(mechanism, user, pass string) (sasl.Mechanism, error) {
 	return nil, fmt.Errorf("SASL mechanism %s takes a token, not a password", m)
 }
 
+// ReadPasswordFile returns the password a file holds: its first line (a
+// mounted secret, with or without a final newline). An empty one is an
+// error that names the file.
+func ReadPasswordFile(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("password file: %w", err)
+	}
+	pass, _, _ := strings.Cut(string(data), "\n")
+	if pass = strings.TrimRight(pass, "\r"); pass == "" {
+		return "", fmt.Errorf("password file %s is empty", path)
+	}
+	return pass, nil
+}
+
 // Token returns an OAUTHBEARER mechanism whose token is read from file at
 // each authentication, so that a token renewed on disk (by a sidecar, a
 // cron job) is used by the next connection without a restart.

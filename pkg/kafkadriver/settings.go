@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -353,13 +352,9 @@ func (s settings) conn(c inventory.Cluster, lookupEnv func(string) (string, bool
 	if s.sasl() {
 		pass, ok := lookupEnv(s.passwordEnv)
 		if s.passwordFile != "" {
-			data, err := os.ReadFile(s.passwordFile)
-			if err != nil {
+			var err error
+			if pass, err = kafkaauth.ReadPasswordFile(s.passwordFile); err != nil {
 				return conn{}, bad(SettingSASLPasswordFile, "%v (the executor and the monitor both need it)", err)
-			}
-			pass, _, _ = strings.Cut(string(data), "\n")
-			if pass = strings.TrimRight(pass, "\r"); pass == "" {
-				return conn{}, bad(SettingSASLPasswordFile, "%s is empty", s.passwordFile)
 			}
 		} else if !ok || pass == "" {
 			return conn{}, bad(SettingSASLPasswordEnv, "environment variable %s is not set in this process (the executor and the monitor both need it)", s.passwordEnv)

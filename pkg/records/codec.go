@@ -191,7 +191,8 @@ func registerSchema(file string, data []byte) error {
 
 // Encode encodes a record for its topic: v is a ClusterRecord, Request,
 // WorkflowRecord, Command, OperationEvent, Health, Notification,
-// PolicyRecord, ClaimRecord, LeaseRecord, DeadLetter or TrustRecord, or a
+// PolicyRecord, ClaimRecord, LeaseRecord, DeadLetter, TrustRecord or
+// Checkpoint, or a
 // non-nil pointer to one.
 //
 // The result is an Avro single-object encoding: 0xC3 0x01, the 8-byte
