@@ -409,6 +409,10 @@ func TestCLIApprove(t *testing.T) {
 	if len(approval) != 2 || !strings.Contains(approval[1], "before:canary approved by") || !strings.Contains(approval[1], "CHG-42") {
 		t.Fatalf("approval notifications: %q", approval)
 	}
+	// Who opened the gate.
+	if text, err := run(t, f, "rollout", "status", id); err != nil || !strings.Contains(text, "approvals: before:canary opened by "+principal(f.Backbone)+"\n") {
+		t.Fatalf("rollout status does not say who opened the gate: %v\n%s", err, text)
+	}
 }
 
 func TestCLIRetry(t *testing.T) {

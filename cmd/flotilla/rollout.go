@@ -371,6 +371,9 @@ func printProgress(out io.Writer, p decide.Progress, showClusters bool) {
 	if p.Gate != "" {
 		fmt.Fprintf(out, "gate:      waiting for approval at %s (flotilla rollout approve %s)\n", p.Gate, p.ID)
 	}
+	for _, a := range p.Approvals {
+		fmt.Fprintf(out, "approvals: %s\n", a)
+	}
 	if p.Waiting != "" && p.State == records.WorkflowRunning {
 		fmt.Fprintf(out, "waiting:   %s\n", p.Waiting)
 	}

@@ -344,8 +344,10 @@ type Workflow struct {
 	// Requester is who submitted the rollout (its request's principal):
 	// separation of duties may keep it from approving the rollout's gates.
 	Requester string
-	// Approvals are the approvals of the current gate so far, when it
-	// needs more than one; emptied when it opens.
+	// Approvals are the approvals the planner accepted, in order: those of
+	// the current gate so far, and those that opened each gate in
+	// Approved (rows written before they were kept hold only the current
+	// gate's, when it needs more than one).
 	Approvals []GateApproval
 }
 

@@ -146,16 +146,26 @@ func TestTheDashboardFollowsALiveRollout(t *testing.T) {
 		t.Fatalf("the page never showed the gate; it shows:\n%s", pageText(t, ctx))
 	}
 	shot := screenshot(t, ctx)
-	approval := uuid.NewString()
-	f.Produce(f.Record(f.Backbone.Names().Requests, records.ControlKey(id, approval), records.Request{
-		Envelope: records.Envelope{ID: approval, Time: f.Clock.Now(), Principal: "bob"},
-		Control:  &records.ControlWorkflow{WorkflowID: id, Action: records.ActionApprove, Reason: "canary looks fine"},
-	}))
+	// Mallory's approval names the wrong phase and the planner refuses it:
+	// the page lists who opened the gate as the planner decided, not who
+	// asked.
+	for _, ask := range []struct{ who, phase string }{{"mallory", "canary"}, {"bob", ""}} {
+		approval := uuid.NewString()
+		f.Produce(f.Record(f.Backbone.Names().Requests, records.ControlKey(id, approval), records.Request{
+			Envelope: records.Envelope{ID: approval, Time: f.Clock.Now(), Principal: ask.who},
+			Control:  &records.ControlWorkflow{WorkflowID: id, Action: records.ActionApprove, Phase: ask.phase, Reason: "canary looks fine"},
+		}))
+	}
 	if !f.Eventually(0, time.Minute, func() bool {
-		text := pageText(t, ctx)
-		return strings.Contains(text, "bob asked to approve") && !strings.Contains(text, "waiting for approval")
+		return textOf(t, ctx, "ul.approvals") != "" && !strings.Contains(pageText(t, ctx), "waiting for approval")
 	}) {
-		t.Fatalf("the page did not show bob's approval; it shows:\n%s", pageText(t, ctx))
+		t.Fatalf("the page did not show the gate opened; it shows:\n%s", pageText(t, ctx))
+	}
+	if approvals := textOf(t, ctx, "ul.approvals"); approvals != "before:rest opened by bob" {
+		t.Fatalf("the page lists the approvals as %q, want only bob's, which opened before:rest", approvals)
+	}
+	if text := pageText(t, ctx); !strings.Contains(text, "mallory request asked to approve phase canary") {
+		t.Fatalf("the timeline does not show mallory's request; the page shows:\n%s", text)
 	}
 	loaded := get(t, ctx, "check the page was not reloaded", chromedp.Evaluate[string](`window.loadedOnce || "reloaded"`))
 	refreshed := get(t, ctx, "check the page fetched its view", chromedp.AttributeValue(chromedp.CSS("#live"), "data-refreshed")).Value

@@ -407,13 +407,10 @@ func (m *Model) Rollouts(page int) RolloutsView {
 // clusters, its gates, waits, failures and timeline.
 type RolloutView struct {
 	decide.Progress
-	OperationText string `json:"operationText"`
-	RequestedBy   string `json:"requestedBy,omitempty"`
-	// Approvals say who asked to open each gate opened so far, as far as
-	// the requests topic tells.
-	Approvals []TimelineItem `json:"approvals,omitempty"`
-	Failures  []Failure      `json:"failures"`
-	Timeline  []TimelineItem `json:"timeline"`
+	OperationText string         `json:"operationText"`
+	RequestedBy   string         `json:"requestedBy,omitempty"`
+	Failures      []Failure      `json:"failures"`
+	Timeline      []TimelineItem `json:"timeline"`
 	// Current is the wave in progress, "phase/wave" (1-based), "" when none.
 	Current string `json:"current,omitempty"`
 }
@@ -439,11 +436,6 @@ func (m *Model) Rollout(id string) (RolloutView, bool) {
 	v.OperationText = v.Operation.String()
 	if r := m.requests[id]; r != nil {
 		v.RequestedBy = r.principal
-	}
-	for _, item := range v.Timeline {
-		if item.Kind == "request" && strings.HasPrefix(item.What, "asked to approve") {
-			v.Approvals = append(v.Approvals, item)
-		}
 	}
 	for pi := range v.Phases {
 		ph := &v.Phases[pi]

@@ -13,8 +13,8 @@ import (
 // This file authorises requests by the roles of the trust store
 // (State.Authz, set when signatures are required). What separation of
 // duties needs to know is in the workflow's rows: who submitted it
-// (Requester), and who approved the gate it waits at so far, when the
-// gate needs more than one approval (Approvals).
+// (Requester), and who approved each gate (Approvals): those of the
+// gate it waits at so far, and those that opened the gates behind it.
 
 // approvers returns who approved gate so far, without opening it.
 func approvers(w *Workflow, gate string) []string {
@@ -25,11 +25,6 @@ func approvers(w *Workflow, gate string) []string {
 		}
 	}
 	return out
-}
-
-// clearApprovals removes the recorded approvals of gate.
-func clearApprovals(w *Workflow, gate string) {
-	w.Approvals = slices.DeleteFunc(w.Approvals, func(a records.GateApproval) bool { return a.Gate == gate })
 }
 
 // planClusters returns the clusters of a plan, with their labels.
@@ -70,11 +65,12 @@ func gatePhase(gate string) string {
 }
 
 // approval decides on an approval of w's gate by who under separation of
-// duties: it returns a refusal, or whether the gate opens now (else the
-// approval is recorded, and waits for more). Without Authz every
+// duties: it returns a refusal, or records the approval and says whether
+// the gate opens now (else it waits for more). Without Authz every
 // approval opens the gate.
 func (d *decision) approval(w *Workflow, who string) (refusal string, opens bool) {
 	if d.s.Authz == nil {
+		w.Approvals = append(w.Approvals, records.GateApproval{Gate: w.Gate, Principal: who})
 		return "", true
 	}
 	g := d.s.Authz.GateOf(d.workflowClusters(w), string(w.Spec.Operation.Kind), gatePhase(w.Gate))
@@ -89,12 +85,8 @@ func (d *decision) approval(w *Workflow, who string) (refusal string, opens bool
 	if slices.Contains(prior, who) {
 		return fmt.Sprintf("%s already approved gate %s of workflow %s: it needs %d distinct approvals%s, %d so far", who, w.Gate, w.ID, g.Approvals, rules, len(prior)), false
 	}
-	if len(prior)+1 < g.Approvals {
-		w.Approvals = append(w.Approvals, records.GateApproval{Gate: w.Gate, Principal: who})
-		return "", false
-	}
-	clearApprovals(w, w.Gate)
-	return "", true
+	w.Approvals = append(w.Approvals, records.GateApproval{Gate: w.Gate, Principal: who})
+	return "", len(prior)+1 >= g.Approvals
 }
 
 // pendingApprovals says how many approvals w's gate has and needs.

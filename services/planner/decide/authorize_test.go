@@ -2,6 +2,7 @@ package decide
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -90,8 +91,13 @@ func TestRequestsAreAuthorisedByRole(t *testing.T) {
 			t.Errorf("step %d: rebuilt approvers %v, live %v", i, got, approvers(w, "before:all"))
 		}
 	}
-	if w := h.workflow("r-sam"); !slices.Contains(w.Approved, "before:all") || len(approvers(w, "before:all")) != 0 {
-		t.Errorf("approved %v, want the gate opened and its partial approvals gone", w.Approved)
+	// Who opened the gate is kept, and only those the planner accepted.
+	want := []GateApprovals{{Gate: "before:all", By: []string{"sue", "sid"}, Opened: true}}
+	if w := h.workflow("r-sam"); !slices.Contains(w.Approved, "before:all") || !reflect.DeepEqual(w.Progress().Approvals, want) {
+		t.Errorf("approved %v, approvals %+v; want the gate opened by %+v", w.Approved, w.Progress().Approvals, want)
+	}
+	if got := h.rebuilt().Workflows["r-sam"].Progress().Approvals; !reflect.DeepEqual(got, want) {
+		t.Errorf("rebuilt approvals %+v, want %+v", got, want)
 	}
 	if id := h.controlAs("alice", "r-sam", records.ActionPause); h.workflow(id).State != records.WorkflowRejected {
 		t.Error("alice paused a prod rollout")

@@ -511,6 +511,11 @@ func TestApprovalGates(t *testing.T) {
 	if out := h.control("wf", records.ActionApprove, ""); len(out.Rows) != 1 || !strings.Contains(out.Rows[0].Workflow.Reason, "is not waiting for an approval") {
 		t.Fatalf("approve with no gate: %+v", out.Rows)
 	}
+	// Who opened each gate is in the rows, the refused approvals left out.
+	want := []GateApprovals{{Gate: "before:canary", By: []string{"carol"}, Opened: true}, {Gate: "after:canary", By: []string{"carol"}, Opened: true}}
+	if got := w.Progress().Approvals; !reflect.DeepEqual(got, want) {
+		t.Fatalf("approvals %+v, want %+v", got, want)
+	}
 }
 
 func TestUnhealthyTargetsAreHeldOrSkipped(t *testing.T) {

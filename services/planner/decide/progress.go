@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"strings"
 	"time"
 
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -23,6 +24,10 @@ type Progress struct {
 	Gate      string                `json:"gate,omitempty"`
 	ResumeAt  *time.Time            `json:"resumeAt,omitempty"`
 	Approved  []string              `json:"approved,omitempty"`
+	// Approvals say who approved each gate, as the planner accepted the
+	// approvals: the gates opened, in order, then the one it waits at if
+	// it has some already.
+	Approvals []GateApprovals `json:"approvals,omitempty"`
 	// RollbackOf is, for a rollback, the workflow it rolls back;
 	// Rollback, for a workflow rolling or rolled back, its rollback.
 	RollbackOf string `json:"rollbackOf,omitempty"`
@@ -36,6 +41,39 @@ type Progress struct {
 	Unplanned int `json:"unplanned,omitempty"`
 	Counts
 	Phases []PhaseProgress `json:"phases"`
+}
+
+// GateApprovals are the accepted approvals of one gate.
+type GateApprovals struct {
+	Gate   string   `json:"gate"`
+	By     []string `json:"by"`
+	Opened bool     `json:"opened"`
+}
+
+// String says who approved the gate: "before:rest opened by bob",
+// "before:prod approved so far by alice".
+func (g GateApprovals) String() string {
+	by := strings.Join(g.By, ", ")
+	if by == "" {
+		by = "(not recorded)"
+	}
+	if g.Opened {
+		return g.Gate + " opened by " + by
+	}
+	return g.Gate + " approved so far by " + by
+}
+
+// gateApprovals groups w's approvals by gate: those opened, in order,
+// then the one it waits at.
+func gateApprovals(w *Workflow) []GateApprovals {
+	var out []GateApprovals
+	for _, gate := range w.Approved {
+		out = append(out, GateApprovals{Gate: gate, By: approvers(w, gate), Opened: true})
+	}
+	if by := approvers(w, w.Gate); w.Gate != "" && len(by) > 0 {
+		out = append(out, GateApprovals{Gate: w.Gate, By: by})
+	}
+	return out
 }
 
 // Counts are the targets in each state.
@@ -112,6 +150,7 @@ func (w *Workflow) Progress() Progress {
 		p.ResumeAt = &r
 	}
 	p.Approved = w.Approved
+	p.Approvals = gateApprovals(w)
 	p.RollbackOf = w.RollbackOf
 	if !w.State.Terminal() {
 		p.Unplanned = w.Unplanned
