@@ -274,7 +274,7 @@ func runDev(ctx context.Context, o devOptions) error {
 			if o.HTTP == "" {
 				return run(ctx)
 			}
-			return servicecmd.RunWithDashboard(ctx, svc["notifier"], o.HTTP, sets.handler, func(addr net.Addr) {
+			return servicecmd.RunWithDashboard(ctx, svc["notifier"], trustCfg, o.HTTP, sets.handler, func(addr net.Addr) {
 				if o.Out != nil {
 					fmt.Fprintf(o.Out, "dashboard: %s\n", dashboard.URL(addr))
 				}

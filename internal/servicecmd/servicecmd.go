@@ -511,7 +511,7 @@ func Notifier() *cobra.Command {
 		if httpAddr == "" {
 			return run(cmd.Context())
 		}
-		return RunWithDashboard(cmd.Context(), cfg, httpAddr, nil, func(addr net.Addr) {
+		return RunWithDashboard(cmd.Context(), cfg, trustCfg, httpAddr, nil, func(addr net.Addr) {
 			cfg.Log().Info("dashboard listening", "url", dashboard.URL(addr))
 		}, run)
 	})
@@ -631,12 +631,13 @@ func Main(cmd *cobra.Command) {
 
 // RunWithDashboard runs the notifier (run) and its web dashboard on
 // httpAddr side by side, until ctx ends or either fails, which stops the
-// other; listening is told the dashboard's address. A metrics handler,
-// if given, is served on the same address at /metrics.
-func RunWithDashboard(ctx context.Context, cfg backbone.Config, httpAddr string, metricsHandler http.Handler, listening func(net.Addr), run func(context.Context) error) error {
+// other; listening is told the dashboard's address. The dashboard checks
+// the inventory as the notifier does (trustCfg). A metrics handler, if
+// given, is served on the same address at /metrics.
+func RunWithDashboard(ctx context.Context, cfg backbone.Config, trustCfg trust.Config, httpAddr string, metricsHandler http.Handler, listening func(net.Addr), run func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	dcfg := dashboard.Config{Backbone: cfg}
+	dcfg := dashboard.Config{Backbone: cfg, Trust: trustCfg}
 	if metricsHandler != nil {
 		dcfg.Extra = map[string]http.Handler{"GET " + metrics.Path: metricsHandler}
 	}

@@ -1,6 +1,10 @@
 package integration
 
 import (
+	"context"
+	"crypto/ed25519"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +18,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/pkg/trust"
+	"github.com/flotilla-fleet/flotilla/services/notifier/dashboard"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
 )
 
@@ -24,6 +29,7 @@ import (
 type securedFleet struct {
 	*fleettest.Fleet
 	signers map[string]keys.Signer // by name: alice, sam, sue, sid, ops, and alice's expired and revoked keys
+	root    ed25519.PublicKey      // the trust root's
 }
 
 func newKey(t *testing.T) keys.Signer {
@@ -38,7 +44,7 @@ func newKey(t *testing.T) keys.Signer {
 func startSecured(t *testing.T, clusters int) *securedFleet {
 	t.Helper()
 	root := newKey(t)
-	sf := &securedFleet{signers: map[string]keys.Signer{}}
+	sf := &securedFleet{signers: map[string]keys.Signer{}, root: root.Public()}
 	for _, n := range []string{"alice", "alice-expired", "alice-revoked", "sam", "sue", "sid", "ops"} {
 		sf.signers[n] = newKey(t)
 	}
@@ -232,6 +238,28 @@ func TestUnsignedInventoryIsSetAside(t *testing.T) {
 	}
 	if want := "inventory record of cluster intruder by mallory refused: not signed"; !strings.Contains(reason, want) {
 		t.Errorf("set aside with %q, want %q", reason, want)
+	}
+	// The dashboard, given the services' trust settings, does not show it
+	// either; one without them does (the record is there to be read).
+	shown := func(trustCfg trust.Config, id string) bool {
+		t.Helper()
+		d := dashboard.New(dashboard.Config{Backbone: sf.Backbone, Trust: trustCfg})
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go d.Run(ctx)
+		if !sf.Eventually(0, 30*time.Second, d.Model().Ready) {
+			t.Fatal("the dashboard never caught up with the log")
+		}
+		rec := httptest.NewRecorder()
+		d.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/clusters/"+id, nil))
+		return rec.Code == http.StatusOK
+	}
+	trusted := trust.Config{Require: true, Root: sf.root}
+	if shown(trusted, "intruder") || !shown(trusted, sf.Clusters[1].ID) {
+		t.Error("the dashboard that requires signatures shows the unsigned cluster, or not a signed one")
+	}
+	if !shown(trust.Config{}, "intruder") {
+		t.Error("a dashboard that does not require signatures does not show the unsigned cluster")
 	}
 
 	// A change to the trust store not signed by an admin is ignored, and

@@ -16,6 +16,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
+	"github.com/flotilla-fleet/flotilla/pkg/trust"
 )
 
 // Config configures a dashboard.
@@ -24,6 +25,11 @@ type Config struct {
 	// Extra handlers mounted on the dashboard's address, by pattern
 	// (e.g. "GET /metrics").
 	Extra map[string]http.Handler
+	// Trust, when it requires signatures, makes the dashboard show only
+	// inventory records that pass the check every service makes
+	// (trust.Table.CheckCluster): an unsigned, forged or unauthorised one
+	// is set aside, as the planner and monitor set it aside.
+	Trust trust.Config
 }
 
 // Dashboard is the web dashboard of one notifier copy.
@@ -63,8 +69,12 @@ func (d *Dashboard) Run(ctx context.Context) error {
 		}
 	}
 	m := d.model
+	tt := trust.NewTable(names.Trust, opts, d.cfg.Trust, trust.WithLogger(d.log))
 	inv := logtable.New(names.Inventory, opts, func(r *kgo.Record) (inventory.Cluster, error) {
 		rec, err := records.DecodeClusterRecord(r.Value)
+		if err == nil {
+			err = tt.CheckCluster(r, rec)
+		}
 		return rec.Cluster, err
 	}, logtable.Stream(func(key string, c inventory.Cluster, deleted, _ bool) {
 		if deleted {
@@ -117,6 +127,9 @@ func (d *Dashboard) Run(ctx context.Context) error {
 		WaitReady(context.Context) error
 	}
 	tables := []table{inv, health, workflows, history, requests}
+	if tt.Required() {
+		tables = append(tables, tt)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ended := make(chan error, len(tables))

@@ -446,6 +446,19 @@ func (m *Model) ApplyRequest(req records.Request) {
 	m.bump()
 }
 
+// requestedBy says who asked for workflow id: the requester the planner
+// recorded (it verified the request, where signatures are required),
+// else, for rows written before it did, the request's principal.
+func (m *Model) requestedBy(id string) string {
+	if w, ok := m.workflows.Workflows[id]; ok && w.Requester != "" {
+		return w.Requester
+	}
+	if r := m.requests[id]; r != nil {
+		return r.principal
+	}
+	return ""
+}
+
 // workflow returns a workflow with its waves indexed; m.mu is held for
 // writing.
 func (m *Model) workflow(id string) (*decide.Workflow, bool) {

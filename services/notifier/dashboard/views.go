@@ -322,9 +322,7 @@ func (m *Model) Cluster(id string) (ClusterView, bool) {
 			}
 		}
 		item.Operation = op.String()
-		if r := m.requests[wid]; r != nil {
-			item.RequestedBy = r.principal
-		}
+		item.RequestedBy = m.requestedBy(wid)
 		v.History = append(v.History, item)
 	}
 	slices.SortFunc(v.History, func(a, b HistoryItem) int {
@@ -386,9 +384,7 @@ func (m *Model) Rollouts(page int) RolloutsView {
 		p := w.Progress()
 		row := RolloutRow{ID: p.ID, Name: p.Name, State: p.State, Reason: p.Reason, Operation: p.Operation.String(),
 			CreatedAt: p.CreatedAt, RollbackOf: p.RollbackOf, Counts: p.Counts, Phases: []PhaseRow{}}
-		if r := m.requests[e.id]; r != nil {
-			row.RequestedBy = r.principal
-		}
+		row.RequestedBy = m.requestedBy(e.id)
 		for _, ph := range p.Phases {
 			pr := PhaseRow{Name: ph.Name, State: ph.State, Counts: ph.Counts, Waves: len(ph.Waves)}
 			for _, wv := range ph.Waves {
@@ -434,9 +430,7 @@ func (m *Model) Rollout(id string) (RolloutView, bool) {
 	}
 	v := RolloutView{Progress: w.Progress(), Failures: []Failure{}, Timeline: sortedTimeline(m.timelines[id])}
 	v.OperationText = v.Operation.String()
-	if r := m.requests[id]; r != nil {
-		v.RequestedBy = r.principal
-	}
+	v.RequestedBy = m.requestedBy(id)
 	for pi := range v.Phases {
 		ph := &v.Phases[pi]
 		for wi := range ph.Waves {
