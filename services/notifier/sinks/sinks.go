@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,7 +83,9 @@ func Group(names topics.Names, name string) string { return names.Group("notifie
 // in flight when the notifier stops or crashes may have reached the
 // receiver without its offset being committed: it is delivered again,
 // with the same webhook-id (the notification's ID), for the receiver to
-// drop.
+// drop. Nothing more of a partition is delivered until the last delivery's
+// commit has landed (see commit), so a copy that lost its partitions
+// unawares repeats no more than that one either.
 //
 // Attempts: a 2xx is delivered; a 5xx, a 429, a timeout or a network error
 // is tried again after an exponential backoff with jitter (a 429 after its
@@ -315,27 +318,57 @@ func (r *runner) run(ctx context.Context) {
 }
 
 // commit commits the records of pending whose partitions this copy still
-// owns, and empties it. It outlives ctx briefly: what was delivered before
-// a stop is committed, not delivered again.
+// owns, and empties it. A commit that fails is tried again until it lands
+// or this copy no longer owns those partitions: nothing more of a
+// partition is delivered before its progress is recorded, so a copy that
+// lost its partitions without knowing it yet (it was frozen, or cut off)
+// delivers at most the one notification it had in flight, not those
+// still in its buffers. It outlives ctx briefly: what was delivered before
+// a stop is committed once more, not delivered again.
 func (r *runner) commit(ctx context.Context, pending map[int32]*kgo.Record) {
 	var recs []*kgo.Record
 	for p, rec := range pending {
-		if _, ok := r.partitionCtx(p); ok {
-			recs = append(recs, rec)
-		}
+		recs = append(recs, rec)
 		delete(pending, p)
 	}
-	if len(recs) == 0 {
-		return
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := r.cl.CommitRecords(cctx, recs...); err != nil {
-		// Not fatal: the next commit covers these offsets, and a restart
-		// before it delivers them again, for the receiver to drop.
-		r.log.Warn("commit delivery progress", "err", err)
+	wait := commitRetryMin
+	for {
+		recs = slices.DeleteFunc(recs, func(rec *kgo.Record) bool {
+			_, owned := r.partitionCtx(rec.Partition)
+			return !owned
+		})
+		if len(recs) == 0 {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err := r.cl.CommitRecords(cctx, recs...)
+		cancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			// A restart delivers them again, for the receiver to drop.
+			r.log.Warn("commit delivery progress at the stop", "err", err)
+			return
+		}
+		r.log.Warn("commit delivery progress; trying again", "err", err, "in", wait)
+		// Real time, not cfg.Clock: this waits on the broker, not on the
+		// destination's schedule.
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		wait = min(2*wait, commitRetryMax)
 	}
 }
+
+// The waits between two commits of the delivery progress that failed.
+const (
+	commitRetryMin = 100 * time.Millisecond
+	commitRetryMax = 5 * time.Second
+)
 
 // handle delivers one record of the notifications topic, if the
 // destination wants it.

@@ -18,7 +18,10 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest/brokertest"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
@@ -766,5 +769,66 @@ func TestPerRequestTimeout(t *testing.T) {
 	}
 	if ids := hook.ids(); len(ids) != 3 || ids[0] != "n1" || ids[1] != "n1" {
 		t.Errorf("requests %v: want n1 twice, then its failure", ids)
+	}
+}
+
+// TestNothingIsDeliveredAheadOfItsRecordedProgress: the broker refuses
+// the sink's first commits. The sink keeps trying to record the first
+// delivery, and sends nothing more until it has: a copy that lost its
+// partitions without knowing it yet (frozen, cut off) sends at most the
+// notification it had in flight, not the rest of its buffers. Then every
+// notification arrives once. (Its own embedded broker: the refusal is a
+// kfake control.)
+func TestNothingIsDeliveredAheadOfItsRecordedProgress(t *testing.T) {
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(broker.Close)
+	bb := backbone.Config{Brokers: broker.ListenAddrs(), Namespace: "refused",
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := bb.EnsureTopics(ctx, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	const refusals = 4
+	var refused atomic.Int32
+	var landed atomic.Bool
+	broker.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		broker.KeepControl()
+		if refused.Load() >= refusals {
+			landed.Store(true)
+			return nil, nil, false // the broker commits it
+		}
+		refused.Add(1)
+		commit := req.(*kmsg.OffsetCommitRequest)
+		resp := commit.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, topic := range commit.Topics {
+			rt := kmsg.NewOffsetCommitResponseTopic()
+			rt.Topic = topic.Topic
+			for _, p := range topic.Partitions {
+				rp := kmsg.NewOffsetCommitResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, kerr.OffsetMetadataTooLarge.Code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+
+	hook := newReceiver(t, clockwork.NewRealClock(), secretA, secretB)
+	hook.respond = func(i int, d delivery, _ http.ResponseWriter, _ *http.Request) {
+		if d.id != "n1" && !landed.Load() {
+			t.Errorf("%s was delivered while the progress of n1 was not recorded (%d commits refused)", d.id, refused.Load())
+		}
+	}
+	startSinks(t, Config{Backbone: bb, Routing: Routing{Destinations: []Destination{webhook("hook", hook.srv.URL)}}})
+	produceNotes(t, bb, note("n1", "workflow.paused", records.SeverityWarning, "wf-1", ""),
+		note("n2", "workflow.resumed", records.SeverityInfo, "wf-1", ""),
+		note("n3", "workflow.succeeded", records.SeverityInfo, "wf-1", ""))
+	awaitCommittedToEnd(t, bb, "hook")
+	if got := hook.ids(); !slices.Equal(got, []string{"n1", "n2", "n3"}) || refused.Load() != refusals {
+		t.Errorf("received %v with %d commits refused, want n1, n2, n3 once each after %d", got, refused.Load(), refusals)
 	}
 }
