@@ -189,8 +189,9 @@ type runner struct {
 	callLog string
 	started time.Time
 
-	broker *brokerProc // nil on a real Kafka
-	slots  []*slot     // planner-0, planner-1, executor-0, ...
+	broker *brokerProc  // nil on a real Kafka
+	sink   *webhookSink // every notifier delivers to it
+	slots  []*slot      // planner-0, planner-1, executor-0, ...
 	txns   *txnWatch
 
 	mu     sync.Mutex
@@ -295,6 +296,10 @@ func (r *runner) run(ctx context.Context) error {
 	defer stopWatch()
 	go r.txns.run(watchCtx)
 
+	if err := r.startSink(); err != nil {
+		return err
+	}
+	defer r.sink.stop()
 	r.startServices(ctx, brokers)
 	defer r.stopServices()
 	if err := r.awaitServices(ctx, 2*time.Minute); err != nil {
@@ -322,6 +327,7 @@ func (r *runner) run(ctx context.Context) error {
 		return fmt.Errorf("read the history: %w", err)
 	}
 	r.awaitNotifications(ctx, h, 2*time.Minute)
+	r.awaitDeliveries(ctx, h, 2*time.Minute)
 	stopWatch()
 	r.stopServices()
 	if err := r.readNotifications(ctx, h); err != nil {

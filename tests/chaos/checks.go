@@ -109,6 +109,7 @@ func (r *runner) check(ctx context.Context, h *history) {
 		f.finalVersions(),
 		f.asUndisturbed(),
 		f.notifications(),
+		f.sinkDeliveries(),
 		f.audit(ctx),
 		f.auditChain(ctx),
 		f.fencing(),

@@ -262,3 +262,23 @@ func TestFencingCatchesAPlannerRowWrittenTwice(t *testing.T) {
 		t.Errorf("%d violations, want 3: %q", c.Count, c.Violations)
 	}
 }
+
+func TestSinkDeliveriesCatchLostUnknownForgedAndRepeated(t *testing.T) {
+	s := newScenario()
+	note := func(id string) noteRec { return noteRec{n: records.Notification{Envelope: records.Envelope{ID: id}, Kind: "workflow.paused"}} }
+	s.h.notes = []noteRec{note("n1"), note("n2"), note("n3")}
+	s.r.sink = &webhookSink{got: map[string]int{"n1": 1, "n2": 1, "n3": 1}, requests: 3}
+	mustPass(t, s.facts().sinkDeliveries())
+
+	s.r.sink = &webhookSink{got: map[string]int{"n1": 2, "n2": 1, "x": 1}, requests: 4, bad: []string{`request for "n2": no valid signature`}}
+	c := s.facts().sinkDeliveries()
+	mustFail(t, c, "not delivered: workflow.paused")
+	mustFail(t, c, `delivered, but not on the notifications topic: "x"`)
+	mustFail(t, c, "no valid signature")
+	mustFail(t, c, "1 repeated deliveries, more than the 0 the faults explain")
+
+	// A kill of a notifier copy explains two repeats.
+	s.r.report.faults = []Fault{{Time: sec(5), Kind: "SIGKILL", Target: "notifier-1"}}
+	s.r.sink = &webhookSink{got: map[string]int{"n1": 2, "n2": 2, "n3": 1}, requests: 5}
+	mustPass(t, s.facts().sinkDeliveries())
+}

@@ -476,6 +476,8 @@ func (r *runner) startServices(_ context.Context, brokers []string) {
 					"--lease", r.o.Lease.String())
 			case "monitor":
 				args = append(args, "--sim-dir", r.simDir, "--interval", r.o.ProbeInterval.String(), "--heartbeat", r.o.Heartbeat.String())
+			case "notifier":
+				args = append(args, "--sinks", r.sink.routing)
 			}
 			s := &slot{r: r, service: svc, instance: instance, args: args, loopDone: make(chan struct{})}
 			r.slots = append(r.slots, s)
