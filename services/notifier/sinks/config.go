@@ -74,7 +74,8 @@ type Destination struct {
 	Rules []Rule
 	// StartAtEnd makes a destination new to the installation (its group
 	// has no committed offsets yet) start with the notifications written
-	// from then on, rather than the whole retained history.
+	// from the notifier's start on (by their timestamps), rather than the
+	// whole retained history.
 	StartAtEnd bool
 	// Timeout bounds each request; MaxAttempts bounds the requests made
 	// for one notification; the waits between them grow exponentially from

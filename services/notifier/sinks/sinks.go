@@ -106,6 +106,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
+	started := time.Now() // real time: the notifications' timestamps are
 	names := cfg.Backbone.Names()
 	log := cfg.Backbone.Log().With("service", "notifier", "component", "sinks")
 
@@ -142,7 +143,10 @@ func Run(ctx context.Context, cfg Config) error {
 			producer: producer, owned: map[int32]*partition{}, base: ctx, dashboard: cfg.Routing.Dashboard}
 		reset := kgo.NewOffset().AtStart()
 		if d.StartAtEnd {
-			reset = kgo.NewOffset().AtEnd()
+			// From this start on, by the records' timestamps, not from
+			// the end at the group's first assignment: what is written
+			// while the group forms is not skipped.
+			reset = kgo.NewOffset().AfterMilli(started.UnixMilli())
 		}
 		r.cl, err = cfg.Backbone.Client(
 			kgo.WithContext(clientCtx),

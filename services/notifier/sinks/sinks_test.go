@@ -780,18 +780,7 @@ func TestPerRequestTimeout(t *testing.T) {
 // notification arrives once. (Its own embedded broker: the refusal is a
 // kfake control.)
 func TestNothingIsDeliveredAheadOfItsRecordedProgress(t *testing.T) {
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	bb := backbone.Config{Brokers: broker.ListenAddrs(), Namespace: "refused",
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := bb.EnsureTopics(ctx, 1, 1); err != nil {
-		t.Fatal(err)
-	}
+	broker, bb := ownBroker(t, 1)
 	const refusals = 4
 	var refused atomic.Int32
 	var landed atomic.Bool
@@ -830,5 +819,64 @@ func TestNothingIsDeliveredAheadOfItsRecordedProgress(t *testing.T) {
 	awaitCommittedToEnd(t, bb, "hook")
 	if got := hook.ids(); !slices.Equal(got, []string{"n1", "n2", "n3"}) || refused.Load() != refusals {
 		t.Errorf("received %v with %d commits refused, want n1, n2, n3 once each after %d", got, refused.Load(), refusals)
+	}
+}
+
+// ownBroker starts an embedded broker of the test's own, for faults that
+// are kfake controls, with the topics in partitions each.
+func ownBroker(t *testing.T, partitions int32) (*kfake.Cluster, backbone.Config) {
+	t.Helper()
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(broker.Close)
+	bb := backbone.Config{Brokers: broker.ListenAddrs(), Namespace: "own",
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := bb.EnsureTopics(ctx, partitions, 1); err != nil {
+		t.Fatal(err)
+	}
+	return broker, bb
+}
+
+// TestANewDestinationStartsFromTheNotifiersStart: a destination that
+// starts at the end gets nothing written before the notifier started,
+// and everything written since, those written while its group was still
+// forming included (the broker holds the group's joins back until they
+// are written).
+func TestANewDestinationStartsFromTheNotifiersStart(t *testing.T) {
+	broker, bb := ownBroker(t, 3)
+	var written atomic.Bool
+	var refusing sync.Once
+	joining := make(chan struct{})
+	broker.ControlKey(int16(kmsg.JoinGroup), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		broker.KeepControl()
+		if written.Load() {
+			return nil, nil, false
+		}
+		refusing.Do(func() { close(joining) })
+		resp := req.(*kmsg.JoinGroupRequest).ResponseKind().(*kmsg.JoinGroupResponse)
+		resp.ErrorCode = kerr.CoordinatorLoadInProgress.Code
+		return resp, nil, true
+	})
+	before, err := notifier.Record(bb.Names(), note("before", "workflow.paused", records.SeverityWarning, "wf-1", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before.Timestamp = time.Now().Add(-time.Minute)
+	produce(t, bb, before)
+	hook := newReceiver(t, clockwork.NewRealClock(), secretA, secretB)
+	dest := webhook("hook", hook.srv.URL)
+	dest.StartAtEnd = true
+	startSinks(t, Config{Backbone: bb, Routing: Routing{Destinations: []Destination{dest}}})
+	<-joining // the group tries to form
+	produceNotes(t, bb, note("since-1", "workflow.resumed", records.SeverityInfo, "wf-1", ""),
+		note("since-2", "workflow.succeeded", records.SeverityInfo, "wf-2", ""))
+	written.Store(true)
+	awaitCommittedToEnd(t, bb, "hook")
+	if got := sortedIDs(hook.ids()); !slices.Equal(got, []string{"since-1", "since-2"}) {
+		t.Errorf("received %v, want since-1 and since-2, not what was written before the start", got)
 	}
 }
