@@ -106,7 +106,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
-	started := time.Now() // real time: the notifications' timestamps are
+	started := time.Now() // real time, as the notifications' record timestamps are
 	names := cfg.Backbone.Names()
 	log := cfg.Backbone.Log().With("service", "notifier", "component", "sinks")
 
@@ -248,12 +248,17 @@ func (r *runner) revoked(_ context.Context, _ *kgo.Client, lost map[string][]int
 
 // partitionCtx returns the context of partition p, if this copy owns it.
 func (r *runner) partitionCtx(p int32) (context.Context, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if part := r.owned[p]; part != nil {
+	if part := r.owner(p); part != nil {
 		return part.ctx, true
 	}
 	return nil, false
+}
+
+// owner returns this copy's ownership of partition p, nil if it has none.
+func (r *runner) owner(p int32) *partition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.owned[p]
 }
 
 // outcome of handling one notification.
@@ -330,19 +335,29 @@ func (r *runner) run(ctx context.Context) {
 // still in its buffers. It outlives ctx briefly: what was delivered before
 // a stop is committed once more, not delivered again.
 func (r *runner) commit(ctx context.Context, pending map[int32]*kgo.Record) {
-	var recs []*kgo.Record
+	// Each record with the ownership it was handled under: a partition
+	// taken away and given back is another, whose progress may have moved
+	// on in another copy meanwhile.
+	type handled struct {
+		rec   *kgo.Record
+		owner *partition
+	}
+	var todo []handled
 	for p, rec := range pending {
-		recs = append(recs, rec)
+		if owner := r.owner(p); owner != nil {
+			todo = append(todo, handled{rec, owner})
+		}
 		delete(pending, p)
 	}
 	wait := commitRetryMin
 	for {
-		recs = slices.DeleteFunc(recs, func(rec *kgo.Record) bool {
-			_, owned := r.partitionCtx(rec.Partition)
-			return !owned
-		})
-		if len(recs) == 0 {
+		todo = slices.DeleteFunc(todo, func(h handled) bool { return r.owner(h.rec.Partition) != h.owner })
+		if len(todo) == 0 {
 			return
+		}
+		recs := make([]*kgo.Record, len(todo))
+		for i, h := range todo {
+			recs[i] = h.rec
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		err := r.cl.CommitRecords(cctx, recs...)
