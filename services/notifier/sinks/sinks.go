@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,11 +75,13 @@ func Group(names topics.Names, name string) string { return names.Group("notifie
 // notifications topic, read committed, so copies of the notifier share a
 // destination's partitions and a destination that is slow or backing off
 // holds only its own. Within a partition, notifications are delivered in
-// order, one at a time. A notification's offset is committed once it was
+// order, one at a time; the partitions a copy owns are delivered side by
+// side, so one backing off holds up only itself. A notification's offset
+// is committed once it was
 // delivered (a 2xx answer), or once it finally failed and its
 // sink.delivery-failed notification was written; so after a restart each
 // destination resumes after the last notification it finished. The one
-// in flight when the notifier stops or crashes may have reached the
+// in flight in a partition when the notifier stops or crashes may have reached the
 // receiver without its offset being committed: it is delivered again,
 // with the same webhook-id (the notification's ID), for the receiver to
 // drop. Nothing more of a partition is delivered until the last delivery's
@@ -140,7 +141,8 @@ func Run(ctx context.Context, cfg Config) error {
 	runners := make([]*runner, 0, len(cfg.Routing.Destinations))
 	for _, d := range cfg.Routing.Destinations {
 		r := &runner{cfg: &cfg, d: d, names: names, log: log.With("destination", d.Name), labels: labels,
-			producer: producer, owned: map[int32]*partition{}, base: ctx, dashboard: cfg.Routing.Dashboard}
+			producer: producer, owned: map[int32]*partition{}, dashboard: cfg.Routing.Dashboard}
+		r.base, r.disable = context.WithCancelCause(ctx)
 		reset := kgo.NewOffset().AtStart()
 		if d.StartAtEnd {
 			// From this start on, by the records' timestamps, not from
@@ -191,7 +193,8 @@ func Run(ctx context.Context, cfg Config) error {
 	for _, r := range runners {
 		wg.Go(func() {
 			defer r.cl.Close() // leaves the group: a disabled destination's partitions go to the other copies
-			r.run(ctx)
+			r.run()
+			r.stopWorkers()
 		})
 	}
 	log.Info("sinks started", "destinations", len(runners))
@@ -212,27 +215,52 @@ type runner struct {
 
 	mu    sync.Mutex
 	owned map[int32]*partition
-	base  context.Context // of the partitions' contexts: the run's
+	// base is the context of the partitions' contexts: the run's, until
+	// disable ends it (410 Gone).
+	base    context.Context
+	disable context.CancelCauseFunc
+	// workers run the partitions; once stopping is set no more start.
+	workers  sync.WaitGroup
+	stopping bool
 }
 
 // partition is a partition of the notifications topic the destination's
-// group gave this copy: its context ends when the group takes it away, which
-// stops a delivery to it (the next owner takes over from its last commit).
+// group gave this copy, and its worker, which delivers its records in
+// order, one at a time: partitions go on side by side, so a receiver's
+// latency or a partition backing off does not hold the others up. Its
+// context ends when the group takes it away, which stops a delivery to it
+// (the next owner takes over from its last commit).
 type partition struct {
+	id     int32
 	ctx    context.Context
 	cancel context.CancelFunc
+	// work queues the partition's records for the worker, a fetch at a
+	// time. When a fetch comes while one waits there, it is held, and the
+	// client stops fetching the partition (kgo keeps its position) until
+	// the worker takes it: a destination behind holds one fetch of
+	// memory, not its whole lag.
+	work chan []*kgo.Record
+	held []*kgo.Record // under runner.mu
 }
 
-func (r *runner) assigned(_ context.Context, _ *kgo.Client, gained map[string][]int32) {
+func (r *runner) assigned(_ context.Context, cl *kgo.Client, gained map[string][]int32) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range gained[r.names.Notifications] {
+	if r.stopping {
+		return
+	}
+	ps := gained[r.names.Notifications]
+	for _, p := range ps {
 		if old := r.owned[p]; old != nil {
 			old.cancel()
 		}
 		ctx, cancel := context.WithCancel(r.base)
-		r.owned[p] = &partition{ctx: ctx, cancel: cancel}
+		part := &partition{id: p, ctx: ctx, cancel: cancel, work: make(chan []*kgo.Record, 1)}
+		r.owned[p] = part
+		r.workers.Go(func() { r.work(part) })
 	}
+	// A partition taken away while its worker had it is still paused.
+	cl.ResumeFetchPartitions(map[string][]int32{r.names.Notifications: ps})
 }
 
 func (r *runner) revoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
@@ -244,14 +272,6 @@ func (r *runner) revoked(_ context.Context, _ *kgo.Client, lost map[string][]int
 			delete(r.owned, p)
 		}
 	}
-}
-
-// partitionCtx returns the context of partition p, if this copy owns it.
-func (r *runner) partitionCtx(p int32) (context.Context, bool) {
-	if part := r.owner(p); part != nil {
-		return part.ctx, true
-	}
-	return nil, false
 }
 
 // owner returns this copy's ownership of partition p, nil if it has none.
@@ -271,11 +291,15 @@ const (
 	disabled                   // 410 Gone: stop the destination
 )
 
-func (r *runner) run(ctx context.Context) {
+func (r *runner) run() {
 	r.log.Info("sink started", "type", r.d.Type, "group", Group(r.names, r.d.Name))
+	ctx := r.base
 	for {
 		fetches := r.cl.PollFetches(ctx)
 		if ctx.Err() != nil {
+			if context.Cause(ctx) == errGone {
+				r.log.Error("destination disabled until the notifier restarts: it answered 410 Gone")
+			}
 			return
 		}
 		closed := false
@@ -291,92 +315,136 @@ func (r *runner) run(ctx context.Context) {
 		if closed {
 			return
 		}
-		// pending holds, per partition, the last record handled and not
-		// committed yet: notifications not wanted are committed in one go.
-		pending := map[int32]*kgo.Record{}
-		stopped := map[int32]bool{}
-		stop := false
-		fetches.EachRecord(func(rec *kgo.Record) {
-			if stop || stopped[rec.Partition] {
-				return
-			}
-			pctx, ok := r.partitionCtx(rec.Partition)
-			if !ok {
-				stopped[rec.Partition] = true // taken away meanwhile
-				return
-			}
-			switch r.handle(pctx, rec) {
-			case handled:
-				pending[rec.Partition] = rec
-			case finished:
-				pending[rec.Partition] = rec
-				r.commit(ctx, pending)
-			case interrupted:
-				// What was handled before it may still be committed.
-				stopped[rec.Partition] = true
-			case disabled:
-				stop = true
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) > 0 {
+				r.queue(p.Partition, p.Records)
 			}
 		})
-		r.commit(ctx, pending)
-		if stop {
-			r.log.Error("destination disabled until the notifier restarts: it answered 410 Gone")
+	}
+}
+
+// queue gives recs, a fetch of partition p, to its worker; a partition
+// this copy no longer owns is left to its next owner, which reads it from
+// the last commit.
+func (r *runner) queue(p int32, recs []*kgo.Record) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	part := r.owned[p]
+	if part == nil {
+		return
+	}
+	select {
+	case part.work <- recs:
+	default: // a fetch waits already: hold this one, fetch no more
+		part.held = recs
+		r.cl.PauseFetchPartitions(map[string][]int32{r.names.Notifications: {p}})
+	}
+}
+
+// next moves the fetch held for part, if any, into its queue once the
+// queue is empty, and lets the client fetch the partition again.
+func (r *runner) next(part *partition) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.owned[part.id] != part || part.held == nil || len(part.work) > 0 {
+		return
+	}
+	part.work <- part.held
+	part.held = nil
+	r.cl.ResumeFetchPartitions(map[string][]int32{r.names.Notifications: {part.id}})
+}
+
+// errGone ends a destination's run: it answered 410 Gone.
+var errGone = errors.New("the destination answered 410 Gone")
+
+// stopWorkers waits for the partitions' workers, which end with the run
+// (base), having committed what they delivered: before the client leaves
+// the group, so that those commits land.
+func (r *runner) stopWorkers() {
+	r.mu.Lock()
+	r.stopping = true
+	r.mu.Unlock()
+	r.workers.Wait()
+}
+
+// work delivers the records of part, a fetch at a time, until the
+// partition is taken away or the run ends.
+func (r *runner) work(part *partition) {
+	for {
+		select {
+		case <-part.ctx.Done():
 			return
+		case recs := <-part.work:
+			if !r.deliverAll(part, recs) {
+				return
+			}
+			r.next(part)
 		}
 	}
 }
 
-// commit commits the records of pending whose partitions this copy still
-// owns, and empties it. A commit that fails is tried again until it lands
-// or this copy no longer owns those partitions: nothing more of a
-// partition is delivered before its progress is recorded, so a copy that
-// lost its partitions without knowing it yet (it was frozen, or cut off)
-// delivers at most the one notification it had in flight, not those
-// still in its buffers. It outlives ctx briefly: what was delivered before
-// a stop is committed once more, not delivered again.
-func (r *runner) commit(ctx context.Context, pending map[int32]*kgo.Record) {
-	// Each record with the ownership it was handled under: a partition
-	// taken away and given back is another, whose progress may have moved
-	// on in another copy meanwhile.
-	type handled struct {
-		rec   *kgo.Record
-		owner *partition
-	}
-	var todo []handled
-	for p, rec := range pending {
-		if owner := r.owner(p); owner != nil {
-			todo = append(todo, handled{rec, owner})
+// deliverAll handles recs, records of part in order, and commits the
+// progress: at once after each notification delivered (or failed for
+// good), and at the end for those the destination does not want. It
+// returns false if the partition was taken away, the run ended, or the
+// destination is gone.
+func (r *runner) deliverAll(part *partition, recs []*kgo.Record) bool {
+	var last *kgo.Record // handled, not committed yet
+	for _, rec := range recs {
+		switch r.handle(part.ctx, rec) {
+		case handled:
+			last = rec
+		case finished:
+			r.commit(part, rec)
+			last = nil
+		case interrupted:
+			// What was handled before it may still be committed.
+			if last != nil {
+				r.commit(part, last)
+			}
+			return false
+		case disabled:
+			r.disable(errGone)
+			return false
 		}
-		delete(pending, p)
 	}
+	if last != nil {
+		r.commit(part, last)
+	}
+	return true
+}
+
+// commit commits rec, the last record part's worker handled. A commit
+// that fails is tried again until it lands or this copy no longer has the
+// partition under that ownership (a partition taken away and given back
+// is another, whose progress may have moved on in another copy
+// meanwhile): nothing more of a partition is delivered before its
+// progress is recorded, so a copy that lost its partitions without
+// knowing it yet (it was frozen, or cut off) delivers at most the one
+// notification it had in flight, not those still in its buffers. It
+// outlives the partition's context briefly: what was delivered before a
+// stop is committed once more, not delivered again.
+func (r *runner) commit(part *partition, rec *kgo.Record) {
 	wait := commitRetryMin
-	for {
-		todo = slices.DeleteFunc(todo, func(h handled) bool { return r.owner(h.rec.Partition) != h.owner })
-		if len(todo) == 0 {
-			return
-		}
-		recs := make([]*kgo.Record, len(todo))
-		for i, h := range todo {
-			recs[i] = h.rec
-		}
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		err := r.cl.CommitRecords(cctx, recs...)
+	for r.owner(part.id) == part {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(part.ctx), 5*time.Second)
+		err := r.cl.CommitRecords(cctx, rec)
 		cancel()
 		if err == nil {
 			return
 		}
-		if ctx.Err() != nil {
-			// A restart delivers them again, for the receiver to drop.
-			r.log.Warn("commit delivery progress at the stop", "err", err)
+		if part.ctx.Err() != nil {
+			// A restart delivers it again, for the receiver to drop.
+			r.log.Warn("commit delivery progress at the stop", "partition", part.id, "err", err)
 			return
 		}
-		r.log.Warn("commit delivery progress; trying again", "err", err, "in", wait)
+		r.log.Warn("commit delivery progress; trying again", "partition", part.id, "err", err, "in", wait)
 		// Real time, not cfg.Clock: this waits on the broker, not on the
 		// destination's schedule.
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
-		case <-ctx.Done():
+		case <-part.ctx.Done():
 		}
 		t.Stop()
 		wait = min(2*wait, commitRetryMax)
