@@ -277,8 +277,11 @@ func TestSinkDeliveriesCatchLostUnknownForgedAndRepeated(t *testing.T) {
 	mustFail(t, c, "no valid signature")
 	mustFail(t, c, "1 repeated deliveries, more than the 0 the faults explain")
 
-	// A kill of a notifier copy explains two repeats.
+	// A kill of a notifier copy explains a repeat in each partition, on
+	// each side of the hand-over.
 	s.r.report.faults = []Fault{{Time: sec(5), Kind: "SIGKILL", Target: "notifier-1"}}
 	s.r.sink = &webhookSink{got: map[string]int{"n1": 2, "n2": 2, "n3": 1}, requests: 5}
 	mustPass(t, s.facts().sinkDeliveries())
+	s.r.sink = &webhookSink{got: map[string]int{"n1": 2 * partitions, "n2": 2, "n3": 2}, requests: 2*partitions + 4}
+	mustFail(t, s.facts().sinkDeliveries(), "repeated deliveries, more than the 12 the faults explain")
 }

@@ -134,11 +134,12 @@ func (r *runner) awaitDeliveries(ctx context.Context, h *history, timeout time.D
 }
 
 // repeatsAllowed is how many repeated deliveries the faults of the run
-// explain. A sink delivers one notification at a time per destination and
+// explain. A sink delivers one notification at a time per partition and
 // records its progress before the next, so a notifier copy that is
 // killed, exits, or is frozen past its session may have one delivery not
-// recorded, which its successor repeats, and so may the copy that gives
-// partitions up to it (two each); a broker restart, one per copy.
+// recorded in each partition it owns, which its successor repeats, and so
+// may the copy that gives partitions up to it when it is back (twice the
+// partitions each); a broker restart, one per partition.
 func (r *runner) repeatsAllowed() (int, string) {
 	disruptions, restarts := 0, 0
 	for _, f := range r.faults() {
@@ -154,7 +155,7 @@ func (r *runner) repeatsAllowed() (int, string) {
 			disruptions++
 		}
 	}
-	return 2*disruptions + copies*restarts, fmt.Sprintf("%d kills, freezes and exits of notifier copies, %d broker restarts", disruptions, restarts)
+	return 2*partitions*disruptions + partitions*restarts, fmt.Sprintf("%d kills, freezes and exits of notifier copies, %d broker restarts, %d partitions", disruptions, restarts, partitions)
 }
 
 // sinkDeliveries: every notification of the topic reached the webhook,
