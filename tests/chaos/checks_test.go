@@ -265,7 +265,9 @@ func TestFencingCatchesAPlannerRowWrittenTwice(t *testing.T) {
 
 func TestSinkDeliveriesCatchLostUnknownForgedAndRepeated(t *testing.T) {
 	s := newScenario()
-	note := func(id string) noteRec { return noteRec{n: records.Notification{Envelope: records.Envelope{ID: id}, Kind: "workflow.paused"}} }
+	note := func(id string) noteRec {
+		return noteRec{n: records.Notification{Envelope: records.Envelope{ID: id}, Kind: "workflow.paused"}}
+	}
 	s.h.notes = []noteRec{note("n1"), note("n2"), note("n3")}
 	s.r.sink = &webhookSink{got: map[string]int{"n1": 1, "n2": 1, "n3": 1}, requests: 3}
 	mustPass(t, s.facts().sinkDeliveries())
