@@ -22,6 +22,7 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/httpserve"
 	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
@@ -47,7 +48,7 @@ func devCommand() *cobra.Command {
 		df                                 servicecmd.DriverFlags
 		probeInterval, heartbeat           time.Duration
 		brokerOnly, secure                 bool
-		metricsAddr                        string
+		metricsAddr, webConfig             string
 		chain                              servicecmd.ChainFlags
 	)
 	cmd := &cobra.Command{
@@ -76,12 +77,15 @@ clusters' state through --sim-dir.`,
 			if err != nil {
 				return err
 			}
+			if err := httpserve.Check(webConfig); err != nil {
+				return err
+			}
 			if df.Sim.Dir == "" {
 				df.Sim.Dir = filepath.Join(dataDir, "sim")
 			}
 			o := devOptions{
 				DataDir: dataDir, Addr: addr, Namespace: namespace, Clusters: clusters, Partitions: partitions, Drivers: df,
-				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, MetricsAddr: metricsAddr, HTTP: httpAddr, Out: cmd.OutOrStdout(),
+				ProbeInterval: probeInterval, Heartbeat: heartbeat, Log: log, MetricsAddr: metricsAddr, WebConfig: webConfig, HTTP: httpAddr, Out: cmd.OutOrStdout(),
 				Sinks: sinksFile, Secure: secure, Chain: chain,
 			}
 			if brokerOnly {
@@ -115,6 +119,7 @@ clusters' state through --sim-dir.`,
 	fs.BoolVar(&secure, "secure", false, "run the broker with SASL sign-in and ACLs, each service as a principal of its own, and print how to connect")
 	fs.BoolVar(&brokerOnly, "broker-only", false, "run the broker, the topics and the simulated fleet without the services, and print how to run each service against them")
 	servicecmd.BindMetricsAddr(fs, &metricsAddr)
+	servicecmd.BindWebConfig(fs, &webConfig)
 	df.Bind(fs)
 	chain.Bind(fs)
 	return cmd
@@ -146,6 +151,9 @@ type devOptions struct {
 	// under its own names. OnMetrics, if set, is told the address bound.
 	MetricsAddr string
 	OnMetrics   func(addr net.Addr)
+	// WebConfig is the web configuration file (TLS, users) of the
+	// dashboard and the metrics server (package httpserve).
+	WebConfig string
 	// Secure runs the broker with SASL and ACLs (see devSecurity).
 	Secure bool
 	// Chain signs and paces the planner's and executor's checkpoints of
@@ -274,9 +282,9 @@ func runDev(ctx context.Context, o devOptions) error {
 			if o.HTTP == "" {
 				return run(ctx)
 			}
-			return servicecmd.RunWithDashboard(ctx, svc["notifier"], trustCfg, o.HTTP, sets.handler, func(addr net.Addr) {
+			return servicecmd.RunWithDashboard(ctx, svc["notifier"], trustCfg, o.HTTP, o.WebConfig, sets.handler, func(addr net.Addr) {
 				if o.Out != nil {
-					fmt.Fprintf(o.Out, "dashboard: %s\n", dashboard.URL(addr))
+					fmt.Fprintf(o.Out, "dashboard: %s\n", dashboard.URL(addr, o.WebConfig))
 				}
 				if o.OnDashboard != nil {
 					o.OnDashboard(addr)
@@ -351,11 +359,11 @@ func (o devOptions) serveMetrics(ctx context.Context) (devMetrics, error) {
 		return devMetrics{}, err
 	}
 	go func() {
-		if err := metrics.ServeListener(ctx, ln, reg); err != nil {
+		if err := metrics.ServeListener(ctx, ln, reg, o.WebConfig); err != nil {
 			o.Log.Error("metrics server stopped", "err", err)
 		}
 	}()
-	o.Log.Info("serving metrics", "url", "http://"+ln.Addr().String()+metrics.Path)
+	o.Log.Info("serving metrics", "url", httpserve.Scheme(o.WebConfig)+"://"+ln.Addr().String()+metrics.Path)
 	if o.OnMetrics != nil {
 		o.OnMetrics(ln.Addr())
 	}

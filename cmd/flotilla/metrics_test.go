@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics/metricstest"
@@ -208,4 +210,87 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestDevServesItsEndpointsOnlyToItsUsers runs `flotilla dev` with a web
+// config of one user: its dashboard and its /metrics on --metrics-addr
+// refuse a request without her password (401) and serve one with it.
+func TestDevServesItsEndpointsOnlyToItsUsers(t *testing.T) {
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webConfig := filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(webConfig, []byte("basic_auth_users:\n  alice: "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	dashboard, metricsAt := make(chan net.Addr, 1), make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runDev(ctx, devOptions{
+			DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 4,
+			Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 50 * time.Millisecond}},
+			ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
+			Log:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			HTTP: "127.0.0.1:0", OnDashboard: func(a net.Addr) { dashboard <- a },
+			MetricsAddr: "127.0.0.1:0", OnMetrics: func(a net.Addr) { metricsAt <- a },
+			WebConfig: webConfig,
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev stopped with: %v", err)
+		}
+	}()
+	var urls []string
+	for _, bound := range []chan net.Addr{dashboard, metricsAt} {
+		select {
+		case a := <-bound:
+			urls = append(urls, "http://"+a.String())
+		case err := <-done:
+			t.Fatalf("dev did not start: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("dev did not serve its endpoints in 30s")
+		}
+	}
+	status := func(url, user, password string) int {
+		t.Helper()
+		req, err := http.NewRequest("GET", url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if user != "" {
+			req.SetBasicAuth(user, password)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, url := range []string{urls[0] + "/", urls[0] + "/api/fleet", urls[0] + "/events", urls[1] + metrics.Path} {
+		if got := status(url, "", ""); got != http.StatusUnauthorized {
+			t.Errorf("%s without a password: %d, want 401", url, got)
+		}
+		if got := status(url, "alice", "wrong"); got != http.StatusUnauthorized {
+			t.Errorf("%s with a wrong password: %d, want 401", url, got)
+		}
+	}
+	if got := status(urls[1]+metrics.Path, "alice", "s3cret"); got != http.StatusOK {
+		t.Errorf("%s as alice: %d, want 200", urls[1]+metrics.Path, got)
+	}
+	// The dashboard answers 503 until it has read the log, then 200.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		got := status(urls[0]+"/api/fleet", "alice", "s3cret")
+		if got == http.StatusOK {
+			break
+		}
+		if got != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("the dashboard as alice: %d, want 200 once it has read the log", got)
+		}
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
 	"github.com/flotilla-fleet/flotilla/pkg/drivers"
 	"github.com/flotilla-fleet/flotilla/pkg/execdriver"
+	"github.com/flotilla-fleet/flotilla/pkg/httpserve"
 	"github.com/flotilla-fleet/flotilla/pkg/kafkaauth"
 	"github.com/flotilla-fleet/flotilla/pkg/kafkadriver"
 	"github.com/flotilla-fleet/flotilla/pkg/keys"
@@ -249,7 +250,7 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 	var bb BackboneFlags
 	var tf TopicFlags
 	var session time.Duration
-	var metricsAddr string
+	var metricsAddr, webConfig string
 	cmd := &cobra.Command{
 		Use:          name,
 		Short:        short,
@@ -261,9 +262,12 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 				return err
 			}
 			cfg.SessionTimeout = session
+			if err := httpserve.Check(webConfig); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			reg, err := ServeMetrics(ctx, cfg.Log(), metricsAddr)
+			reg, err := ServeMetrics(ctx, cfg.Log(), metricsAddr, webConfig)
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
@@ -284,6 +288,7 @@ func serviceCommand(name, short string, bind func(fs *pflag.FlagSet), run func(c
 	bb.Bind(cmd.Flags())
 	tf.Bind(cmd.Flags())
 	BindMetricsAddr(cmd.Flags(), &metricsAddr)
+	BindWebConfig(cmd.Flags(), &webConfig)
 	cmd.Flags().DurationVar(&session, "session-timeout", backbone.StaticSessionTimeout,
 		"how long this copy may be away (crashed, frozen) before its consumer group gives its partitions to another copy; "+
 			"a restart within it takes them back at once (between the broker's group.min and group.max.session.timeout.ms)")
@@ -299,12 +304,19 @@ func BindMetricsAddr(fs *pflag.FlagSet, addr *string) {
 		"address (host:port, :9100) on which to serve Prometheus metrics at /metrics; empty: none (env FLOTILLA_METRICS_ADDR)")
 }
 
+// BindWebConfig adds --web-config to fs.
+func BindWebConfig(fs *pflag.FlagSet, path *string) {
+	fs.StringVar(path, "web-config", os.Getenv("FLOTILLA_WEB_CONFIG"),
+		"web configuration file (the Prometheus exporter toolkit's format) of the HTTP endpoints, /metrics and the dashboard: "+
+			"TLS (tls_server_config) and users with bcrypt passwords (basic_auth_users); empty: plain HTTP to anyone (env FLOTILLA_WEB_CONFIG)")
+}
+
 // ServeMetrics serves a new registry's metrics (metrics.NewRegistry) at
-// /metrics on addr until ctx ends, and returns the registry; with addr ""
-// it serves nothing and returns nil. It fails at once, naming addr, if it
-// cannot listen there; a server that fails later is logged, and the
-// service carries on without it.
-func ServeMetrics(ctx context.Context, log *slog.Logger, addr string) (*prometheus.Registry, error) {
+// /metrics on addr, with the TLS and users of webConfig, until ctx ends,
+// and returns the registry; with addr "" it serves nothing and returns
+// nil. It fails at once, naming addr, if it cannot listen there; a server
+// that fails later is logged, and the service carries on without it.
+func ServeMetrics(ctx context.Context, log *slog.Logger, addr, webConfig string) (*prometheus.Registry, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -314,11 +326,11 @@ func ServeMetrics(ctx context.Context, log *slog.Logger, addr string) (*promethe
 	}
 	reg := metrics.NewRegistry()
 	go func() {
-		if err := metrics.ServeListener(ctx, ln, reg); err != nil {
+		if err := metrics.ServeListener(ctx, ln, reg, webConfig); err != nil {
 			log.Error("metrics server stopped", "err", err)
 		}
 	}()
-	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+metrics.Path)
+	log.Info("serving metrics", "url", httpserve.Scheme(webConfig)+"://"+ln.Addr().String()+metrics.Path)
 	return reg, nil
 }
 
@@ -511,8 +523,9 @@ func Notifier() *cobra.Command {
 		if httpAddr == "" {
 			return run(cmd.Context())
 		}
-		return RunWithDashboard(cmd.Context(), cfg, trustCfg, httpAddr, nil, func(addr net.Addr) {
-			cfg.Log().Info("dashboard listening", "url", dashboard.URL(addr))
+		webConfig, _ := cmd.Flags().GetString("web-config")
+		return RunWithDashboard(cmd.Context(), cfg, trustCfg, httpAddr, webConfig, nil, func(addr net.Addr) {
+			cfg.Log().Info("dashboard listening", "url", dashboard.URL(addr, webConfig))
 		}, run)
 	})
 	// A mistake in the routing file stops the start before anything
@@ -632,12 +645,13 @@ func Main(cmd *cobra.Command) {
 // RunWithDashboard runs the notifier (run) and its web dashboard on
 // httpAddr side by side, until ctx ends or either fails, which stops the
 // other; listening is told the dashboard's address. The dashboard checks
-// the inventory as the notifier does (trustCfg). A metrics handler, if
-// given, is served on the same address at /metrics.
-func RunWithDashboard(ctx context.Context, cfg backbone.Config, trustCfg trust.Config, httpAddr string, metricsHandler http.Handler, listening func(net.Addr), run func(context.Context) error) error {
+// the inventory as the notifier does (trustCfg), and serves with the TLS
+// and users of webConfig. A metrics handler, if given, is served on the
+// same address at /metrics.
+func RunWithDashboard(ctx context.Context, cfg backbone.Config, trustCfg trust.Config, httpAddr, webConfig string, metricsHandler http.Handler, listening func(net.Addr), run func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	dcfg := dashboard.Config{Backbone: cfg, Trust: trustCfg}
+	dcfg := dashboard.Config{Backbone: cfg, Trust: trustCfg, WebConfig: webConfig}
 	if metricsHandler != nil {
 		dcfg.Extra = map[string]http.Handler{"GET " + metrics.Path: metricsHandler}
 	}

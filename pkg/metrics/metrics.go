@@ -17,7 +17,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -26,6 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/flotilla-fleet/flotilla/pkg/httpserve"
 )
 
 // Path is where Serve answers.
@@ -60,39 +61,29 @@ func Listen(addr string) (net.Listener, error) {
 }
 
 // Serve listens on addr and serves g's metrics at Path until ctx ends
-// (see ServeListener).
+// (see ServeListener), over plain HTTP.
 func Serve(ctx context.Context, addr string, g prometheus.Gatherer) error {
 	ln, err := Listen(addr)
 	if err != nil {
 		return err
 	}
-	return ServeListener(ctx, ln, g)
+	return ServeListener(ctx, ln, g, "")
 }
 
 // shutdownGrace is how long a scrape under way may go on once ctx ends.
 const shutdownGrace = 2 * time.Second
 
-// ServeListener serves g's metrics at Path on ln until ctx ends, then
+// ServeListener serves g's metrics at Path on ln, with the TLS and users
+// of webConfig ("" for none; package httpserve), until ctx ends, then
 // shuts the server down (scrapes under way get shutdownGrace) and returns
 // nil. It closes ln. It returns an error only if serving fails.
-func ServeListener(ctx context.Context, ln net.Listener, g prometheus.Gatherer) error {
+func ServeListener(ctx context.Context, ln net.Listener, g prometheus.Gatherer, webConfig string) error {
 	mux := http.NewServeMux()
 	mux.Handle(Path, Handler(g))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		_ = srv.Shutdown(sctx) // past the grace, the scrape is cut off: nothing to report
-	}()
-	err := srv.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) {
-		<-done
-		return nil
+	if err := httpserve.Serve(ctx, ln, mux, httpserve.Options{WebConfig: webConfig, Grace: shutdownGrace}); err != nil {
+		return fmt.Errorf("metrics: %w", err)
 	}
-	return fmt.Errorf("metrics: serve on %s: %w", ln.Addr(), err)
+	return nil
 }
 
 // register registers the collectors on reg, stopping at the first error.

@@ -33,7 +33,7 @@ func TestServeListensAndStops(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	served := make(chan error, 1)
-	go func() { served <- metrics.ServeListener(ctx, ln, metrics.NewRegistry()) }()
+	go func() { served <- metrics.ServeListener(ctx, ln, metrics.NewRegistry(), "") }()
 	fams, err := metricstest.Scrape(t.Context(), "http://"+addr+metrics.Path)
 	if err != nil {
 		t.Fatal(err)

@@ -30,7 +30,7 @@ func TestEveryServiceServesItsMetrics(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- metrics.ServeListener(ctx, ln, reg) }()
+	go func() { served <- metrics.ServeListener(ctx, ln, reg, "") }()
 	defer func() {
 		cancel()
 		if err := <-served; err != nil {

@@ -2,7 +2,6 @@ package dashboard
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/httpserve"
 	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -25,6 +25,9 @@ type Config struct {
 	// Extra handlers mounted on the dashboard's address, by pattern
 	// (e.g. "GET /metrics").
 	Extra map[string]http.Handler
+	// WebConfig is the web configuration file of its server (TLS, users;
+	// package httpserve), "" for plain HTTP to anyone.
+	WebConfig string
 	// Trust, when it requires signatures, makes the dashboard show only
 	// inventory records that pass the check every service makes
 	// (trust.Table.CheckCluster): an unsigned, forged or unauthorised one
@@ -156,28 +159,6 @@ func (d *Dashboard) Run(ctx context.Context) error {
 	return fmt.Errorf("dashboard: %w", err)
 }
 
-// Serve serves handler on ln until ctx ends, then shuts down, giving open
-// requests (an event stream among them) a second to end.
-func Serve(ctx context.Context, ln net.Listener, handler http.Handler) error {
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	select {
-	case err := <-done:
-		return fmt.Errorf("dashboard: serve %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil {
-		_ = srv.Close()
-	}
-	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("dashboard: serve %s: %w", ln.Addr(), err)
-	}
-	return nil
-}
-
 // ListenAndRun listens on addr (host:port; port 0 picks one), tells
 // listening the address it got, and then reads the log and serves the
 // dashboard until ctx ends (it returns nil then) or either fails.
@@ -193,7 +174,9 @@ func ListenAndRun(ctx context.Context, cfg Config, addr string, listening func(n
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, ln, d.Handler()) }()
+	go func() {
+		served <- httpserve.Serve(ctx, ln, d.Handler(), httpserve.Options{WebConfig: cfg.WebConfig, Grace: time.Second, Logger: d.log})
+	}()
 	err = d.Run(ctx)
 	cancel()
 	if serveErr := <-served; err == nil {
@@ -204,13 +187,14 @@ func ListenAndRun(ctx context.Context, cfg Config, addr string, listening func(n
 
 // URL is the address of a dashboard listening on addr, for people: a
 // wildcard host becomes localhost.
-func URL(addr net.Addr) string {
+func URL(addr net.Addr, webConfig string) string {
+	scheme := httpserve.Scheme(webConfig) + "://"
 	host, port, err := net.SplitHostPort(addr.String())
 	if err != nil {
-		return "http://" + addr.String() + "/"
+		return scheme + addr.String() + "/"
 	}
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "localhost"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/"
+	return scheme + net.JoinHostPort(host, port) + "/"
 }
