@@ -9,12 +9,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	cdpfetch "github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"github.com/google/uuid"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
@@ -235,4 +238,101 @@ func serveDashboard(t *testing.T, bb backbone.Config) *httptest.Server {
 func screenshot(t *testing.T, ctx context.Context) []byte {
 	t.Helper()
 	return get(t, ctx, "take a screenshot", chromedp.FullScreenshot(100))
+}
+
+// TestTheDashboardBehindAPasswordStaysLive serves the dashboard to one
+// user (--web-config) and opens a rollout's page as her in Chromium: the
+// page's own requests — its event stream and the fetches of its live part
+// — carry her credentials, so the page follows the rollout without a
+// reload, as it does without a password.
+func TestTheDashboardBehindAPasswordStaysLive(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Clusters: 6})
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webConfig := filepath.Join(t.TempDir(), "web.yml")
+	if err := os.WriteFile(webConfig, []byte("basic_auth_users:\n  alice: "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	bound := make(chan net.Addr, 1)
+	served := make(chan error, 1)
+	go func() {
+		served <- ListenAndRun(ctx, Config{Backbone: f.Backbone, WebConfig: webConfig}, "127.0.0.1:0", func(a net.Addr) { bound <- a })
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("the dashboard stopped with: %v", err)
+		}
+	})
+	addr := (<-bound).String()
+	tab := browser(t) // closed first, then the dashboard
+	asked := answerAuth(t, tab, "alice", "s3cret")
+
+	id := f.Submit(rollout.Spec{Name: "behind-a-password", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"},
+		Selector: "kind=kafka", Phases: []rollout.Phase{{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 3}}}})
+	f.Await(id, 0, time.Minute, "the rollout starts", func(w *decide.Workflow) bool { return w.State != records.WorkflowPending })
+	do(t, tab, "load the rollout's page as alice",
+		chromedp.Navigate("http://"+addr+"/rollouts/"+id),
+		chromedp.WaitVisible(chromedp.CSS("#rollout-counts")),
+	)
+	get(t, tab, "mark the page", chromedp.Evaluate[string](`window.loadedOnce = "yes"`))
+	if !f.Eventually(time.Second, time.Minute, func() bool {
+		return strings.Contains(textOf(t, tab, "#rollout-state"), "succeeded")
+	}) {
+		t.Fatalf("the page did not follow the rollout to its end; it shows:\n%s", pageText(t, tab))
+	}
+	loaded := get(t, tab, "check the page was not reloaded", chromedp.Evaluate[string](`window.loadedOnce || "reloaded"`))
+	notes := get(t, tab, "count the notifications listed", chromedp.Evaluate[int](`document.querySelectorAll("#feed li").length`))
+	if loaded != "yes" || notes == 0 || asked.Load() == 0 {
+		t.Fatalf("the page was reloaded (%q), or listed no notification from its event stream (%d), or was never asked for a password (%d)", loaded, notes, asked.Load())
+	}
+}
+
+// answerAuth answers every request for a password in tab as a person
+// would at the browser's prompt, with user's, and counts them: the
+// browser then holds the credentials for the origin.
+func answerAuth(t *testing.T, tab context.Context, user, password string) *atomic.Int32 {
+	t.Helper()
+	var asked atomic.Int32
+	events := make(chan any, 256)
+	ctx, stop := context.WithCancel(tab)
+	t.Cleanup(stop)
+	// Listen's callback may not run commands: it hands the events over.
+	if err := chromedp.Listen(ctx, func(ev any) {
+		switch ev.(type) {
+		case *cdpfetch.EventRequestPaused, *cdpfetch.EventAuthRequired:
+			select {
+			case events <- ev:
+			case <-ctx.Done():
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			var ev any
+			select {
+			case ev = <-events:
+			case <-ctx.Done():
+				return
+			}
+			switch e := ev.(type) {
+			case *cdpfetch.EventRequestPaused:
+				_, _ = chromedp.Call(ctx, cdpfetch.ContinueRequest, cdpfetch.ContinueRequestParams{RequestID: e.RequestID})
+			case *cdpfetch.EventAuthRequired:
+				asked.Add(1)
+				_, _ = chromedp.Call(ctx, cdpfetch.ContinueWithAuth, cdpfetch.ContinueWithAuthParams{RequestID: e.RequestID,
+					AuthChallengeResponse: &cdpfetch.AuthChallengeResponse{Response: cdpfetch.AuthChallengeResponseResponseProvideCredentials, Username: user, Password: password}})
+			}
+		}
+	}()
+	handle := true
+	if _, err := chromedp.Call(tab, cdpfetch.Enable, cdpfetch.EnableParams{HandleAuthRequests: &handle}); err != nil {
+		t.Fatalf("enable answering passwords: %v", err)
+	}
+	return &asked
 }
