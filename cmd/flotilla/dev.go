@@ -177,6 +177,9 @@ func runDev(ctx context.Context, o devOptions) error {
 			return fmt.Errorf("--secure: credentials in %s: %w", secureDir(o.DataDir), err)
 		}
 		sec = &s
+		if o.WebConfig == "" {
+			o.WebConfig = sec.WebConfigFile() // the dashboard and /metrics ask for a password too
+		}
 		pass, err := sec.password(devAdmin)
 		if err != nil {
 			return err

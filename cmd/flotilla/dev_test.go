@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
+	"github.com/flotilla-fleet/flotilla/pkg/kafkaauth"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics/metricstest"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -249,6 +253,7 @@ func TestDevBrokerOnly(t *testing.T) {
 func TestDevSecure(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("FLOTILLA_PRINCIPAL", "dana")
+	var dashboardAt atomic.Value // its address, once it listens
 	start := func(secure bool) (brokers []string, out *syncBuffer, stop func(), err error) {
 		ctx, cancel := context.WithCancel(context.Background())
 		ready := make(chan []string, 1)
@@ -262,6 +267,7 @@ func TestDevSecure(t *testing.T) {
 				ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
 				Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 				OnReady: func(b []string) { ready <- b },
+				HTTP:    "127.0.0.1:0", OnDashboard: func(a net.Addr) { dashboardAt.Store(a.String()) },
 			})
 		}()
 		select {
@@ -306,6 +312,42 @@ func TestDevSecure(t *testing.T) {
 	}
 	if config == "" || key == "" {
 		t.Fatalf("dev --secure printed no FLOTILLA_KAFKA_CONFIG or FLOTILLA_KEY to export:\n%s", out.String())
+	}
+	// The dashboard asks for dana's password, which dev says where to find.
+	if !strings.Contains(out.String(), "the dashboard and /metrics ask for a password: sign in as dana with the one in") {
+		t.Errorf("dev --secure did not say how to sign in to the dashboard:\n%s", out.String())
+	}
+	password, err := kafkaauth.ReadPasswordFile(filepath.Join(dir, "secure", "dana.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dashboardStatus := func(user, pass string) int {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			addr, _ := dashboardAt.Load().(string)
+			if addr == "" {
+				if time.Now().After(deadline) {
+					t.Fatal("the dashboard did not listen in 30s")
+				}
+				continue
+			}
+			req, _ := http.NewRequest("GET", "http://"+addr+"/api/fleet", nil)
+			req.SetBasicAuth(user, pass)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+				return resp.StatusCode // 503: the log not read yet
+			}
+		}
+	}
+	if got := dashboardStatus("dana", "wrong"); got != http.StatusUnauthorized {
+		t.Errorf("the secure dashboard with a wrong password: %d, want 401", got)
+	}
+	if got := dashboardStatus("dana", password); got != http.StatusOK {
+		t.Errorf("the secure dashboard as dana: %d, want 200", got)
 	}
 	if _, err := cli(brokers, "cluster", "list"); err == nil {
 		t.Fatal("a client without credentials listed the fleet of a secure broker")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/flotilla-fleet/flotilla/pkg/acl"
 	"github.com/flotilla-fleet/flotilla/pkg/authz"
@@ -103,8 +104,23 @@ func openDevSecurity(dataDir, user string) (devSecurity, error) {
 		return s, err
 	}
 	kcat := fmt.Sprintf("security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=%s\nsasl.username=%s\nsasl.password=%s\n", backbone.EmbeddedMechanism, user, pass)
-	return s, os.WriteFile(s.kcatFile(), []byte(kcat), 0o600)
+	if err := os.WriteFile(s.kcatFile(), []byte(kcat), 0o600); err != nil {
+		return s, err
+	}
+	// The dashboard's and /metrics' one user: the same, with the same
+	// password.
+	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.DefaultCost)
+	if err != nil {
+		return s, err
+	}
+	web := fmt.Sprintf("# flotilla --web-config (written by flotilla dev --secure): sign in as %s with the password in %s\nbasic_auth_users:\n  %q: %q\n",
+		user, absPath(s.passwordFile(user)), user, hash)
+	return s, os.WriteFile(s.WebConfigFile(), []byte(web), 0o600)
 }
+
+// WebConfigFile is the web config of the dashboard and /metrics: the
+// user, with the password of their SASL user.
+func (s devSecurity) WebConfigFile() string { return filepath.Join(s.dir, "web.yaml") }
 
 // loadOrWriteKey reads a private key file, or makes a new key pair there.
 func loadOrWriteKey(path string) (keys.Signer, error) {
@@ -235,4 +251,5 @@ func (s devSecurity) printHowToConnect(w io.Writer, brokers []string) {
 	fmt.Fprintf(w, "  flotilla cluster list\n")
 	fmt.Fprintf(w, "secure: the planner and the executor sign their audit checkpoints: flotilla audit verify --service-keys %s\n", shellQuote(absPath(s.ServiceKeysDir())))
 	fmt.Fprintf(w, "secure: with kcat: kcat -F %s -b %s -L\n", shellQuote(absPath(s.kcatFile())), strings.Join(brokers, ","))
+	fmt.Fprintf(w, "secure: the dashboard and /metrics ask for a password: sign in as %s with the one in %s\n", s.user, shellQuote(absPath(s.passwordFile(s.user))))
 }
