@@ -176,7 +176,7 @@ type monitor struct {
 	drifted   int // clusters of the partitions owned whose last signal says drift, under mu
 	// busy (under mu) holds, per cluster, the workflows with an
 	// operation in flight on it, or ended but not yet in its history.
-	busy map[string]map[string]busyOp
+	busy map[string]busyOps
 	hist *kgo.Client // follows the history of the owned partitions
 	// histNext (under mu) is, per owned partition, the offset of the next
 	// history record to apply: a fetch left over from before the
@@ -210,9 +210,45 @@ type entry struct {
 // (kept settleAfter, so that its outcome read after the row, from another
 // topic, does not hold the cluster again).
 type busyOp struct {
+	workflow string
 	at       time.Time
 	ended    bool
 	released bool
+}
+
+// busyOps are a cluster's busy operations, one per workflow: a slice, not
+// a map, since a cluster has one or two at a time, and a map each for the
+// 100,000 clusters a large rollout just ended on was most of what a
+// monitor restarted then held.
+type busyOps []busyOp
+
+// find returns the index of workflow's operation, -1 if there is none.
+func (ops busyOps) find(workflow string) int {
+	for i := range ops {
+		if ops[i].workflow == workflow {
+			return i
+		}
+	}
+	return -1
+}
+
+// set puts op in place of its workflow's, or adds it.
+func (ops busyOps) set(op busyOp) busyOps {
+	if i := ops.find(op.workflow); i >= 0 {
+		ops[i] = op
+		return ops
+	}
+	return append(ops, op)
+}
+
+// keep stores a cluster's operations, dropping the cluster once it has
+// none. Under mu.
+func (m *monitor) keep(clusterID string, ops busyOps) {
+	if len(ops) == 0 {
+		delete(m.busy, clusterID)
+		return
+	}
+	m.busy[clusterID] = ops
 }
 
 // How long an operation keeps a cluster's drift as it was. An ended one
@@ -248,7 +284,7 @@ func Run(ctx context.Context, cfg Config) error {
 	m := &monitor{cfg: cfg, log: cfg.Backbone.Log().With("service", "monitor"), names: cfg.Backbone.Names(),
 		last: map[int32]map[string]records.Health{}, owed: map[int32]map[string]records.Health{},
 		sched: newSchedule(), probes: newBucket(cfg.ProbeRate), beats: newBucket(cfg.HeartbeatBudget), pace: cfg.pace(0),
-		baselines: map[int32]map[string]drift.Baseline{}, busy: map[string]map[string]busyOp{}, histNext: map[int32]int64{}, since: time.Now(),
+		baselines: map[int32]map[string]drift.Baseline{}, busy: map[string]busyOps{}, histNext: map[int32]int64{}, since: time.Now(),
 		results: make(chan result, 256), wake: make(chan struct{}, 1), stop: cancel,
 		cl0: make(chan struct{}), runCtx: ctx}
 	// A direct consumer, given each owned partition of the history once
@@ -418,27 +454,21 @@ func (m *monitor) followOperations(ctx context.Context, cl *kgo.Client) {
 // or ended; its history row releases it. Under mu.
 func (m *monitor) operationSeen(ev records.OperationEvent, at time.Time) {
 	ops := m.busy[ev.ClusterID]
+	i := ops.find(ev.WorkflowID)
 	if ev.Status.Terminal() && at.Before(m.since.Add(-settleAfter)) {
 		// Ended more than settleAfter before this run, by the record's
 		// own time: the wait for its history row is over already, so it
 		// holds nothing. Reading the last hour of operations as the
 		// monitor starts would otherwise keep an entry for each.
-		if _, ok := ops[ev.WorkflowID]; ok {
-			delete(ops, ev.WorkflowID)
-			if len(ops) == 0 {
-				delete(m.busy, ev.ClusterID)
-			}
+		if i >= 0 {
+			m.keep(ev.ClusterID, slices.Delete(ops, i, i+1))
 		}
 		return
 	}
-	if ops == nil {
-		ops = map[string]busyOp{}
-		m.busy[ev.ClusterID] = ops
-	}
-	if ops[ev.WorkflowID].released && ev.Status.Terminal() {
+	if i >= 0 && ops[i].released && ev.Status.Terminal() {
 		return // the outcome its history row already told
 	}
-	ops[ev.WorkflowID] = busyOp{at: m.cfg.Clock.Now(), ended: ev.Status.Terminal()}
+	m.busy[ev.ClusterID] = ops.set(busyOp{workflow: ev.WorkflowID, at: m.cfg.Clock.Now(), ended: ev.Status.Terminal()})
 	if m.cfg.tracked != nil {
 		m.cfg.tracked(ev.ClusterID, true)
 	}
@@ -447,19 +477,15 @@ func (m *monitor) operationSeen(ev records.OperationEvent, at time.Time) {
 // inFlight reports whether an operation on the cluster is in flight or
 // awaits its history row, forgetting those past their time. Under mu.
 func (m *monitor) inFlight(clusterID string, now time.Time) bool {
-	ops := m.busy[clusterID]
 	busy := false
-	for wf, op := range ops {
-		switch {
-		case (op.ended || op.released) && now.Sub(op.at) >= settleAfter, now.Sub(op.at) >= opLookback:
-			delete(ops, wf)
-		case !op.released:
-			busy = true
+	ops := slices.DeleteFunc(m.busy[clusterID], func(op busyOp) bool {
+		if (op.ended || op.released) && now.Sub(op.at) >= settleAfter || now.Sub(op.at) >= opLookback {
+			return true
 		}
-	}
-	if len(ops) == 0 {
-		delete(m.busy, clusterID)
-	}
+		busy = busy || !op.released
+		return false
+	})
+	m.keep(clusterID, ops)
 	return busy
 }
 
@@ -477,18 +503,14 @@ func (m *monitor) historySeen(baselines map[string]drift.Baseline, t records.Tar
 		baselines[t.ClusterID] = b
 	}
 	ops := m.busy[t.ClusterID]
-	op, known := ops[t.WorkflowID]
-	if !known && !followed {
+	i := ops.find(t.WorkflowID)
+	if i < 0 && !followed {
 		return changed
 	}
-	if known && !op.released {
+	if i >= 0 && !ops[i].released {
 		changed = true
 	}
-	if ops == nil {
-		ops = map[string]busyOp{}
-		m.busy[t.ClusterID] = ops
-	}
-	ops[t.WorkflowID] = busyOp{at: m.cfg.Clock.Now(), released: true}
+	m.busy[t.ClusterID] = ops.set(busyOp{workflow: t.WorkflowID, at: m.cfg.Clock.Now(), released: true})
 	if m.cfg.tracked != nil && !m.inFlight(t.ClusterID, m.cfg.Clock.Now()) {
 		m.cfg.tracked(t.ClusterID, false)
 	}
