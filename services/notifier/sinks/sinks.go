@@ -336,7 +336,7 @@ func (r *runner) queue(p int32, recs []*kgo.Record) {
 	select {
 	case part.work <- recs:
 	default: // a fetch waits already: hold this one, fetch no more
-		part.held = recs
+		part.held = append(part.held, recs...) // in order, should one more come before the pause
 		r.cl.PauseFetchPartitions(map[string][]int32{r.names.Notifications: {p}})
 	}
 }
