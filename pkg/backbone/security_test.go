@@ -2,15 +2,7 @@ package backbone
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/flotilla-fleet/flotilla/internal/testcert"
 	"github.com/flotilla-fleet/flotilla/pkg/kafkaauth"
 )
 
@@ -94,10 +87,10 @@ func TestPasswordComesFromItsFileOrTheEnvironment(t *testing.T) {
 // the CA, or with a wrong password, it does not.
 func TestClientsSpeakTLSAndSASL(t *testing.T) {
 	dir := t.TempDir()
-	serverCert, caPEM := selfSigned(t)
-	ca := write(t, dir, "ca.pem", string(caPEM))
+	serverCert := testcert.New(t, "flotilla-test")
+	ca := write(t, dir, "ca.pem", string(serverCert.CertPEM))
 	pw := write(t, dir, "pw", "s3cret\n")
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}}),
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert.TLS}}),
 		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "planner", "s3cret"))
 	if err != nil {
 		t.Fatal(err)
@@ -132,25 +125,4 @@ func TestClientsSpeakTLSAndSASL(t *testing.T) {
 	if err := try(wrong); err == nil {
 		t.Fatal("a wrong password signed in")
 	}
-}
-
-// selfSigned returns a certificate for 127.0.0.1 and the PEM of the CA
-// (itself) that signed it.
-func selfSigned(t *testing.T) (tls.Certificate, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "flotilla-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

@@ -2,15 +2,8 @@ package httpserve_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -21,38 +14,9 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/flotilla-fleet/flotilla/internal/testcert"
 	"github.com/flotilla-fleet/flotilla/pkg/httpserve"
 )
-
-// selfSigned writes a certificate for 127.0.0.1 and its key into dir and
-// returns a pool that trusts it.
-func selfSigned(t *testing.T, dir string) *x509.CertPool {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "flotilla test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write(t, filepath.Join(dir, "server.crt"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	write(t, filepath.Join(dir, "server.key"), string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})))
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool
-}
 
 func write(t *testing.T, path, text string) {
 	t.Helper()
@@ -116,7 +80,9 @@ func hash(t *testing.T, password string) string {
 // with a certificate too, only HTTPS is served, and the scheme says so.
 func TestUsersAndTLS(t *testing.T) {
 	dir := t.TempDir()
-	pool := selfSigned(t, dir)
+	cert := testcert.New(t, "flotilla test")
+	cert.Write(t, dir, "server.crt", "server.key")
+	pool := cert.Pool
 	usersOnly := filepath.Join(dir, "users.yml")
 	write(t, usersOnly, "basic_auth_users:\n  alice: "+hash(t, "s3cret")+"\n")
 	withTLS := filepath.Join(dir, "tls.yml")
