@@ -254,10 +254,20 @@ func (t *Table) Policy() *authz.Policy {
 	return t.Store().Policy()
 }
 
-// CheckCluster verifies an inventory record r (decoded as rec), and that
-// its principal may write the inventory record of that cluster: the same
-// check in every service that reads the inventory. Nil without Require.
-func (t *Table) CheckCluster(r *kgo.Record, rec records.ClusterRecord) error {
+// DecodeCluster decodes an inventory record r and, with Require,
+// verifies it and that its principal may write the inventory record of
+// that cluster: how every service that reads the inventory reads it.
+func (t *Table) DecodeCluster(r *kgo.Record) (records.ClusterRecord, error) {
+	rec, err := records.DecodeClusterRecord(r.Value)
+	if err == nil {
+		err = t.checkCluster(r, rec)
+	}
+	return rec, err
+}
+
+// checkCluster verifies an inventory record r, decoded as rec. Nil
+// without Require.
+func (t *Table) checkCluster(r *kgo.Record, rec records.ClusterRecord) error {
 	if !t.Required() {
 		return nil
 	}

@@ -311,12 +311,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	m.inv = logtable.New(m.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (entry, error) {
-		rec, err := records.DecodeClusterRecord(r.Value)
+		rec, err := tt.DecodeCluster(r)
 		if err == nil && rec.Cluster.ID != string(r.Key) {
 			err = fmt.Errorf("cluster %q is keyed %q", rec.Cluster.ID, r.Key)
-		}
-		if err == nil {
-			err = tt.CheckCluster(r, rec)
 		}
 		return entry{cluster: rec.Cluster, partition: r.Partition}, err
 	}, logtable.WithLogger[entry](m.log), logtable.OnDecodeError[entry](m.unusableRecord), logtable.OnChange(m.inventoryChanged))

@@ -30,7 +30,7 @@ type Config struct {
 	WebConfig string
 	// Trust, when it requires signatures, makes the dashboard show only
 	// inventory records that pass the check every service makes
-	// (trust.Table.CheckCluster): an unsigned, forged or unauthorised one
+	// (trust.Table.DecodeCluster): an unsigned, forged or unauthorised one
 	// is set aside, as the planner and monitor set it aside.
 	Trust trust.Config
 }
@@ -74,10 +74,7 @@ func (d *Dashboard) Run(ctx context.Context) error {
 	m := d.model
 	tt := trust.NewTable(names.Trust, opts, d.cfg.Trust, trust.WithLogger(d.log))
 	inv := logtable.New(names.Inventory, opts, func(r *kgo.Record) (inventory.Cluster, error) {
-		rec, err := records.DecodeClusterRecord(r.Value)
-		if err == nil {
-			err = tt.CheckCluster(r, rec)
-		}
+		rec, err := tt.DecodeCluster(r)
 		return rec.Cluster, err
 	}, logtable.Stream(func(key string, c inventory.Cluster, deleted, _ bool) {
 		if deleted {

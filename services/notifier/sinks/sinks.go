@@ -128,10 +128,7 @@ func Run(ctx context.Context, cfg Config) error {
 		tt := trust.NewTable(names.Trust, cfg.Backbone.Opts(), cfg.Trust, trust.WithLogger(log))
 		go tt.Run(ctx)
 		inv = logtable.New(names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (map[string]string, error) {
-			rec, err := records.DecodeClusterRecord(r.Value)
-			if err == nil {
-				err = tt.CheckCluster(r, rec)
-			}
+			rec, err := tt.DecodeCluster(r)
 			return rec.Cluster.Labels, err
 		}, logtable.WithLogger[map[string]string](log))
 		labels = inv.Get

@@ -207,13 +207,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}))
 	invSnap, healthSnap := map[string]inventory.Cluster{}, map[string]records.Health{}
-	inv := logtable.New(p.names.Inventory, cfg.Backbone.Opts(), func(r *kgo.Record) (records.ClusterRecord, error) {
-		rec, err := records.DecodeClusterRecord(r.Value)
-		if err == nil {
-			err = p.trust.CheckCluster(r, rec)
-		}
-		return rec, err
-	}, logtable.WithLogger[records.ClusterRecord](p.log), logtable.OnCaughtUp[records.ClusterRecord](caughtUp("inventory")), logtable.Stream(func(key string, v records.ClusterRecord, deleted, loaded bool) {
+	inv := logtable.New(p.names.Inventory, cfg.Backbone.Opts(), p.trust.DecodeCluster, logtable.WithLogger[records.ClusterRecord](p.log), logtable.OnCaughtUp[records.ClusterRecord](caughtUp("inventory")), logtable.Stream(func(key string, v records.ClusterRecord, deleted, loaded bool) {
 		switch {
 		case loaded:
 			p.changes.push(change{key: key, cluster: &v.Cluster, deleted: deleted})
