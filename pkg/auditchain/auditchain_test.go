@@ -77,6 +77,22 @@ func (w *writerSim) write(workflow string, recs ...[2]string) {
 	}
 }
 
+// rebuild returns the planner's chains as a planner taking the log over
+// rebuilds them: from the checkpoints, then the workflows and commands.
+func (m *memLog) rebuild() *Chains {
+	c := New(Planner, nil)
+	for _, r := range m.recs["checkpoints"] {
+		cp, _ := records.DecodeCheckpoint(r.Value)
+		c.ObserveCheckpoint(cp)
+	}
+	for _, role := range []string{Workflows, Commands} {
+		for _, r := range m.recs[role] {
+			c.Observe(role, r)
+		}
+	}
+	return c
+}
+
 func verify(t *testing.T, log *memLog, pub ed25519.PublicKey) Report {
 	t.Helper()
 	v := NewVerifier(map[string]ed25519.PublicKey{keys.ID(pub): pub}, nil)
@@ -122,16 +138,7 @@ func TestCleanLogAndCompactionVerify(t *testing.T) {
 		t.Fatalf("compacted log: %+v", rep)
 	}
 	// Rebuilt from the compacted log, the chain goes on where it was.
-	again := New(Planner, nil)
-	for _, r := range w.log.recs["checkpoints"] {
-		cp, _ := records.DecodeCheckpoint(r.Value)
-		again.ObserveCheckpoint(cp)
-	}
-	for _, role := range []string{Workflows, Commands} {
-		for _, r := range w.log.recs[role] {
-			again.Observe(role, r)
-		}
-	}
+	again := w.log.rebuild()
 	if s1, h1 := again.Head("wf"); s1 != 6 || h1 != func() Hash { _, h := w.chains.Head("wf"); return h }() {
 		t.Fatalf("rebuilt head seq %d", s1)
 	}
@@ -226,16 +233,7 @@ func TestALargeChainIsSplitIntoBuckets(t *testing.T) {
 		t.Errorf("%d latest checkpoints, want 4 buckets", rep.Checkpoints)
 	}
 	w.log.compact(false)
-	again := New(Planner, nil)
-	for _, r := range w.log.recs["checkpoints"] {
-		cp, _ := records.DecodeCheckpoint(r.Value)
-		again.ObserveCheckpoint(cp)
-	}
-	for _, role := range []string{Workflows, Commands} {
-		for _, r := range w.log.recs[role] {
-			again.Observe(role, r)
-		}
-	}
+	again := w.log.rebuild()
 	if again.Dirty(nil) {
 		t.Error("a chain rebuilt from a log its checkpoints cover is dirty")
 	}

@@ -255,12 +255,6 @@ func startSinks(t testing.TB, cfg Config) *running {
 // commits the offset after the last record it had.)
 func awaitCommittedToEnd(t testing.TB, bb backbone.Config, name string) {
 	t.Helper()
-	cl, err := bb.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	for {
@@ -268,11 +262,11 @@ func awaitCommittedToEnd(t testing.TB, bb backbone.Config, name string) {
 		for _, w := range readNotes(t, bb) {
 			last[w.partition] = w.offset
 		}
-		committed, err := adm.FetchOffsets(ctx, Group(bb.Names(), name))
+		committed, err := committedOffsets(ctx, bb, name)
 		if err == nil {
 			caught := true
 			for p, o := range last {
-				if c, ok := committed.Lookup(bb.Names().Notifications, p); !ok || c.At <= o {
+				if c, ok := committed[p]; !ok || c <= o {
 					caught = false
 				}
 			}
@@ -576,16 +570,26 @@ func TestExactlyOnceAcrossARestart(t *testing.T) {
 // by partition of the notifications topic.
 func fetchCommitted(t *testing.T, bb backbone.Config, name string) map[int32]int64 {
 	t.Helper()
-	cl, err := bb.Client()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	committed, err := committedOffsets(ctx, bb, name)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return committed
+}
+
+// committedOffsets asks the broker what destination name's group
+// committed, by partition of the notifications topic.
+func committedOffsets(ctx context.Context, bb backbone.Config, name string) (map[int32]int64, error) {
+	cl, err := bb.Client()
+	if err != nil {
+		return nil, err
+	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
 	committed, err := kadm.NewClient(cl).FetchOffsets(ctx, Group(bb.Names(), name))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	out := map[int32]int64{}
 	committed.Each(func(o kadm.OffsetResponse) {
@@ -593,7 +597,7 @@ func fetchCommitted(t *testing.T, bb backbone.Config, name string) map[int32]int
 			out[o.Partition] = o.At
 		}
 	})
-	return out
+	return out, nil
 }
 
 // TestRetriesServerErrors: two 500s, then a 200: delivered, with waits
