@@ -180,8 +180,12 @@ func TestRolloutUnderLeastPrivilegeACLs(t *testing.T) {
 	if w.State != records.WorkflowSucceeded {
 		t.Fatalf("the rollout ended %s (%s), want succeeded", w.State, w.Reason)
 	}
-	notes := sf.Notifications()
-	if !slices.ContainsFunc(notes, func(n records.Notification) bool { return n.WorkflowID == id && n.Kind == "workflow.succeeded" }) {
+	// The notifier writes it after reading the row the rollout ended with.
+	var notes []records.Notification
+	if !sf.Eventually(0, 30*time.Second, func() bool {
+		notes = sf.Notifications()
+		return slices.ContainsFunc(notes, func(n records.Notification) bool { return n.WorkflowID == id && n.Kind == "workflow.succeeded" })
+	}) {
 		t.Errorf("no workflow.succeeded notification for the rollout among %d", len(notes))
 	}
 }
