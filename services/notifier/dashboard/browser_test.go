@@ -271,14 +271,26 @@ func TestTheDashboardBehindAPasswordStaysLive(t *testing.T) {
 	tab := browser(t) // closed first, then the dashboard
 	asked := answerAuth(t, tab, "alice", "s3cret")
 
+	// The rollout waits at a gate until the page is open, so that all it
+	// does after that reaches the page live, however fast it would run.
 	id := f.Submit(rollout.Spec{Name: "behind-a-password", Operation: rollout.Operation{Kind: rollout.Upgrade, Version: "3.9.1"},
-		Selector: "kind=kafka", Phases: []rollout.Phase{{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 3}}}})
-	f.Await(id, 0, time.Minute, "the rollout starts", func(w *decide.Workflow) bool { return w.State != records.WorkflowPending })
+		Selector: "kind=kafka", Phases: []rollout.Phase{{Name: "all", Waves: rollout.Waves{Mode: rollout.WaveCount, Value: 3}, Approve: rollout.ApproveBefore}}})
+	f.Await(id, 0, time.Minute, "the rollout waits at its gate", func(w *decide.Workflow) bool { return w.State != records.WorkflowPending })
 	do(t, tab, "load the rollout's page as alice",
 		chromedp.Navigate("http://"+addr+"/rollouts/"+id),
 		chromedp.WaitVisible(chromedp.CSS("#rollout-counts")),
 	)
 	get(t, tab, "mark the page", chromedp.Evaluate[string](`window.loadedOnce = "yes"`))
+	if !f.Eventually(0, time.Minute, func() bool {
+		return strings.Contains(pageText(t, tab), "waiting for approval at before:all")
+	}) {
+		t.Fatalf("the page never showed the gate; it shows:\n%s", pageText(t, tab))
+	}
+	approval := uuid.NewString()
+	f.Produce(f.Record(f.Backbone.Names().Requests, records.ControlKey(id, approval), records.Request{
+		Envelope: records.Envelope{ID: approval, Time: f.Clock.Now(), Principal: "bob"},
+		Control:  &records.ControlWorkflow{WorkflowID: id, Action: records.ActionApprove, Reason: "go"},
+	}))
 	if !f.Eventually(time.Second, time.Minute, func() bool {
 		return strings.Contains(textOf(t, tab, "#rollout-state"), "succeeded")
 	}) {
