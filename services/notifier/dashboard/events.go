@@ -33,6 +33,9 @@ import (
 //     stream starts is still told once it commits.
 //   - "changed": the model changed (no ID, so it does not move the
 //     position); a page fetches its view again, at most once a second.
+//     ?since=VERSION is the model's version the page was made from: if
+//     the model moved on from it before the stream (re)opened, the first
+//     "changed" comes at once.
 //
 // ?workflow=ID and ?cluster=ID keep the notifications about one rollout
 // (and its rollback) or one cluster.
@@ -93,6 +96,15 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	keep := eventFilter(r.URL.Query().Get("workflow"), r.URL.Query().Get("cluster"))
 
+	var since *uint64
+	if v := r.URL.Query().Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("since=%q: want the model version a page was made from, a whole number", v), http.StatusBadRequest)
+			return
+		}
+		since = &n
+	}
 	var from Position
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		p, err := ParsePosition(id)
@@ -134,7 +146,7 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 	told := make(chan struct{})
 	go func() {
 		defer close(told)
-		d.tell(ctx, write)
+		d.tell(ctx, since, write)
 	}()
 	defer func() { // no write may outlive the handler
 		cancel()
@@ -172,9 +184,15 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 }
 
 // tell sends a "changed" event when the model changes, at most once every
-// changedEvery, and a keep-alive comment when nothing happens.
-func (d *Dashboard) tell(ctx context.Context, write func(string) error) {
+// changedEvery, and a keep-alive comment when nothing happens. since, if
+// given, is the version the client shows; a model already past it is a
+// change to tell at once.
+func (d *Dashboard) tell(ctx context.Context, since *uint64, write func(string) error) {
 	changed, seen := d.model.Changed()
+	if since != nil && *since != seen {
+		seen = *since
+		changed = closedChannel
+	}
 	keepAlive := time.NewTicker(keepAliveEvery)
 	defer keepAlive.Stop()
 	for {
@@ -203,6 +221,9 @@ func (d *Dashboard) tell(ctx context.Context, write func(string) error) {
 		}
 	}
 }
+
+// closedChannel is ready at once: a change already to tell.
+var closedChannel = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // eventFilter keeps the notifications about a workflow (and its
 // rollback) and about a cluster, when given.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest/brokertest"
 	"github.com/flotilla-fleet/flotilla/pkg/backbone"
+	"github.com/flotilla-fleet/flotilla/pkg/inventory"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 )
 
@@ -273,6 +274,37 @@ func TestTheStreamKeepsWhatThePageIsAbout(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "partition:offset") {
 		t.Fatalf("a bad Last-Event-ID: %s %q; want 400 saying what an event ID is", resp.Status, body)
+	}
+}
+
+// TestAPageIsToldOfWhatChangedBeforeItsStreamOpened: a page made from
+// one version of the model, whose event stream opens after the model
+// moved on, is told "changed" at once, not at the next change, which may
+// never come (the rollout it shows may have just ended).
+func TestAPageIsToldOfWhatChangedBeforeItsStreamOpened(t *testing.T) {
+	cfg := backbone.Config{Brokers: brokertest.Addrs(t), Namespace: "dash" + uuid.NewString()[:8],
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := cfg.EnsureTopics(context.Background(), 3, 1); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{Backbone: cfg})
+	srv, _ := serve(t, d)
+	m := d.Model()
+	m.ApplyCluster("k-1", &inventory.Cluster{ID: "k-1", Driver: "kafka", Version: "4.1", Labels: map[string]string{"kind": "kafka"}})
+	_, made := m.Changed()
+	status, _, page := fetch(t, srv.URL+"/fleet")
+	if want := fmt.Sprintf(`data-since="%d"`, made); status != http.StatusOK || !strings.Contains(page, want) {
+		t.Fatalf("the fleet page: %d, and it lacks %s, the model's version it was made from", status, want)
+	}
+	m.ApplyCluster("k-2", &inventory.Cluster{ID: "k-2", Driver: "kafka", Version: "4.1", Labels: map[string]string{"kind": "kafka"}})
+	_, now := m.Changed()
+
+	s := openStream(t, fmt.Sprintf("%s/events?since=%d", srv.URL, made), "")
+	if ev := s.next(t, "changed"); ev.data != fmt.Sprintf(`{"version":%d}`, now) {
+		t.Fatalf("the stream of a page made at version %d told %q; want the model's version now, %d", made, ev.data, now)
+	}
+	if status, _, body := fetch(t, srv.URL+"/events?since=yesterday"); status != http.StatusBadRequest || !strings.Contains(body, "since") {
+		t.Fatalf("a bad since: %d %q; want 400 saying what it should be", status, body)
 	}
 }
 

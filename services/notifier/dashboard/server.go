@@ -81,9 +81,13 @@ type pageData struct {
 	Title  string
 	Nav    string // "fleet" or "rollouts": the section the page is in
 	Events string // the query of the page's event stream
-	Ready  bool
-	Error  string
-	View   any
+	// Since is the model's version the page was made from: its event
+	// stream tells it to fetch its view again at once if the model moved
+	// on before the stream opened.
+	Since uint64
+	Ready bool
+	Error string
+	View  any
 }
 
 func (d *Dashboard) routes() *http.ServeMux {
@@ -152,8 +156,9 @@ const notReady = "reading the fleet from the log; this page fills in by itself w
 // page serves an HTML page, or its live part alone with ?fragment=1.
 func (d *Dashboard) page(name string, view viewFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		_, since := d.model.Changed() // before the view, so no change falls between
 		title, events, v, status, msg := view(r)
-		data := pageData{Title: title, Nav: navOf(name), Events: events, Ready: d.model.Ready(), View: v}
+		data := pageData{Title: title, Nav: navOf(name), Events: events, Since: since, Ready: d.model.Ready(), View: v}
 		tmpl := pages[name]
 		if status != http.StatusOK {
 			data.Error = msg

@@ -11,6 +11,7 @@
   var status = document.getElementById("status");
   if (!live || !window.EventSource) { return; }
   var query = document.body.getAttribute("data-events");
+  var since = document.body.getAttribute("data-since");
   var pending = false, again = false, last = 0, everyMs = 1000, keptNotes = 100;
 
   function setStatus(text, isLive) {
@@ -67,13 +68,11 @@
     if (empty) { empty.hidden = true; }
   }
 
-  var es = new EventSource("/events" + (query ? "?" + query : ""));
-  var opened = false;
-  es.addEventListener("open", function () {
-    setStatus("live", true);
-    if (opened) { refresh(); } // back after a break: the view may be behind
-    opened = true;
-  });
+  // since: the model's version this page shows. The stream says
+  // "changed" at once when the model moved on before it opened, or while
+  // it was away, so the view is never left behind.
+  var es = new EventSource("/events?" + (query ? query + "&" : "") + "since=" + encodeURIComponent(since || "0"));
+  es.addEventListener("open", function () { setStatus("live", true); });
   es.addEventListener("error", function () { setStatus("reconnecting…", false); });
   es.addEventListener("changed", refresh);
   es.addEventListener("notification", note);
