@@ -303,6 +303,15 @@ func TestAPageIsToldOfWhatChangedBeforeItsStreamOpened(t *testing.T) {
 	if ev := s.next(t, "changed"); ev.data != fmt.Sprintf(`{"version":%d}`, now) {
 		t.Fatalf("the stream of a page made at version %d told %q; want the model's version now, %d", made, ev.data, now)
 	}
+	// The notifier restarts and reads the same two clusters: a page of
+	// the old run reconnecting is still told, however its versions count.
+	restarted := New(Config{Backbone: cfg})
+	again, _ := serve(t, restarted)
+	for _, id := range []string{"k-1", "k-2"} {
+		restarted.Model().ApplyCluster(id, &inventory.Cluster{ID: id, Driver: "kafka", Version: "4.1", Labels: map[string]string{"kind": "kafka"}})
+	}
+	s = openStream(t, fmt.Sprintf("%s/events?since=%d", again.URL, now), "")
+	s.next(t, "changed")
 	if status, _, body := fetch(t, srv.URL+"/events?since=yesterday"); status != http.StatusBadRequest || !strings.Contains(body, "since") {
 		t.Fatalf("a bad since: %d %q; want 400 saying what it should be", status, body)
 	}

@@ -13,6 +13,7 @@ package dashboard
 
 import (
 	"cmp"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,7 +63,11 @@ type Model struct {
 	timelines  map[string][]TimelineItem // workflow ID → what happened to it
 	seenEvents map[string]int64          // workflow ID → Seq of the last header row put in its timeline
 
-	version uint64        // grows with every visible change
+	// version grows by one with every visible change. It starts at a
+	// random number, so that a page made by an earlier run of the
+	// notifier, or by another copy behind the same address, never
+	// matches it by chance (see events: ?since).
+	version uint64
 	changed chan struct{} // closed and replaced on every visible change
 	ready   bool
 }
@@ -142,6 +147,7 @@ func NewModel() *Model {
 		timelines:  map[string][]TimelineItem{},
 		seenEvents: map[string]int64{},
 		changed:    make(chan struct{}),
+		version:    rand.Uint64(),
 	}
 }
 
