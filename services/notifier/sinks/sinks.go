@@ -330,12 +330,18 @@ func (r *runner) queue(p int32, recs []*kgo.Record) {
 	if part == nil {
 		return
 	}
-	select {
-	case part.work <- recs:
-	default: // a fetch waits already: hold this one, fetch no more
-		part.held = append(part.held, recs...) // in order, should one more come before the pause
-		r.cl.PauseFetchPartitions(map[string][]int32{r.names.Notifications: {p}})
+	if part.held == nil {
+		select {
+		case part.work <- recs:
+			return
+		default: // a fetch waits already: hold this one, fetch no more
+		}
 	}
+	// Behind what is held, even if the worker has emptied its queue
+	// meanwhile: a fetch that came before the pause took effect keeps
+	// its place in the partition's order.
+	part.held = append(part.held, recs...)
+	r.cl.PauseFetchPartitions(map[string][]int32{r.names.Notifications: {p}})
 }
 
 // next moves the fetch held for part, if any, into its queue once the

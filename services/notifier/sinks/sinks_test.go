@@ -29,6 +29,7 @@ import (
 	"github.com/flotilla-fleet/flotilla/pkg/logtable"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
 	"github.com/flotilla-fleet/flotilla/pkg/selector"
+	"github.com/flotilla-fleet/flotilla/pkg/topics"
 	"github.com/flotilla-fleet/flotilla/services/notifier/notifier"
 )
 
@@ -920,5 +921,45 @@ func TestANewDestinationStartsFromTheNotifiersStart(t *testing.T) {
 	awaitCommittedToEnd(t, bb, "hook")
 	if got := sortedIDs(hook.ids()); !slices.Equal(got, []string{"since-1", "since-2"}) {
 		t.Errorf("received %v, want since-1 and since-2, not what was written before the start", got)
+	}
+}
+
+// TestAFetchHeldBackKeepsItsPlace: a partition's fetches reach its worker
+// in the order they came, even when one more comes after its worker took
+// the waiting fetch but before the one held back was handed over (the
+// client may still return a fetch after it was told to pause).
+func TestAFetchHeldBackKeepsItsPlace(t *testing.T) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1")) // never contacted: pausing is local
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	part := &partition{id: 0, ctx: context.Background(), work: make(chan []*kgo.Record, 1)}
+	r := &runner{cl: cl, names: topics.NewNames("test"), owned: map[int32]*partition{0: part}}
+	fetch := func(offsets ...int64) []*kgo.Record {
+		recs := make([]*kgo.Record, len(offsets))
+		for i, o := range offsets {
+			recs[i] = &kgo.Record{Offset: o}
+		}
+		return recs
+	}
+	var got []int64
+	take := func() {
+		for _, rec := range <-part.work {
+			got = append(got, rec.Offset)
+		}
+	}
+	r.queue(0, fetch(0, 1))
+	r.queue(0, fetch(2, 3)) // the queue is full: held, and the partition paused
+	take()
+	r.queue(0, fetch(4)) // came before the pause took effect
+	r.next(part)         // the worker is done with its fetch: it gets what was held
+	take()
+	r.next(part) // and with that one: nothing is held any more
+	if want := []int64{0, 1, 2, 3, 4}; !slices.Equal(got, want) {
+		t.Fatalf("the worker got offsets %v, want %v", got, want)
+	}
+	if paused := cl.PauseFetchPartitions(nil); len(paused[r.names.Notifications]) != 0 {
+		t.Fatalf("the partition is still paused once its worker has everything: %v", paused)
 	}
 }
