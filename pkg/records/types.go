@@ -243,12 +243,6 @@ func (s WorkflowState) Terminal() bool {
 // keyed by the workflow ID and has Workflow set; its spec row, written once
 // when it is created, is keyed "workflowID/@spec" (topics.SpecKey) and has
 // Spec set; each of its targets has a row keyed "workflowID/clusterID" with
-// GateApproval is an approval of a gate by a principal.
-type GateApproval struct {
-	Gate      string
-	Principal string
-}
-
 // Target set. Together the rows are the planner's whole state: it rebuilds
 // from them and nothing else.
 type WorkflowRecord struct {
@@ -349,6 +343,12 @@ type Workflow struct {
 	// Approved (rows written before they were kept hold only the current
 	// gate's, when it needs more than one).
 	Approvals []GateApproval
+}
+
+// GateApproval is an approval of a gate by a principal.
+type GateApproval struct {
+	Gate      string
+	Principal string
 }
 
 // TargetState is where one target cluster is in its workflow.
