@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -208,32 +207,9 @@ func TestCLIPrintsRejection(t *testing.T) {
 func TestDevCarriesOnAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	start := func() (brokers []string, stop func()) {
-		ctx, cancel := context.WithCancel(context.Background())
-		ready := make(chan []string, 1)
-		done := make(chan error, 1)
-		go func() {
-			done <- runDev(ctx, devOptions{
-				DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 30,
-				Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 200 * time.Millisecond}},
-				ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
-				Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-				OnReady: func(b []string) { ready <- b },
-			})
-		}()
-		select {
-		case b := <-ready:
-			return b, func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("dev stopped with: %v", err)
-				}
-			}
-		case err := <-done:
-			t.Fatalf("dev did not start: %v", err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("dev did not start in 30s")
-		}
-		return nil, nil
+		dev := startDev(t, devOptions{DataDir: dir, Clusters: 30,
+			Drivers: servicecmd.DriverFlags{Sim: servicecmd.SimFlags{OpDuration: 200 * time.Millisecond}}})
+		return dev.brokers, func() { dev.stop(t) }
 	}
 	cli := func(brokers []string, args ...string) string {
 		t.Helper()

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -255,36 +254,15 @@ func TestDevSecure(t *testing.T) {
 	t.Setenv("FLOTILLA_PRINCIPAL", "dana")
 	var dashboardAt atomic.Value // its address, once it listens
 	start := func(secure bool) (brokers []string, out *syncBuffer, stop func(), err error) {
-		ctx, cancel := context.WithCancel(context.Background())
-		ready := make(chan []string, 1)
-		done := make(chan error, 1)
 		out = &syncBuffer{}
-		go func() {
-			done <- runDev(ctx, devOptions{
-				DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 12, Secure: secure, Out: out,
-				Chain:         servicecmd.ChainFlags{Interval: 200 * time.Millisecond},
-				Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 100 * time.Millisecond}},
-				ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
-				Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-				OnReady: func(b []string) { ready <- b },
-				HTTP:    "127.0.0.1:0", OnDashboard: func(a net.Addr) { dashboardAt.Store(a.String()) },
-			})
-		}()
-		select {
-		case b := <-ready:
-			return b, out, func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("dev stopped with: %v", err)
-				}
-			}, nil
-		case err := <-done:
-			cancel()
+		dev, err := tryDev(t, devOptions{DataDir: dir, Clusters: 12, Secure: secure, Out: out,
+			Chain:   servicecmd.ChainFlags{Interval: 200 * time.Millisecond},
+			Drivers: servicecmd.DriverFlags{Sim: servicecmd.SimFlags{OpDuration: 100 * time.Millisecond}},
+			HTTP:    "127.0.0.1:0", OnDashboard: func(a net.Addr) { dashboardAt.Store(a.String()) }})
+		if err != nil {
 			return nil, out, nil, err
-		case <-time.After(30 * time.Second):
-			t.Fatal("dev did not start in 30s")
 		}
-		return nil, nil, nil, nil
+		return dev.brokers, out, func() { dev.stop(t) }, nil
 	}
 	cli := func(brokers []string, args ...string) (string, error) {
 		var out bytes.Buffer

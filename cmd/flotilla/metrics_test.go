@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,7 +15,6 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/flotilla-fleet/flotilla/internal/servicecmd"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics"
 	"github.com/flotilla-fleet/flotilla/pkg/metrics/metricstest"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -28,35 +26,10 @@ import (
 // one endpoint until it shows each service's work under its own names.
 func TestDevServesTheMetricsOfItsFourServices(t *testing.T) {
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan []string, 1)
 	bound := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runDev(ctx, devOptions{
-			DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 8,
-			Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 50 * time.Millisecond}},
-			ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
-			Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			MetricsAddr: "127.0.0.1:0", OnMetrics: func(a net.Addr) { bound <- a },
-			OnReady: func(b []string) { ready <- b },
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dev stopped with: %v", err)
-		}
-	}()
-	var brokers []string
-	select {
-	case brokers = <-ready:
-	case err := <-done:
-		t.Fatalf("dev did not start: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("dev did not start in 30s")
-	}
-	url := "http://" + (<-bound).String() + metrics.Path
+	dev := startDev(t, devOptions{DataDir: dir, Clusters: 8, MetricsAddr: "127.0.0.1:0", OnMetrics: func(a net.Addr) { bound <- a }})
+	brokers := dev.brokers
+	url := "http://" + awaitDev(t, dev, bound, "the metrics server").String() + metrics.Path
 
 	spec := filepath.Join(dir, "spec.yaml")
 	if err := os.WriteFile(spec, []byte("name: up\noperation: {type: upgrade, version: 3.9.1}\nselector: kind=kafka\nstrategy:\n  phases:\n    - name: all\n      waves: 2\n"), 0o644); err != nil {
@@ -135,35 +108,10 @@ func freeAddr(t *testing.T) string {
 // simulated fleet once it has read the log, and the four services'
 // metrics are at its /metrics.
 func TestDevServesTheDashboardWithItsMetrics(t *testing.T) {
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
 	bound := make(chan net.Addr, 1)
-	done := make(chan error, 1)
 	out := &lockedWriter{w: &strings.Builder{}}
-	go func() {
-		done <- runDev(ctx, devOptions{
-			DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 8,
-			Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 50 * time.Millisecond}},
-			ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
-			Log:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			HTTP: "127.0.0.1:0", Out: out, OnDashboard: func(a net.Addr) { bound <- a },
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dev stopped with: %v", err)
-		}
-	}()
-	var base string
-	select {
-	case a := <-bound:
-		base = "http://" + a.String()
-	case err := <-done:
-		t.Fatalf("dev did not start: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("dev did not serve its dashboard in 30s")
-	}
+	dev := startDev(t, devOptions{Clusters: 8, HTTP: "127.0.0.1:0", Out: out, OnDashboard: func(a net.Addr) { bound <- a }})
+	base := "http://" + awaitDev(t, dev, bound, "the dashboard").String()
 	var fleet struct {
 		Health struct{ Total, Healthy int }
 	}
@@ -225,37 +173,11 @@ func TestDevServesItsEndpointsOnlyToItsUsers(t *testing.T) {
 	if err := os.WriteFile(webConfig, []byte("basic_auth_users:\n  alice: "+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	dashboard, metricsAt := make(chan net.Addr, 1), make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runDev(ctx, devOptions{
-			DataDir: dir, Addr: "127.0.0.1:0", Namespace: "fleet", Clusters: 4,
-			Drivers:       servicecmd.DriverFlags{Sim: servicecmd.SimFlags{Dir: filepath.Join(dir, "sim"), OpDuration: 50 * time.Millisecond}},
-			ProbeInterval: 100 * time.Millisecond, Heartbeat: time.Second,
-			Log:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			HTTP: "127.0.0.1:0", OnDashboard: func(a net.Addr) { dashboard <- a },
-			MetricsAddr: "127.0.0.1:0", OnMetrics: func(a net.Addr) { metricsAt <- a },
-			WebConfig: webConfig,
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dev stopped with: %v", err)
-		}
-	}()
-	var urls []string
-	for _, bound := range []chan net.Addr{dashboard, metricsAt} {
-		select {
-		case a := <-bound:
-			urls = append(urls, "http://"+a.String())
-		case err := <-done:
-			t.Fatalf("dev did not start: %v", err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("dev did not serve its endpoints in 30s")
-		}
-	}
+	dev := startDev(t, devOptions{DataDir: dir, Clusters: 4, WebConfig: webConfig,
+		HTTP: "127.0.0.1:0", OnDashboard: func(a net.Addr) { dashboard <- a },
+		MetricsAddr: "127.0.0.1:0", OnMetrics: func(a net.Addr) { metricsAt <- a }})
+	urls := []string{"http://" + awaitDev(t, dev, dashboard, "the dashboard").String(), "http://" + awaitDev(t, dev, metricsAt, "the metrics server").String()}
 	status := func(url, user, password string) int {
 		t.Helper()
 		req, err := http.NewRequest("GET", url, nil)
