@@ -263,16 +263,19 @@ func TestFencingCatchesAPlannerRowWrittenTwice(t *testing.T) {
 	}
 }
 
-func TestSinkDeliveriesCatchLostUnknownForgedAndRepeated(t *testing.T) {
+func TestSinkDeliveriesCatchLostUnknownForgedRepeatedAndReordered(t *testing.T) {
 	s := newScenario()
-	note := func(id string) noteRec {
-		return noteRec{n: records.Notification{Envelope: records.Envelope{ID: id}, Kind: "workflow.paused"}}
+	note := func(id string, partition int32, offset int64) noteRec {
+		return noteRec{at: at{partition: partition, offset: offset}, n: records.Notification{Envelope: records.Envelope{ID: id}, Kind: "workflow.paused"}}
 	}
-	s.h.notes = []noteRec{note("n1"), note("n2"), note("n3")}
-	s.r.sink = &webhookSink{got: map[string]int{"n1": 1, "n2": 1, "n3": 1}, requests: 3}
+	s.h.notes = []noteRec{note("n1", 0, 0), note("n2", 0, 1), note("n3", 1, 0)}
+	// Partitions side by side: n3 may come between n1 and n2.
+	s.r.sink = &webhookSink{got: map[string]int{"n1": 1, "n2": 1, "n3": 1}, first: []string{"n1", "n3", "n2"}, requests: 3}
 	mustPass(t, s.facts().sinkDeliveries())
+	s.r.sink = &webhookSink{got: map[string]int{"n1": 1, "n2": 1, "n3": 1}, first: []string{"n3", "n2", "n1"}, requests: 3}
+	mustFail(t, s.facts().sinkDeliveries(), `out of order: "n2" (notifications 0@1) first arrived before "n1"`)
 
-	s.r.sink = &webhookSink{got: map[string]int{"n1": 2, "n2": 1, "x": 1}, requests: 4, bad: []string{`request for "n2": no valid signature`}}
+	s.r.sink = &webhookSink{got: map[string]int{"n1": 2, "n2": 1, "x": 1}, first: []string{"n1", "n2", "x"}, requests: 4, bad: []string{`request for "n2": no valid signature`}}
 	c := s.facts().sinkDeliveries()
 	mustFail(t, c, "not delivered: workflow.paused")
 	mustFail(t, c, `delivered, but not on the notifications topic: "x"`)
@@ -282,8 +285,8 @@ func TestSinkDeliveriesCatchLostUnknownForgedAndRepeated(t *testing.T) {
 	// A kill of a notifier copy explains a repeat in each partition, on
 	// each side of the hand-over.
 	s.r.report.faults = []Fault{{Time: sec(5), Kind: "SIGKILL", Target: "notifier-1"}}
-	s.r.sink = &webhookSink{got: map[string]int{"n1": 2, "n2": 2, "n3": 1}, requests: 5}
+	s.r.sink = &webhookSink{got: map[string]int{"n1": 2, "n2": 2, "n3": 1}, first: []string{"n1", "n2", "n3"}, requests: 5}
 	mustPass(t, s.facts().sinkDeliveries())
-	s.r.sink = &webhookSink{got: map[string]int{"n1": 2 * partitions, "n2": 2, "n3": 2}, requests: 2*partitions + 4}
+	s.r.sink = &webhookSink{got: map[string]int{"n1": 2 * partitions, "n2": 2, "n3": 2}, first: []string{"n1", "n2", "n3"}, requests: 2*partitions + 4}
 	mustFail(t, s.facts().sinkDeliveries(), "repeated deliveries, more than the 12 the faults explain")
 }

@@ -31,6 +31,7 @@ type webhookSink struct {
 
 	mu       sync.Mutex
 	got      map[string]int // webhook-id → requests
+	first    []string       // webhook-ids in the order of their first request
 	requests int
 	bad      []string // requests that did not verify
 }
@@ -88,6 +89,9 @@ func (s *webhookSink) serve(w http.ResponseWriter, req *http.Request) {
 	verr := sinks.Verify([]sinks.Secret{s.secret}, req.Header, body, time.Now(), 0)
 	s.mu.Lock()
 	s.requests++
+	if s.got[id] == 0 {
+		s.first = append(s.first, id)
+	}
 	s.got[id]++
 	if verr != nil {
 		s.bad = append(s.bad, fmt.Sprintf("request for %q: %v", id, verr))
@@ -99,12 +103,13 @@ func (s *webhookSink) serve(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// delivered returns the requests of each webhook-id so far, their total,
-// and the requests that did not verify.
-func (s *webhookSink) delivered() (map[string]int, int, []string) {
+// delivered returns the requests of each webhook-id so far, the order of
+// their first requests, their total, and the requests that did not
+// verify.
+func (s *webhookSink) delivered() (got map[string]int, first []string, requests int, bad []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return maps.Clone(s.got), s.requests, slices.Clone(s.bad)
+	return maps.Clone(s.got), slices.Clone(s.first), s.requests, slices.Clone(s.bad)
 }
 
 // awaitDeliveries waits until the receiver has had every notification of
@@ -114,7 +119,7 @@ func (r *runner) awaitDeliveries(ctx context.Context, h *history, timeout time.D
 	deadline := time.Now().Add(timeout)
 	for {
 		err := r.readNotifications(ctx, h)
-		got, _, _ := r.sink.delivered()
+		got, _, _, _ := r.sink.delivered()
 		missing := 0
 		for _, n := range h.notes {
 			if got[n.n.Envelope.ID] == 0 {
@@ -159,16 +164,24 @@ func (r *runner) repeatsAllowed() (int, string) {
 }
 
 // sinkDeliveries: every notification of the topic reached the webhook,
-// each request signed with the destination's secret, nothing delivered
-// that the topic does not hold, and no more repeats than the faults on
-// the notifiers explain.
+// each partition's in order, each request signed with the destination's
+// secret, nothing delivered that the topic does not hold, and no more
+// repeats than the faults on the notifiers explain.
 func (f *facts) sinkDeliveries() Check {
-	c := Check{Name: "every notification delivered to the webhook once, but for the repeats faults explain"}
+	c := Check{Name: "every notification delivered to the webhook once and in order, but for the repeats faults explain"}
 	if f.r.sink == nil {
 		c.violation("no webhook receiver ran")
 		return c
 	}
-	got, requests, bad := f.r.sink.delivered()
+	got, first, requests, bad := f.r.sink.delivered()
+	// A partition is delivered in order, and a copy that takes it over
+	// goes on from its last recorded progress: so the first requests of
+	// its notifications come in its order, whatever the repeats.
+	arrived := make(map[string]int, len(first))
+	for i, id := range first {
+		arrived[id] = i
+	}
+	latest := map[int32]noteRec{} // per partition, the notification that first arrived latest so far
 	onTopic := map[string]bool{}
 	for _, n := range f.h.notes {
 		id := n.n.Envelope.ID
@@ -176,9 +189,16 @@ func (f *facts) sinkDeliveries() Check {
 			continue // a duplicate on the topic is the notifications check's
 		}
 		onTopic[id] = true
-		if got[id] == 0 {
+		i, ok := arrived[id]
+		if !ok {
 			c.violation("not delivered: %s %s %s (notifications %s)", n.n.Kind, n.n.WorkflowID, n.n.ClusterID, n.at)
+			continue
 		}
+		if prev, ok := latest[n.partition]; ok && i < arrived[prev.n.Envelope.ID] {
+			c.violation("out of order: %q (notifications %s) first arrived before %q (notifications %s), which is ahead of it in its partition", id, n.at, prev.n.Envelope.ID, prev.at)
+			continue
+		}
+		latest[n.partition] = n
 	}
 	for _, id := range slices.Sorted(maps.Keys(got)) {
 		if !onTopic[id] {
