@@ -229,23 +229,27 @@ func (d *decision) flush() Outputs {
 				d.out.History = append(d.out.History, records.WorkflowRecord{Envelope: d.envelope(w), Target: &entry})
 			}
 		}
-		headers := t.transitions
-		if len(headers) == 0 || !sameHeader(headers[len(headers)-1], w.Workflow) {
+		for _, h := range t.transitions {
+			d.header(w, h)
+		}
+		if n := len(t.transitions); n == 0 || !sameHeader(t.transitions[n-1], w.Workflow) {
 			// The newest row must be the state: changes after the last
 			// transition are written as progress.
 			w.Event = "progress"
 			w.UpdatedAt = d.now
-			headers = append(headers, w.Workflow)
-		}
-		for i := range headers {
-			w.Seq++
-			h := headers[i]
-			h.Seq = w.Seq
-			h.Spec = records.SpecSummary(h.Spec) // the whole spec is in the spec row
-			d.out.Rows = append(d.out.Rows, records.WorkflowRecord{Envelope: d.envelope(w), Workflow: &h})
+			d.header(w, w.Workflow)
 		}
 	}
 	return d.out
+}
+
+// header writes h, a header row of w (a copy, so that each row holds its
+// own), with the next Seq of w.
+func (d *decision) header(w *Workflow, h records.Workflow) {
+	w.Seq++
+	h.Seq = w.Seq
+	h.Spec = records.SpecSummary(h.Spec) // the whole spec is in the spec row
+	d.out.Rows = append(d.out.Rows, records.WorkflowRecord{Envelope: d.envelope(w), Workflow: &h})
 }
 
 // rowID is the envelope ID of a workflow's row number seq.
