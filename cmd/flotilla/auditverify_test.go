@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest"
+	"github.com/flotilla-fleet/flotilla/internal/fleettest/brokertest"
 	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/rollout"
 	"github.com/flotilla-fleet/flotilla/services/planner/decide"
@@ -29,7 +30,7 @@ func TestCLIAuditVerifyAndAnErasedRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := fleettest.Start(t, fleettest.Options{Clusters: 4, PlannerKey: &planner, ExecutorKey: &executor})
+	f := fleettest.Start(t, fleettest.Options{Clusters: 4, PlannerKey: &planner, ExecutorKey: &executor, Brokers: brokertest.ForCompaction(t)})
 	id := f.Submit(rollout.Spec{Name: "restart two", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{f.Clusters[0].ID, f.Clusters[1].ID}})
 	f.Await(id, time.Second, time.Minute, "the rollout finishing", func(w *decide.Workflow) bool { return w.State.Terminal() })
 
@@ -52,7 +53,7 @@ func TestCLIAuditVerifyAndAnErasedRequest(t *testing.T) {
 	for range 2 {
 		f.Produce(&kgo.Record{Topic: f.Backbone.Names().Requests, Key: []byte(id)})
 	}
-	fleettest.Compact(t)
+	f.Compact()
 	out, err = run(t, f, "audit", "verify", "--service-keys", dir)
 	if err == nil || !strings.Contains(out, "erased by a tombstone at offset") || !strings.Contains(out, "the workflow's copy") {
 		t.Fatalf("audit verify after the request's erasure: %v\n%s", err, out)

@@ -59,14 +59,6 @@ func Brokers(t testing.TB) []string {
 	return brokertest.Addrs(t)
 }
 
-// Compact makes the test broker compact its compacted topics now: the
-// embedded broker does it when asked; on a real Kafka it does nothing, as
-// Kafka's log cleaner works by itself (see brokertest.Compact).
-func Compact(t testing.TB) {
-	t.Helper()
-	brokertest.Compact(t)
-}
-
 // Options shape a Fleet.
 type Options struct {
 	Clusters    int           // simulated clusters registered (default 20)
@@ -83,7 +75,8 @@ type Options struct {
 	// metrics); copies of a service share one set.
 	Metrics prometheus.Registerer
 	// Brokers, if set, are the broker the fleet runs on instead of the
-	// test broker (a secure one, brokertest.Secure).
+	// test broker: a secure one (brokertest.Secure), or one that the test
+	// compacts (brokertest.ForCompaction, Fleet.Compact).
 	Brokers []string
 	// ClientOpts, if set, are the client options of each service
 	// ("planner", "executor", "monitor", "notifier") and of the harness's
@@ -462,6 +455,14 @@ func (f *Fleet) Eventually(step, timeout time.Duration, cond func() bool) bool {
 		time.Sleep(10 * time.Millisecond) // the services run in real time; give them a moment per step
 	}
 	return cond()
+}
+
+// Compact makes the fleet's broker compact its compacted topics now (see
+// brokertest.Compact): the fleet must run on a broker of
+// brokertest.ForCompaction (Options.Brokers).
+func (f *Fleet) Compact() {
+	f.t.Helper()
+	brokertest.Compact(f.t, f.Backbone.Brokers)
 }
 
 // ReadAll reads a topic of the fleet from the start to its end.

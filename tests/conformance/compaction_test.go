@@ -22,11 +22,12 @@ import (
 // The topic asks for compaction as soon as possible (segments roll after
 // 100 ms, any dirty share is worth cleaning, tombstones go after 100 ms).
 // Kafka never cleans the active segment, so the test keeps writing a filler
-// key to roll segments while it waits; on the embedded broker it asks for
-// compaction (brokertest.Compact), which keeps the last batch likewise.
+// key to roll segments while it waits; on the embedded broker, one of the
+// test's own, it asks for compaction (brokertest.Compact), which keeps the
+// last batch likewise.
 func TestCompactionKeepsLatestPerKey(t *testing.T) {
 	const wait = 90 * time.Second
-	e := setup(t, wait+30*time.Second)
+	e := setupAt(t, wait+30*time.Second, brokertest.ForCompaction(t))
 	topic := e.topic("compacted", map[string]*string{
 		"cleanup.policy":            kadm.StringPtr("compact"),
 		"segment.ms":                kadm.StringPtr("100"),
@@ -54,7 +55,7 @@ func TestCompactionKeepsLatestPerKey(t *testing.T) {
 		// A write after segment.ms rolls the segment that holds the
 		// keys, making it cleanable.
 		e.produce(e.cl, &kgo.Record{Topic: topic, Key: []byte("filler"), Value: fmt.Appendf(nil, "%d", filler)})
-		brokertest.Compact(t)
+		brokertest.Compact(t, e.seeds)
 		problems = compactionProblems(e.readTable(topic), keys, latest)
 		if len(problems) == 0 {
 			return

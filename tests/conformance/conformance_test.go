@@ -48,10 +48,16 @@ type env struct {
 
 func setup(t *testing.T, timeout time.Duration) *env {
 	t.Helper()
-	seeds := brokertest.Addrs(t)
+	return setupAt(t, timeout, brokertest.Addrs(t))
+}
+
+// setupAt is setup on the broker at seeds: one of brokertest.ForCompaction
+// for a test that compacts.
+func setupAt(t *testing.T, timeout time.Duration, seeds []string) *env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	t.Cleanup(cancel)
-	cl, err := kgo.NewClient(brokertest.Opts(t)...)
+	cl, err := kgo.NewClient(brokertest.OptsAt(seeds)...)
 	if err != nil {
 		t.Fatal(err)
 	}

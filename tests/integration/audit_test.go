@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest"
+	"github.com/flotilla-fleet/flotilla/internal/fleettest/brokertest"
 	"github.com/flotilla-fleet/flotilla/pkg/auditchain"
 	"github.com/flotilla-fleet/flotilla/pkg/keys"
 	"github.com/flotilla-fleet/flotilla/pkg/records"
@@ -77,7 +78,7 @@ func (f *auditFleet) awaitClean(what string) auditchain.Report {
 // services' keys.
 func TestTheAuditTrailVerifiesThroughCompactionAndRestarts(t *testing.T) {
 	t.Parallel()
-	f := startAuditFleet(t, fleettest.Options{Clusters: 6, Retention: time.Hour})
+	f := startAuditFleet(t, fleettest.Options{Clusters: 6, Retention: time.Hour, Brokers: brokertest.ForCompaction(t)})
 	first := f.Submit(rollout.Spec{Name: "restart three", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{f.Clusters[0].ID, f.Clusters[1].ID, f.Clusters[2].ID}})
 	f.Await(first, time.Second, time.Minute, "the first rollout finishing", finished)
 	rep := f.awaitClean("after a rollout")
@@ -85,7 +86,7 @@ func TestTheAuditTrailVerifiesThroughCompactionAndRestarts(t *testing.T) {
 		t.Fatalf("verified %d records, %d checkpoints, signed by %v: want both services' keys", rep.Records, rep.Checkpoints, rep.Signers)
 	}
 
-	fleettest.Compact(t)
+	f.Compact()
 	f.awaitClean("after compaction")
 
 	f.StopService("planner")
@@ -96,7 +97,7 @@ func TestTheAuditTrailVerifiesThroughCompactionAndRestarts(t *testing.T) {
 	f.Await(second, time.Second, time.Minute, "the second rollout finishing", finished)
 	f.Await(first, time.Minute, time.Minute, "the first rollout's rows removed after the retention", func(w *decide.Workflow) bool { return w.Compacted() })
 	f.awaitClean("after restarts and the retention")
-	fleettest.Compact(t)
+	f.Compact()
 	rep = f.awaitClean("after compacting again")
 
 	if one := f.verify(auditchain.Scope{Workflow: second, Partitions: []int32{topics.PartitionOf(second, 3)}}); len(one.Findings) != 0 || one.Workflows != 2 || one.Records >= rep.Records {
@@ -108,7 +109,7 @@ func TestTheAuditTrailVerifiesThroughCompactionAndRestarts(t *testing.T) {
 // checks that verify names the record and what was done to it.
 func TestAuditVerifyFindsTampering(t *testing.T) {
 	t.Parallel()
-	f := startAuditFleet(t, fleettest.Options{Clusters: 6})
+	f := startAuditFleet(t, fleettest.Options{Clusters: 6, Brokers: brokertest.ForCompaction(t)})
 	var ids []string
 	for i := range 3 {
 		ids = append(ids, f.Submit(rollout.Spec{Name: "restart", Operation: rollout.Operation{Kind: rollout.Restart}, Clusters: []string{f.Clusters[2*i].ID, f.Clusters[2*i+1].ID}}))
@@ -195,7 +196,7 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fleettest.Compact(t)
+	f.Compact()
 
 	rep := f.verify(auditchain.Scope{})
 	for _, want := range []struct{ key, what string }{

@@ -6,7 +6,8 @@
 // It depends only on franz-go, so that the tests of every package —
 // pkg/topics and pkg/logtable included, which fleettest itself depends on —
 // can use it. Tests sharing a broker must use names of their own (topics,
-// groups, transactional IDs); nothing is deleted afterwards.
+// groups, transactional IDs); nothing is deleted afterwards. A test that
+// compacts has a broker of its own (ForCompaction).
 package brokertest
 
 import (
@@ -63,8 +64,14 @@ func Addrs(t testing.TB) []string {
 // and more of kgo's default backoff.
 func Opts(t testing.TB) []kgo.Opt {
 	t.Helper()
+	return OptsAt(Addrs(t))
+}
+
+// OptsAt returns the options of a test client of the broker at addrs
+// (ForCompaction's, say), with the same short retry backoff as Opts.
+func OptsAt(addrs []string) []kgo.Opt {
 	return []kgo.Opt{
-		kgo.SeedBrokers(Addrs(t)...),
+		kgo.SeedBrokers(addrs...),
 		kgo.RetryBackoffFn(func(int) time.Duration { return 20 * time.Millisecond }),
 	}
 }
@@ -82,18 +89,59 @@ func Name() string {
 	return "embedded kfake"
 }
 
-// Compact makes the broker compact its compacted topics now, as far as it
-// can. The embedded broker compacts only on a timer or when asked, so this
-// asks it (it keeps each partition's last batch, as Kafka keeps the active
-// segment). Kafka's log cleaner works by itself, as the topic's configs
-// (segment.ms, min.cleanable.dirty.ratio...) allow: on a real broker Compact
-// does nothing, and a test waits for the outcome instead.
-func Compact(t testing.TB) {
+// ForCompaction returns the broker of a test that compacts (Compact). The
+// embedded broker compacts every topic it holds at once and ignores
+// min.compaction.lag.ms, so compacting the shared one would take records
+// from under the tests running beside it (the operations history a test
+// checks, records the notifier has yet to read): a test that compacts
+// gets an embedded broker of its own, closed when it ends. A real Kafka's
+// cleaner honours each topic's configs, so there it is the shared broker.
+func ForCompaction(t testing.TB) []string {
 	t.Helper()
-	Addrs(t)
-	if embedded != nil {
-		embedded.Compact()
+	if Real() {
+		return Addrs(t)
 	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("flotilla-compaction-test"))
+	if err != nil {
+		t.Fatalf("start an embedded broker to compact: %v", err)
+	}
+	addrs := c.ListenAddrs()
+	ownMu.Lock()
+	own[addrs[0]] = c
+	ownMu.Unlock()
+	t.Cleanup(func() {
+		ownMu.Lock()
+		delete(own, addrs[0])
+		ownMu.Unlock()
+		c.Close()
+	})
+	return addrs
+}
+
+var (
+	ownMu sync.Mutex
+	own   = map[string]*kfake.Cluster{} // first address → broker of ForCompaction
+)
+
+// Compact makes the broker at addrs, one of ForCompaction, compact its
+// compacted topics now, as far as it can. The embedded broker compacts
+// only on a timer or when asked, so this asks it (it keeps each
+// partition's last batch, as Kafka keeps the active segment). Kafka's log
+// cleaner works by itself, as the topic's configs (segment.ms,
+// min.cleanable.dirty.ratio...) allow: on a real broker Compact does
+// nothing, and a test waits for the outcome instead.
+func Compact(t testing.TB, addrs []string) {
+	t.Helper()
+	if Real() {
+		return
+	}
+	ownMu.Lock()
+	c := own[addrs[0]]
+	ownMu.Unlock()
+	if c == nil {
+		t.Fatalf("compact %v: not a broker of ForCompaction; the shared embedded broker is not compacted, for the tests beside it", addrs)
+	}
+	c.Compact()
 }
 
 // SecureEnv names a real broker's listener that requires SASL (SCRAM) and
