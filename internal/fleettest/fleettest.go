@@ -295,6 +295,18 @@ func (f *Fleet) Submit(spec rollout.Spec) string {
 	return id
 }
 
+// Control produces a control request of principal (approve, pause...),
+// as the CLI does, and returns its ID.
+func (f *Fleet) Control(principal string, c records.ControlWorkflow) string {
+	f.t.Helper()
+	id := uuid.NewString()
+	f.Produce(f.Record(f.Backbone.Names().Requests, records.ControlKey(c.WorkflowID, id), records.Request{
+		Envelope: records.Envelope{ID: id, Time: f.Clock.Now(), Principal: principal},
+		Control:  &c,
+	}))
+	return id
+}
+
 // StartService starts one of the four services. A name "planner#2"
 // starts a second copy of the planner, with its own instance ID.
 func (f *Fleet) StartService(name string) {

@@ -26,12 +26,7 @@ import (
 
 // control produces a control request, as the CLI does, and returns its ID.
 func control(f *fleettest.Fleet, workflowID string, action records.ControlAction, reason string) string {
-	id := uuid.NewString()
-	f.Produce(f.Record(f.Backbone.Names().Requests, records.ControlKey(workflowID, id), records.Request{
-		Envelope: records.Envelope{ID: id, Time: f.Clock.Now(), Principal: "carol"},
-		Control:  &records.ControlWorkflow{WorkflowID: workflowID, Action: action, Reason: reason},
-	}))
-	return id
+	return f.Control("carol", records.ControlWorkflow{WorkflowID: workflowID, Action: action, Reason: reason})
 }
 
 // versionsNow returns each simulated cluster's version and applies.

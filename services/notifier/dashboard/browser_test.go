@@ -16,7 +16,6 @@ import (
 	cdpfetch "github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
-	"github.com/google/uuid"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/flotilla-fleet/flotilla/internal/fleettest"
@@ -153,11 +152,7 @@ func TestTheDashboardFollowsALiveRollout(t *testing.T) {
 	// the page lists who opened the gate as the planner decided, not who
 	// asked.
 	for _, ask := range []struct{ who, phase string }{{"mallory", "canary"}, {"bob", ""}} {
-		approval := uuid.NewString()
-		f.Produce(f.Record(f.Backbone.Names().Requests, records.ControlKey(id, approval), records.Request{
-			Envelope: records.Envelope{ID: approval, Time: f.Clock.Now(), Principal: ask.who},
-			Control:  &records.ControlWorkflow{WorkflowID: id, Action: records.ActionApprove, Phase: ask.phase, Reason: "canary looks fine"},
-		}))
+		f.Control(ask.who, records.ControlWorkflow{WorkflowID: id, Action: records.ActionApprove, Phase: ask.phase, Reason: "canary looks fine"})
 	}
 	if !f.Eventually(0, time.Minute, func() bool {
 		return textOf(t, ctx, "ul.approvals") != "" && !strings.Contains(pageText(t, ctx), "waiting for approval")
@@ -296,11 +291,7 @@ func TestTheDashboardBehindAPasswordStaysLive(t *testing.T) {
 	}) {
 		t.Fatalf("the page never went live at the gate; it says %q and shows:\n%s", textOf(t, tab, "#status"), pageText(t, tab))
 	}
-	approval := uuid.NewString()
-	f.Produce(f.Record(f.Backbone.Names().Requests, records.ControlKey(id, approval), records.Request{
-		Envelope: records.Envelope{ID: approval, Time: f.Clock.Now(), Principal: "bob"},
-		Control:  &records.ControlWorkflow{WorkflowID: id, Action: records.ActionApprove, Reason: "go"},
-	}))
+	f.Control("bob", records.ControlWorkflow{WorkflowID: id, Action: records.ActionApprove, Reason: "go"})
 	if !f.Eventually(time.Second, time.Minute, func() bool {
 		return strings.Contains(textOf(t, tab, "#rollout-state"), "succeeded")
 	}) {
